@@ -1,0 +1,9 @@
+//! syncoder: supervised fine-tuning and CodeArena evaluation of Qwen2.5-Coder-style models.
+//!
+//! `model` holds the training-grade Qwen2 decoder, `ops` the fused ops it runs on (each with its
+//! own backward), `cli` the command-line front end that `src/main.rs` calls.
+
+pub mod cli;
+pub mod model;
+pub mod ops;
+pub mod testing;

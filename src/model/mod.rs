@@ -1,0 +1,12 @@
+//! The Qwen2 decoder (the architecture of Qwen2.5-Coder) for training and inference, with
+//! Hugging Face `config.json`, tensor names and safetensors layout.
+
+pub mod batch;
+pub mod config;
+pub mod init;
+pub mod qwen2;
+pub mod weights;
+
+pub use batch::PackedBatch;
+pub use config::Qwen2Config;
+pub use qwen2::Qwen2;

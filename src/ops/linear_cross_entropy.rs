@@ -1,0 +1,172 @@
+//! Fused output projection + cross-entropy over chunks of tokens.
+//!
+//! `linear_cross_entropy(hidden [N, H], weight [V, H], targets [N])` returns the summed loss over
+//! supervised tokens and their count, without ever materialising the full `[N, V]` logits: per
+//! chunk of tokens it computes the chunk's logits, then in one pass the per-token loss and the
+//! logits' gradient written over the logits (`cross_entropy_in_place`), and immediately the
+//! chunk's input gradient and its contribution to the weight gradient. The backward only scales
+//! the gradients saved by the forward.
+
+use candle_core::{bail, CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Target value of tokens that carry no loss (as in PyTorch / transformers).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// The result of `linear_cross_entropy`.
+pub struct CrossEntropyOutput {
+    /// Scalar f32 tensor: the sum of per-token losses over supervised tokens (backpropagates).
+    pub loss_sum: Tensor,
+    /// Number of supervised tokens (targets != `IGNORE_INDEX`).
+    pub supervised: usize,
+}
+
+/// Tokens per chunk when the caller gives none: about as many logits as the hidden states hold
+/// values (the Liger-Kernel rule), but at least 256 tokens so the CPU matmuls stay efficient.
+pub fn default_chunk_tokens(tokens: usize, vocab: usize, hidden: usize) -> usize {
+    let ratio = vocab.div_ceil(hidden.max(1)).max(1);
+    tokens.div_ceil(ratio).max(256).min(tokens.max(1))
+}
+
+/// Summed cross-entropy of `hidden · weightᵀ` against `targets` (i64, `IGNORE_INDEX` skipped),
+/// computed `chunk_tokens` tokens at a time (`None`: `default_chunk_tokens`).
+pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor, chunk_tokens: Option<usize>) -> Result<CrossEntropyOutput> {
+    let (n, h) = hidden.dims2()?;
+    let (v, hw) = weight.dims2()?;
+    if hw != h {
+        bail!("linear_cross_entropy: hidden size {h} but weight {:?}", weight.dims());
+    }
+    if targets.dims() != [n] || targets.dtype() != DType::I64 {
+        bail!(
+            "linear_cross_entropy: targets must be i64 of shape [{n}], got {:?} {:?}",
+            targets.dtype(),
+            targets.dims()
+        );
+    }
+    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(n, v, h)).max(1);
+    let needs_grad = hidden.track_op() || weight.track_op();
+    let hd = hidden.detach().contiguous()?;
+    let wd = weight.detach().contiguous()?;
+    let targets = targets.contiguous()?;
+    let supervised = targets.ne(IGNORE_INDEX)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+
+    let mut loss_sum = 0f64;
+    let mut dh_chunks = Vec::new();
+    let mut dw: Option<Tensor> = None;
+    let mut a = 0;
+    while a < n {
+        let len = chunk.min(n - a);
+        let h_c = hd.narrow(0, a, len)?;
+        let logits = h_c.matmul(&wd.t()?)?.to_dtype(DType::F32)?;
+        let op = CrossEntropyInPlace { row_loss: Mutex::new(Vec::new()) };
+        logits.inplace_op2(&targets.narrow(0, a, len)?, &op)?;
+        let rows = op.row_loss.into_inner().map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))?;
+        loss_sum += rows.iter().map(|&x| x as f64).sum::<f64>();
+        if needs_grad {
+            let dlogits = logits.to_dtype(hd.dtype())?;
+            dh_chunks.push(dlogits.matmul(&wd)?);
+            let part = dlogits.t()?.matmul(&h_c)?;
+            dw = Some(match dw {
+                None => part,
+                Some(acc) => (acc + part)?,
+            });
+        }
+        a += len;
+    }
+    let value = loss_sum as f32;
+    let loss_sum = if needs_grad {
+        let dh = Tensor::cat(&dh_chunks, 0)?;
+        let dw = match dw {
+            Some(dw) => dw,
+            None => wd.zeros_like()?,
+        };
+        hidden.apply_op2(weight, SavedLoss { value, grads: Mutex::new(Some((dh, dw))) })?
+    } else {
+        Tensor::new(value, hidden.device())?
+    };
+    Ok(CrossEntropyOutput { loss_sum, supervised })
+}
+
+/// One pass over a chunk of logits `[rows, V]`: records each row's loss
+/// (`logsumexp(x) - x[target]`, 0 for ignored rows) and overwrites the row with
+/// `softmax(x) - onehot(target)` (zeros for ignored rows).
+pub struct CrossEntropyInPlace {
+    pub row_loss: Mutex<Vec<f32>>,
+}
+
+/// Loss of one row and its gradient written over it; the CPU twin of the CUDA kernel.
+pub fn cross_entropy_row(x: &mut [f32], target: i64) -> Result<f32> {
+    if target == IGNORE_INDEX {
+        x.fill(0.0);
+        return Ok(0.0);
+    }
+    if target < 0 || target as usize >= x.len() {
+        bail!("cross-entropy: target id {target} is outside the vocabulary (size {})", x.len());
+    }
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut s = 0f32;
+    for &xi in x.iter() {
+        s += (xi - m).exp();
+    }
+    let lse = m + s.ln();
+    let loss = lse - x[target as usize];
+    for xi in x.iter_mut() {
+        *xi = (*xi - lse).exp();
+    }
+    x[target as usize] -= 1.0;
+    Ok(loss)
+}
+
+impl InplaceOp2 for CrossEntropyInPlace {
+    fn name(&self) -> &'static str {
+        "cross_entropy_in_place"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let (rows, v) = l1.shape().dims2()?;
+        let targets: &[i64] = match (s2, l2.contiguous_offsets()) {
+            (CpuStorage::I64(t), Some((a, b))) => &t[a..b],
+            _ => bail!("cross_entropy_in_place: targets must be contiguous i64"),
+        };
+        let logits = match (s1, l1.contiguous_offsets()) {
+            (CpuStorage::F32(x), Some((a, b))) => &mut x[a..b],
+            _ => bail!("cross_entropy_in_place: logits must be contiguous f32"),
+        };
+        let losses: Vec<f32> = logits
+            .par_chunks_mut(v)
+            .zip(targets.par_iter())
+            .map(|(row, &t)| cross_entropy_row(row, t))
+            .collect::<Result<_>>()?;
+        debug_assert_eq!(losses.len(), rows);
+        *self.row_loss.lock().map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
+        Ok(())
+    }
+}
+
+/// Attaches the loss computed by the chunked forward to the autograd graph: its forward returns
+/// the saved value, its backward the saved gradients scaled by the incoming gradient.
+struct SavedLoss {
+    value: f32,
+    grads: Mutex<Option<(Tensor, Tensor)>>,
+}
+
+impl CustomOp2 for SavedLoss {
+    fn name(&self) -> &'static str {
+        "linear_cross_entropy"
+    }
+
+    fn cpu_fwd(&self, _s1: &CpuStorage, _l1: &Layout, _s2: &CpuStorage, _l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
+    }
+
+    fn bwd(&self, hidden: &Tensor, weight: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = self.grads.lock().map_err(|_| candle_core::Error::Msg("linear_cross_entropy: poisoned lock".into()))?.take();
+        let Some((dh, dw)) = saved else {
+            bail!("linear_cross_entropy: backward called twice for one forward");
+        };
+        let g = grad.to_dtype(DType::F32)?;
+        let scale = |t: Tensor, like: &Tensor| -> Result<Tensor> { t.broadcast_mul(&g.to_dtype(t.dtype())?)?.to_dtype(like.dtype()) };
+        Ok((Some(scale(dh, hidden)?), Some(scale(dw, weight)?)))
+    }
+}

@@ -1,0 +1,77 @@
+//! Fused training ops as candle `CustomOp`s, one file each.
+//!
+//! Every op carries its own backward (candle's built-in fused `rms_norm`, `rope` and
+//! `softmax_last_dim` are applied without one, which silently cuts gradients). Each file holds
+//! the CPU implementation of the forward and of the backward; `reference` holds plain composed
+//! candle versions that the tests compare against.
+//!
+//! The CPU implementations work on contiguous f32 data (the CPU training dtype) with rayon
+//! parallelism over rows; other dtypes get a clear error.
+
+pub mod attention;
+pub mod linear_cross_entropy;
+pub mod reference;
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
+
+pub use attention::{varlen_causal_attention, DocSegments};
+pub use linear_cross_entropy::{linear_cross_entropy, CrossEntropyOutput, IGNORE_INDEX};
+pub use rms_norm::rms_norm;
+pub use rope::{rope, RopeTable};
+pub use swiglu::swiglu;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+
+/// The contiguous f32 data behind a CPU storage and layout, or a clear error naming the op.
+pub(crate) fn cpu_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(data) => data.as_slice(),
+        other => bail!(
+            "{op}: the CPU implementation supports f32 only, got {:?}",
+            other.dtype()
+        ),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expected a contiguous input"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 CPU data of `t` without copying it.
+pub(crate) fn with_cpu_f32<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu_f32(op, cpu, layout)?),
+        _ => bail!("{op}: no implementation for {:?} yet", t.device().location()),
+    }
+}
+
+/// Dot product with eight independent accumulators so that LLVM vectorises it.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0f32;
+    for i in chunks * 8..a.len() {
+        tail += a[i] * b[i];
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y += alpha * x`, vectorisable.
+#[inline]
+pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}

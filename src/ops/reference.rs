@@ -1,0 +1,39 @@
+//! Plain composed-candle versions of the fused ops, written for clarity, not speed. The tests
+//! compare every fused op's forward and input gradients against these; nothing on the training
+//! path calls them.
+
+use super::linear_cross_entropy::IGNORE_INDEX;
+use candle_core::{DType, Result, Tensor, D};
+
+/// `w * x / sqrt(mean(x^2) + eps)` over the last dimension.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
+/// Rotate-half RoPE of `x [N, H, D]` with per-token `cos, sin [N, D/2]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}
+
+/// `silu(gate) * up` with silu spelled out as `g / (1 + exp(-g))`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let silu = (gate / (gate.neg()?.exp()? + 1.0)?)?;
+    silu * up
+}
+
+/// Summed cross-entropy of the full logits `hidden · weightᵀ` over non-ignored targets.
+pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = hidden.matmul(&weight.t()?)?;
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let keep = targets.ne(IGNORE_INDEX)?;
+    let safe = keep.where_cond(targets, &targets.zeros_like()?)?;
+    let picked = log_probs.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    (picked * keep.to_dtype(DType::F32)?)?.sum_all()?.neg()
+}

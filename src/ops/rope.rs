@@ -1,0 +1,113 @@
+//! Rotary position embedding (rotate-half form, as Qwen2 and transformers apply it) with its
+//! backward, driven by per-token position ids so positions restart in each packed document.
+
+use super::cpu_f32;
+use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Per-token cosines and sines, `[tokens, head_dim / 2]` each, computed once per forward and
+/// shared by every layer.
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl RopeTable {
+    /// Builds the table for `positions` exactly as transformers does in f32:
+    /// `inv_freq[i] = 1 / theta^(2i / head_dim)`, angle = position * inv_freq.
+    pub fn new(positions: &[u32], head_dim: usize, theta: f64, device: &Device) -> Result<Self> {
+        if head_dim % 2 != 0 {
+            bail!("rope: head_dim must be even, got {head_dim}");
+        }
+        let half = head_dim / 2;
+        let base = theta as f32;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = vec![0f32; positions.len() * half];
+        let mut sin = vec![0f32; positions.len() * half];
+        cos.par_chunks_mut(half)
+            .zip(sin.par_chunks_mut(half))
+            .zip(positions.par_iter())
+            .for_each(|((c, s), &p)| {
+                for i in 0..half {
+                    let angle = p as f32 * inv_freq[i];
+                    c[i] = angle.cos();
+                    s[i] = angle.sin();
+                }
+            });
+        let n = positions.len();
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (n, half), device)?,
+            sin: Tensor::from_vec(sin, (n, half), device)?,
+        })
+    }
+}
+
+/// Rotates `x` of shape `[tokens, heads, head_dim]` by the table's per-token angles.
+pub fn rope(x: &Tensor, table: &RopeTable) -> Result<Tensor> {
+    let (n, _h, d) = x.dims3()?;
+    if table.cos.dims() != [n, d / 2] {
+        bail!("rope: table {:?} does not fit input {:?}", table.cos.dims(), x.dims());
+    }
+    x.contiguous()?.apply_op3(&table.cos, &table.sin, Rope { inverse: false })
+}
+
+/// `inverse: false` rotates by +angle; `true` by -angle, which is the backward (a rotation's
+/// transpose is its inverse).
+struct Rope {
+    inverse: bool,
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32("rope", s1, l1)?;
+        let cos = cpu_f32("rope", s2, l2)?;
+        let sin = cpu_f32("rope", s3, l3)?;
+        let (_n, h, d) = l1.shape().dims3()?;
+        let half = d / 2;
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(h * d)
+            .zip(x.par_chunks(h * d))
+            .enumerate()
+            .for_each(|(t, (yt, xt))| {
+                let c = &cos[t * half..(t + 1) * half];
+                let s = &sin[t * half..(t + 1) * half];
+                for (yh, xh) in yt.chunks_mut(d).zip(xt.chunks(d)) {
+                    for i in 0..half {
+                        let (x1, x2) = (xh[i], xh[i + half]);
+                        let si = sign * s[i];
+                        yh[i] = x1 * c[i] - x2 * si;
+                        yh[i + half] = x2 * c[i] + x1 * si;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = grad.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
+        Ok((Some(dx), None, None))
+    }
+}

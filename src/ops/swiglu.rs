@@ -1,0 +1,90 @@
+//! SwiGLU activation `silu(gate) * up` (the Qwen2 MLP's elementwise core), with its backward.
+
+use super::cpu_f32;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Elements per parallel block.
+const BLOCK: usize = 4096;
+
+/// `silu(gate) * up`, elementwise; `gate` and `up` have the same shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.shape() != up.shape() {
+        bail!("swiglu: gate {:?} and up {:?} differ in shape", gate.dims(), up.dims());
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = cpu_f32("swiglu", s1, l1)?;
+        let u = cpu_f32("swiglu", s2, l2)?;
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(BLOCK)
+            .zip(g.par_chunks(BLOCK).zip(u.par_chunks(BLOCK)))
+            .for_each(|(yb, (gb, ub))| {
+                for i in 0..yb.len() {
+                    yb[i] = gb[i] * sigmoid(gb[i]) * ub[i];
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SwiGluBwd)?;
+        let dgate = both.get(0)?;
+        let dup = both.get(1)?;
+        Ok((Some(dgate), Some(dup)))
+    }
+}
+
+/// Backward of SwiGLU: returns `[2, ...shape]`, the gate gradient then the up gradient.
+struct SwiGluBwd;
+
+impl CustomOp3 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "swiglu_bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = cpu_f32("swiglu_bwd", s1, l1)?;
+        let u = cpu_f32("swiglu_bwd", s2, l2)?;
+        let dy = cpu_f32("swiglu_bwd", s3, l3)?;
+        let n = g.len();
+        let mut out = vec![0f32; 2 * n];
+        let (dg, du) = out.split_at_mut(n);
+        dg.par_chunks_mut(BLOCK)
+            .zip(du.par_chunks_mut(BLOCK))
+            .zip(g.par_chunks(BLOCK).zip(u.par_chunks(BLOCK)).zip(dy.par_chunks(BLOCK)))
+            .for_each(|((dgb, dub), ((gb, ub), dyb))| {
+                for i in 0..dgb.len() {
+                    let s = sigmoid(gb[i]);
+                    let silu = gb[i] * s;
+                    dub[i] = dyb[i] * silu;
+                    dgb[i] = dyb[i] * ub[i] * s * (1.0 + gb[i] * (1.0 - s));
+                }
+            });
+        let mut dims = vec![2];
+        dims.extend_from_slice(l1.dims());
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
