@@ -145,6 +145,11 @@ impl Qwen2Config {
         if self.attention_dropout != 0.0 {
             bail!("attention_dropout: only 0.0 is supported, got {}", self.attention_dropout);
         }
+        if let Some(types) = self.extra.get("layer_types").and_then(Value::as_array) {
+            if let Some((i, t)) = types.iter().enumerate().find(|(_, t)| t.as_str() != Some("full_attention")) {
+                bail!("layer_types[{i}]: only \"full_attention\" layers are supported, got {t}");
+            }
+        }
         check_rope_kind("rope_scaling", self.rope_scaling.as_ref())?;
         check_rope_kind("rope_parameters", self.rope_parameters.as_ref())?;
         if !(self.rope_theta() > 0.0) {
