@@ -32,15 +32,27 @@ fn init_output_matches_transformers_logits() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let model = Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).unwrap();
     let exp = candle_core::safetensors::load(fixture_dir().join("expected.safetensors"), &Device::Cpu).unwrap();
-    let ids: Vec<u32> = exp["input_ids"].to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect();
+    let ids: Vec<u32> = exp["input_ids"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect();
     let logits = model.logits(&PackedBatch::single(&ids, &Device::Cpu).unwrap()).unwrap();
     let e = rel_err(&logits, &exp["logits"]).unwrap();
-    assert!(e <= 1e-4, "logits of the init model differ from transformers': rel err {e:e}");
+    assert!(
+        e <= 1e-4,
+        "logits of the init model differ from transformers': rel err {e:e}"
+    );
 }
 
 #[test]
 fn init_is_like_transformers_and_reproducible() {
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     assert!(init(a.path(), 3, &[]).status.success());
     assert!(init(b.path(), 3, &[]).status.success());
     assert!(init(c.path(), 4, &[]).status.success());
@@ -58,7 +70,10 @@ fn init_is_like_transformers_and_reproducible() {
         } else {
             let mean = v.iter().sum::<f32>() / v.len() as f32;
             let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
-            assert!((std - 0.02).abs() < 0.002 && mean.abs() < 0.002, "{name}: mean {mean} std {std}");
+            assert!(
+                (std - 0.02).abs() < 0.002 && mean.abs() < 0.002,
+                "{name}: mean {mean} std {std}"
+            );
         }
     }
 }
@@ -72,7 +87,13 @@ fn init_shards_above_threshold_and_reloads() {
     assert!(!tmp.path().join("model.safetensors").exists());
     let shards = std::fs::read_dir(tmp.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("model-0000"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("model-0000")
+        })
         .count();
     assert!(shards >= 3, "{shards} shards");
     let sharded = Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).unwrap();
@@ -83,7 +104,10 @@ fn init_shards_above_threshold_and_reloads() {
         assert_eq!(n1, n2);
         assert_eq!(rel_err(t1, t2).unwrap(), 0.0, "{n1}");
     }
-    assert_eq!(WeightFiles::open(tmp.path()).unwrap().names().len(), sharded.parameters().len());
+    assert_eq!(
+        WeightFiles::open(tmp.path()).unwrap().names().len(),
+        sharded.parameters().len()
+    );
 }
 
 #[test]

@@ -12,7 +12,10 @@ fn base_config() -> serde_json::Value {
 fn err_of(mut edit: impl FnMut(&mut serde_json::Value)) -> String {
     let mut v = base_config();
     edit(&mut v);
-    Qwen2Config::from_json(&v.to_string()).err().map(|e| format!("{e:#}")).unwrap_or_default()
+    Qwen2Config::from_json(&v.to_string())
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default()
 }
 
 #[test]
@@ -30,7 +33,11 @@ fn real_qwen_config_fields_parse() {
     assert_eq!(c.num_kv_heads(), 4);
     assert_eq!(c.rope_theta(), 1e6);
     // 7.6B parameters, as published.
-    assert!((c.num_parameters() as f64 / 1e9 - 7.62).abs() < 0.01, "{}", c.num_parameters());
+    assert!(
+        (c.num_parameters() as f64 / 1e9 - 7.62).abs() < 0.01,
+        "{}",
+        c.num_parameters()
+    );
     // Unknown fields survive a round trip.
     let saved = c.to_saved_json("float32").unwrap();
     assert!(saved.contains("\"sliding_window\": 131072"));
@@ -58,7 +65,10 @@ fn unsupported_settings_are_rejected_by_name() {
     });
     assert!(e.contains("hidden_size"), "{e}");
     // A plain default rope section is fine.
-    assert_eq!(err_of(|v| v["rope_scaling"] = serde_json::json!({"rope_type": "default"})), "");
+    assert_eq!(
+        err_of(|v| v["rope_scaling"] = serde_json::json!({"rope_type": "default"})),
+        ""
+    );
 }
 
 fn copy_fixture() -> tempfile::TempDir {
@@ -78,14 +88,20 @@ fn missing_and_corrupt_weights_are_reported() {
 
     let tmp = copy_fixture();
     std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
-    let e = format!("{:#}", Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).err().unwrap());
+    let e = format!(
+        "{:#}",
+        Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).err().unwrap()
+    );
     assert!(e.contains("model.safetensors"), "{e}");
 
     let tmp = copy_fixture();
     let p = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    let e = format!("{:#}", Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).err().unwrap());
+    let e = format!(
+        "{:#}",
+        Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).err().unwrap()
+    );
     assert!(e.contains("safetensors"), "{e}");
 }
 
@@ -96,6 +112,9 @@ fn shape_mismatch_names_the_tensor() {
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["intermediate_size"] = 100.into();
     std::fs::write(&p, v.to_string()).unwrap();
-    let e = format!("{:#}", Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).err().unwrap());
+    let e = format!(
+        "{:#}",
+        Qwen2::load(tmp.path(), DType::F32, &Device::Cpu, false).err().unwrap()
+    );
     assert!(e.contains("gate_proj") && e.contains("shape"), "{e}");
 }

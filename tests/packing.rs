@@ -51,8 +51,12 @@ fn packed_rows_are_independent() {
     // Two rows in one batch give the same logits as each row alone.
     let m = model();
     let rows = vec![vec![doc(4, 9), doc(5, 7)], vec![doc(6, 16)]];
-    let both = m.logits(&PackedBatch::from_documents(&rows, &Device::Cpu).unwrap()).unwrap();
-    let second = m.logits(&PackedBatch::from_documents(&rows[1..], &Device::Cpu).unwrap()).unwrap();
+    let both = m
+        .logits(&PackedBatch::from_documents(&rows, &Device::Cpu).unwrap())
+        .unwrap();
+    let second = m
+        .logits(&PackedBatch::from_documents(&rows[1..], &Device::Cpu).unwrap())
+        .unwrap();
     let e = syncoder::testing::rel_err(&both.narrow(0, 16, 16).unwrap(), &second).unwrap();
     assert!(e <= 1e-5, "{e:e}");
 }

@@ -10,13 +10,21 @@ use syncoder::ops::IGNORE_INDEX;
 use syncoder::testing::rel_err;
 
 fn fixture(name: &str) -> (PathBuf, HashMap<String, Tensor>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     (dir, expected)
 }
 
 fn ids_of(t: &Tensor) -> Vec<u32> {
-    t.flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
 }
 
 fn check_model(name: &str) {
@@ -40,14 +48,23 @@ fn check_model(name: &str) {
     let out = model.loss(&batch, &targets).unwrap();
     let loss = (out.loss_sum / out.supervised as f64).unwrap();
     let e = rel_err(&loss, &exp["loss"]).unwrap();
-    assert!(e <= 1e-5, "{name}: loss {} vs {} rel err {e:e}", loss.to_scalar::<f32>().unwrap(), exp["loss"].to_scalar::<f32>().unwrap());
+    assert!(
+        e <= 1e-5,
+        "{name}: loss {} vs {} rel err {e:e}",
+        loss.to_scalar::<f32>().unwrap(),
+        exp["loss"].to_scalar::<f32>().unwrap()
+    );
 
     // Gradients.
     let grads = loss.backward().unwrap();
     let mut checked = 0;
     for (pname, var) in model.vars() {
-        let Some(want) = exp.get(&format!("grad.{pname}")) else { continue };
-        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: {pname} received no gradient"));
+        let Some(want) = exp.get(&format!("grad.{pname}")) else {
+            continue;
+        };
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: {pname} received no gradient"));
         let e = rel_err(got, want).unwrap();
         assert!(e <= 1e-4, "{name}: gradient of {pname} rel err {e:e}");
         checked += 1;
@@ -55,11 +72,20 @@ fn check_model(name: &str) {
     assert!(checked >= 8, "{name}: only {checked} gradients compared");
     // Every parameter receives a gradient (candle's own qwen2 reaches only 1 of 50).
     for (pname, var) in model.vars() {
-        assert!(grads.get(var.as_tensor()).is_some(), "{name}: {pname} received no gradient");
+        assert!(
+            grads.get(var.as_tensor()).is_some(),
+            "{name}: {pname} received no gradient"
+        );
     }
 
     // Packed row: two documents, positions restarting; transformers used a block-diagonal mask.
-    let packed = PackedBatch::new(ids_of(&exp["packed_ids"]), ids_of(&exp["packed_positions"]), 1, &Device::Cpu).unwrap();
+    let packed = PackedBatch::new(
+        ids_of(&exp["packed_ids"]),
+        ids_of(&exp["packed_positions"]),
+        1,
+        &Device::Cpu,
+    )
+    .unwrap();
     let logits = model.logits(&packed).unwrap();
     let e = rel_err(&logits, &exp["packed_logits"]).unwrap();
     assert!(e <= 1e-4, "{name}: packed logits rel err {e:e}");

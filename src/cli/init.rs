@@ -45,10 +45,19 @@ pub fn run(args: InitArgs) -> Result<()> {
         .iter()
         .any(|f| args.out.join(f).exists());
     if has_model && !args.force {
-        bail!("{} already holds a model; pass --force to overwrite it", args.out.display());
+        bail!(
+            "{} already holds a model; pass --force to overwrite it",
+            args.out.display()
+        );
     }
     let model = Qwen2::random(config, args.seed, DType::F32, &Device::Cpu, false)?;
-    model.save(&args.out, &SaveOptions { dtype: Some(dtype), max_shard_bytes: args.max_shard_bytes })?;
+    model.save(
+        &args.out,
+        &SaveOptions {
+            dtype: Some(dtype),
+            max_shard_bytes: args.max_shard_bytes,
+        },
+    )?;
     println!(
         "wrote a random Qwen2 model ({} parameters, {:?}, seed {}) to {}",
         model.config.num_parameters(),

@@ -7,7 +7,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "syncoder", version, about = "Fine-tune and evaluate Qwen2.5-Coder-style code models")]
+#[command(
+    name = "syncoder",
+    version,
+    about = "Fine-tune and evaluate Qwen2.5-Coder-style code models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

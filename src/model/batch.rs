@@ -19,8 +19,11 @@ pub struct PackedBatch {
 impl PackedBatch {
     /// Builds a batch from row-major ids and position ids of `rows` rows.
     pub fn new(ids: Vec<u32>, positions: Vec<u32>, rows: usize, device: &Device) -> Result<Self> {
-        if rows == 0 || ids.is_empty() || ids.len() % rows != 0 {
-            bail!("a packed batch needs a positive number of equally long rows; got {} tokens in {rows} rows", ids.len());
+        if rows == 0 || ids.is_empty() || !ids.len().is_multiple_of(rows) {
+            bail!(
+                "a packed batch needs a positive number of equally long rows; got {} tokens in {rows} rows",
+                ids.len()
+            );
         }
         if positions.len() != ids.len() {
             bail!("{} position ids for {} tokens", positions.len(), ids.len());
@@ -28,7 +31,12 @@ impl PackedBatch {
         let seq_len = ids.len() / rows;
         let segments = DocSegments::from_positions(&positions, rows, seq_len)?;
         let input_ids = Tensor::new(ids.as_slice(), device)?;
-        Ok(Self { input_ids, ids, positions, segments })
+        Ok(Self {
+            input_ids,
+            ids,
+            positions,
+            segments,
+        })
     }
 
     /// Rows each holding one or more documents given as token lists; every row's documents are

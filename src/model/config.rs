@@ -87,7 +87,8 @@ impl Qwen2Config {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// The RoPE base frequency, wherever the config keeps it (default 10000, as transformers).
@@ -119,17 +120,20 @@ impl Qwen2Config {
                 bail!("{key}: must be positive");
             }
         }
-        if self.num_attention_heads % self.num_kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
             bail!(
                 "num_key_value_heads: {} does not divide num_attention_heads {}",
                 self.num_kv_heads(),
                 self.num_attention_heads
             );
         }
-        if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
-            bail!("head_dim: must be even and positive for rotary embeddings, got {}", self.head_dim());
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
+            bail!(
+                "head_dim: must be even and positive for rotary embeddings, got {}",
+                self.head_dim()
+            );
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "hidden_size: {} is not divisible by num_attention_heads {}",
                 self.hidden_size,
@@ -143,19 +147,26 @@ impl Qwen2Config {
             bail!("use_sliding_window: sliding-window attention is not supported; set it to false");
         }
         if self.attention_dropout != 0.0 {
-            bail!("attention_dropout: only 0.0 is supported, got {}", self.attention_dropout);
+            bail!(
+                "attention_dropout: only 0.0 is supported, got {}",
+                self.attention_dropout
+            );
         }
         if let Some(types) = self.extra.get("layer_types").and_then(Value::as_array) {
-            if let Some((i, t)) = types.iter().enumerate().find(|(_, t)| t.as_str() != Some("full_attention")) {
+            if let Some((i, t)) = types
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.as_str() != Some("full_attention"))
+            {
                 bail!("layer_types[{i}]: only \"full_attention\" layers are supported, got {t}");
             }
         }
         check_rope_kind("rope_scaling", self.rope_scaling.as_ref())?;
         check_rope_kind("rope_parameters", self.rope_parameters.as_ref())?;
-        if !(self.rope_theta() > 0.0) {
+        if self.rope_theta().is_nan() || self.rope_theta() <= 0.0 {
             bail!("rope_theta: must be positive, got {}", self.rope_theta());
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             bail!("rms_norm_eps: must be positive, got {}", self.rms_norm_eps);
         }
         Ok(())
@@ -164,7 +175,10 @@ impl Qwen2Config {
     /// Number of parameters (tied embeddings counted once).
     pub fn num_parameters(&self) -> usize {
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (q, kv) = (self.num_attention_heads * self.head_dim(), self.num_kv_heads() * self.head_dim());
+        let (q, kv) = (
+            self.num_attention_heads * self.head_dim(),
+            self.num_kv_heads() * self.head_dim(),
+        );
         let layer = h + (h * q + q) + 2 * (h * kv + kv) + q * h + h + 3 * h * i;
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + self.num_hidden_layers * layer + h + head
@@ -175,7 +189,9 @@ impl Qwen2Config {
     pub fn to_saved_json(&self, saved_dtype: &str) -> Result<String> {
         let mut cfg = self.clone();
         cfg.model_type = Some("qwen2".into());
-        cfg.extra.entry("architectures").or_insert_with(|| Value::from(vec!["Qwen2ForCausalLM"]));
+        cfg.extra
+            .entry("architectures")
+            .or_insert_with(|| Value::from(vec!["Qwen2ForCausalLM"]));
         cfg.extra.insert("torch_dtype".into(), Value::from(saved_dtype));
         if cfg.extra.contains_key("dtype") {
             cfg.extra.insert("dtype".into(), Value::from(saved_dtype));
@@ -203,7 +219,9 @@ fn check_rope_kind(key: &str, value: Option<&Value>) -> Result<()> {
                 }
             }
             "rope_theta" => {}
-            other => bail!("{key}.{other}: RoPE scaling settings are not supported (only the default rotary embedding is)"),
+            other => {
+                bail!("{key}.{other}: RoPE scaling settings are not supported (only the default rotary embedding is)")
+            }
         }
     }
     Ok(())

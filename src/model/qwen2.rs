@@ -8,7 +8,9 @@
 use super::batch::PackedBatch;
 use super::config::Qwen2Config;
 use super::weights::{save_weights, WeightFiles, DEFAULT_MAX_SHARD_BYTES};
-use crate::ops::{linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput, RopeTable};
+use crate::ops::{
+    linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput, RopeTable,
+};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::BTreeMap;
@@ -37,17 +39,30 @@ pub fn param_specs(cfg: &Qwen2Config) -> Vec<ParamSpec> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let q = cfg.num_attention_heads * cfg.head_dim();
     let kv = cfg.num_kv_heads() * cfg.head_dim();
-    let spec = |name: String, shape: Vec<usize>, init: Init| ParamSpec { name, shape, init, decay: init == Init::Normal };
+    let spec = |name: String, shape: Vec<usize>, init: Init| ParamSpec {
+        name,
+        shape,
+        init,
+        decay: init == Init::Normal,
+    };
     let mut out = vec![spec("model.embed_tokens.weight".into(), vec![v, h], Init::Normal)];
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         out.push(spec(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones));
         for (name, out_dim) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-            out.push(spec(format!("{p}.self_attn.{name}.weight"), vec![out_dim, h], Init::Normal));
+            out.push(spec(
+                format!("{p}.self_attn.{name}.weight"),
+                vec![out_dim, h],
+                Init::Normal,
+            ));
             out.push(spec(format!("{p}.self_attn.{name}.bias"), vec![out_dim], Init::Zeros));
         }
         out.push(spec(format!("{p}.self_attn.o_proj.weight"), vec![h, q], Init::Normal));
-        out.push(spec(format!("{p}.post_attention_layernorm.weight"), vec![h], Init::Ones));
+        out.push(spec(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            Init::Ones,
+        ));
         out.push(spec(format!("{p}.mlp.gate_proj.weight"), vec![i, h], Init::Normal));
         out.push(spec(format!("{p}.mlp.up_proj.weight"), vec![i, h], Init::Normal));
         out.push(spec(format!("{p}.mlp.down_proj.weight"), vec![h, i], Init::Normal));
@@ -85,7 +100,10 @@ pub struct SaveOptions {
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        Self { dtype: None, max_shard_bytes: DEFAULT_MAX_SHARD_BYTES }
+        Self {
+            dtype: None,
+            max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+        }
     }
 }
 
@@ -117,14 +135,26 @@ pub fn torch_dtype_name(dtype: DType) -> &'static str {
 impl Qwen2 {
     /// Builds a model from named tensors (exactly the parameters of `param_specs`, converted to
     /// `dtype`); `trainable` wraps them in variables that receive gradients.
-    pub fn from_tensors(config: Qwen2Config, mut tensors: BTreeMap<String, Tensor>, dtype: DType, trainable: bool) -> Result<Self> {
+    pub fn from_tensors(
+        config: Qwen2Config,
+        mut tensors: BTreeMap<String, Tensor>,
+        dtype: DType,
+        trainable: bool,
+    ) -> Result<Self> {
         config.validate()?;
         let mut params = Vec::new();
         let mut vars = Vec::new();
         for spec in param_specs(&config) {
-            let t = tensors.remove(&spec.name).with_context(|| format!("missing tensor {:?}", spec.name))?;
+            let t = tensors
+                .remove(&spec.name)
+                .with_context(|| format!("missing tensor {:?}", spec.name))?;
             if t.dims() != spec.shape.as_slice() {
-                bail!("tensor {:?} has shape {:?}, the config implies {:?}", spec.name, t.dims(), spec.shape);
+                bail!(
+                    "tensor {:?} has shape {:?}, the config implies {:?}",
+                    spec.name,
+                    t.dims(),
+                    spec.shape
+                );
             }
             let t = t.to_dtype(dtype)?.contiguous()?;
             let t = if trainable {
@@ -168,7 +198,11 @@ impl Qwen2 {
                 down_w: get(&format!("{p}.mlp.down_proj.weight"))?,
             });
         }
-        let lm_head = if config.tie_word_embeddings { None } else { Some(get("lm_head.weight")?) };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(get("lm_head.weight")?)
+        };
         Ok(Self {
             embed: get("model.embed_tokens.weight")?,
             norm: get("model.norm.weight")?,
@@ -201,11 +235,12 @@ impl Qwen2 {
         }
         let known: std::collections::HashSet<String> = param_specs(&config).into_iter().map(|s| s.name).collect();
         for name in files.names() {
-            if !known.contains(&name) && !(config.tie_word_embeddings && name == "lm_head.weight") {
+            if !(known.contains(&name) || config.tie_word_embeddings && name == "lm_head.weight") {
                 bail!("{}: unexpected tensor {name:?} in the weights", dir.display());
             }
         }
-        Self::from_tensors(config, tensors, dtype, trainable).with_context(|| format!("loading model {}", dir.display()))
+        Self::from_tensors(config, tensors, dtype, trainable)
+            .with_context(|| format!("loading model {}", dir.display()))
     }
 
     /// Writes `config.json` and the weights in Hugging Face layout into `dir`.
@@ -257,8 +292,12 @@ impl Qwen2 {
         for layer in &self.layers {
             let h = rms_norm(&x, &layer.input_norm, eps)?;
             let q = linear(&h, &layer.q_w)?.broadcast_add(&layer.q_b)?.reshape((n, hq, d))?;
-            let k = linear(&h, &layer.k_w)?.broadcast_add(&layer.k_b)?.reshape((n, hkv, d))?;
-            let v = linear(&h, &layer.v_w)?.broadcast_add(&layer.v_b)?.reshape((n, hkv, d))?;
+            let k = linear(&h, &layer.k_w)?
+                .broadcast_add(&layer.k_b)?
+                .reshape((n, hkv, d))?;
+            let v = linear(&h, &layer.v_w)?
+                .broadcast_add(&layer.v_b)?
+                .reshape((n, hkv, d))?;
             let q = rope(&q, &table)?;
             let k = rope(&k, &table)?;
             let a = varlen_causal_attention(&q, &k, &v, &batch.segments, scale)?.reshape((n, hq * d))?;
@@ -279,6 +318,11 @@ impl Qwen2 {
     /// and their count.
     pub fn loss(&self, batch: &PackedBatch, targets: &Tensor) -> Result<CrossEntropyOutput> {
         let hidden = self.hidden_states(batch)?;
-        Ok(linear_cross_entropy(&hidden, self.lm_head_weight(), targets, self.loss_chunk_tokens)?)
+        Ok(linear_cross_entropy(
+            &hidden,
+            self.lm_head_weight(),
+            targets,
+            self.loss_chunk_tokens,
+        )?)
     }
 }

@@ -90,8 +90,16 @@ impl WeightFiles {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("loading tensor {name:?}"))?;
         if t.dims() != shape {
-            let file = self.files.get(name).map(|p| p.display().to_string()).unwrap_or_default();
-            bail!("tensor {name:?} in {file} has shape {:?}, the config implies {:?}", t.dims(), shape);
+            let file = self
+                .files
+                .get(name)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            bail!(
+                "tensor {name:?} in {file} has shape {:?}, the config implies {:?}",
+                t.dims(),
+                shape
+            );
         }
         Ok(t)
     }
@@ -105,7 +113,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     {
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;

@@ -6,7 +6,8 @@
 //! never materialises a `[T, T]` mask; other devices use the composed path with a block-diagonal
 //! mask per row.
 
-use super::{axpy, dot, with_cpu_f32};
+use super::gemm::{matmul, MatMut, MatRef};
+use super::{dot, with_cpu_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
@@ -42,7 +43,11 @@ impl DocSegments {
                 start.push(s as u32);
             }
         }
-        Ok(Self { start: Arc::new(start), rows, seq_len })
+        Ok(Self {
+            start: Arc::new(start),
+            rows,
+            seq_len,
+        })
     }
 
     /// Number of tokens.
@@ -89,7 +94,11 @@ pub fn varlen_causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSeg
         Device::Cpu => q.contiguous()?.apply_op3(
             &k.contiguous()?,
             &v.contiguous()?,
-            VarlenAttention { segs: segs.clone(), scale: scale as f32, lse: OnceLock::new() },
+            VarlenAttention {
+                segs: segs.clone(),
+                scale: scale as f32,
+                lse: OnceLock::new(),
+            },
         ),
         _ => composed_attention(q, k, v, segs, scale),
     }
@@ -103,7 +112,8 @@ pub fn composed_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments
     let hkv = k.dim(1)?;
     let (rows, t) = (segs.rows, segs.seq_len);
     let group = hq / hkv;
-    let to_heads = |x: &Tensor, h: usize| -> Result<Tensor> { x.reshape((rows, t, h, d))?.transpose(1, 2)?.contiguous() };
+    let to_heads =
+        |x: &Tensor, h: usize| -> Result<Tensor> { x.reshape((rows, t, h, d))?.transpose(1, 2)?.contiguous() };
     let q4 = to_heads(q, hq)?;
     let repeat = |x: &Tensor| -> Result<Tensor> {
         let x = to_heads(x, hkv)?;
@@ -138,42 +148,58 @@ struct Dims {
     d: usize,
 }
 
+/// Query rows per tile: a tile's scores are `QUERY_TILE × keys`, so memory stays bounded for
+/// long documents.
+const QUERY_TILE: usize = 128;
+
+/// One unit of parallel work: a document `[start, end)` and one kv head with its query heads.
+#[derive(Clone, Copy)]
+struct Unit {
+    start: usize,
+    len: usize,
+    kv_head: usize,
+}
+
 impl Dims {
-    fn q(&self, i: usize, h: usize) -> std::ops::Range<usize> {
-        let o = (i * self.hq + h) * self.d;
-        o..o + self.d
+    fn group(&self) -> usize {
+        self.hq / self.hkv
     }
-    fn kv(&self, j: usize, g: usize) -> std::ops::Range<usize> {
-        let o = (j * self.hkv + g) * self.d;
-        o..o + self.d
+
+    /// Query (or output) rows of head `h` for tokens `start + a .. start + a + rows`.
+    fn q_rows<'a>(&self, data: &'a [f32], start: usize, a: usize, rows: usize, h: usize) -> MatRef<'a> {
+        MatRef::new(
+            data,
+            ((start + a) * self.hq + h) * self.d,
+            rows,
+            self.d,
+            self.hq * self.d,
+            1,
+        )
+    }
+
+    /// Key (or value) rows of kv head `g` for tokens `start .. start + rows`.
+    fn kv_rows<'a>(&self, data: &'a [f32], start: usize, rows: usize, g: usize) -> MatRef<'a> {
+        MatRef::new(
+            data,
+            (start * self.hkv + g) * self.d,
+            rows,
+            self.d,
+            self.hkv * self.d,
+            1,
+        )
     }
 }
 
-/// Forward for one query head: writes `o_h [N, D]` and `lse_h [N]`.
-fn forward_head(h: usize, dims: Dims, q: &[f32], k: &[f32], v: &[f32], start: &[u32], scale: f32, o_h: &mut [f32], lse_h: &mut [f32]) {
-    let g = h / (dims.hq / dims.hkv);
-    let mut p: Vec<f32> = Vec::new();
-    for i in 0..dims.n {
-        let s = start[i] as usize;
-        let qi = &q[dims.q(i, h)];
-        p.clear();
-        let mut m = f32::NEG_INFINITY;
-        for j in s..=i {
-            let sc = scale * dot(qi, &k[dims.kv(j, g)]);
-            m = m.max(sc);
-            p.push(sc);
-        }
-        let mut l = 0f32;
-        for x in p.iter_mut() {
-            *x = (*x - m).exp();
-            l += *x;
-        }
-        let oi = &mut o_h[i * dims.d..(i + 1) * dims.d];
-        oi.fill(0.0);
-        for (jj, &pj) in p.iter().enumerate() {
-            axpy(pj / l, &v[dims.kv(s + jj, g)], oi);
-        }
-        lse_h[i] = m + l.ln();
+/// Scores of query tile `[a, a + bt)` against keys `[0, a + bt)` of one document, scaled, with the
+/// causal part masked to -inf: `s` is `bt × (a + bt)`, row-major.
+#[allow(clippy::too_many_arguments)]
+fn tile_scores(dims: Dims, unit: Unit, h: usize, q: &[f32], k: &[f32], a: usize, bt: usize, scale: f32, s: &mut [f32]) {
+    let kl = a + bt;
+    let qm = dims.q_rows(q, unit.start, a, bt, h);
+    let km = dims.kv_rows(k, unit.start, kl, unit.kv_head);
+    matmul(MatMut::new(s, 0, bt, kl, kl, 1), qm, km.t(), scale, false);
+    for i in 0..bt {
+        s[i * kl + a + i + 1..(i + 1) * kl].fill(f32::NEG_INFINITY);
     }
 }
 
@@ -184,49 +210,152 @@ impl VarlenAttention {
         Ok(Dims { n, hq, hkv, d })
     }
 
+    /// Documents × kv heads, in a fixed order.
+    fn units(&self, dims: Dims) -> Vec<Unit> {
+        let start = &self.segs.start;
+        let mut docs = vec![];
+        for i in 0..dims.n {
+            if start[i] as usize == i {
+                docs.push((i, 1));
+            } else if let Some(last) = docs.last_mut() {
+                last.1 += 1;
+            }
+        }
+        docs.iter()
+            .flat_map(|&(s, len)| {
+                (0..dims.hkv).map(move |g| Unit {
+                    start: s,
+                    len,
+                    kv_head: g,
+                })
+            })
+            .collect()
+    }
+
+    /// Returns the output `[N, Hq, D]` and the log-sum-exp `[Hq, N]`.
     fn forward(&self, dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let Dims { n, hq, d, .. } = dims;
-        let mut o_hm = vec![0f32; hq * n * d];
+        let group = dims.group();
+        let units = self.units(dims);
+        // Per unit: output rows [len, group * d] and lse [group, len].
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = units
+            .par_iter()
+            .map(|&u| {
+                let mut o = vec![0f32; u.len * group * d];
+                let mut lse = vec![0f32; group * u.len];
+                let mut s = vec![0f32; QUERY_TILE.min(u.len) * u.len];
+                for r in 0..group {
+                    let h = u.kv_head * group + r;
+                    for a in (0..u.len).step_by(QUERY_TILE) {
+                        let bt = QUERY_TILE.min(u.len - a);
+                        let kl = a + bt;
+                        tile_scores(dims, u, h, q, k, a, bt, self.scale, &mut s);
+                        for i in 0..bt {
+                            let row = &mut s[i * kl..(i + 1) * kl];
+                            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                            let mut sum = 0f32;
+                            for x in row.iter_mut() {
+                                *x = (*x - m).exp();
+                                sum += *x;
+                            }
+                            let inv = 1.0 / sum;
+                            row.iter_mut().for_each(|x| *x *= inv);
+                            lse[r * u.len + a + i] = m + sum.ln();
+                        }
+                        let pm = MatRef::new(&s, 0, bt, kl, kl, 1);
+                        let vm = dims.kv_rows(v, u.start, kl, u.kv_head);
+                        matmul(
+                            MatMut::new(&mut o, a * group * d + r * d, bt, d, group * d, 1),
+                            pm,
+                            vm,
+                            1.0,
+                            false,
+                        );
+                    }
+                }
+                (o, lse)
+            })
+            .collect();
+        let mut out = vec![0f32; n * hq * d];
         let mut lse = vec![0f32; hq * n];
-        o_hm.par_chunks_mut(n * d)
-            .zip(lse.par_chunks_mut(n))
-            .enumerate()
-            .for_each(|(h, (o_h, lse_h))| forward_head(h, dims, q, k, v, &self.segs.start, self.scale, o_h, lse_h));
-        // Head-major -> token-major [N, Hq, D].
-        let mut o = vec![0f32; n * hq * d];
-        o.par_chunks_mut(hq * d).enumerate().for_each(|(i, oi)| {
-            for h in 0..hq {
-                oi[h * d..(h + 1) * d].copy_from_slice(&o_hm[(h * n + i) * d..(h * n + i + 1) * d]);
+        for (u, (o_u, lse_u)) in units.iter().zip(&parts) {
+            let h0 = u.kv_head * group;
+            for i in 0..u.len {
+                let t = u.start + i;
+                out[(t * hq + h0) * d..(t * hq + h0 + group) * d]
+                    .copy_from_slice(&o_u[i * group * d..(i + 1) * group * d]);
+                for r in 0..group {
+                    lse[(h0 + r) * n + t] = lse_u[r * u.len + i];
+                }
             }
-        });
-        (o, lse)
+        }
+        (out, lse)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn backward(&self, dims: Dims, q: &[f32], k: &[f32], v: &[f32], o: &[f32], dout: &[f32], lse: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn backward(
+        &self,
+        dims: Dims,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        o: &[f32],
+        dout: &[f32],
+        lse: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let Dims { n, hq, hkv, d } = dims;
-        let group = hq / hkv;
-        let start = &self.segs.start;
+        let group = dims.group();
+        let units = self.units(dims);
         let scale = self.scale;
-        // Per query head: dq_h, dk_h, dv_h, each [N, D].
-        let per_head: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..hq)
-            .into_par_iter()
-            .map(|h| {
-                let g = h / group;
-                let (mut dq, mut dk, mut dv) = (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
-                for i in 0..n {
-                    let s = start[i] as usize;
-                    let (qi, doi) = (&q[dims.q(i, h)], &dout[dims.q(i, h)]);
-                    let di = dot(doi, &o[dims.q(i, h)]);
-                    let l = lse[h * n + i];
-                    let dqi = &mut dq[i * d..(i + 1) * d];
-                    for j in s..=i {
-                        let (kj, vj) = (&k[dims.kv(j, g)], &v[dims.kv(j, g)]);
-                        let p = (scale * dot(qi, kj) - l).exp();
-                        let ds = p * (dot(doi, vj) - di);
-                        axpy(scale * ds, kj, dqi);
-                        axpy(scale * ds, qi, &mut dk[j * d..(j + 1) * d]);
-                        axpy(p, doi, &mut dv[j * d..(j + 1) * d]);
+        // Per unit: dq [len, group * d], dk [len, d], dv [len, d].
+        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = units
+            .par_iter()
+            .map(|&u| {
+                let (mut dq, mut dk, mut dv) = (
+                    vec![0f32; u.len * group * d],
+                    vec![0f32; u.len * d],
+                    vec![0f32; u.len * d],
+                );
+                let tile = QUERY_TILE.min(u.len);
+                let (mut p, mut dp) = (vec![0f32; tile * u.len], vec![0f32; tile * u.len]);
+                for r in 0..group {
+                    let h = u.kv_head * group + r;
+                    for a in (0..u.len).step_by(QUERY_TILE) {
+                        let bt = QUERY_TILE.min(u.len - a);
+                        let kl = a + bt;
+                        tile_scores(dims, u, h, q, k, a, bt, scale, &mut p);
+                        for i in 0..bt {
+                            let l = lse[h * n + u.start + a + i];
+                            p[i * kl..(i + 1) * kl].iter_mut().for_each(|x| *x = (*x - l).exp());
+                        }
+                        let pm = MatRef::new(&p, 0, bt, kl, kl, 1);
+                        let dom = dims.q_rows(dout, u.start, a, bt, h);
+                        // dV += Pᵀ dO
+                        matmul(MatMut::new(&mut dv, 0, kl, d, d, 1), pm.t(), dom, 1.0, true);
+                        // dP = dO Vᵀ
+                        let vm = dims.kv_rows(v, u.start, kl, u.kv_head);
+                        matmul(MatMut::new(&mut dp, 0, bt, kl, kl, 1), dom, vm.t(), 1.0, false);
+                        // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, written over dP.
+                        for i in 0..bt {
+                            let row = ((u.start + a + i) * hq + h) * d;
+                            let di = dot(&dout[row..row + d], &o[row..row + d]);
+                            for (dpx, px) in dp[i * kl..(i + 1) * kl].iter_mut().zip(&p[i * kl..(i + 1) * kl]) {
+                                *dpx = px * (*dpx - di) * scale;
+                            }
+                        }
+                        let dsm = MatRef::new(&dp, 0, bt, kl, kl, 1);
+                        // dQ = dS K
+                        let km = dims.kv_rows(k, u.start, kl, u.kv_head);
+                        matmul(
+                            MatMut::new(&mut dq, a * group * d + r * d, bt, d, group * d, 1),
+                            dsm,
+                            km,
+                            1.0,
+                            false,
+                        );
+                        // dK += dSᵀ Q
+                        let qm = dims.q_rows(q, u.start, a, bt, h);
+                        matmul(MatMut::new(&mut dk, 0, kl, d, d, 1), dsm.t(), qm, 1.0, true);
                     }
                 }
                 (dq, dk, dv)
@@ -235,12 +364,14 @@ impl VarlenAttention {
         let mut dq = vec![0f32; n * hq * d];
         let mut dk = vec![0f32; n * hkv * d];
         let mut dv = vec![0f32; n * hkv * d];
-        for (h, (dq_h, dk_h, dv_h)) in per_head.iter().enumerate() {
-            let g = h / group;
-            for i in 0..n {
-                dq[dims.q(i, h)].copy_from_slice(&dq_h[i * d..(i + 1) * d]);
-                axpy(1.0, &dk_h[i * d..(i + 1) * d], &mut dk[dims.kv(i, g)]);
-                axpy(1.0, &dv_h[i * d..(i + 1) * d], &mut dv[dims.kv(i, g)]);
+        for (u, (dq_u, dk_u, dv_u)) in units.iter().zip(&parts) {
+            let (g, h0) = (u.kv_head, u.kv_head * group);
+            for i in 0..u.len {
+                let t = u.start + i;
+                dq[(t * hq + h0) * d..(t * hq + h0 + group) * d]
+                    .copy_from_slice(&dq_u[i * group * d..(i + 1) * group * d]);
+                dk[(t * hkv + g) * d..(t * hkv + g + 1) * d].copy_from_slice(&dk_u[i * d..(i + 1) * d]);
+                dv[(t * hkv + g) * d..(t * hkv + g + 1) * d].copy_from_slice(&dv_u[i * d..(i + 1) * d]);
             }
         }
         (dq, dk, dv)
@@ -262,7 +393,11 @@ impl CustomOp3 for VarlenAttention {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (q, k, v) = (super::cpu_f32(name, s1, l1)?, super::cpu_f32(name, s2, l2)?, super::cpu_f32(name, s3, l3)?);
+        let (q, k, v) = (
+            super::cpu_f32(name, s1, l1)?,
+            super::cpu_f32(name, s2, l2)?,
+            super::cpu_f32(name, s3, l3)?,
+        );
         let dims = self.dims(l1, l2)?;
         let (o, lse) = self.forward(dims, q, k, v);
         let _ = self.lse.set(lse);

@@ -31,7 +31,12 @@ pub fn default_chunk_tokens(tokens: usize, vocab: usize, hidden: usize) -> usize
 
 /// Summed cross-entropy of `hidden · weightᵀ` against `targets` (i64, `IGNORE_INDEX` skipped),
 /// computed `chunk_tokens` tokens at a time (`None`: `default_chunk_tokens`).
-pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor, chunk_tokens: Option<usize>) -> Result<CrossEntropyOutput> {
+pub fn linear_cross_entropy(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+    chunk_tokens: Option<usize>,
+) -> Result<CrossEntropyOutput> {
     let (n, h) = hidden.dims2()?;
     let (v, hw) = weight.dims2()?;
     if hw != h {
@@ -49,7 +54,11 @@ pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor, 
     let hd = hidden.detach().contiguous()?;
     let wd = weight.detach().contiguous()?;
     let targets = targets.contiguous()?;
-    let supervised = targets.ne(IGNORE_INDEX)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    let supervised = targets
+        .ne(IGNORE_INDEX)?
+        .to_dtype(DType::U32)?
+        .sum_all()?
+        .to_scalar::<u32>()? as usize;
 
     let mut loss_sum = 0f64;
     let mut dh_chunks = Vec::new();
@@ -59,9 +68,14 @@ pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor, 
         let len = chunk.min(n - a);
         let h_c = hd.narrow(0, a, len)?;
         let logits = h_c.matmul(&wd.t()?)?.to_dtype(DType::F32)?;
-        let op = CrossEntropyInPlace { row_loss: Mutex::new(Vec::new()) };
+        let op = CrossEntropyInPlace {
+            row_loss: Mutex::new(Vec::new()),
+        };
         logits.inplace_op2(&targets.narrow(0, a, len)?, &op)?;
-        let rows = op.row_loss.into_inner().map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))?;
+        let rows = op
+            .row_loss
+            .into_inner()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))?;
         loss_sum += rows.iter().map(|&x| x as f64).sum::<f64>();
         if needs_grad {
             let dlogits = logits.to_dtype(hd.dtype())?;
@@ -81,7 +95,13 @@ pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor, 
             Some(dw) => dw,
             None => wd.zeros_like()?,
         };
-        hidden.apply_op2(weight, SavedLoss { value, grads: Mutex::new(Some((dh, dw))) })?
+        hidden.apply_op2(
+            weight,
+            SavedLoss {
+                value,
+                grads: Mutex::new(Some((dh, dw))),
+            },
+        )?
     } else {
         Tensor::new(value, hidden.device())?
     };
@@ -102,17 +122,23 @@ pub fn cross_entropy_row(x: &mut [f32], target: i64) -> Result<f32> {
         return Ok(0.0);
     }
     if target < 0 || target as usize >= x.len() {
-        bail!("cross-entropy: target id {target} is outside the vocabulary (size {})", x.len());
+        bail!(
+            "cross-entropy: target id {target} is outside the vocabulary (size {})",
+            x.len()
+        );
     }
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let picked = x[target as usize];
+    // One exp per element: keep exp(x - m), then normalise.
     let mut s = 0f32;
-    for &xi in x.iter() {
-        s += (xi - m).exp();
-    }
-    let lse = m + s.ln();
-    let loss = lse - x[target as usize];
     for xi in x.iter_mut() {
-        *xi = (*xi - lse).exp();
+        *xi = (*xi - m).exp();
+        s += *xi;
+    }
+    let loss = m + s.ln() - picked;
+    let inv = 1.0 / s;
+    for xi in x.iter_mut() {
+        *xi *= inv;
     }
     x[target as usize] -= 1.0;
     Ok(loss)
@@ -139,7 +165,10 @@ impl InplaceOp2 for CrossEntropyInPlace {
             .map(|(row, &t)| cross_entropy_row(row, t))
             .collect::<Result<_>>()?;
         debug_assert_eq!(losses.len(), rows);
-        *self.row_loss.lock().map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
+        *self
+            .row_loss
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
         Ok(())
     }
 }
@@ -160,13 +189,25 @@ impl CustomOp2 for SavedLoss {
         Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
     }
 
-    fn bwd(&self, hidden: &Tensor, weight: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = self.grads.lock().map_err(|_| candle_core::Error::Msg("linear_cross_entropy: poisoned lock".into()))?.take();
+    fn bwd(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = self
+            .grads
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("linear_cross_entropy: poisoned lock".into()))?
+            .take();
         let Some((dh, dw)) = saved else {
             bail!("linear_cross_entropy: backward called twice for one forward");
         };
         let g = grad.to_dtype(DType::F32)?;
-        let scale = |t: Tensor, like: &Tensor| -> Result<Tensor> { t.broadcast_mul(&g.to_dtype(t.dtype())?)?.to_dtype(like.dtype()) };
+        let scale = |t: Tensor, like: &Tensor| -> Result<Tensor> {
+            t.broadcast_mul(&g.to_dtype(t.dtype())?)?.to_dtype(like.dtype())
+        };
         Ok((Some(scale(dh, hidden)?), Some(scale(dw, weight)?)))
     }
 }

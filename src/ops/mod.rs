@@ -9,6 +9,7 @@
 //! parallelism over rows; other dtypes get a clear error.
 
 pub mod attention;
+pub mod gemm;
 pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;
@@ -65,13 +66,4 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         tail += a[i] * b[i];
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// `y += alpha * x`, vectorisable.
-#[inline]
-pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(x.len(), y.len());
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
-    }
 }

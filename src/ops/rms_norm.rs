@@ -14,7 +14,10 @@ const ROW_BLOCK: usize = 32;
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let hidden = x.dim(D::Minus1)?;
     if w.dims() != [hidden] {
-        candle_core::bail!("rms_norm: weight shape {:?} does not match hidden size {hidden}", w.dims());
+        candle_core::bail!(
+            "rms_norm: weight shape {:?} does not match hidden size {hidden}",
+            w.dims()
+        );
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
 }

@@ -17,7 +17,7 @@ impl RopeTable {
     /// Builds the table for `positions` exactly as transformers does in f32:
     /// `inv_freq[i] = 1 / theta^(2i / head_dim)`, angle = position * inv_freq.
     pub fn new(positions: &[u32], head_dim: usize, theta: f64, device: &Device) -> Result<Self> {
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             bail!("rope: head_dim must be even, got {head_dim}");
         }
         let half = head_dim / 2;
@@ -51,7 +51,8 @@ pub fn rope(x: &Tensor, table: &RopeTable) -> Result<Tensor> {
     if table.cos.dims() != [n, d / 2] {
         bail!("rope: table {:?} does not fit input {:?}", table.cos.dims(), x.dims());
     }
-    x.contiguous()?.apply_op3(&table.cos, &table.sin, Rope { inverse: false })
+    x.contiguous()?
+        .apply_op3(&table.cos, &table.sin, Rope { inverse: false })
 }
 
 /// `inverse: false` rotates by +angle; `true` by -angle, which is the backward (a rotation's
@@ -107,7 +108,9 @@ impl CustomOp3 for Rope {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = grad.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
+        let dx = grad
+            .contiguous()?
+            .apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
         Ok((Some(dx), None, None))
     }
 }

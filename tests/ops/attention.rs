@@ -7,7 +7,10 @@ use syncoder::testing::randn;
 /// Segments for rows of documents of the given lengths.
 fn segments(rows: &[Vec<usize>]) -> Result<DocSegments> {
     let seq_len: usize = rows[0].iter().sum();
-    let positions: Vec<u32> = rows.iter().flat_map(|docs| docs.iter().flat_map(|&l| 0..l as u32)).collect();
+    let positions: Vec<u32> = rows
+        .iter()
+        .flat_map(|docs| docs.iter().flat_map(|&l| 0..l as u32))
+        .collect();
     DocSegments::from_positions(&positions, rows.len(), seq_len)
 }
 
@@ -18,6 +21,9 @@ fn attention_matches_reference() -> Result<()> {
         (vec![vec![5, 8], vec![13]], 4, 2, 16),
         (vec![vec![1, 1, 3, 2], vec![4, 3]], 4, 1, 6),
         (vec![vec![40, 27]], 6, 3, 64),
+        // Documents longer than one query tile (128).
+        (vec![vec![300]], 2, 1, 4),
+        (vec![vec![130, 5], vec![2, 133]], 2, 2, 8),
     ];
     for (i, (rows, hq, hkv, d)) in cases.iter().enumerate() {
         let segs = segments(rows)?;

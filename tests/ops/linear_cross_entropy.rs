@@ -7,14 +7,21 @@ fn targets(n: usize, v: usize, seed: u64) -> Vec<i64> {
     (0..n)
         .map(|i| {
             let x = (i as u64 * 2654435761 + seed * 97) % (v as u64 + 3);
-            if x >= v as u64 { IGNORE_INDEX } else { x as i64 }
+            if x >= v as u64 {
+                IGNORE_INDEX
+            } else {
+                x as i64
+            }
         })
         .collect()
 }
 
 #[test]
 fn linear_cross_entropy_matches_reference() -> Result<()> {
-    for (i, &(n, h, v)) in [(37, 19, 101), (64, 32, 500), (5, 8, 7), (300, 24, 1000)].iter().enumerate() {
+    for (i, &(n, h, v)) in [(37, 19, 101), (64, 32, 500), (5, 8, 7), (300, 24, 1000)]
+        .iter()
+        .enumerate()
+    {
         let hid = randn(i as u64, &[n, h], 1.0, &Device::Cpu)?;
         let w = randn(10 + i as u64, &[v, h], 0.5, &Device::Cpu)?;
         let t = targets(n, v, i as u64);
@@ -24,7 +31,10 @@ fn linear_cross_entropy_matches_reference() -> Result<()> {
         let (hv, wv) = (Var::from_tensor(&hid)?, Var::from_tensor(&w)?);
         let ref_loss = reference::linear_cross_entropy(hv.as_tensor(), wv.as_tensor(), &tt)?;
         let g = ref_loss.backward()?;
-        let (rdh, rdw) = (g.get(hv.as_tensor()).unwrap().clone(), g.get(wv.as_tensor()).unwrap().clone());
+        let (rdh, rdw) = (
+            g.get(hv.as_tensor()).unwrap().clone(),
+            g.get(wv.as_tensor()).unwrap().clone(),
+        );
 
         for chunk in [Some(1), Some(7), Some(n), Some(n + 9), None] {
             let (hv, wv) = (Var::from_tensor(&hid)?, Var::from_tensor(&w)?);
@@ -49,7 +59,9 @@ fn incoming_gradient_scales_the_saved_gradients() -> Result<()> {
     let hid = Var::from_tensor(&randn(1, &[9, 4], 1.0, &Device::Cpu)?)?;
     let w = randn(2, &[11, 4], 1.0, &Device::Cpu)?;
     let t = Tensor::new(&[1i64, 2, 3, 4, 5, 6, 7, 8, 9], &Device::Cpu)?;
-    let g1 = linear_cross_entropy(hid.as_tensor(), &w, &t, Some(4))?.loss_sum.backward()?;
+    let g1 = linear_cross_entropy(hid.as_tensor(), &w, &t, Some(4))?
+        .loss_sum
+        .backward()?;
     let g3 = (linear_cross_entropy(hid.as_tensor(), &w, &t, Some(4))?.loss_sum * 3.0)?.backward()?;
     let a = (g1.get(hid.as_tensor()).unwrap() * 3.0)?;
     assert!(rel_err(g3.get(hid.as_tensor()).unwrap(), &a)? <= TOL);
@@ -61,7 +73,9 @@ fn out_of_range_target_is_an_error() -> Result<()> {
     let hid = randn(1, &[2, 4], 1.0, &Device::Cpu)?;
     let w = randn(2, &[5, 4], 1.0, &Device::Cpu)?;
     let t = Tensor::new(&[1i64, 5], &Device::Cpu)?;
-    let err = linear_cross_entropy(&hid, &w, &t, None).err().expect("target 5 is outside a vocabulary of 5");
+    let err = linear_cross_entropy(&hid, &w, &t, None)
+        .err()
+        .expect("target 5 is outside a vocabulary of 5");
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     Ok(())
 }

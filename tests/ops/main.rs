@@ -20,7 +20,11 @@ pub fn vars(values: &[Tensor]) -> Result<Vec<Var>> {
 
 /// Runs `f` on variables made from `inputs`, reduces the output with fixed random weights, and
 /// returns the output and the gradient of every input.
-pub fn fwd_and_grads(inputs: &[Tensor], seed: u64, f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<(Tensor, Vec<Tensor>)> {
+pub fn fwd_and_grads(
+    inputs: &[Tensor],
+    seed: u64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let vs = vars(inputs)?;
     let ts: Vec<Tensor> = vs.iter().map(|v| v.as_tensor().clone()).collect();
     let out = f(&ts)?;
@@ -29,7 +33,12 @@ pub fn fwd_and_grads(inputs: &[Tensor], seed: u64, f: impl Fn(&[Tensor]) -> Resu
     let grads = loss.backward()?;
     let gs = ts
         .iter()
-        .map(|t| grads.get(t).cloned().ok_or_else(|| candle_core::Error::Msg("an input received no gradient".into())))
+        .map(|t| {
+            grads
+                .get(t)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg("an input received no gradient".into()))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((out.detach(), gs))
 }
@@ -48,7 +57,10 @@ pub fn check_op(
     for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
         let e = rel_err(a, b)?;
         assert!(e <= TOL, "{what}: gradient of input {i} rel err {e:e}");
-        assert!(b.abs()?.max_keepdim(0)?.flatten_all()?.max(0)?.to_scalar::<f32>()? > 0.0, "{what}: reference gradient {i} is all zero");
+        assert!(
+            b.abs()?.max_keepdim(0)?.flatten_all()?.max(0)?.to_scalar::<f32>()? > 0.0,
+            "{what}: reference gradient {i} is all zero"
+        );
     }
     Ok(())
 }

@@ -5,7 +5,10 @@ use syncoder::testing::randn;
 
 #[test]
 fn rms_norm_matches_reference() -> Result<()> {
-    for (i, shape) in [vec![1, 7], vec![3, 5, 33], vec![17, 256], vec![2, 1000], vec![65, 3]].iter().enumerate() {
+    for (i, shape) in [vec![1, 7], vec![3, 5, 33], vec![17, 256], vec![2, 1000], vec![65, 3]]
+        .iter()
+        .enumerate()
+    {
         let h = *shape.last().unwrap();
         let x = randn(i as u64, shape, 1.5, &Device::Cpu)?;
         let w = (randn(100 + i as u64, &[h], 0.3, &Device::Cpu)? + 1.0)?;

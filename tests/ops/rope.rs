@@ -7,7 +7,9 @@ use syncoder::testing::randn;
 fn rope_matches_reference() -> Result<()> {
     for (i, &(n, h, d)) in [(5, 3, 8), (33, 2, 64), (1, 1, 2), (70, 7, 18)].iter().enumerate() {
         // Positions restart mid-sequence (packed documents) and include large values.
-        let positions: Vec<u32> = (0..n as u32).map(|t| if t < n as u32 / 2 { t } else { 30000 + t }).collect();
+        let positions: Vec<u32> = (0..n as u32)
+            .map(|t| if t < n as u32 / 2 { t } else { 30000 + t })
+            .collect();
         let table = RopeTable::new(&positions, d, 1_000_000.0, &Device::Cpu)?;
         let x = randn(i as u64, &[n, h, d], 1.0, &Device::Cpu)?;
         check_op(
