@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use syncoder::model::Qwen2Config;
 
 fn load(name: &str) -> Qwen2Config {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/models").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("configs/models")
+        .join(name);
     Qwen2Config::from_file(&p).unwrap()
 }
 
