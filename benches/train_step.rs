@@ -1,12 +1,16 @@
 //! Benchmark (not a test): one f32 CPU training step (forward + backward) of a small Qwen2,
 //! hidden 256, 4 layers, 4 heads / 2 kv heads, intermediate 704, vocab 8192, batch 4 × 256.
-//! Prints a table: median step time and the forward / backward split.
+//! Prints two tables: the median step time with its forward / backward split, and the time of
+//! each op family (forward + backward, measured alone at the step's shapes, times its count per
+//! step) to show what dominates.
 //! Run: `cargo bench --bench train_step` (PyTorch side: `scripts/bench_torch.py`; both at once:
 //! `scripts/bench_cpu_step.sh`).
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor, Var};
 use std::time::Instant;
 use syncoder::model::{PackedBatch, Qwen2, Qwen2Config};
+use syncoder::ops::{linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, RopeTable};
+use syncoder::testing::randn;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -55,5 +59,98 @@ fn main() -> anyhow::Result<()> {
         median(bwd),
         (rows * seq) as f64 / step
     );
+    op_families(&cfg, &batch, &targets, iters)?;
+    Ok(())
+}
+
+/// Median seconds of `f` (forward + backward of one op) over `iters` runs.
+fn time_op(iters: usize, mut f: impl FnMut() -> candle_core::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut v = vec![];
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(v))
+}
+
+fn var(seed: u64, shape: &[usize]) -> candle_core::Result<Var> {
+    Var::from_tensor(&randn(seed, shape, 1.0, &Device::Cpu)?)
+}
+
+/// Backward of `out` (through a plain sum).
+fn backward(out: Tensor) -> candle_core::Result<()> {
+    out.sum_all()?.backward()?;
+    Ok(())
+}
+
+fn op_families(cfg: &Qwen2Config, batch: &PackedBatch, targets: &Tensor, iters: usize) -> anyhow::Result<()> {
+    let n = batch.num_tokens();
+    let (h, i, v, l) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.num_hidden_layers,
+    );
+    let (hq, hkv, d) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
+    let x = var(1, &[n, h])?;
+    let mut rows: Vec<(String, f64)> = vec![];
+    let w = var(2, &[v, h])?;
+    rows.push((
+        "output projection + cross-entropy (fused)".into(),
+        time_op(iters, || {
+            linear_cross_entropy(&x, &w, targets, None)?
+                .loss_sum
+                .backward()
+                .map(|_| ())
+        })?,
+    ));
+    let mut linears = 0.0;
+    for (k, (out_dim, in_dim)) in [
+        (hq * d, h),
+        (hkv * d, h),
+        (hkv * d, h),
+        (h, hq * d),
+        (i, h),
+        (i, h),
+        (h, i),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (xin, wv) = (
+            var(10 + k as u64, &[n, in_dim])?,
+            var(20 + k as u64, &[out_dim, in_dim])?,
+        );
+        linears += time_op(iters, || backward(xin.matmul(&wv.t()?)?))?;
+    }
+    rows.push((format!("linear layers (7 per layer) x {l}"), linears * l as f64));
+    let (q, k, vv) = (var(3, &[n, hq, d])?, var(4, &[n, hkv, d])?, var(5, &[n, hkv, d])?);
+    let scale = 1.0 / (d as f64).sqrt();
+    let att = time_op(iters, || {
+        backward(varlen_causal_attention(&q, &k, &vv, &batch.segments, scale)?)
+    })?;
+    rows.push((format!("attention (fused, varlen) x {l}"), att * l as f64));
+    let table = RopeTable::new(&batch.positions, d, cfg.rope_theta(), &Device::Cpu)?;
+    let rq = time_op(iters, || backward(rope(&q, &table)?))? + time_op(iters, || backward(rope(&k, &table)?))?;
+    rows.push((format!("rope (q and k) x {l}"), rq * l as f64));
+    let nw = var(6, &[h])?;
+    let rn = time_op(iters, || backward(rms_norm(&x, &nw, 1e-6)?))?;
+    rows.push((format!("rms_norm x {}", 2 * l + 1), rn * (2 * l + 1) as f64));
+    let (g, u) = (var(7, &[n, i])?, var(8, &[n, i])?);
+    rows.push((
+        format!("swiglu x {l}"),
+        time_op(iters, || backward(swiglu(&g, &u)?))? * l as f64,
+    ));
+    println!();
+    println!("| op family (forward + backward, measured alone) | s per step |");
+    println!("|---|---|");
+    let mut sum = 0.0;
+    for (name, t) in &rows {
+        println!("| {name} | {t:.4} |");
+        sum += t;
+    }
+    println!("| sum | {sum:.4} |");
     Ok(())
 }

@@ -5,5 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
 export RAYON_NUM_THREADS=$threads
-cargo bench --bench train_step --quiet 2>/dev/null | sed -n '1,3p'
-python3 scripts/bench_torch.py --threads "$threads" | tail -1
+ours=$(cargo bench --bench train_step --quiet 2>/dev/null)
+theirs=$(python3 scripts/bench_torch.py --threads "$threads" | tail -1)
+printf '%s\n' "$ours" | sed -n '1,3p'
+printf '%s\n' "$theirs"
+step_ours=$(printf '%s\n' "$ours" | sed -n '3p' | awk -F'|' '{print $4}')
+step_theirs=$(printf '%s\n' "$theirs" | awk -F'|' '{print $4}')
+echo
+echo "ratio syncoder / PyTorch step time: $(python3 -c "print(f'{$step_ours/$step_theirs:.2f}')")"
+printf '%s\n' "$ours" | sed -n '4,$p'
