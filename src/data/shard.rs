@@ -1,0 +1,166 @@
+//! Streaming the lines of one shard file, whatever its compression, with line numbers and
+//! errors that name the file and line. Nothing is ever read whole: memory stays at one line.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// One non-blank line of a shard: its 1-based line number and text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLine {
+    pub line: usize,
+    pub text: String,
+}
+
+/// Shard formats syncoder reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardFormat {
+    Jsonl,
+    JsonlZstd,
+    JsonlGzip,
+}
+
+impl ShardFormat {
+    /// The format a file name implies, if any.
+    pub fn of(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if name.ends_with(".jsonl") || name.ends_with(".json") {
+            Some(Self::Jsonl)
+        } else if name.ends_with(".jsonl.zst") || name.ends_with(".jsonl.zstd") {
+            Some(Self::JsonlZstd)
+        } else if name.ends_with(".jsonl.gz") {
+            Some(Self::JsonlGzip)
+        } else {
+            None
+        }
+    }
+}
+
+/// Iterator over the non-blank lines of a shard. Yields an error (and then stops) on unreadable
+/// or truncated data, invalid UTF-8, or a shard holding no line at all.
+pub struct ShardLines {
+    path: PathBuf,
+    reader: Box<dyn BufRead + Send>,
+    line: usize,
+    seen_any: bool,
+    done: bool,
+    buf: Vec<u8>,
+}
+
+impl ShardLines {
+    pub fn open(path: &Path) -> Result<Self> {
+        let format = ShardFormat::of(path).with_context(|| {
+            format!("{}: unsupported shard format (expected .jsonl, .jsonl.zst or .jsonl.gz)", path.display())
+        })?;
+        let file = File::open(path).with_context(|| format!("opening shard {}", path.display()))?;
+        let raw: Box<dyn Read + Send> = match format {
+            ShardFormat::Jsonl => Box::new(file),
+            ShardFormat::JsonlZstd => Box::new(
+                zstd::stream::read::Decoder::new(file)
+                    .with_context(|| format!("{}: not a zstd stream", path.display()))?,
+            ),
+            ShardFormat::JsonlGzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader: Box::new(BufReader::with_capacity(1 << 16, raw)),
+            line: 0,
+            seen_any: false,
+            done: false,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn next_line(&mut self) -> Result<Option<SourceLine>> {
+        loop {
+            self.buf.clear();
+            let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
+                format!("{}:{}: reading failed (truncated or corrupt file?)", self.path.display(), self.line + 1)
+            })?;
+            if n == 0 {
+                if !self.seen_any {
+                    bail!("{}: empty shard (no records)", self.path.display());
+                }
+                return Ok(None);
+            }
+            self.line += 1;
+            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+                self.buf.pop();
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            self.seen_any = true;
+            let text = match std::str::from_utf8(&self.buf) {
+                Ok(s) => s.to_owned(),
+                Err(e) => bail!(
+                    "{}:{}: invalid UTF-8 at byte {} of the line",
+                    self.path.display(),
+                    self.line,
+                    e.valid_up_to()
+                ),
+            };
+            return Ok(Some(SourceLine { line: self.line, text }));
+        }
+    }
+}
+
+impl Iterator for ShardLines {
+    type Item = Result<SourceLine>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_line() {
+            Ok(Some(l)) => Some(Ok(l)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Expands local sources into shard files, sorted: a file is itself; a directory gives every
+/// shard file below it; anything else must be an existing path.
+pub fn resolve_local(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for src in sources {
+        if src.is_file() {
+            out.push(src.clone());
+        } else if src.is_dir() {
+            let mut found = vec![];
+            walk(src, &mut found)?;
+            if found.is_empty() {
+                bail!("{}: no shard files (.jsonl, .jsonl.zst, .jsonl.gz) in this directory", src.display());
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            bail!("{}: no such file or directory", src.display());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if ShardFormat::of(&path).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

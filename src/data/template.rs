@@ -1,0 +1,170 @@
+//! Chat templates: rendering conversations to text with the model's own Jinja template
+//! (minijinja, as Hugging Face's text-generation-inference does) or syncoder's built-in
+//! Qwen2.5 ChatML template, and locating the text each assistant turn must be trained on.
+//!
+//! The supervised text of an assistant turn is found by rendering growing prefixes of the
+//! conversation: it starts where the rendering of the turns before it with the generation
+//! prompt ends, and ends after the last end-of-turn token of the rendering that includes it.
+//! No marker of any particular template is hard-coded.
+
+use super::record::Message;
+use anyhow::{bail, Context, Result};
+use minijinja::{context, Environment, ErrorKind};
+use std::ops::Range;
+use std::path::Path;
+
+/// Qwen2.5's default system turn, added when a conversation has none.
+pub const QWEN25_DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+/// The built-in ChatML template body; `with_default_system` prepends the system prompt as a Jinja
+/// `set` so the written template is self-contained for transformers and vLLM.
+const CHATML_BODY: &str = include_str!("qwen25_chatml.jinja");
+
+pub struct ChatTemplate {
+    source: String,
+    env: Environment<'static>,
+    /// Text that closes a turn (`<|im_end|>` for ChatML); part of the supervised text.
+    pub end_of_turn: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    /// The built-in Qwen2.5 ChatML template, with `default_system` as the system turn of
+    /// conversations that have none (`None`: no default system turn).
+    pub fn qwen25_chatml(default_system: Option<&str>) -> Result<Self> {
+        Self::from_jinja(&chatml_source(default_system), "<|im_end|>", "", "<|im_end|>")
+    }
+
+    /// A template from Jinja source. `end_of_turn` closes each turn; `bos_token` and
+    /// `eos_token` are passed to the template as transformers does.
+    pub fn from_jinja(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        if end_of_turn.is_empty() {
+            bail!("chat template: the end-of-turn token is empty");
+        }
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        // transformers renders with trim_blocks and lstrip_blocks on.
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .context("configuring the template syntax")?,
+        );
+        env.add_template_owned("chat", source.to_string()).context("parsing the chat template")?;
+        Ok(Self {
+            source: source.to_string(),
+            env,
+            end_of_turn: end_of_turn.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
+    }
+
+    /// The model's own template from its `tokenizer_config.json` (`chat_template`, a string or
+    /// a list with a `default` entry), closing turns with its `eos_token`; `None` if it has none.
+    pub fn from_tokenizer_config(path: &Path) -> Result<Option<Self>> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let token = |key: &str| -> String {
+            match cfg.get(key) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Object(o)) => {
+                    o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string()
+                }
+                _ => String::new(),
+            }
+        };
+        let source = match cfg.get("chat_template") {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .with_context(|| format!("{}: chat_template list has no \"default\" entry", path.display()))?
+                .to_string(),
+            Some(_) => bail!("{}: chat_template must be a string or a list", path.display()),
+        };
+        let eos = token("eos_token");
+        if eos.is_empty() {
+            bail!("{}: a chat_template needs an eos_token to close turns", path.display());
+        }
+        Self::from_jinja(&source, &eos, &token("bos_token"), &eos)
+            .with_context(|| format!("in the chat_template of {}", path.display()))
+            .map(Some)
+    }
+
+    /// The Jinja source (written into checkpoints so downstream tools render the same).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self.env.get_template("chat")?;
+        Ok(tmpl
+            .render(context! {
+                messages => messages_value(messages),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token.as_str(),
+                eos_token => self.eos_token.as_str(),
+            })
+            .context("rendering the chat template")?)
+    }
+
+    /// The full text of a conversation and the byte ranges of it that are trained on: each
+    /// assistant turn's content and its closing end-of-turn token.
+    pub fn render_supervised(&self, messages: &[Message]) -> Result<(String, Vec<Range<usize>>)> {
+        let full = self.render(messages, false)?;
+        let mut spans = vec![];
+        for (k, m) in messages.iter().enumerate() {
+            if m.role != super::record::Role::Assistant {
+                continue;
+            }
+            let prompt = self.render(&messages[..k], true)?;
+            let upto = self.render(&messages[..=k], false)?;
+            if !upto.starts_with(&prompt) || !full.starts_with(&upto) {
+                bail!(
+                    "the chat template does not render this conversation as growing prefixes, so the text of \
+                     assistant turn {k} cannot be located"
+                );
+            }
+            let turn = &upto[prompt.len()..];
+            let Some(close) = turn.rfind(&self.end_of_turn) else {
+                bail!("the chat template does not close assistant turn {k} with {:?}", self.end_of_turn);
+            };
+            spans.push(prompt.len()..prompt.len() + close + self.end_of_turn.len());
+        }
+        Ok((full, spans))
+    }
+}
+
+/// Messages as the template sees them: a list of `{role, content}` maps.
+fn messages_value(messages: &[Message]) -> minijinja::Value {
+    messages
+        .iter()
+        .map(|m| {
+            minijinja::Value::from_pairs([
+                ("role", minijinja::Value::from(m.role.as_str())),
+                ("content", minijinja::Value::from(m.content.as_str())),
+            ])
+        })
+        .collect()
+}
+
+/// The built-in template's source with `default_system` embedded.
+pub fn chatml_source(default_system: Option<&str>) -> String {
+    match default_system {
+        Some(s) => {
+            let literal = serde_json::to_string(s).expect("a string serialises");
+            format!("{{%- set default_system = {literal} %}}\n{CHATML_BODY}")
+        }
+        None => format!("{{%- set default_system = '' %}}\n{CHATML_BODY}"),
+    }
+}
