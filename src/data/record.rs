@@ -61,7 +61,10 @@ impl fmt::Display for RecordError {
 impl std::error::Error for RecordError {}
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> RecordError {
-    RecordError { field: field.into(), reason: reason.into() }
+    RecordError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -118,13 +121,25 @@ impl Record {
         } else if obj.contains_key("instruction") || obj.contains_key("response") {
             let mut v = vec![];
             if let Some(system) = string_field(obj, "system", "system")? {
-                v.push(Message { role: Role::System, content: system });
+                v.push(Message {
+                    role: Role::System,
+                    content: system,
+                });
             }
-            v.push(Message { role: Role::User, content: required_string(obj, "instruction", "instruction")? });
-            v.push(Message { role: Role::Assistant, content: required_string(obj, "response", "response")? });
+            v.push(Message {
+                role: Role::User,
+                content: required_string(obj, "instruction", "instruction")?,
+            });
+            v.push(Message {
+                role: Role::Assistant,
+                content: required_string(obj, "response", "response")?,
+            });
             v
         } else {
-            return Err(err("", "expected a \"messages\" array or \"instruction\" and \"response\" fields"));
+            return Err(err(
+                "",
+                "expected a \"messages\" array or \"instruction\" and \"response\" fields",
+            ));
         };
         let record = Record { id, language, messages };
         record.validate(obj.contains_key("messages"))?;
@@ -160,7 +175,10 @@ impl Record {
                 let why = if m.role == Role::System {
                     "a system turn may only come first".to_string()
                 } else {
-                    format!("expected a {} turn here (turns alternate user, assistant)", expected.as_str())
+                    format!(
+                        "expected a {} turn here (turns alternate user, assistant)",
+                        expected.as_str()
+                    )
                 };
                 return Err(err(path(i, "role"), why));
             }
@@ -177,7 +195,10 @@ impl Record {
 
 fn parse_message(m: &Value, i: usize) -> Result<Message, RecordError> {
     let Value::Object(obj) = m else {
-        return Err(err(format!("messages[{i}]"), format!("expected an object, got {}", kind(m))));
+        return Err(err(
+            format!("messages[{i}]"),
+            format!("expected an object, got {}", kind(m)),
+        ));
     };
     let role = match obj.get("role") {
         Some(Value::String(r)) => match r.as_str() {
@@ -191,7 +212,12 @@ fn parse_message(m: &Value, i: usize) -> Result<Message, RecordError> {
                 ))
             }
         },
-        Some(other) => return Err(err(format!("messages[{i}].role"), format!("expected a string, got {}", kind(other)))),
+        Some(other) => {
+            return Err(err(
+                format!("messages[{i}].role"),
+                format!("expected a string, got {}", kind(other)),
+            ))
+        }
         None => return Err(err(format!("messages[{i}].role"), "missing")),
     };
     let content = required_string(obj, "content", &format!("messages[{i}].content"))?;

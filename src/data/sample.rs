@@ -56,14 +56,19 @@ impl SampleBuilder {
     /// Renders, tokenises and masks `record`; `Err(Dropped)` inside `Ok` says why it was skipped.
     pub fn build(&self, record: &Record) -> Result<std::result::Result<Sample, Dropped>> {
         let (text, spans) = self.template.render_supervised(&record.messages)?;
-        let enc = self.tokenizer.encode(text.as_str(), false).map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let enc = self
+            .tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|e| anyhow!("tokenizing: {e}"))?;
         let ids = enc.get_ids().to_vec();
         let offsets = enc.get_offsets();
         if offsets.len() != ids.len() {
             bail!("tokenizer returned {} offsets for {} tokens", offsets.len(), ids.len());
         }
-        let mut mask: Vec<bool> =
-            offsets.iter().map(|&(a, b)| spans.iter().any(|s| a < s.end && b > s.start)).collect();
+        let mut mask: Vec<bool> = offsets
+            .iter()
+            .map(|&(a, b)| spans.iter().any(|s| a < s.end && b > s.start))
+            .collect();
         let mut ids = ids;
         if ids.len() > self.max_seq_len {
             match self.overflow {
@@ -77,6 +82,10 @@ impl SampleBuilder {
         if !mask.iter().any(|&m| m) {
             return Ok(Err(Dropped::NoSupervisedTokens));
         }
-        Ok(Ok(Sample { id: record.id.clone(), ids, mask }))
+        Ok(Ok(Sample {
+            id: record.id.clone(),
+            ids,
+            mask,
+        }))
     }
 }

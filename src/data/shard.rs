@@ -51,7 +51,10 @@ pub struct ShardLines {
 impl ShardLines {
     pub fn open(path: &Path) -> Result<Self> {
         let format = ShardFormat::of(path).with_context(|| {
-            format!("{}: unsupported shard format (expected .jsonl, .jsonl.zst or .jsonl.gz)", path.display())
+            format!(
+                "{}: unsupported shard format (expected .jsonl, .jsonl.zst or .jsonl.gz)",
+                path.display()
+            )
         })?;
         let file = File::open(path).with_context(|| format!("opening shard {}", path.display()))?;
         let raw: Box<dyn Read + Send> = match format {
@@ -80,7 +83,11 @@ impl ShardLines {
         loop {
             self.buf.clear();
             let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
-                format!("{}:{}: reading failed (truncated or corrupt file?)", self.path.display(), self.line + 1)
+                format!(
+                    "{}:{}: reading failed (truncated or corrupt file?)",
+                    self.path.display(),
+                    self.line + 1
+                )
             })?;
             if n == 0 {
                 if !self.seen_any {
@@ -142,7 +149,10 @@ pub fn resolve_local(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut found = vec![];
             walk(src, &mut found)?;
             if found.is_empty() {
-                bail!("{}: no shard files (.jsonl, .jsonl.zst, .jsonl.gz) in this directory", src.display());
+                bail!(
+                    "{}: no shard files (.jsonl, .jsonl.zst, .jsonl.gz) in this directory",
+                    src.display()
+                );
             }
             found.sort();
             out.extend(found);

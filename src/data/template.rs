@@ -44,9 +44,12 @@ impl ChatTemplate {
         }
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         // transformers renders with trim_blocks and lstrip_blocks on.
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
@@ -55,7 +58,8 @@ impl ChatTemplate {
                 .build()
                 .context("configuring the template syntax")?,
         );
-        env.add_template_owned("chat", source.to_string()).context("parsing the chat template")?;
+        env.add_template_owned("chat", source.to_string())
+            .context("parsing the chat template")?;
         Ok(Self {
             source: source.to_string(),
             env,
@@ -74,9 +78,11 @@ impl ChatTemplate {
         let token = |key: &str| -> String {
             match cfg.get(key) {
                 Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Object(o)) => {
-                    o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string()
-                }
+                Some(serde_json::Value::Object(o)) => o
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 _ => String::new(),
             }
         };
@@ -108,14 +114,13 @@ impl ChatTemplate {
     /// Renders `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let tmpl = self.env.get_template("chat")?;
-        Ok(tmpl
-            .render(context! {
-                messages => messages_value(messages),
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token.as_str(),
-                eos_token => self.eos_token.as_str(),
-            })
-            .context("rendering the chat template")?)
+        tmpl.render(context! {
+            messages => messages_value(messages),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token.as_str(),
+            eos_token => self.eos_token.as_str(),
+        })
+        .context("rendering the chat template")
     }
 
     /// The full text of a conversation and the byte ranges of it that are trained on: each
@@ -137,7 +142,10 @@ impl ChatTemplate {
             }
             let turn = &upto[prompt.len()..];
             let Some(close) = turn.rfind(&self.end_of_turn) else {
-                bail!("the chat template does not close assistant turn {k} with {:?}", self.end_of_turn);
+                bail!(
+                    "the chat template does not close assistant turn {k} with {:?}",
+                    self.end_of_turn
+                );
             };
             spans.push(prompt.len()..prompt.len() + close + self.end_of_turn.len());
         }

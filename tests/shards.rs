@@ -1,0 +1,89 @@
+//! Shard reading: JSONL, zstd and gzip streams with line numbers; truncated or corrupt files,
+//! invalid UTF-8 and empty files give errors naming the file and line.
+
+use std::io::Write;
+use std::path::Path;
+use syncoder::data::shard::{resolve_local, ShardLines};
+
+const LINES: [&str; 3] = [
+    r#"{"instruction": "a", "response": "b"}"#,
+    "",
+    r#"{"instruction": "c", "response": "d"}"#,
+];
+
+fn body() -> String {
+    LINES.join("\n") + "\n"
+}
+
+fn write_zst(path: &Path, data: &[u8]) {
+    std::fs::write(path, zstd::encode_all(data, 3).unwrap()).unwrap();
+}
+
+fn write_gz(path: &Path, data: &[u8]) {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    std::fs::write(path, e.finish().unwrap()).unwrap();
+}
+
+fn read_all(path: &Path) -> anyhow::Result<Vec<(usize, String)>> {
+    ShardLines::open(path)?.map(|l| l.map(|l| (l.line, l.text))).collect()
+}
+
+#[test]
+fn all_formats_stream_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("a.jsonl");
+    std::fs::write(&plain, body()).unwrap();
+    write_zst(&dir.path().join("b.jsonl.zst"), body().as_bytes());
+    write_gz(&dir.path().join("c.jsonl.gz"), body().as_bytes());
+    let want = vec![(1, LINES[0].to_string()), (3, LINES[2].to_string())];
+    for f in ["a.jsonl", "b.jsonl.zst", "c.jsonl.gz"] {
+        assert_eq!(read_all(&dir.path().join(f)).unwrap(), want, "{f}");
+    }
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let files = resolve_local(&[dir.path().to_path_buf()]).unwrap();
+    assert_eq!(files.len(), 3);
+}
+
+#[test]
+fn truncated_compressed_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: String = (0..2000)
+        .map(|i| format!("{{\"instruction\": \"q{i}\", \"response\": \"a{i}\"}}\n"))
+        .collect();
+    for (name, writer) in [("t.jsonl.zst", write_zst as fn(&Path, &[u8])), ("t.jsonl.gz", write_gz)] {
+        let p = dir.path().join(name);
+        writer(&p, big.as_bytes());
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_all(&p).expect_err(name);
+        let msg = format!("{err:#}");
+        assert!(msg.contains(name) && msg.contains("truncated"), "{msg}");
+    }
+}
+
+#[test]
+fn bad_utf8_empty_and_missing_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &p,
+        b"{\"instruction\": \"a\", \"response\": \"b\"}\n{\"instruction\": \"\xff\"}\n",
+    )
+    .unwrap();
+    let lines: Vec<_> = ShardLines::open(&p).unwrap().collect();
+    assert!(lines[0].is_ok());
+    let msg = format!("{:#}", lines[1].as_ref().unwrap_err());
+    assert!(msg.contains("bad.jsonl:2") && msg.contains("UTF-8"), "{msg}");
+
+    let e = dir.path().join("empty.jsonl");
+    std::fs::write(&e, "\n\n").unwrap();
+    let msg = format!("{:#}", read_all(&e).unwrap_err());
+    assert!(msg.contains("empty.jsonl") && msg.contains("empty"), "{msg}");
+
+    let msg = format!("{:#}", ShardLines::open(&dir.path().join("nope.jsonl")).err().unwrap());
+    assert!(msg.contains("nope.jsonl"), "{msg}");
+    let msg = format!("{:#}", ShardLines::open(&dir.path().join("data.csv")).err().unwrap());
+    assert!(msg.contains("unsupported"), "{msg}");
+    assert!(resolve_local(&[dir.path().join("missing-dir")]).is_err());
+}
