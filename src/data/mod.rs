@@ -5,6 +5,8 @@
 //! into training samples (`sample`). Packing, resumable loading, Parquet and hf:// sources come
 //! next (see the README's status table).
 
+pub mod loader;
+pub mod pack;
 pub mod record;
 pub mod sample;
 pub mod shard;

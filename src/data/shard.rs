@@ -79,6 +79,32 @@ impl ShardLines {
         &self.path
     }
 
+    /// Skips forward until `line` lines have been read (to resume inside a shard).
+    pub fn skip_to(&mut self, line: usize) -> Result<()> {
+        while self.line < line {
+            self.buf.clear();
+            let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
+                format!(
+                    "{}:{}: reading failed (truncated or corrupt file?)",
+                    self.path.display(),
+                    self.line + 1
+                )
+            })?;
+            if n == 0 {
+                bail!(
+                    "{}: has {} lines, cannot resume at line {line}",
+                    self.path.display(),
+                    self.line
+                );
+            }
+            self.line += 1;
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                self.seen_any = true;
+            }
+        }
+        Ok(())
+    }
+
     fn next_line(&mut self) -> Result<Option<SourceLine>> {
         loop {
             self.buf.clear();

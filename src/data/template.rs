@@ -20,6 +20,7 @@ pub const QWEN25_DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud.
 /// `set` so the written template is self-contained for transformers and vLLM.
 const CHATML_BODY: &str = include_str!("qwen25_chatml.jinja");
 
+#[derive(Clone)]
 pub struct ChatTemplate {
     source: String,
     env: Environment<'static>,

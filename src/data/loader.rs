@@ -1,0 +1,314 @@
+//! The resumable training-data loader: shards in a seeded order per epoch, records through a
+//! seeded shuffle buffer, tokenised with the chat template and loss mask, packed into rows,
+//! grouped into batches.
+//!
+//! Its whole state (epoch, shard and line, shuffle-buffer contents, RNG position, packer and
+//! rows not yet emitted, counters) serialises to JSON; a loader restored from the state taken
+//! after batch k yields exactly the batches k+1, k+2, ... of a loader that never stopped.
+
+use super::pack::{PackStrategy, PackedRow, Packer, SampleState};
+use super::record::Record;
+use super::sample::{Dropped, SampleBuilder};
+use super::shard::ShardLines;
+use crate::model::PackedBatch;
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What to do with a record that fails validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadRecord {
+    /// Stop with an error naming the file and line.
+    Fail,
+    /// Skip it and count it.
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    pub seed: u64,
+    /// Shuffle the shard order each epoch.
+    pub shuffle_shards: bool,
+    /// Samples held in the shuffle buffer (1: no shuffling within shards).
+    pub shuffle_buffer: usize,
+    pub seq_len: usize,
+    pub rows_per_batch: usize,
+    pub pack: PackStrategy,
+    pub pad_id: u32,
+    pub on_bad_record: OnBadRecord,
+    /// Stop after this many passes over the data (`None`: never).
+    pub max_epochs: Option<usize>,
+}
+
+/// Counters of everything the loader has read and emitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderStats {
+    pub records: u64,
+    pub bad_records: u64,
+    pub dropped_too_long: u64,
+    pub dropped_no_supervised: u64,
+    pub samples: u64,
+    pub rows: u64,
+    pub row_tokens: u64,
+    pub padding_tokens: u64,
+    pub supervised_tokens: u64,
+}
+
+impl LoaderStats {
+    /// Fraction of emitted row tokens that are padding.
+    pub fn padding_fraction(&self) -> f64 {
+        if self.row_tokens == 0 {
+            0.0
+        } else {
+            self.padding_tokens as f64 / self.row_tokens as f64
+        }
+    }
+}
+
+/// Everything needed to continue exactly where a loader stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoaderState {
+    pub files: Vec<PathBuf>,
+    pub epoch: usize,
+    /// Index into this epoch's shard order.
+    pub shard_pos: usize,
+    /// Lines already read from the current shard.
+    pub line: usize,
+    pub buffer: Vec<SampleState>,
+    /// Position of the shuffle-buffer RNG stream (a u128, as a decimal string).
+    pub rng_word_pos: String,
+    pub packer: Packer,
+    pub ready: Vec<PackedRow>,
+    pub exhausted: bool,
+    pub stats: LoaderStats,
+}
+
+/// A batch of packed rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub rows: Vec<PackedRow>,
+}
+
+impl Batch {
+    /// The model's view of the batch and, per token, whether it is a training target.
+    pub fn to_model_input(&self, device: &Device) -> Result<(PackedBatch, Vec<bool>)> {
+        let ids: Vec<u32> = self.rows.iter().flat_map(|r| r.ids.iter().copied()).collect();
+        let positions: Vec<u32> = self.rows.iter().flat_map(|r| r.positions.iter().copied()).collect();
+        let mask: Vec<bool> = self.rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
+        Ok((PackedBatch::new(ids, positions, self.rows.len(), device)?, mask))
+    }
+}
+
+pub struct Loader {
+    cfg: LoaderConfig,
+    files: Vec<PathBuf>,
+    builder: Arc<SampleBuilder>,
+    epoch: usize,
+    order: Vec<usize>,
+    shard_pos: usize,
+    line: usize,
+    lines: Option<ShardLines>,
+    buffer: Vec<SampleState>,
+    rng: ChaCha8Rng,
+    packer: Packer,
+    ready: VecDeque<PackedRow>,
+    exhausted: bool,
+    stats: LoaderStats,
+}
+
+/// The shard order of an epoch: a function of the seed and the epoch alone.
+fn shard_order(cfg: &LoaderConfig, n: usize, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if cfg.shuffle_shards {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_5a4d_0000_0000 ^ epoch as u64);
+        order.shuffle(&mut rng);
+    }
+    order
+}
+
+impl Loader {
+    pub fn new(cfg: LoaderConfig, files: Vec<PathBuf>, builder: Arc<SampleBuilder>) -> Result<Self> {
+        if files.is_empty() {
+            bail!("the data source holds no shard files");
+        }
+        if cfg.shuffle_buffer == 0 || cfg.rows_per_batch == 0 {
+            bail!("shuffle_buffer and rows_per_batch must be at least 1");
+        }
+        if builder.max_seq_len > cfg.seq_len {
+            bail!(
+                "max_seq_len {} exceeds the packed row length seq_len {}",
+                builder.max_seq_len,
+                cfg.seq_len
+            );
+        }
+        let packer = Packer::new(cfg.seq_len, cfg.pad_id, cfg.pack)?;
+        Ok(Self {
+            order: shard_order(&cfg, files.len(), 0),
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            files,
+            builder,
+            epoch: 0,
+            shard_pos: 0,
+            line: 0,
+            lines: None,
+            buffer: vec![],
+            packer,
+            ready: VecDeque::new(),
+            exhausted: false,
+            stats: LoaderStats::default(),
+        })
+    }
+
+    /// A loader continuing from `state` (taken from a loader with the same config and files).
+    pub fn restore(
+        cfg: LoaderConfig,
+        files: Vec<PathBuf>,
+        builder: Arc<SampleBuilder>,
+        state: LoaderState,
+    ) -> Result<Self> {
+        if state.files != files {
+            bail!("the data files differ from those of the saved loader state; cannot resume the data order exactly");
+        }
+        if state.packer.seq_len != cfg.seq_len || state.packer.strategy != cfg.pack {
+            bail!("packing settings differ from those of the saved loader state");
+        }
+        let mut l = Self::new(cfg, files, builder)?;
+        let word_pos: u128 = state
+            .rng_word_pos
+            .parse()
+            .context("loader state: rng_word_pos is not a number")?;
+        l.rng.set_word_pos(word_pos);
+        l.order = shard_order(&l.cfg, l.files.len(), state.epoch);
+        l.epoch = state.epoch;
+        l.shard_pos = state.shard_pos;
+        l.line = state.line;
+        l.buffer = state.buffer;
+        l.packer = state.packer;
+        l.ready = state.ready.into();
+        l.exhausted = state.exhausted;
+        l.stats = state.stats;
+        Ok(l)
+    }
+
+    pub fn state(&self) -> LoaderState {
+        LoaderState {
+            files: self.files.clone(),
+            epoch: self.epoch,
+            shard_pos: self.shard_pos,
+            line: self.line,
+            buffer: self.buffer.clone(),
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+            packer: self.packer.clone(),
+            ready: self.ready.iter().cloned().collect(),
+            exhausted: self.exhausted,
+            stats: self.stats.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> &LoaderStats {
+        &self.stats
+    }
+
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    /// The next valid record, moving across shards and epochs; `None` when the data is done.
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        loop {
+            if self.exhausted {
+                return Ok(None);
+            }
+            if self.lines.is_none() {
+                if self.shard_pos >= self.order.len() {
+                    self.epoch += 1;
+                    self.shard_pos = 0;
+                    self.line = 0;
+                    if self.cfg.max_epochs.is_some_and(|m| self.epoch >= m) {
+                        self.exhausted = true;
+                        return Ok(None);
+                    }
+                    self.order = shard_order(&self.cfg, self.files.len(), self.epoch);
+                }
+                let path = &self.files[self.order[self.shard_pos]];
+                let mut lines = ShardLines::open(path)?;
+                lines.skip_to(self.line)?;
+                self.lines = Some(lines);
+            }
+            let lines = self.lines.as_mut().expect("opened above");
+            match lines.next() {
+                Some(Ok(l)) => {
+                    self.line = l.line;
+                    self.stats.records += 1;
+                    match Record::parse(&l.text) {
+                        Ok(r) => return Ok(Some(r)),
+                        Err(e) if self.cfg.on_bad_record == OnBadRecord::Skip => {
+                            self.stats.bad_records += 1;
+                            let _ = e;
+                        }
+                        Err(e) => bail!("{}:{}: {e}", lines.path().display(), l.line),
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    self.lines = None;
+                    self.shard_pos += 1;
+                    self.line = 0;
+                }
+            }
+        }
+    }
+
+    /// The next sample out of the shuffle buffer.
+    fn next_sample(&mut self) -> Result<Option<SampleState>> {
+        while self.buffer.len() < self.cfg.shuffle_buffer {
+            let Some(record) = self.next_record()? else { break };
+            match self.builder.build(&record)? {
+                Ok(sample) => {
+                    self.stats.samples += 1;
+                    self.buffer.push(SampleState::from_sample(&sample));
+                }
+                Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
+                Err(Dropped::NoSupervisedTokens) => self.stats.dropped_no_supervised += 1,
+            }
+        }
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        let i = self.rng.random_range(0..self.buffer.len());
+        Ok(Some(self.buffer.swap_remove(i)))
+    }
+
+    /// The next batch of `rows_per_batch` rows (fewer at the very end); `None` when done.
+    pub fn next_batch(&mut self) -> Result<Option<Batch>> {
+        while self.ready.len() < self.cfg.rows_per_batch {
+            match self.next_sample()? {
+                Some(s) => self.ready.extend(self.packer.push(s)?),
+                None => {
+                    self.ready.extend(self.packer.finish());
+                    break;
+                }
+            }
+        }
+        if self.ready.is_empty() {
+            return Ok(None);
+        }
+        let n = self.cfg.rows_per_batch.min(self.ready.len());
+        let rows: Vec<PackedRow> = self.ready.drain(..n).collect();
+        for r in &rows {
+            self.stats.rows += 1;
+            self.stats.row_tokens += r.ids.len() as u64;
+            self.stats.padding_tokens += r.padding() as u64;
+            self.stats.supervised_tokens += r.mask.iter().filter(|&&m| m).count() as u64;
+        }
+        Ok(Some(Batch { rows }))
+    }
+}
