@@ -140,6 +140,25 @@ fn rows_are_exact_and_lose_no_sample() {
 }
 
 #[test]
+fn prefetcher_yields_the_same_batches_and_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = shards(dir.path());
+    let b = builder(100);
+    let cfg = config(PackStrategy::BestFit { window: 4 });
+    let mut direct = Loader::new(cfg.clone(), files.clone(), b.clone()).unwrap();
+    let mut pre = syncoder::data::loader::Prefetcher::spawn(Loader::new(cfg, files, b).unwrap(), 3);
+    let mut n = 0;
+    while let Some(batch) = direct.next_batch().unwrap() {
+        let (got, state) = pre.next().unwrap().expect("as many batches");
+        assert_eq!(got, batch);
+        assert_eq!(state, direct.state());
+        n += 1;
+    }
+    assert!(pre.next().unwrap().is_none());
+    assert!(n > 5);
+}
+
+#[test]
 fn seed_sets_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let files = shards(dir.path());

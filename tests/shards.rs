@@ -43,6 +43,11 @@ fn all_formats_stream_the_same_lines() {
     std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
     let files = resolve_local(&[dir.path().to_path_buf()]).unwrap();
     assert_eq!(files.len(), 3);
+    let globbed = resolve_local(&[dir.path().join("*.jsonl*")]).unwrap();
+    assert_eq!(globbed, files);
+    let one = resolve_local(&[dir.path().join("[b].jsonl.zst")]).unwrap();
+    assert_eq!(one, vec![dir.path().join("b.jsonl.zst")]);
+    assert!(resolve_local(&[dir.path().join("*.parquet")]).is_err());
 }
 
 #[test]

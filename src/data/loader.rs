@@ -16,6 +16,7 @@ use candle_core::Device;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -267,17 +268,33 @@ impl Loader {
         }
     }
 
-    /// The next sample out of the shuffle buffer.
+    /// The next sample out of the shuffle buffer. The buffer is refilled with exactly as many
+    /// records as it lacks, tokenised in parallel and added in read order, so the result does
+    /// not depend on the thread count.
     fn next_sample(&mut self) -> Result<Option<SampleState>> {
         while self.buffer.len() < self.cfg.shuffle_buffer {
-            let Some(record) = self.next_record()? else { break };
-            match self.builder.build(&record)? {
-                Ok(sample) => {
-                    self.stats.samples += 1;
-                    self.buffer.push(SampleState::from_sample(&sample));
+            let need = self.cfg.shuffle_buffer - self.buffer.len();
+            let mut records = Vec::with_capacity(need);
+            while records.len() < need {
+                match self.next_record()? {
+                    Some(r) => records.push(r),
+                    None => break,
                 }
-                Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
-                Err(Dropped::NoSupervisedTokens) => self.stats.dropped_no_supervised += 1,
+            }
+            if records.is_empty() {
+                break;
+            }
+            let builder = &self.builder;
+            let built: Vec<_> = records.par_iter().map(|r| builder.build(r)).collect();
+            for b in built {
+                match b? {
+                    Ok(sample) => {
+                        self.stats.samples += 1;
+                        self.buffer.push(SampleState::from_sample(&sample));
+                    }
+                    Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
+                    Err(Dropped::NoSupervisedTokens) => self.stats.dropped_no_supervised += 1,
+                }
             }
         }
         if self.buffer.is_empty() {
@@ -310,5 +327,50 @@ impl Loader {
             self.stats.supervised_tokens += r.mask.iter().filter(|&&m| m).count() as u64;
         }
         Ok(Some(Batch { rows }))
+    }
+}
+
+/// Runs a loader on a background thread, up to `depth` batches ahead of the consumer. Each batch
+/// comes with the loader state right after it, so a checkpoint taken after consuming batch k
+/// resumes at batch k+1 however far ahead the thread has read.
+pub struct Prefetcher {
+    rx: std::sync::mpsc::Receiver<Result<Option<(Batch, LoaderState)>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    done: bool,
+}
+
+impl Prefetcher {
+    pub fn spawn(mut loader: Loader, depth: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        let handle = std::thread::spawn(move || loop {
+            let item = loader.next_batch().map(|b| b.map(|b| (b, loader.state())));
+            let last = !matches!(item, Ok(Some(_)));
+            if tx.send(item).is_err() || last {
+                break;
+            }
+        });
+        Self {
+            rx,
+            handle: Some(handle),
+            done: false,
+        }
+    }
+
+    /// The next batch and the loader state after it; `None` when the data is done.
+    pub fn next(&mut self) -> Result<Option<(Batch, LoaderState)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let item = self
+            .rx
+            .recv()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the data loader thread stopped unexpectedly")));
+        if !matches!(item, Ok(Some(_))) {
+            self.done = true;
+            if let Some(h) = self.handle.take() {
+                let _ = h.join();
+            }
+        }
+        item
     }
 }

@@ -164,12 +164,28 @@ impl Iterator for ShardLines {
     }
 }
 
-/// Expands local sources into shard files, sorted: a file is itself; a directory gives every
-/// shard file below it; anything else must be an existing path.
+/// Expands local sources into shard files: a file is itself; a directory gives every shard file
+/// below it, sorted; a glob pattern (`*`, `?`, `[...]`) gives its matching shard files, sorted.
 pub fn resolve_local(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = vec![];
     for src in sources {
-        if src.is_file() {
+        let text = src.to_string_lossy();
+        if !src.exists() && text.contains(['*', '?', '[']) {
+            let mut found = vec![];
+            for entry in glob::glob(&text).with_context(|| format!("{text}: invalid glob pattern"))? {
+                let path = entry.with_context(|| format!("{text}: reading a match"))?;
+                if path.is_file() && ShardFormat::of(&path).is_some() {
+                    found.push(path);
+                } else if path.is_dir() {
+                    walk(&path, &mut found)?;
+                }
+            }
+            if found.is_empty() {
+                bail!("{text}: the pattern matches no shard file");
+            }
+            found.sort();
+            out.extend(found);
+        } else if src.is_file() {
             out.push(src.clone());
         } else if src.is_dir() {
             let mut found = vec![];
