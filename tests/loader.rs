@@ -149,12 +149,12 @@ fn prefetcher_yields_the_same_batches_and_states() {
     let mut pre = syncoder::data::loader::Prefetcher::spawn(Loader::new(cfg, files, b).unwrap(), 3);
     let mut n = 0;
     while let Some(batch) = direct.next_batch().unwrap() {
-        let (got, state) = pre.next().unwrap().expect("as many batches");
+        let (got, state) = pre.next_batch().unwrap().expect("as many batches");
         assert_eq!(got, batch);
         assert_eq!(state, direct.state());
         n += 1;
     }
-    assert!(pre.next().unwrap().is_none());
+    assert!(pre.next_batch().unwrap().is_none());
     assert!(n > 5);
 }
 

@@ -357,7 +357,7 @@ impl Prefetcher {
     }
 
     /// The next batch and the loader state after it; `None` when the data is done.
-    pub fn next(&mut self) -> Result<Option<(Batch, LoaderState)>> {
+    pub fn next_batch(&mut self) -> Result<Option<(Batch, LoaderState)>> {
         if self.done {
             return Ok(None);
         }
