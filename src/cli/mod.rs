@@ -3,6 +3,7 @@
 
 mod data;
 mod init;
+mod loss;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ pub enum Command {
     /// Commands over instruction data shards.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Print the mean loss of a model over data (JSON), with the training template and mask.
+    Loss(loss::LossArgs),
     /// Fine-tune a model (not built yet).
     Train {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Loss(args) => loss::run(args),
         Command::Train { .. } => anyhow::bail!(
             "`syncoder train` is not built yet: this version has the model (`syncoder init`) only; \
              the trainer comes with the data path and trainer milestones"

@@ -5,12 +5,14 @@
 //! into training samples (`sample`). Packing, resumable loading, Parquet and hf:// sources come
 //! next (see the README's status table).
 
+pub mod eval_loss;
 pub mod loader;
 pub mod pack;
 pub mod record;
 pub mod sample;
 pub mod shard;
 pub mod template;
+pub mod tokenizer_train;
 pub mod validate;
 
 pub use record::{Message, Record, RecordError, Role};

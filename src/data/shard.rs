@@ -25,7 +25,7 @@ impl ShardFormat {
     /// The format a file name implies, if any.
     pub fn of(path: &Path) -> Option<Self> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        if name.ends_with(".jsonl") || name.ends_with(".json") {
+        if name.ends_with(".jsonl") {
             Some(Self::Jsonl)
         } else if name.ends_with(".jsonl.zst") || name.ends_with(".jsonl.zstd") {
             Some(Self::JsonlZstd)

@@ -1,0 +1,48 @@
+//! `syncoder loss`: mean loss of a model over data, with the training path's template and mask.
+
+use crate::data::eval_loss::mean_loss;
+use crate::data::sample::Overflow;
+use crate::data::{ChatTemplate, SampleBuilder, QWEN25_DEFAULT_SYSTEM};
+use crate::model::Qwen2;
+use anyhow::{anyhow, Result};
+use candle_core::{DType, Device};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct LossArgs {
+    /// A Hugging Face model directory (config.json, weights, tokenizer.json, tokenizer_config.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Shard files or directories.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Samples longer than this are truncated.
+    #[arg(long, default_value_t = 4096)]
+    pub max_seq_len: usize,
+}
+
+pub fn run(args: LossArgs) -> Result<()> {
+    let model = Qwen2::load(&args.model, DType::F32, &Device::Cpu, false)?;
+    let tok_path = args.model.join("tokenizer.json");
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| anyhow!("loading {}: {e}", tok_path.display()))?;
+    let cfg = args.model.join("tokenizer_config.json");
+    let template = match cfg.exists() {
+        true => ChatTemplate::from_tokenizer_config(&cfg)?,
+        false => None,
+    };
+    let template = match template {
+        Some(t) => t,
+        None => ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM))?,
+    };
+    let builder = SampleBuilder {
+        tokenizer,
+        template,
+        max_seq_len: args.max_seq_len,
+        overflow: Overflow::Truncate,
+    };
+    let report = mean_loss(&model, &builder, &args.data)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
