@@ -2,9 +2,9 @@
 
 use crate::data::eval_loss::mean_loss;
 use crate::data::sample::Overflow;
-use crate::data::{ChatTemplate, SampleBuilder, QWEN25_DEFAULT_SYSTEM};
+use crate::data::SampleBuilder;
 use crate::model::Qwen2;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::Args;
 use std::path::PathBuf;
@@ -24,24 +24,7 @@ pub struct LossArgs {
 
 pub fn run(args: LossArgs) -> Result<()> {
     let model = Qwen2::load(&args.model, DType::F32, &Device::Cpu, false)?;
-    let tok_path = args.model.join("tokenizer.json");
-    let tokenizer =
-        tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| anyhow!("loading {}: {e}", tok_path.display()))?;
-    let cfg = args.model.join("tokenizer_config.json");
-    let template = match cfg.exists() {
-        true => ChatTemplate::from_tokenizer_config(&cfg)?,
-        false => None,
-    };
-    let template = match template {
-        Some(t) => t,
-        None => ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM))?,
-    };
-    let builder = SampleBuilder {
-        tokenizer,
-        template,
-        max_seq_len: args.max_seq_len,
-        overflow: Overflow::Truncate,
-    };
+    let builder = SampleBuilder::from_dir(&args.model, args.max_seq_len, Overflow::Truncate)?;
     let report = mean_loss(&model, &builder, &args.data)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -5,7 +5,9 @@
 //! into training samples (`sample`). Packing, resumable loading, Parquet and hf:// sources come
 //! next (see the README's status table).
 
+pub mod decontam;
 pub mod eval_loss;
+pub mod inspect;
 pub mod loader;
 pub mod pack;
 pub mod record;

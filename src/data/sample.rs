@@ -53,6 +53,30 @@ pub struct SampleBuilder {
 }
 
 impl SampleBuilder {
+    /// A builder from a model or tokenizer directory: `tokenizer.json`, and the chat template of
+    /// `tokenizer_config.json` when it has one (else the built-in Qwen2.5 ChatML template with
+    /// its default system turn).
+    pub fn from_dir(dir: &std::path::Path, max_seq_len: usize, overflow: Overflow) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| anyhow!("loading {}: {e}", tok_path.display()))?;
+        let cfg = dir.join("tokenizer_config.json");
+        let template = if cfg.exists() {
+            ChatTemplate::from_tokenizer_config(&cfg)?
+        } else {
+            None
+        };
+        let template = match template {
+            Some(t) => t,
+            None => ChatTemplate::qwen25_chatml(Some(super::template::QWEN25_DEFAULT_SYSTEM))?,
+        };
+        Ok(Self {
+            tokenizer,
+            template,
+            max_seq_len,
+            overflow,
+        })
+    }
+
     /// Renders, tokenises and masks `record`; `Err(Dropped)` inside `Ok` says why it was skipped.
     pub fn build(&self, record: &Record) -> Result<std::result::Result<Sample, Dropped>> {
         let (text, spans) = self.template.render_supervised(&record.messages)?;
