@@ -6,6 +6,10 @@
 //! Run: `cargo bench --bench train_step` (PyTorch side: `scripts/bench_torch.py`; both at once:
 //! `scripts/bench_cpu_step.sh`).
 
+/// mimalloc: glibc malloc contends badly across the tokenizer's and rayon's threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{DType, Device, Tensor, Var};
 use std::time::Instant;
 use syncoder::model::{PackedBatch, Qwen2, Qwen2Config};

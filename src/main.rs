@@ -1,5 +1,9 @@
 //! The `syncoder` binary: parses the command line and hands it to the library.
 
+/// mimalloc: glibc malloc contends badly across the tokenizer's and rayon's threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() {

@@ -12,12 +12,12 @@ use syncoder::data::{ChatTemplate, SampleBuilder, QWEN25_DEFAULT_SYSTEM};
 
 fn builder(max_seq_len: usize) -> Arc<SampleBuilder> {
     let path = syncoder::testing::qwen_tokenizer_path().unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(SampleBuilder {
-        tokenizer: tokenizers::Tokenizer::from_file(path).unwrap(),
-        template: ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM)).unwrap(),
+    Arc::new(SampleBuilder::new(
+        tokenizers::Tokenizer::from_file(path).unwrap(),
+        ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM)).unwrap(),
         max_seq_len,
-        overflow: Overflow::Truncate,
-    })
+        Overflow::Truncate,
+    ))
 }
 
 fn record(i: usize) -> String {

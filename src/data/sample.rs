@@ -53,6 +53,15 @@ pub struct SampleBuilder {
 }
 
 impl SampleBuilder {
+    pub fn new(tokenizer: Tokenizer, template: ChatTemplate, max_seq_len: usize, overflow: Overflow) -> Self {
+        Self {
+            tokenizer,
+            template,
+            max_seq_len,
+            overflow,
+        }
+    }
+
     /// A builder from a model or tokenizer directory: `tokenizer.json`, and the chat template of
     /// `tokenizer_config.json` when it has one (else the built-in Qwen2.5 ChatML template with
     /// its default system turn).
@@ -69,12 +78,7 @@ impl SampleBuilder {
             Some(t) => t,
             None => ChatTemplate::qwen25_chatml(Some(super::template::QWEN25_DEFAULT_SYSTEM))?,
         };
-        Ok(Self {
-            tokenizer,
-            template,
-            max_seq_len,
-            overflow,
-        })
+        Ok(Self::new(tokenizer, template, max_seq_len, overflow))
     }
 
     /// Renders, tokenises and masks `record`; `Err(Dropped)` inside `Ok` says why it was skipped.

@@ -1,0 +1,69 @@
+//! Benchmark (not a test): raw JSONL -> chat template + loss mask -> tokens -> packed rows, with
+//! the real Qwen tokenizer, through the same loader training uses. Prints tokens/s.
+//! Run: `scripts/bench_data.sh` (makes the corpus and runs the Python baseline too), or
+//! `BENCH_CORPUS=path.jsonl cargo bench --bench data_pipeline`.
+
+/// mimalloc: glibc malloc contends badly across the tokenizer's and rayon's threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use syncoder::data::loader::{Loader, LoaderConfig, OnBadRecord};
+use syncoder::data::pack::PackStrategy;
+use syncoder::data::{ChatTemplate, Overflow, SampleBuilder, QWEN25_DEFAULT_SYSTEM};
+
+fn main() -> anyhow::Result<()> {
+    let corpus =
+        PathBuf::from(std::env::var("BENCH_CORPUS").unwrap_or_else(|_| "target/bench-data/corpus.jsonl".into()));
+    if !corpus.exists() {
+        anyhow::bail!(
+            "{} is missing: run scripts/make_bench_corpus.py first",
+            corpus.display()
+        );
+    }
+    let tok = syncoder::testing::qwen_tokenizer_path().map_err(anyhow::Error::msg)?;
+    let builder = Arc::new(SampleBuilder::new(
+        tokenizers::Tokenizer::from_file(tok).map_err(anyhow::Error::msg)?,
+        ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM))?,
+        4096,
+        Overflow::Truncate,
+    ));
+    println!("| pipeline | threads | records | tokens | seconds | tokens/s | padding |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, pack) in [
+        ("greedy", PackStrategy::Greedy),
+        ("best-fit, window 1024", PackStrategy::BestFit { window: 1024 }),
+    ] {
+        let cfg = LoaderConfig {
+            seed: 0,
+            shuffle_shards: true,
+            shuffle_buffer: 4096,
+            seq_len: 4096,
+            rows_per_batch: 8,
+            pack,
+            pad_id: 151643,
+            on_bad_record: OnBadRecord::Fail,
+            max_epochs: Some(1),
+        };
+        let t = Instant::now();
+        let mut loader = Loader::new(cfg, vec![corpus.clone()], builder.clone())?;
+        let mut rows = 0;
+        while let Some(b) = loader.next_batch()? {
+            rows += b.rows.len();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let s = loader.stats();
+        let tokens = s.row_tokens - s.padding_tokens;
+        println!(
+            "| syncoder loader ({name}) | {} | {} | {tokens} | {secs:.2} | {:.0} | {:.1}% |",
+            rayon::current_num_threads(),
+            s.records,
+            tokens as f64 / secs,
+            100.0 * s.padding_fraction()
+        );
+        assert!(rows > 0);
+    }
+    Ok(())
+}
