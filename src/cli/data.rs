@@ -12,6 +12,9 @@ pub enum DataCommand {
     Validate(ValidateArgs),
     /// Corpus statistics: records, tokens, supervised ratio, length percentiles, languages.
     Inspect(InspectArgs),
+    /// Tokenise shards once into memory-mapped prepared shards (ids + mask + document offsets,
+    /// with a manifest and checksums) that training reads directly.
+    Prepare(PrepareArgs),
     /// Drop samples sharing any 10-gram of whitespace tokens with a benchmark's questions.
     Decontam(DecontamArgs),
     /// Train a small byte-level BPE tokenizer (with the ChatML special tokens) on chat-rendered
@@ -55,6 +58,24 @@ pub struct InspectArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// Shard files, directories or glob patterns.
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArgs,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Samples per prepared shard file.
+    #[arg(long, default_value_t = 100_000)]
+    pub docs_per_shard: usize,
+    /// fail: stop at the first bad record (naming file and line); skip: skip and count.
+    #[arg(long, default_value = "fail")]
+    pub on_bad_record: String,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +151,28 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                     println!("  {lang:<16} {n}");
                 }
             }
+            Ok(())
+        }
+        DataCommand::Prepare(a) => {
+            let skip = match a.on_bad_record.as_str() {
+                "fail" => false,
+                "skip" => true,
+                other => bail!("--on-bad-record: expected fail or skip, got {other:?}"),
+            };
+            let builder = a.tokenizer.builder()?;
+            let m = crate::data::prepared::prepare(&a.sources, &builder, &a.out, a.docs_per_shard.max(1), skip)?;
+            let tokens: u64 = m.shards.iter().map(|s| s.tokens).sum();
+            let docs: u64 = m.shards.iter().map(|s| s.docs).sum();
+            println!(
+                "prepared {docs} samples ({tokens} tokens) from {} records into {} shards in {} \
+                 ({} bad, {} too long, {} without supervised tokens)",
+                m.records,
+                m.shards.len(),
+                a.out.display(),
+                m.bad_records,
+                m.dropped_too_long,
+                m.dropped_no_supervised
+            );
             Ok(())
         }
         DataCommand::Decontam(a) => {

@@ -1,12 +1,13 @@
 //! The resumable training-data loader: shards in a seeded order per epoch, records through a
-//! seeded shuffle buffer, tokenised with the chat template and loss mask, packed into rows,
-//! grouped into batches.
+//! seeded shuffle buffer, tokenised with the chat template and loss mask (or read pre-tokenised
+//! from prepared shards), packed into rows, grouped into batches.
 //!
 //! Its whole state (epoch, shard and line, shuffle-buffer contents, RNG position, packer and
 //! rows not yet emitted, counters) serialises to JSON; a loader restored from the state taken
 //! after batch k yields exactly the batches k+1, k+2, ... of a loader that never stopped.
 
 use super::pack::{PackStrategy, PackedRow, Packer, SampleState};
+use super::prepared::PreparedShard;
 use super::record::Record;
 use super::sample::{Dropped, SampleBuilder};
 use super::shard::ShardLines;
@@ -115,13 +116,46 @@ pub struct Loader {
     order: Vec<usize>,
     shard_pos: usize,
     line: usize,
-    lines: Option<ShardLines>,
+    reader: Option<Reader>,
     buffer: Vec<SampleState>,
     rng: ChaCha8Rng,
     packer: Packer,
     ready: VecDeque<PackedRow>,
     exhausted: bool,
     stats: LoaderStats,
+}
+
+/// A shard being read: JSONL lines to tokenise, or a prepared (pre-tokenised) shard.
+enum Reader {
+    Lines(ShardLines),
+    Prepared(PreparedShard),
+}
+
+impl Reader {
+    /// Opens `path` positioned after `consumed` lines (JSONL) or documents (prepared).
+    fn open(path: &std::path::Path, consumed: usize) -> Result<Self> {
+        if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+            let shard = PreparedShard::open(path)?;
+            if consumed > shard.len() {
+                bail!(
+                    "{}: has {} documents, cannot resume at {consumed}",
+                    path.display(),
+                    shard.len()
+                );
+            }
+            Ok(Reader::Prepared(shard))
+        } else {
+            let mut lines = ShardLines::open(path)?;
+            lines.skip_to(consumed)?;
+            Ok(Reader::Lines(lines))
+        }
+    }
+}
+
+/// What a reader yields.
+enum Item {
+    Record(Record),
+    Sample(SampleState),
 }
 
 /// The shard order of an epoch: a function of the seed and the epoch alone.
@@ -159,7 +193,7 @@ impl Loader {
             epoch: 0,
             shard_pos: 0,
             line: 0,
-            lines: None,
+            reader: None,
             buffer: vec![],
             packer,
             ready: VecDeque::new(),
@@ -222,13 +256,14 @@ impl Loader {
         self.epoch
     }
 
-    /// The next valid record, moving across shards and epochs; `None` when the data is done.
-    fn next_record(&mut self) -> Result<Option<Record>> {
+    /// The next valid record or prepared sample, moving across shards and epochs; `None` when
+    /// the data is done.
+    fn next_item(&mut self) -> Result<Option<Item>> {
         loop {
             if self.exhausted {
                 return Ok(None);
             }
-            if self.lines.is_none() {
+            if self.reader.is_none() {
                 if self.shard_pos >= self.order.len() {
                     self.epoch += 1;
                     self.shard_pos = 0;
@@ -239,28 +274,38 @@ impl Loader {
                     }
                     self.order = shard_order(&self.cfg, self.files.len(), self.epoch);
                 }
-                let path = &self.files[self.order[self.shard_pos]];
-                let mut lines = ShardLines::open(path)?;
-                lines.skip_to(self.line)?;
-                self.lines = Some(lines);
+                self.reader = Some(Reader::open(&self.files[self.order[self.shard_pos]], self.line)?);
             }
-            let lines = self.lines.as_mut().expect("opened above");
-            match lines.next() {
-                Some(Ok(l)) => {
-                    self.line = l.line;
-                    self.stats.records += 1;
-                    match Record::parse(&l.text) {
-                        Ok(r) => return Ok(Some(r)),
-                        Err(e) if self.cfg.on_bad_record == OnBadRecord::Skip => {
-                            self.stats.bad_records += 1;
-                            let _ = e;
+            let reader = self.reader.as_mut().expect("opened above");
+            let next = match reader {
+                Reader::Lines(lines) => match lines.next() {
+                    Some(Ok(l)) => {
+                        self.line = l.line;
+                        self.stats.records += 1;
+                        match Record::parse(&l.text) {
+                            Ok(r) => return Ok(Some(Item::Record(r))),
+                            Err(_) if self.cfg.on_bad_record == OnBadRecord::Skip => {
+                                self.stats.bad_records += 1;
+                                continue;
+                            }
+                            Err(e) => bail!("{}:{}: {e}", lines.path().display(), l.line),
                         }
-                        Err(e) => bail!("{}:{}: {e}", lines.path().display(), l.line),
                     }
+                    Some(Err(e)) => return Err(e),
+                    None => None,
+                },
+                Reader::Prepared(shard) if self.line < shard.len() => {
+                    let sample = shard.get(self.line)?;
+                    self.line += 1;
+                    self.stats.records += 1;
+                    Some(sample)
                 }
-                Some(Err(e)) => return Err(e),
+                Reader::Prepared(_) => None,
+            };
+            match next {
+                Some(sample) => return Ok(Some(Item::Sample(sample))),
                 None => {
-                    self.lines = None;
+                    self.reader = None;
                     self.shard_pos += 1;
                     self.line = 0;
                 }
@@ -274,23 +319,29 @@ impl Loader {
     fn next_sample(&mut self) -> Result<Option<SampleState>> {
         while self.buffer.len() < self.cfg.shuffle_buffer {
             let need = self.cfg.shuffle_buffer - self.buffer.len();
-            let mut records = Vec::with_capacity(need);
-            while records.len() < need {
-                match self.next_record()? {
-                    Some(r) => records.push(r),
+            let mut items = Vec::with_capacity(need);
+            while items.len() < need {
+                match self.next_item()? {
+                    Some(r) => items.push(r),
                     None => break,
                 }
             }
-            if records.is_empty() {
+            if items.is_empty() {
                 break;
             }
             let builder = &self.builder;
-            let built: Vec<_> = records.par_iter().map(|r| builder.build(r)).collect();
+            let built: Vec<Result<std::result::Result<SampleState, Dropped>>> = items
+                .into_par_iter()
+                .map(|item| match item {
+                    Item::Sample(s) => Ok(Ok(s)),
+                    Item::Record(r) => Ok(builder.build(&r)?.map(|s| SampleState::from_sample(&s))),
+                })
+                .collect();
             for b in built {
                 match b? {
                     Ok(sample) => {
                         self.stats.samples += 1;
-                        self.buffer.push(SampleState::from_sample(&sample));
+                        self.buffer.push(sample);
                     }
                     Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
                     Err(Dropped::NoSupervisedTokens) => self.stats.dropped_no_supervised += 1,

@@ -10,6 +10,7 @@ pub mod eval_loss;
 pub mod inspect;
 pub mod loader;
 pub mod pack;
+pub mod prepared;
 pub mod record;
 pub mod sample;
 pub mod shard;

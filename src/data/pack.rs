@@ -55,9 +55,14 @@ pub struct SampleState {
 
 impl SampleState {
     pub fn from_sample(s: &Sample) -> Self {
+        Self::from_parts(s.ids.clone(), &s.mask)
+    }
+
+    /// From token ids and their per-token mask.
+    pub fn from_parts(ids: Vec<u32>, mask: &[bool]) -> Self {
         let mut supervised = vec![];
         let mut start = None;
-        for (i, &m) in s.mask.iter().chain(std::iter::once(&false)).enumerate() {
+        for (i, &m) in mask.iter().chain(std::iter::once(&false)).enumerate() {
             match (m, start) {
                 (true, None) => start = Some(i as u32),
                 (false, Some(a)) => {
@@ -67,10 +72,7 @@ impl SampleState {
                 _ => {}
             }
         }
-        Self {
-            ids: s.ids.clone(),
-            supervised,
-        }
+        Self { ids, supervised }
     }
 
     pub fn mask(&self) -> Vec<bool> {
