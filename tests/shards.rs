@@ -92,3 +92,53 @@ fn bad_utf8_empty_and_missing_files_are_errors() {
     assert!(msg.contains("unsupported"), "{msg}");
     assert!(resolve_local(&[dir.path().join("missing-dir")]).is_err());
 }
+
+fn parquet(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parquet")
+        .join(name)
+}
+
+#[test]
+fn parquet_rows_become_records() {
+    use syncoder::data::{Record, Role};
+    let rows = read_all(&parquet("messages.parquet")).unwrap();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+    let first = Record::parse(&rows[0].1).unwrap();
+    assert_eq!(first.id.as_deref(), Some("1"));
+    assert_eq!(first.language.as_deref(), Some("python"));
+    assert_eq!(first.messages[1].content, "`xs[::-1]`");
+    let second = Record::parse(&rows[1].1).unwrap();
+    assert_eq!(second.messages[0].role, Role::System);
+    // The third row (a lone user turn) is invalid, and the error names the field.
+    assert_eq!(Record::parse(&rows[2].1).unwrap_err().field, "messages");
+
+    let rows = read_all(&parquet("instruction.parquet")).unwrap();
+    let a = Record::parse(&rows[0].1).unwrap();
+    assert_eq!(a.messages.len(), 2, "a null system column adds no turn");
+    let b = Record::parse(&rows[1].1).unwrap();
+    assert_eq!(b.messages[0].content, "You write Go.");
+
+    // Resuming mid-file skips rows.
+    let mut lines = ShardLines::open(&parquet("messages.parquet")).unwrap();
+    lines.skip_to(2).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap().line, 3);
+}
+
+#[test]
+fn parquet_without_record_columns_or_truncated_is_an_error() {
+    let msg = format!(
+        "{:#}",
+        ShardLines::open(&parquet("wrong_columns.parquet")).err().unwrap()
+    );
+    assert!(
+        msg.contains("wrong_columns.parquet") && msg.contains("prompt, completion"),
+        "{msg}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cut.parquet");
+    let bytes = std::fs::read(parquet("messages.parquet")).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 20]).unwrap();
+    let msg = format!("{:#}", ShardLines::open(&p).err().unwrap());
+    assert!(msg.contains("cut.parquet"), "{msg}");
+}

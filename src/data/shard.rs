@@ -1,5 +1,6 @@
-//! Streaming the lines of one shard file, whatever its compression, with line numbers and
-//! errors that name the file and line. Nothing is ever read whole: memory stays at one line.
+//! Streaming the records of one shard file as JSON text, whatever its format (JSONL, zstd- or
+//! gzip-compressed JSONL, Parquet), with line (or row) numbers and errors that name the file and
+//! line. Nothing is ever read whole: memory stays at one line (one row group for Parquet).
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -19,6 +20,9 @@ pub enum ShardFormat {
     Jsonl,
     JsonlZstd,
     JsonlGzip,
+    /// One record per row; columns `messages` (list of {role, content}) or `instruction` and
+    /// `response`, plus optional `system`, `id`, `language`.
+    Parquet,
 }
 
 impl ShardFormat {
@@ -31,6 +35,8 @@ impl ShardFormat {
             Some(Self::JsonlZstd)
         } else if name.ends_with(".jsonl.gz") {
             Some(Self::JsonlGzip)
+        } else if name.ends_with(".parquet") {
+            Some(Self::Parquet)
         } else {
             None
         }
@@ -42,6 +48,8 @@ impl ShardFormat {
 pub struct ShardLines {
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
+    /// Set for Parquet shards: rows instead of lines.
+    rows: Option<parquet::record::reader::RowIter<'static>>,
     line: usize,
     seen_any: bool,
     done: bool,
@@ -52,7 +60,7 @@ impl ShardLines {
     pub fn open(path: &Path) -> Result<Self> {
         let format = ShardFormat::of(path).with_context(|| {
             format!(
-                "{}: unsupported shard format (expected .jsonl, .jsonl.zst or .jsonl.gz)",
+                "{}: unsupported shard format (expected .jsonl, .jsonl.zst, .jsonl.gz or .parquet)",
                 path.display()
             )
         })?;
@@ -64,10 +72,22 @@ impl ShardLines {
                     .with_context(|| format!("{}: not a zstd stream", path.display()))?,
             ),
             ShardFormat::JsonlGzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            ShardFormat::Parquet => {
+                return Ok(Self {
+                    path: path.to_path_buf(),
+                    reader: Box::new(std::io::empty()),
+                    rows: Some(parquet_rows(path, file)?),
+                    line: 0,
+                    seen_any: false,
+                    done: false,
+                    buf: Vec::new(),
+                })
+            }
         };
         Ok(Self {
             path: path.to_path_buf(),
             reader: Box::new(BufReader::with_capacity(1 << 16, raw)),
+            rows: None,
             line: 0,
             seen_any: false,
             done: false,
@@ -81,6 +101,18 @@ impl ShardLines {
 
     /// Skips forward until `line` lines have been read (to resume inside a shard).
     pub fn skip_to(&mut self, line: usize) -> Result<()> {
+        if self.rows.is_some() {
+            while self.line < line {
+                if self.next_line()?.is_none() {
+                    bail!(
+                        "{}: has {} rows, cannot resume at row {line}",
+                        self.path.display(),
+                        self.line
+                    );
+                }
+            }
+            return Ok(());
+        }
         while self.line < line {
             self.buf.clear();
             let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
@@ -106,6 +138,23 @@ impl ShardLines {
     }
 
     fn next_line(&mut self) -> Result<Option<SourceLine>> {
+        if let Some(rows) = self.rows.as_mut() {
+            return match rows.next() {
+                None if !self.seen_any => bail!("{}: empty shard (no rows)", self.path.display()),
+                None => Ok(None),
+                Some(row) => {
+                    self.line += 1;
+                    self.seen_any = true;
+                    let row = row.with_context(|| {
+                        format!("{}: row {}: unreadable (corrupt file?)", self.path.display(), self.line)
+                    })?;
+                    Ok(Some(SourceLine {
+                        line: self.line,
+                        text: row.to_json_value().to_string(),
+                    }))
+                }
+            };
+        }
         loop {
             self.buf.clear();
             let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
@@ -162,6 +211,29 @@ impl Iterator for ShardLines {
             }
         }
     }
+}
+
+/// Opens a Parquet file's row iterator after checking it has the record columns.
+fn parquet_rows(path: &Path, file: File) -> Result<parquet::record::reader::RowIter<'static>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader =
+        SerializedFileReader::new(file).with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let columns: Vec<String> = schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let has = |c: &str| columns.iter().any(|x| x == c);
+    if !has("messages") && !(has("instruction") && has("response")) {
+        bail!(
+            "{}: a Parquet shard needs a `messages` column or `instruction` and `response` columns; it has: {}",
+            path.display(),
+            columns.join(", ")
+        );
+    }
+    Ok(parquet::record::reader::RowIter::from_file_into(Box::new(reader)))
 }
 
 /// Expands local sources into shard files: a file is itself; a directory gives every shard file
