@@ -226,7 +226,7 @@ fn parquet_rows(path: &Path, file: File) -> Result<parquet::record::reader::RowI
         .map(|f| f.name().to_string())
         .collect();
     let has = |c: &str| columns.iter().any(|x| x == c);
-    if !has("messages") && !(has("instruction") && has("response")) {
+    if !(has("messages") || has("instruction") && has("response")) {
         bail!(
             "{}: a Parquet shard needs a `messages` column or `instruction` and `response` columns; it has: {}",
             path.display(),
