@@ -43,7 +43,7 @@ fn shards(dir: &Path) -> Vec<PathBuf> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(c.as_bytes()).unwrap();
     std::fs::write(dir.join("c.jsonl.gz"), e.finish().unwrap()).unwrap();
-    syncoder::data::shard::resolve_local(&[dir.to_path_buf()]).unwrap()
+    syncoder::data::shard::resolve_sources(&[dir.to_path_buf()]).unwrap()
 }
 
 fn config(pack: PackStrategy) -> LoaderConfig {

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use syncoder::data::shard::{resolve_local, ShardLines};
+use syncoder::data::shard::{resolve_sources, ShardLines};
 
 const LINES: [&str; 3] = [
     r#"{"instruction": "a", "response": "b"}"#,
@@ -41,13 +41,13 @@ fn all_formats_stream_the_same_lines() {
         assert_eq!(read_all(&dir.path().join(f)).unwrap(), want, "{f}");
     }
     std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
-    let files = resolve_local(&[dir.path().to_path_buf()]).unwrap();
+    let files = resolve_sources(&[dir.path().to_path_buf()]).unwrap();
     assert_eq!(files.len(), 3);
-    let globbed = resolve_local(&[dir.path().join("*.jsonl*")]).unwrap();
+    let globbed = resolve_sources(&[dir.path().join("*.jsonl*")]).unwrap();
     assert_eq!(globbed, files);
-    let one = resolve_local(&[dir.path().join("[b].jsonl.zst")]).unwrap();
+    let one = resolve_sources(&[dir.path().join("[b].jsonl.zst")]).unwrap();
     assert_eq!(one, vec![dir.path().join("b.jsonl.zst")]);
-    assert!(resolve_local(&[dir.path().join("*.parquet")]).is_err());
+    assert!(resolve_sources(&[dir.path().join("*.parquet")]).is_err());
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn bad_utf8_empty_and_missing_files_are_errors() {
     assert!(msg.contains("nope.jsonl"), "{msg}");
     let msg = format!("{:#}", ShardLines::open(&dir.path().join("data.csv")).err().unwrap());
     assert!(msg.contains("unsupported"), "{msg}");
-    assert!(resolve_local(&[dir.path().join("missing-dir")]).is_err());
+    assert!(resolve_sources(&[dir.path().join("missing-dir")]).is_err());
 }
 
 fn parquet(name: &str) -> std::path::PathBuf {

@@ -3,7 +3,7 @@
 //! question.
 
 use super::record::Record;
-use super::shard::{resolve_local, ShardLines};
+use super::shard::{resolve_sources, ShardLines};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -91,7 +91,7 @@ pub fn decontaminate(sources: &[PathBuf], against: &Path, out: &Path) -> Result<
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut dropped_ids = std::io::BufWriter::new(std::fs::File::create(out.join("dropped.txt"))?);
     let mut report = DecontamReport::default();
-    for file in resolve_local(sources)? {
+    for file in resolve_sources(sources)? {
         let stem = file.file_name().and_then(|n| n.to_str()).unwrap_or("shard");
         let stem = stem.split(".jsonl").next().unwrap_or(stem);
         let target = out.join(format!("{stem}.jsonl"));

@@ -3,7 +3,7 @@
 
 use super::record::Record;
 use super::sample::SampleBuilder;
-use super::shard::{resolve_local, ShardLines};
+use super::shard::{resolve_sources, ShardLines};
 use crate::model::{PackedBatch, Qwen2};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -20,7 +20,7 @@ pub struct LossReport {
 /// Runs every record of `sources` through `builder` and `model`, one sample per forward.
 pub fn mean_loss(model: &Qwen2, builder: &SampleBuilder, sources: &[PathBuf]) -> Result<LossReport> {
     let (mut sum, mut tokens, mut samples) = (0f64, 0usize, 0usize);
-    for file in resolve_local(sources)? {
+    for file in resolve_sources(sources)? {
         for line in ShardLines::open(&file)? {
             let line = line?;
             let record = Record::parse(&line.text).map_err(|e| anyhow!("{}:{}: {e}", file.display(), line.line))?;

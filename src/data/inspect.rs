@@ -4,7 +4,7 @@
 
 use super::record::Record;
 use super::sample::{Dropped, SampleBuilder};
-use super::shard::{resolve_local, ShardLines};
+use super::shard::{resolve_sources, ShardLines};
 use anyhow::{anyhow, Result};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -45,7 +45,7 @@ impl InspectReport {
 /// Inspects every record under `sources`; bad records are counted (and reported through
 /// `on_bad`) rather than fatal.
 pub fn inspect(sources: &[PathBuf], builder: &SampleBuilder, mut on_bad: impl FnMut(&str)) -> Result<InspectReport> {
-    let files = resolve_local(sources)?;
+    let files = resolve_sources(sources)?;
     let mut r = InspectReport {
         files: files.len(),
         ..Default::default()

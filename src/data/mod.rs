@@ -7,6 +7,7 @@
 
 pub mod decontam;
 pub mod eval_loss;
+pub mod hub;
 pub mod inspect;
 pub mod loader;
 pub mod pack;

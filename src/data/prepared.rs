@@ -10,7 +10,7 @@
 use super::pack::SampleState;
 use super::record::Record;
 use super::sample::{Dropped, SampleBuilder};
-use super::shard::{resolve_local, ShardLines};
+use super::shard::{resolve_sources, ShardLines};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
@@ -126,7 +126,7 @@ pub fn prepare(
     skip_bad: bool,
 ) -> Result<Manifest> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let files = resolve_local(sources)?;
+    let files = resolve_sources(sources)?;
     let (tokenizer_sha256, template_sha256) = builder_digests(builder)?;
     let mut m = Manifest {
         format_version: FORMAT_VERSION,
@@ -289,7 +289,7 @@ pub fn resolve_training_sources(sources: &[PathBuf], builder: &SampleBuilder) ->
             }
             out.extend(m.shards.iter().map(|s| src.join(&s.file)));
         } else {
-            out.extend(resolve_local(std::slice::from_ref(src))?);
+            out.extend(resolve_sources(std::slice::from_ref(src))?);
         }
     }
     Ok(out)

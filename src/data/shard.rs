@@ -236,11 +236,18 @@ fn parquet_rows(path: &Path, file: File) -> Result<parquet::record::reader::RowI
     Ok(parquet::record::reader::RowIter::from_file_into(Box::new(reader)))
 }
 
-/// Expands local sources into shard files: a file is itself; a directory gives every shard file
-/// below it, sorted; a glob pattern (`*`, `?`, `[...]`) gives its matching shard files, sorted.
-pub fn resolve_local(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Expands sources into shard files: a file is itself; a directory gives every shard file below
+/// it, sorted; a glob pattern (`*`, `?`, `[...]`) gives its matching shard files, sorted; an
+/// `hf://datasets/ORG/NAME[/GLOB]` source gives its files in the Hugging Face cache.
+pub fn resolve_sources(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = vec![];
     for src in sources {
+        let given = src.to_string_lossy();
+        let src = if given.starts_with(super::hub::PREFIX) {
+            &super::hub::fetch(&given)?
+        } else {
+            src
+        };
         let text = src.to_string_lossy();
         if !src.exists() && text.contains(['*', '?', '[']) {
             let mut found = vec![];
@@ -258,13 +265,13 @@ pub fn resolve_local(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
             found.sort();
             out.extend(found);
         } else if src.is_file() {
-            out.push(src.clone());
+            out.push(src.to_path_buf());
         } else if src.is_dir() {
             let mut found = vec![];
             walk(src, &mut found)?;
             if found.is_empty() {
                 bail!(
-                    "{}: no shard files (.jsonl, .jsonl.zst, .jsonl.gz) in this directory",
+                    "{}: no shard files (.jsonl, .jsonl.zst, .jsonl.gz, .parquet) in this directory",
                     src.display()
                 );
             }

@@ -3,7 +3,7 @@
 //! that carries syncoder's chat template so transformers renders conversations the same way.
 
 use super::record::Record;
-use super::shard::{resolve_local, ShardLines};
+use super::shard::{resolve_sources, ShardLines};
 use super::template::{chatml_source, ChatTemplate};
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ pub fn train_tokenizer(
 ) -> Result<Tokenizer> {
     let template = ChatTemplate::qwen25_chatml(default_system)?;
     let mut texts = vec![];
-    for file in resolve_local(sources)? {
+    for file in resolve_sources(sources)? {
         for line in ShardLines::open(&file)? {
             let line = line?;
             let record = Record::parse(&line.text).map_err(|e| anyhow!("{}:{}: {e}", file.display(), line.line))?;

@@ -1,7 +1,7 @@
 //! Checking every record of a set of shards, reporting each bad one by file and line.
 
 use super::record::Record;
-use super::shard::{resolve_local, ShardLines};
+use super::shard::{resolve_sources, ShardLines};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ pub struct ValidateReport {
 /// Validates every line of every shard under `sources`, calling `on_bad(file, line, message)`
 /// for each bad record or unreadable part of a file (line 0 for whole-file errors).
 pub fn validate_sources(sources: &[PathBuf], mut on_bad: impl FnMut(&Path, usize, &str)) -> Result<ValidateReport> {
-    let files = resolve_local(sources)?;
+    let files = resolve_sources(sources)?;
     let mut report = ValidateReport {
         files: files.len(),
         ..Default::default()

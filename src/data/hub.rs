@@ -1,0 +1,69 @@
+//! `hf://datasets/ORG/NAME[/GLOB]` data sources through the Hugging Face Hub client (hf-hub):
+//! the matching files are downloaded into (or, offline, found in) the Hugging Face cache, then
+//! read like local shards. `HF_HOME`, `HF_HUB_CACHE` and `HF_TOKEN` are honoured by the client;
+//! `HF_HUB_OFFLINE=1` restricts resolution to the cache.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+pub const PREFIX: &str = "hf://datasets/";
+
+/// A parsed `hf://datasets/ORG/NAME[/GLOB]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubSource {
+    pub owner: String,
+    pub name: String,
+    /// Files to take, relative to the repository root (`None`: every shard file).
+    pub pattern: Option<String>,
+}
+
+impl HubSource {
+    pub fn parse(s: &str) -> Result<Self> {
+        let Some(rest) = s.strip_prefix(PREFIX) else {
+            bail!("{s}: a Hub data source looks like hf://datasets/ORG/NAME[/GLOB]");
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (owner, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if owner.is_empty() || name.is_empty() {
+            bail!("{s}: a Hub data source looks like hf://datasets/ORG/NAME[/GLOB]");
+        }
+        let pattern = parts.next().filter(|p| !p.is_empty()).map(str::to_string);
+        Ok(Self {
+            owner: owner.into(),
+            name: name.into(),
+            pattern,
+        })
+    }
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+/// Downloads (or finds in the cache) the files of `src`; returns the snapshot directory, or the
+/// glob of the wanted files inside it.
+pub fn fetch(src: &str) -> Result<PathBuf> {
+    let hub = HubSource::parse(src)?;
+    let repo = format!("{}/{}", hub.owner, hub.name);
+    let client = hf_hub::HFClientSync::new().context("setting up the Hugging Face Hub client")?;
+    let offline = offline();
+    let result = client
+        .dataset(hub.owner.clone(), hub.name.clone())
+        .snapshot_download()
+        .local_files_only(offline)
+        .maybe_allow_patterns(hub.pattern.clone().map(|p| vec![p]))
+        .send();
+    let dir = match result {
+        Ok(dir) => dir,
+        Err(e) if offline => bail!(
+            "dataset {repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it on a \
+             connected machine (or unset HF_HUB_OFFLINE); {e}"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("downloading dataset {repo} from the Hugging Face Hub")),
+    };
+    Ok(match hub.pattern {
+        Some(p) => dir.join(p),
+        None => dir,
+    })
+}
