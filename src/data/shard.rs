@@ -99,39 +99,17 @@ impl ShardLines {
         &self.path
     }
 
-    /// Skips forward until `line` lines have been read (to resume inside a shard).
+    /// Skips forward until `line` lines (rows) have been read, to resume inside a shard. `line`
+    /// is the number of the last record read before, so it is never a blank line and reading
+    /// record by record lands on it exactly.
     pub fn skip_to(&mut self, line: usize) -> Result<()> {
-        if self.rows.is_some() {
-            while self.line < line {
-                if self.next_line()?.is_none() {
-                    bail!(
-                        "{}: has {} rows, cannot resume at row {line}",
-                        self.path.display(),
-                        self.line
-                    );
-                }
-            }
-            return Ok(());
-        }
         while self.line < line {
-            self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
-                format!(
-                    "{}:{}: reading failed (truncated or corrupt file?)",
-                    self.path.display(),
-                    self.line + 1
-                )
-            })?;
-            if n == 0 {
+            if self.next_line()?.is_none() {
                 bail!(
                     "{}: has {} lines, cannot resume at line {line}",
                     self.path.display(),
                     self.line
                 );
-            }
-            self.line += 1;
-            if !self.buf.iter().all(u8::is_ascii_whitespace) {
-                self.seen_any = true;
             }
         }
         Ok(())
