@@ -1,9 +1,11 @@
 //! The `syncoder` command line: argument definitions (clap derive) and dispatch. Each
 //! subcommand lives in its own file and only parses options before calling the library.
 
+mod ckpt;
 mod data;
 mod init;
 mod loss;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,11 +30,11 @@ pub enum Command {
     Data(data::DataCommand),
     /// Print the mean loss of a model over data (JSON), with the training template and mask.
     Loss(loss::LossArgs),
-    /// Fine-tune a model (not built yet).
-    Train {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
-    },
+    /// Fine-tune a model from a TOML run config (or resume a run).
+    Train(train::TrainArgs),
+    /// Commands over checkpoints.
+    #[command(subcommand)]
+    Ckpt(ckpt::CkptCommand),
 }
 
 /// Runs the parsed command line.
@@ -41,9 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => init::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Loss(args) => loss::run(args),
-        Command::Train { .. } => anyhow::bail!(
-            "`syncoder train` is not built yet: this version has the model (`syncoder init`) only; \
-             the trainer comes with the data path and trainer milestones"
-        ),
+        Command::Train(args) => train::run_cmd(args),
+        Command::Ckpt(cmd) => ckpt::run(cmd),
     }
 }

@@ -67,3 +67,36 @@ pub fn fetch(src: &str) -> Result<PathBuf> {
         None => dir,
     })
 }
+
+/// Downloads (or finds in the cache) the files of model repo `repo` (`owner/name`) needed to
+/// train it: config, weights, tokenizer and generation config. Returns the snapshot directory.
+pub fn fetch_model(repo: &str, revision: Option<&str>) -> Result<PathBuf> {
+    let Some((owner, name)) = repo.split_once('/') else {
+        bail!("model.hub {repo:?}: expected OWNER/NAME, e.g. Qwen/Qwen2.5-Coder-0.5B");
+    };
+    let client = hf_hub::HFClientSync::new().context("setting up the Hugging Face Hub client")?;
+    let offline = offline();
+    let patterns = ["*.json", "*.safetensors", "merges.txt", "vocab.json"]
+        .map(String::from)
+        .to_vec();
+    let result = client
+        .model(owner.to_string(), name.to_string())
+        .snapshot_download()
+        .local_files_only(offline)
+        .maybe_revision(revision.map(String::from))
+        .allow_patterns(patterns)
+        .send();
+    match result {
+        Ok(dir) => Ok(dir),
+        Err(e) if offline => bail!(
+            "model {repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it on a connected \
+             machine (`huggingface-cli download {repo}`) or point model.path at a local copy; {e}"
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "downloading model {repo} from the Hugging Face Hub (without network: set HF_HUB_OFFLINE=1 to use \
+                 the cache, or model.path to a local directory)"
+            )
+        }),
+    }
+}

@@ -8,15 +8,19 @@
 //! The CPU implementations work on contiguous f32 data (the CPU training dtype) with rayon
 //! parallelism over rows; other dtypes get a clear error.
 
+pub mod adamw;
 pub mod attention;
 pub mod gemm;
+pub mod grad_norm;
 pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
 
+pub use adamw::{adamw_update, AdamWStep};
 pub use attention::{varlen_causal_attention, DocSegments};
+pub use grad_norm::global_norm;
 pub use linear_cross_entropy::{linear_cross_entropy, CrossEntropyOutput, IGNORE_INDEX};
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeTable};

@@ -37,3 +37,25 @@ pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor) 
     let picked = log_probs.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
     (picked * keep.to_dtype(DType::F32)?)?.sum_all()?.neg()
 }
+
+/// AdamW (PyTorch's formula) spelled out with tensor ops: returns `(master, m, v)`.
+pub fn adamw(
+    master: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    h: &super::adamw::AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (decay, step_size, bc2_sqrt) = h.factors();
+    let g = (grad.to_dtype(DType::F32)? * h.grad_scale)?;
+    let m = (m + ((&g - m)? * (1.0 - h.beta1))?)?;
+    let v = ((v * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+    let denom = ((v.sqrt()? / bc2_sqrt)? + h.eps)?;
+    let p = ((master * decay)? - ((&m / denom)? * step_size)?)?;
+    Ok((p, m, v))
+}
+
+/// Σ x² in f64 through a plain f64 tensor sum.
+pub fn sum_squares(t: &Tensor) -> Result<f64> {
+    t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+}

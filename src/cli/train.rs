@@ -1,0 +1,37 @@
+//! `syncoder train`: runs or resumes a fine-tuning run from a TOML config.
+
+use crate::train::{print_summary, run, TrainOptions};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The run config (see docs/config.md), e.g. configs/smoke.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a config key, e.g. `--set optim.lr=1e-4 --set stage.0.steps=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Resume from `latest` (the run's newest checkpoint), a run directory or a step directory.
+    #[arg(long, value_name = "latest|DIR")]
+    pub resume: Option<String>,
+    /// The run directory name under run.output_dir (overrides run.name).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Resume even if keys that change the run's numbers differ from the checkpoint's.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run_cmd(args: TrainArgs) -> Result<()> {
+    let summary = run(TrainOptions {
+        config: args.config,
+        sets: args.sets,
+        resume: args.resume,
+        run_name: args.run_name,
+        force: args.force,
+    })?;
+    print_summary(&summary);
+    Ok(())
+}

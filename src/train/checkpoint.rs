@@ -1,0 +1,248 @@
+//! Checkpoints of a run: `RUN/step-NNNNNNNN/` in Hugging Face layout (weights, `config.json`,
+//! tokenizer files, `generation_config.json`) plus `optimizer.safetensors` and
+//! `trainer_state.json`, and `RUN/latest` naming the newest complete one.
+//!
+//! A step directory is written under a temporary name with every file fsynced, renamed into
+//! place, and only then named by `latest` (itself replaced atomically), so a kill at any moment
+//! leaves the previous checkpoint whole and `latest` pointing at a complete directory.
+
+use super::fault;
+use super::optimizer::AdamW;
+use crate::data::loader::LoaderState;
+use crate::model::qwen2::SaveOptions;
+use crate::model::weights::write_atomic;
+use crate::model::Qwen2;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const LATEST: &str = "latest";
+pub const TRAINER_STATE: &str = "trainer_state.json";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+const STATE_FORMAT: u32 = 1;
+
+/// Everything besides tensors that resuming needs, and what `ckpt inspect` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub format_version: u32,
+    pub crate_version: String,
+    /// SHA-256 of the config keys that change the numbers (`RunConfig::math_hash`).
+    pub config_hash: String,
+    /// Those keys themselves, to name what changed on a refused resume.
+    pub math_config: serde_json::Value,
+    /// Optimizer steps done over the whole run (skipped updates included).
+    pub step: u64,
+    /// Index of the stage in progress (`stages.len()` once the run is complete).
+    pub stage: usize,
+    pub stage_name: String,
+    /// Steps done within the stage.
+    pub stage_step: u64,
+    /// Length of the stage's LR schedule.
+    pub stage_total_steps: u64,
+    /// Updates applied (AdamW's bias-correction count).
+    pub optimizer_updates: u64,
+    pub tokens: u64,
+    pub supervised_tokens: u64,
+    pub skipped_steps: u64,
+    pub consecutive_nonfinite: u64,
+    pub elapsed_s: f64,
+    pub lr: f64,
+    pub last_loss: Option<f64>,
+    pub last_val_loss: Option<f64>,
+    /// The seed every random choice of the run derives from (the data order's RNG position is
+    /// in `loader`; training itself draws no random numbers).
+    pub seed: u64,
+    /// The data loader of the stage in progress, right after the last consumed batch.
+    pub loader: Option<LoaderState>,
+}
+
+/// The non-tensor files written into every step directory.
+pub struct CheckpointFiles {
+    /// (file name, bytes): tokenizer.json, tokenizer_config.json, ...
+    pub tokenizer_files: Vec<(String, Vec<u8>)>,
+    pub generation_config: Vec<u8>,
+    pub max_shard_bytes: usize,
+    pub keep_last: usize,
+}
+
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Removes temporary step directories left by a save that was killed.
+pub fn remove_stale(run_dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(".tmp-step-") || name.starts_with(".old-step-") {
+            std::fs::remove_dir_all(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the checkpoint of `state.step`; returns its directory.
+pub fn save(
+    run_dir: &Path,
+    model: &Qwen2,
+    opt: &AdamW,
+    state: &TrainerState,
+    files: &CheckpointFiles,
+) -> Result<PathBuf> {
+    let name = step_dir_name(state.step);
+    let final_dir = run_dir.join(&name);
+    let tmp = run_dir.join(format!(".tmp-{name}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    model.save(
+        &tmp,
+        &SaveOptions {
+            dtype: None,
+            max_shard_bytes: files.max_shard_bytes,
+        },
+    )?;
+    fault::in_save(state.step);
+    let tensors = opt.state_tensors();
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("optimizer".to_string(), "adamw".to_string()),
+        ("updates".to_string(), opt.steps.to_string()),
+    ]);
+    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_atomic(&tmp.join(OPTIMIZER), &safetensors::serialize(refs, Some(meta))?)?;
+    for (file, bytes) in &files.tokenizer_files {
+        write_atomic(&tmp.join(file), bytes)?;
+    }
+    write_atomic(&tmp.join("generation_config.json"), &files.generation_config)?;
+    write_atomic(
+        &tmp.join(TRAINER_STATE),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
+    fsync_dir(&tmp)?;
+    if final_dir.exists() {
+        // The same step saved again (e.g. the final save of a resumed, already finished
+        // stage): move the old one aside first so a complete directory always exists.
+        let old = run_dir.join(format!(".old-{name}"));
+        std::fs::rename(&final_dir, &old).with_context(|| format!("moving {} aside", final_dir.display()))?;
+        std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    } else {
+        std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
+    }
+    fsync_dir(run_dir)?;
+    write_atomic(&run_dir.join(LATEST), format!("{name}\n").as_bytes())?;
+    fsync_dir(run_dir)?;
+    prune(run_dir, files.keep_last, &name)?;
+    fault::after_save(state.step);
+    Ok(final_dir)
+}
+
+/// The step directories of a run, oldest first.
+pub fn list_steps(run_dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(run_dir)
+        .with_context(|| format!("listing {}", run_dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("step-") && n[5..].chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn prune(run_dir: &Path, keep: usize, latest: &str) -> Result<()> {
+    let steps = list_steps(run_dir)?;
+    let excess = steps.len().saturating_sub(keep);
+    for name in steps.iter().take(excess).filter(|n| n.as_str() != latest) {
+        let dir = run_dir.join(name);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing old checkpoint {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The step directory named by `latest` in `run_dir`.
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let path = run_dir.join(LATEST);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let name = text.trim();
+            if name.is_empty() || name.contains('/') {
+                bail!("{}: does not name a step directory ({name:?})", path.display());
+            }
+            let dir = run_dir.join(name);
+            if !dir.join(TRAINER_STATE).is_file() {
+                bail!(
+                    "{} names {}, which is not a complete checkpoint",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            Ok(Some(dir))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A checkpoint directory from `--resume` (`latest` in the run directory, a run directory, or
+/// a step directory).
+pub fn resolve(spec: &str, run_dir: &Path) -> Result<PathBuf> {
+    let dir = if spec == "latest" {
+        run_dir.to_path_buf()
+    } else {
+        PathBuf::from(spec)
+    };
+    if dir.join(TRAINER_STATE).is_file() {
+        return Ok(dir);
+    }
+    match latest(&dir)? {
+        Some(d) => Ok(d),
+        None if spec == "latest" => bail!(
+            "--resume latest: {} holds no checkpoint yet (no `latest` file); start the run without --resume",
+            dir.display()
+        ),
+        None => {
+            bail!("--resume {spec}: neither a checkpoint (no {TRAINER_STATE}) nor a run directory with a `latest` file")
+        }
+    }
+}
+
+pub fn read_state(step_dir: &Path) -> Result<TrainerState> {
+    let path = step_dir.join(TRAINER_STATE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a valid trainer state", path.display()))?;
+    if state.format_version != STATE_FORMAT {
+        bail!(
+            "{}: trainer state format {} (this build reads {STATE_FORMAT})",
+            path.display(),
+            state.format_version
+        );
+    }
+    Ok(state)
+}
+
+pub fn state_format() -> u32 {
+    STATE_FORMAT
+}
+
+/// The optimizer tensors of a checkpoint.
+pub fn read_optimizer(step_dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let path = step_dir.join(OPTIMIZER);
+    if !path.is_file() {
+        bail!("{}: missing (not a training checkpoint?)", path.display());
+    }
+    candle_core::safetensors::load(&path, device)
+        .with_context(|| format!("{}: corrupt optimizer state", path.display()))
+}

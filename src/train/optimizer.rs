@@ -1,0 +1,153 @@
+//! AdamW over all parameters of a model: fp32 master weights (separate from the parameters
+//! whenever those are bf16/f16) and fp32 moments, a per-parameter weight-decay mask, and the
+//! update itself through the fused `ops::adamw` op. Its state round-trips through the tensors
+//! of `optimizer.safetensors`.
+
+use crate::config::OptimSection;
+use crate::model::qwen2::param_specs;
+use crate::model::Qwen2;
+use crate::ops::{adamw_update, AdamWStep};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor, Var};
+use std::collections::HashMap;
+
+struct ParamState {
+    name: String,
+    var: Var,
+    /// fp32 master copy (only when the parameter is not f32 itself).
+    master: Option<Tensor>,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+pub struct AdamW {
+    params: Vec<ParamState>,
+    hp: OptimSection,
+    /// Updates applied so far (the bias-correction step count).
+    pub steps: u64,
+}
+
+impl AdamW {
+    /// Fresh state (zero moments, masters copied from the parameters) for a trainable model.
+    pub fn new(model: &Qwen2, hp: &OptimSection) -> Result<Self> {
+        if model.vars().is_empty() {
+            bail!("the model was loaded without trainable variables");
+        }
+        let decay_of: HashMap<String, bool> = param_specs(&model.config)
+            .into_iter()
+            .map(|s| (s.name, s.decay))
+            .collect();
+        let mut params = Vec::new();
+        for (name, var) in model.vars() {
+            let t = var.as_tensor();
+            let master = if t.dtype() == DType::F32 {
+                None
+            } else {
+                Some(t.to_dtype(DType::F32)?)
+            };
+            params.push(ParamState {
+                name: name.clone(),
+                var: var.clone(),
+                master,
+                m: t.zeros_like()?.to_dtype(DType::F32)?,
+                v: t.zeros_like()?.to_dtype(DType::F32)?,
+                decay: hp.decay_norms_and_biases || decay_of.get(name).copied().unwrap_or(true),
+            });
+        }
+        Ok(Self {
+            params,
+            hp: hp.clone(),
+            steps: 0,
+        })
+    }
+
+    /// The parameters in update order (the order `grads` must follow).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.name.as_str())
+    }
+
+    /// Whether weight decay applies to each parameter, by name.
+    pub fn decay_mask(&self) -> Vec<(String, bool)> {
+        self.params.iter().map(|p| (p.name.clone(), p.decay)).collect()
+    }
+
+    /// One update with learning rate `lr`, the gradients (in `names` order) multiplied by
+    /// `grad_scale` first.
+    pub fn update(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
+        if grads.len() != self.params.len() {
+            bail!("{} gradients for {} parameters", grads.len(), self.params.len());
+        }
+        self.steps += 1;
+        for (p, g) in self.params.iter_mut().zip(grads) {
+            let h = AdamWStep {
+                lr,
+                beta1: self.hp.beta1,
+                beta2: self.hp.beta2,
+                eps: self.hp.eps,
+                weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
+                step: self.steps,
+                grad_scale,
+            };
+            let master = match &p.master {
+                Some(m) => m.clone(),
+                None => p.var.as_tensor().clone(),
+            };
+            let (master, m, v) =
+                adamw_update(&master, &p.m, &p.v, g, &h).with_context(|| format!("AdamW update of {}", p.name))?;
+            p.var.set(&master.to_dtype(p.var.dtype())?)?;
+            if p.master.is_some() {
+                p.master = Some(master);
+            }
+            p.m = m;
+            p.v = v;
+        }
+        Ok(())
+    }
+
+    /// The state as named tensors: `exp_avg.NAME`, `exp_avg_sq.NAME` and, for non-f32
+    /// parameters, `master.NAME`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for p in &self.params {
+            if let Some(m) = &p.master {
+                out.push((format!("master.{}", p.name), m.clone()));
+            }
+            out.push((format!("exp_avg.{}", p.name), p.m.clone()));
+            out.push((format!("exp_avg_sq.{}", p.name), p.v.clone()));
+        }
+        out
+    }
+
+    /// Restores the state saved by `state_tensors` after `steps` updates; every tensor must be
+    /// present with the parameter's shape, and nothing else.
+    pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, steps: u64) -> Result<()> {
+        for p in &mut self.params {
+            let dev = p.var.device().clone();
+            let mut take = |key: String| -> Result<Tensor> {
+                let t = tensors
+                    .remove(&key)
+                    .with_context(|| format!("the optimizer state has no tensor {key:?}"))?;
+                if t.dims() != p.var.dims() || t.dtype() != DType::F32 {
+                    bail!(
+                        "optimizer tensor {key:?} is {:?} {:?}, expected f32 {:?}",
+                        t.dtype(),
+                        t.dims(),
+                        p.var.dims()
+                    );
+                }
+                Ok(t.to_device(&dev)?)
+            };
+            if p.master.is_some() {
+                p.master = Some(take(format!("master.{}", p.name))?);
+            }
+            p.m = take(format!("exp_avg.{}", p.name))?;
+            p.v = take(format!("exp_avg_sq.{}", p.name))?;
+        }
+        if let Some(extra) = tensors.keys().next() {
+            bail!("the optimizer state has an unexpected tensor {extra:?} (another model or dtype?)");
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! What a run shows while it goes: a progress bar with ETA on a terminal, plain log lines
+//! otherwise (batch jobs, CI logs), and notes that never break the bar.
+
+use super::metrics::StepMetrics;
+use crate::config::ProgressStyle;
+use indicatif::{ProgressBar, ProgressStyle as BarStyle};
+use std::io::IsTerminal;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    every: u64,
+    style: ProgressStyle,
+}
+
+impl Progress {
+    pub fn new(style: ProgressStyle, every: u64) -> Self {
+        Self {
+            bar: None,
+            every,
+            style,
+        }
+    }
+
+    fn use_bar(&self) -> bool {
+        match self.style {
+            ProgressStyle::Bar => true,
+            ProgressStyle::Lines => false,
+            ProgressStyle::Auto => std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Starts a stage of `total` steps, `done` of them already done.
+    pub fn start_stage(&mut self, name: &str, total: u64, done: u64) {
+        self.finish();
+        if self.use_bar() {
+            let bar = ProgressBar::new(total);
+            let style = BarStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} steps  {elapsed_precise} < ETA {eta_precise}  {msg}",
+            )
+            .unwrap_or_else(|_| BarStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(format!("stage {name}"));
+            bar.set_position(done);
+            self.bar = Some(bar);
+        } else {
+            eprintln!("stage {name}: {total} steps ({done} done)");
+        }
+    }
+
+    pub fn step(&mut self, m: &StepMetrics, stage_step: u64, total: u64) {
+        let loss = m.loss.map_or("nan".into(), |l| format!("{l:.4}"));
+        let gnorm = m.grad_norm.map_or("nan".into(), |g| format!("{g:.3}"));
+        let mut msg = format!(
+            "loss {loss}  lr {:.2e}  gnorm {gnorm}  {:.0} tok/s",
+            m.lr, m.tokens_per_s
+        );
+        if let Some(v) = m.val_loss {
+            msg.push_str(&format!("  val {v:.4}"));
+        }
+        if m.skipped {
+            msg.push_str("  SKIPPED (non-finite)");
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(stage_step);
+                bar.set_message(msg);
+            }
+            None => {
+                if m.step % self.every == 0 || stage_step == total || m.skipped || m.val_loss.is_some() {
+                    eprintln!(
+                        "step {} ({stage_step}/{total} of stage {})  {msg}  elapsed {:.0}s",
+                        m.step, m.stage, m.elapsed_s
+                    );
+                }
+            }
+        }
+    }
+
+    /// A note printed above the bar (or as a line).
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}

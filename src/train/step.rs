@@ -1,0 +1,100 @@
+//! The gradients of one optimizer step over its micro-batches. The loss of the step is the sum
+//! of per-token losses over every supervised token of all micro-batches divided by their total
+//! count, so accumulating k micro-batches gives the gradients of one batch k times larger (not
+//! a mean of per-micro-batch means).
+
+use crate::data::loader::Batch;
+use crate::model::{PackedBatch, Qwen2};
+use crate::ops::IGNORE_INDEX;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+
+/// A batch on the device with its next-token targets.
+pub struct MicroBatch {
+    pub batch: PackedBatch,
+    pub targets: Tensor,
+    /// Targets that carry loss.
+    pub supervised: usize,
+    /// Row tokens (padding included).
+    pub tokens: usize,
+    pub padding: usize,
+}
+
+impl MicroBatch {
+    pub fn new(b: &Batch, device: &Device) -> Result<Self> {
+        let (batch, mask) = b.to_model_input(device)?;
+        let targets = batch.next_token_targets(Some(&mask))?;
+        let supervised = targets
+            .to_device(&Device::Cpu)?
+            .to_vec1::<i64>()?
+            .iter()
+            .filter(|&&t| t != IGNORE_INDEX)
+            .count();
+        Ok(Self {
+            tokens: b.rows.iter().map(|r| r.ids.len()).sum(),
+            padding: b.rows.iter().map(|r| r.padding()).sum(),
+            batch,
+            targets,
+            supervised,
+        })
+    }
+}
+
+/// Summed gradients of a step, in the model's variable order.
+pub struct StepGradients {
+    pub grads: Vec<Tensor>,
+    /// Σ per-token loss over the step's supervised tokens.
+    pub loss_sum: f64,
+    pub supervised: usize,
+}
+
+impl StepGradients {
+    /// The step's loss: mean over its supervised tokens.
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.supervised.max(1) as f64
+    }
+}
+
+/// Forward and backward of every micro-batch, each loss divided by the step's total supervised
+/// count, gradients summed. `loss_factor` multiplies every loss (1 in training; the fault
+/// injection of tests uses NaN). `before_micro(i)` runs before micro-batch `i`.
+pub fn step_gradients(
+    model: &Qwen2,
+    micros: &[MicroBatch],
+    loss_factor: f64,
+    before_micro: &mut dyn FnMut(usize),
+) -> Result<StepGradients> {
+    let total: usize = micros.iter().map(|m| m.supervised).sum();
+    let vars = model.vars();
+    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let mut loss_sum = 0f64;
+    for (i, mb) in micros.iter().enumerate() {
+        before_micro(i);
+        let out = model.loss(&mb.batch, &mb.targets)?;
+        loss_sum += out.loss_sum.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * loss_factor;
+        let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
+        let store = scaled.backward().context("backward pass")?;
+        for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
+            let g = store
+                .get(var.as_tensor())
+                .with_context(|| format!("no gradient reached {name}"))?;
+            *acc = Some(match acc.take() {
+                None => g.clone(),
+                Some(a) => (a + g)?,
+            });
+        }
+    }
+    let grads = grads
+        .into_iter()
+        .zip(vars)
+        .map(|(g, (_, var))| match g {
+            Some(g) => Ok(g),
+            None => Ok(var.as_tensor().zeros_like()?),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StepGradients {
+        grads,
+        loss_sum,
+        supervised: total,
+    })
+}

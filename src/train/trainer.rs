@@ -1,0 +1,573 @@
+//! The training loop of `syncoder train`: stages in order, each an optimizer step at a time
+//! (micro-batches from the prefetching loader, gradients accumulated and normalised by the
+//! step's supervised tokens, global-norm clipping, AdamW with the stage's LR schedule), with
+//! metrics per step, validation, checkpoints, guards against non-finite steps, and a clean
+//! stop on SIGINT/SIGTERM. A resumed run continues bit for bit where the checkpoint left it.
+
+use super::checkpoint::{self, CheckpointFiles, TrainerState};
+use super::eval::Validation;
+use super::fault;
+use super::metrics::{finite, peak_rss_mb, MetricsLog, StepMetrics};
+use super::model_source::{self, check_vocab, model_dirs};
+use super::optimizer::AdamW;
+use super::progress::Progress;
+use super::schedule::lr_at;
+use super::signals::StopRequest;
+use super::step::{step_gradients, MicroBatch};
+use crate::config::{run_dir, RunConfig};
+use crate::data::loader::{Loader, LoaderConfig, Prefetcher};
+use crate::data::pack::PackStrategy;
+use crate::data::prepared::resolve_training_sources;
+use crate::data::SampleBuilder;
+use crate::model::weights::write_atomic;
+use crate::model::Qwen2;
+use crate::ops::global_norm;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What `syncoder train` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub config: PathBuf,
+    pub sets: Vec<String>,
+    /// `latest`, a run directory or a step directory.
+    pub resume: Option<String>,
+    pub run_name: Option<String>,
+    /// Resume even though the math-relevant config changed.
+    pub force: bool,
+}
+
+/// The end-of-run report (also written to `summary.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub run_dir: PathBuf,
+    pub checkpoint: PathBuf,
+    pub steps: u64,
+    pub tokens: u64,
+    pub supervised_tokens: u64,
+    pub first_loss: Option<f64>,
+    pub final_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub skipped_steps: u64,
+    pub elapsed_s: f64,
+    pub tokens_per_s: f64,
+    pub bad_records: u64,
+}
+
+fn parse_device(name: &str) -> Result<Device> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    bail!(
+        "key `run.device`: {name:?}: this build has no CUDA backend yet (it comes with the `cuda` feature); \
+         set run.device = \"cpu\""
+    )
+}
+
+fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
+    let dtype = match name {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => bail!("key `run.dtype`: {other:?} is not one of f32, bf16, f16"),
+    };
+    if device.is_cpu() && dtype != DType::F32 {
+        bail!("key `run.dtype`: CPU training runs in f32 (the CPU kernels are f32-only); set run.dtype = \"f32\"");
+    }
+    Ok(dtype)
+}
+
+/// The keys whose values differ between two `math` JSON trees.
+fn changed_keys(a: &serde_json::Value, b: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                changed_keys(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &p,
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                changed_keys(u, v, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+fn oom_hint(e: anyhow::Error, cfg: &RunConfig) -> anyhow::Error {
+    let text = format!("{e:#}").to_lowercase();
+    if text.contains("out of memory") || text.contains("out_of_memory") {
+        e.context(format!(
+            "out of device memory with batch.micro_batch_rows = {} and data.seq_len = {}: lower \
+             batch.micro_batch_rows (the global batch stays the same through more accumulation) or data.seq_len",
+            cfg.batch.micro_batch_rows, cfg.data.seq_len
+        ))
+    } else {
+        e
+    }
+}
+
+struct Run {
+    cfg: RunConfig,
+    opts: TrainOptions,
+    dir: PathBuf,
+    device: Device,
+    model: Qwen2,
+    opt: AdamW,
+    builder: Arc<SampleBuilder>,
+    state: TrainerState,
+    files: CheckpointFiles,
+    metrics: MetricsLog,
+    validation: Option<Validation>,
+    progress: Progress,
+    stop: StopRequest,
+    last_saved: Option<u64>,
+    first_loss: Option<f64>,
+}
+
+/// Runs (or resumes) a training run to its end.
+pub fn run(opts: TrainOptions) -> Result<Summary> {
+    let mut cfg = RunConfig::load(&opts.config, &opts.sets)?;
+    if let Some(name) = &opts.run_name {
+        cfg.run.name = name.clone();
+        cfg.validate().context("--run-name")?;
+    }
+    if cfg.run.world_size > 1 {
+        bail!("key `run.world_size`: multi-process data parallelism (NCCL) is not built yet; set it to 1");
+    }
+    let device = parse_device(&cfg.run.device)?;
+    let dtype = parse_dtype(&cfg.run.dtype, &device)?;
+    let dir = run_dir(&cfg);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+    checkpoint::remove_stale(&dir)?;
+    let dirs = model_dirs(&cfg)?;
+    let max_seq_len = cfg.data.max_seq_len.unwrap_or(cfg.data.seq_len);
+    let builder = Arc::new(SampleBuilder::from_dir(
+        &dirs.tokenizer,
+        max_seq_len,
+        cfg.data.overflow,
+    )?);
+
+    let (model, opt, state) = match &opts.resume {
+        Some(spec) => {
+            let ckpt = checkpoint::resolve(spec, &dir)?;
+            let state = checkpoint::read_state(&ckpt)?;
+            if state.config_hash != cfg.math_hash() {
+                let mut changed = vec![];
+                changed_keys(&state.math_config, &cfg.math(), "", &mut changed);
+                if opts.force {
+                    eprintln!("warning: resuming with changed keys (--force): {}", changed.join(", "));
+                } else {
+                    bail!(
+                        "{}: the config changed in keys that change the run's numbers: {}; resuming would not \
+                         continue the same run (pass --force to resume anyway, or start a new --run-name)",
+                        ckpt.display(),
+                        changed.join(", ")
+                    );
+                }
+            }
+            if state.crate_version != env!("CARGO_PKG_VERSION") {
+                eprintln!(
+                    "warning: the checkpoint was written by syncoder {}, this is {}",
+                    state.crate_version,
+                    env!("CARGO_PKG_VERSION")
+                );
+            }
+            let model = Qwen2::load(&ckpt, dtype, &device, true)
+                .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+            let mut opt = AdamW::new(&model, &cfg.optim)?;
+            opt.load_state(checkpoint::read_optimizer(&ckpt, &device)?, state.optimizer_updates)
+                .with_context(|| format!("{}: optimizer state", ckpt.display()))?;
+            eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
+            (model, opt, state)
+        }
+        None => {
+            if let Some(latest) = checkpoint::latest(&dir)? {
+                bail!(
+                    "{} already holds checkpoints (latest: {}): resume it with `--resume latest`, or start a new run \
+                     with another `--run-name`",
+                    dir.display(),
+                    latest.display()
+                );
+            }
+            let model = model_source::initial_model(&cfg, &dirs, dtype, &device)?;
+            let opt = AdamW::new(&model, &cfg.optim)?;
+            let state = TrainerState {
+                format_version: checkpoint::state_format(),
+                crate_version: env!("CARGO_PKG_VERSION").into(),
+                config_hash: cfg.math_hash(),
+                math_config: cfg.math(),
+                step: 0,
+                stage: 0,
+                stage_name: cfg.stages[0].name.clone(),
+                stage_step: 0,
+                stage_total_steps: 0,
+                optimizer_updates: 0,
+                tokens: 0,
+                supervised_tokens: 0,
+                skipped_steps: 0,
+                consecutive_nonfinite: 0,
+                elapsed_s: 0.0,
+                lr: 0.0,
+                last_loss: None,
+                last_val_loss: None,
+                seed: cfg.run.seed,
+                loader: None,
+            };
+            (model, opt, state)
+        }
+    };
+    let mut model = model;
+    model.loss_chunk_tokens = cfg.model.loss_chunk_tokens;
+    check_vocab(&model, &builder)?;
+    write_atomic(&dir.join("run.toml"), cfg.to_toml()?.as_bytes())?;
+    let files = CheckpointFiles {
+        tokenizer_files: model_source::tokenizer_files(&dirs.tokenizer, &builder)?,
+        generation_config: model_source::generation_config(dirs.model.as_deref(), &builder)?,
+        max_shard_bytes: cfg.checkpoint.max_shard_bytes,
+        keep_last: cfg.checkpoint.keep_last,
+    };
+    let validation = match &cfg.eval {
+        Some(e) => Some(Validation {
+            files: resolve_training_sources(&e.data, &builder).context("key `eval.data`")?,
+            loader: LoaderConfig {
+                shuffle_shards: false,
+                shuffle_buffer: 1,
+                max_epochs: Some(1),
+                ..loader_config(&cfg, &builder, 0)
+            },
+            max_rows: e.max_rows,
+        }),
+        None => None,
+    };
+    let metrics = MetricsLog::open(&dir, state.step)?;
+    let mut run = Run {
+        progress: Progress::new(cfg.log.progress, cfg.log.every_steps),
+        stop: StopRequest::install()?,
+        last_saved: opts.resume.as_ref().map(|_| state.step),
+        first_loss: None,
+        cfg,
+        opts,
+        dir,
+        device,
+        model,
+        opt,
+        builder,
+        state,
+        files,
+        metrics,
+        validation,
+    };
+    run.train()
+}
+
+/// The loader settings of stage `stage`.
+fn loader_config(cfg: &RunConfig, builder: &SampleBuilder, stage: usize) -> LoaderConfig {
+    let pad_id = builder.tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
+    LoaderConfig {
+        seed: cfg.run.seed.wrapping_add(stage as u64),
+        shuffle_shards: cfg.data.shuffle_shards,
+        shuffle_buffer: cfg.data.shuffle_buffer,
+        seq_len: cfg.data.seq_len,
+        rows_per_batch: cfg.batch.micro_batch_rows,
+        pack: if cfg.data.pack == "greedy" {
+            PackStrategy::Greedy
+        } else {
+            PackStrategy::BestFit {
+                window: cfg.data.pack_window,
+            }
+        },
+        pad_id,
+        on_bad_record: cfg.data.on_bad_record,
+        max_epochs: cfg.stages[stage].epochs,
+    }
+}
+
+impl Run {
+    fn train(&mut self) -> Result<Summary> {
+        let started = Instant::now();
+        let elapsed_base = self.state.elapsed_s;
+        let n_stages = self.cfg.stages.len();
+        if self.state.stage >= n_stages {
+            eprintln!("the run is already complete (step {})", self.state.step);
+        }
+        while self.state.stage < n_stages {
+            self.run_stage(started, elapsed_base)?;
+        }
+        self.progress.finish();
+        self.finish(started, elapsed_base)
+    }
+
+    /// Steps of the schedule of stage `i`: its `steps`, or the count of one epoch times
+    /// `epochs` (read once through the data), whichever is smaller.
+    fn stage_total(&self, i: usize, files: &[PathBuf]) -> Result<u64> {
+        let s = &self.cfg.stages[i];
+        let Some(epochs) = s.epochs else {
+            return Ok(s.steps.expect("validated: steps or epochs"));
+        };
+        self.progress.note(&format!(
+            "stage {}: counting one epoch of the data for the LR schedule (give stage.steps to skip this)",
+            s.name
+        ));
+        let mut loader = Loader::new(
+            LoaderConfig {
+                max_epochs: Some(1),
+                ..loader_config(&self.cfg, &self.builder, i)
+            },
+            files.to_vec(),
+            self.builder.clone(),
+        )?;
+        let mut rows = 0u64;
+        while let Some(b) = loader.next_batch()? {
+            rows += b.rows.len() as u64;
+        }
+        let per_step = self.cfg.global_rows()? as u64;
+        let total = (rows.div_ceil(per_step) * epochs as u64).max(1);
+        Ok(s.steps.map_or(total, |cap| cap.min(total)))
+    }
+
+    fn run_stage(&mut self, started: Instant, elapsed_base: f64) -> Result<()> {
+        let i = self.state.stage;
+        let stage = self.cfg.stages[i].clone();
+        let files = resolve_training_sources(&stage.data, &self.builder)
+            .with_context(|| format!("key `stage[{i}].data` (stage {})", stage.name))?;
+        if self.state.stage_total_steps == 0 {
+            self.state.stage_total_steps = self.stage_total(i, &files)?;
+        }
+        let total = self.state.stage_total_steps;
+        self.state.stage_name = stage.name.clone();
+        let lcfg = loader_config(&self.cfg, &self.builder, i);
+        let loader = match self.state.loader.take() {
+            Some(st) => Loader::restore(lcfg, files, self.builder.clone(), st)
+                .with_context(|| format!("restoring the data position of stage {}", stage.name))?,
+            None => Loader::new(lcfg, files, self.builder.clone())?,
+        };
+        let mut prefetch = Prefetcher::spawn(loader, self.cfg.data.prefetch);
+        let sched = self.cfg.stage_schedule(i);
+        let accum = self.cfg.accumulation_steps()?;
+        self.progress.start_stage(&stage.name, total, self.state.stage_step);
+        while self.state.stage_step < total {
+            let t0 = Instant::now();
+            let mut micros = Vec::with_capacity(accum);
+            let mut after = None;
+            while micros.len() < accum {
+                match prefetch.next_batch()? {
+                    Some((b, st)) => {
+                        micros.push(MicroBatch::new(&b, &self.device)?);
+                        after = Some(st);
+                    }
+                    None => break,
+                }
+            }
+            let Some(loader_state) = after else {
+                self.progress.note(&format!(
+                    "stage {}: data exhausted after {} steps",
+                    stage.name, self.state.stage_step
+                ));
+                break;
+            };
+            let step = self.state.step + 1;
+            let g = step_gradients(&self.model, &micros, fault::loss_factor(step), &mut |m| {
+                fault::at_micro(step, m)
+            })
+            .map_err(|e| oom_hint(e, &self.cfg))
+            .with_context(|| format!("step {step}"))?;
+            let loss = g.loss();
+            let gnorm = global_norm(&g.grads)?;
+            let lr = lr_at(&sched, self.state.stage_step, total);
+            let ok = loss.is_finite() && gnorm.is_finite() && g.supervised > 0;
+            if ok {
+                let max = self.cfg.optim.max_grad_norm;
+                let scale = if max > 0.0 && gnorm > max {
+                    max / (gnorm + 1e-6)
+                } else {
+                    1.0
+                };
+                self.opt.update(&g.grads, lr, scale)?;
+                self.state.consecutive_nonfinite = 0;
+                self.first_loss.get_or_insert(loss);
+            } else {
+                self.state.skipped_steps += 1;
+                self.state.consecutive_nonfinite += 1;
+            }
+            drop(g);
+            let step_tokens: u64 = micros.iter().map(|m| m.tokens as u64).sum();
+            let supervised: u64 = micros.iter().map(|m| m.supervised as u64).sum();
+            let st = &mut self.state;
+            st.step = step;
+            st.stage_step += 1;
+            st.optimizer_updates = self.opt.steps;
+            st.tokens += step_tokens;
+            st.supervised_tokens += supervised;
+            st.lr = lr;
+            st.last_loss = finite(loss);
+            st.elapsed_s = elapsed_base + started.elapsed().as_secs_f64();
+            let stats = loader_state.stats.clone();
+            let epoch = loader_state.epoch;
+            st.loader = Some(loader_state);
+            let val_loss = match &self.validation {
+                Some(v) if step % self.cfg.eval.as_ref().map_or(u64::MAX, |e| e.every_steps) == 0 => {
+                    let l = v.loss(&self.model, &self.builder).context("validation loss")?;
+                    self.state.last_val_loss = l;
+                    l
+                }
+                _ => None,
+            };
+            let m = StepMetrics {
+                step,
+                stage: stage.name.clone(),
+                loss: finite(loss),
+                lr,
+                grad_norm: finite(gnorm),
+                tokens: self.state.tokens,
+                step_tokens,
+                supervised_tokens: supervised,
+                tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                elapsed_s: self.state.elapsed_s,
+                epoch,
+                skipped: !ok,
+                bad_records: stats.bad_records,
+                padding_fraction: stats.padding_fraction(),
+                val_loss,
+                peak_rss_mb: self.device.is_cpu().then(peak_rss_mb).flatten(),
+            };
+            self.metrics.append(&m)?;
+            self.progress.step(&m, self.state.stage_step, total);
+            if !ok {
+                self.progress.note(&format!(
+                    "step {step}: non-finite loss or gradient (loss {loss}, grad norm {gnorm}); update skipped"
+                ));
+            }
+            if self.state.consecutive_nonfinite >= self.cfg.guards.max_consecutive_nonfinite {
+                let dir = self.save()?;
+                bail!(
+                    "stopping: {} steps in a row had a non-finite loss or gradient (the last at step {step}); the \
+                     last good weights are saved in {} — lower optim.lr or check the data before resuming",
+                    self.state.consecutive_nonfinite,
+                    dir.display()
+                );
+            }
+            let every = self.cfg.checkpoint.every_steps;
+            if every > 0 && step % every == 0 {
+                self.save()?;
+            }
+            if let Some(sig) = self.stop.requested() {
+                let dir = if self.last_saved == Some(step) {
+                    self.dir.join(checkpoint::step_dir_name(step))
+                } else {
+                    self.save()?
+                };
+                self.progress.finish();
+                bail!(
+                    "stopped by {sig} after step {step}; checkpoint {} — continue with: syncoder train --config {} \
+                     --resume latest{}",
+                    dir.display(),
+                    self.opts.config.display(),
+                    self.opts
+                        .run_name
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(" --run-name {n}"))
+                );
+            }
+        }
+        drop(prefetch);
+        self.state.stage += 1;
+        self.state.stage_step = 0;
+        self.state.stage_total_steps = 0;
+        self.state.loader = None;
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<PathBuf> {
+        let dir = checkpoint::save(&self.dir, &self.model, &self.opt, &self.state, &self.files)
+            .with_context(|| format!("saving the checkpoint of step {}", self.state.step))?;
+        self.last_saved = Some(self.state.step);
+        self.progress.note(&format!("saved {}", dir.display()));
+        Ok(dir)
+    }
+
+    fn finish(&mut self, started: Instant, elapsed_base: f64) -> Result<Summary> {
+        let val_loss = match &self.validation {
+            Some(v) => v.loss(&self.model, &self.builder).context("validation loss")?,
+            None => None,
+        };
+        self.state.last_val_loss = val_loss.or(self.state.last_val_loss);
+        self.state.elapsed_s = elapsed_base + started.elapsed().as_secs_f64();
+        let ckpt = if self.last_saved == Some(self.state.step) {
+            // Already saved at this step: only record that the run is complete.
+            let dir = self.dir.join(checkpoint::step_dir_name(self.state.step));
+            write_atomic(
+                &dir.join(checkpoint::TRAINER_STATE),
+                serde_json::to_string_pretty(&self.state)?.as_bytes(),
+            )?;
+            dir
+        } else {
+            self.save()?
+        };
+        let lines = super::metrics::read_lines(self.metrics.path())?;
+        let all: Vec<StepMetrics> = lines.into_iter().map(|(m, _)| m).collect();
+        let title = format!("{} — loss per optimizer step", self.cfg.run.name);
+        write_atomic(
+            &self.dir.join("loss.svg"),
+            super::loss_curve::render(&all, &title).as_bytes(),
+        )?;
+        let first_loss = all.iter().find_map(|m| m.loss).or(self.first_loss);
+        let summary = Summary {
+            run_dir: self.dir.clone(),
+            checkpoint: ckpt,
+            steps: self.state.step,
+            tokens: self.state.tokens,
+            supervised_tokens: self.state.supervised_tokens,
+            first_loss,
+            final_loss: self.state.last_loss,
+            val_loss: self.state.last_val_loss,
+            skipped_steps: self.state.skipped_steps,
+            elapsed_s: self.state.elapsed_s,
+            tokens_per_s: self.state.tokens as f64 / self.state.elapsed_s.max(1e-9),
+            bad_records: all.last().map_or(0, |m| m.bad_records),
+        };
+        write_atomic(
+            &self.dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
+        Ok(summary)
+    }
+}
+
+/// Prints a summary for people.
+pub fn print_summary(s: &Summary) {
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!("run        {}", s.run_dir.display());
+    println!("checkpoint {}", s.checkpoint.display());
+    println!("steps      {}  ({} skipped)", s.steps, s.skipped_steps);
+    println!("tokens     {}  ({} supervised)", s.tokens, s.supervised_tokens);
+    println!("loss       {} -> {}", f(s.first_loss), f(s.final_loss));
+    println!("val loss   {}", f(s.val_loss));
+    println!("time       {:.1} s  ({:.0} tokens/s)", s.elapsed_s, s.tokens_per_s);
+    if s.bad_records > 0 {
+        println!("skipped {} malformed records", s.bad_records);
+    }
+    println!("loss curve {}", s.run_dir.join("loss.svg").display());
+}
+
+/// Path of the metrics file of a run directory.
+pub fn metrics_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("metrics.jsonl")
+}
