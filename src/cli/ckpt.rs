@@ -112,10 +112,17 @@ fn inspect(dir: &Path, as_json: bool) -> Result<()> {
     match state {
         Some(s) => {
             let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
-            println!(
-                "training    step {} (stage {:?}, step {} of {}), {} updates, {} skipped",
-                s.step, s.stage_name, s.stage_step, s.stage_total_steps, s.optimizer_updates, s.skipped_steps
-            );
+            if s.complete {
+                println!(
+                    "training    step {}, run complete (last stage {:?}), {} updates, {} skipped",
+                    s.step, s.stage_name, s.optimizer_updates, s.skipped_steps
+                );
+            } else {
+                println!(
+                    "training    step {} (stage {:?}, step {} of {}), {} updates, {} skipped",
+                    s.step, s.stage_name, s.stage_step, s.stage_total_steps, s.optimizer_updates, s.skipped_steps
+                );
+            }
             println!("tokens      {} ({} supervised)", s.tokens, s.supervised_tokens);
             println!(
                 "loss        {}  val {}  lr {:.3e}",

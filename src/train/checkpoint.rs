@@ -56,6 +56,9 @@ pub struct TrainerState {
     pub seed: u64,
     /// The data loader of the stage in progress, right after the last consumed batch.
     pub loader: Option<LoaderState>,
+    /// Every stage has finished.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 /// The non-tensor files written into every step directory.

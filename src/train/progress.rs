@@ -67,7 +67,7 @@ impl Progress {
                 bar.set_message(msg);
             }
             None => {
-                if m.step % self.every == 0 || stage_step == total || m.skipped || m.val_loss.is_some() {
+                if m.step.is_multiple_of(self.every) || stage_step == total || m.skipped || m.val_loss.is_some() {
                     eprintln!(
                         "step {} ({stage_step}/{total} of stage {})  {msg}  elapsed {:.0}s",
                         m.step, m.stage, m.elapsed_s

@@ -139,6 +139,7 @@ struct Run {
     progress: Progress,
     stop: StopRequest,
     last_saved: Option<u64>,
+    last_val_step: Option<u64>,
     first_loss: Option<f64>,
 }
 
@@ -230,6 +231,7 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
                 last_val_loss: None,
                 seed: cfg.run.seed,
                 loader: None,
+                complete: false,
             };
             (model, opt, state)
         }
@@ -262,6 +264,7 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
         progress: Progress::new(cfg.log.progress, cfg.log.every_steps),
         stop: StopRequest::install()?,
         last_saved: opts.resume.as_ref().map(|_| state.step),
+        last_val_step: None,
         first_loss: None,
         cfg,
         opts,
@@ -419,13 +422,15 @@ impl Run {
             st.lr = lr;
             st.last_loss = finite(loss);
             st.elapsed_s = elapsed_base + started.elapsed().as_secs_f64();
+            let step_seconds = t0.elapsed().as_secs_f64().max(1e-9);
             let stats = loader_state.stats.clone();
             let epoch = loader_state.epoch;
             st.loader = Some(loader_state);
             let val_loss = match &self.validation {
-                Some(v) if step % self.cfg.eval.as_ref().map_or(u64::MAX, |e| e.every_steps) == 0 => {
+                Some(v) if step.is_multiple_of(self.cfg.eval.as_ref().map_or(u64::MAX, |e| e.every_steps)) => {
                     let l = v.loss(&self.model, &self.builder).context("validation loss")?;
                     self.state.last_val_loss = l;
+                    self.last_val_step = Some(step);
                     l
                 }
                 _ => None,
@@ -439,7 +444,7 @@ impl Run {
                 tokens: self.state.tokens,
                 step_tokens,
                 supervised_tokens: supervised,
-                tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                tokens_per_s: step_tokens as f64 / step_seconds,
                 elapsed_s: self.state.elapsed_s,
                 epoch,
                 skipped: !ok,
@@ -465,7 +470,7 @@ impl Run {
                 );
             }
             let every = self.cfg.checkpoint.every_steps;
-            if every > 0 && step % every == 0 {
+            if every > 0 && step.is_multiple_of(every) {
                 self.save()?;
             }
             if let Some(sig) = self.stop.requested() {
@@ -504,11 +509,12 @@ impl Run {
     }
 
     fn finish(&mut self, started: Instant, elapsed_base: f64) -> Result<Summary> {
-        let val_loss = match &self.validation {
-            Some(v) => v.loss(&self.model, &self.builder).context("validation loss")?,
-            None => None,
-        };
-        self.state.last_val_loss = val_loss.or(self.state.last_val_loss);
+        if let Some(v) = &self.validation {
+            if self.last_val_step != Some(self.state.step) {
+                self.state.last_val_loss = v.loss(&self.model, &self.builder).context("validation loss")?;
+            }
+        }
+        self.state.complete = true;
         self.state.elapsed_s = elapsed_base + started.elapsed().as_secs_f64();
         let ckpt = if self.last_saved == Some(self.state.step) {
             // Already saved at this step: only record that the run is complete.

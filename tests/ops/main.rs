@@ -2,6 +2,7 @@
 //! gradient, on random inputs of several shapes (including sizes that are multiples of no
 //! block size). f32 tolerance: 1e-5 relative (max-norm).
 
+mod adamw;
 mod attention;
 mod linear_cross_entropy;
 mod rms_norm;

@@ -1,0 +1,381 @@
+//! Crash safety and exact resume of `syncoder train` on CPU: runs killed with SIGKILL at chosen
+//! points (mid-accumulation, during a checkpoint write, right after one) or at an arbitrary
+//! moment, or stopped with SIGTERM, resume from `latest`; the SIGKILLed ones produce the per-step losses
+//! and final weights of the uninterrupted run bit for bit. Also: the non-finite guards, refused
+//! resumes with a changed recipe, and `ckpt inspect`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const STEPS: u64 = 12;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tiny run: 12 steps of 2 micro-batches of 2 rows × 64 tokens, checkpoints every 3 steps.
+fn config(out: &Path) -> PathBuf {
+    let r = repo();
+    let text = format!(
+        r#"
+[run]
+name = "base"
+output_dir = "{out}"
+seed = 7
+
+[model]
+init_config = "{r}/configs/models/smoke-tiny.json"
+tokenizer = "{r}/data/sample/tokenizer"
+
+[data]
+seq_len = 64
+shuffle_buffer = 32
+pack_window = 8
+
+[optim]
+lr = 3e-3
+warmup_steps = 2
+weight_decay = 0.01
+
+[batch]
+micro_batch_rows = 2
+global_rows = 4
+
+[checkpoint]
+every_steps = 3
+keep_last = 2
+
+[log]
+progress = "lines"
+
+[[stage]]
+name = "sft"
+data = ["{r}/data/sample/syncode-sample.jsonl"]
+steps = {STEPS}
+"#,
+        out = out.display(),
+        r = r.display()
+    );
+    let path = out.join("run.toml");
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train(cfg: &Path, run: &str, extra: &[&str], fault: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncoder"));
+    cmd.args(["train", "--config"])
+        .arg(cfg)
+        .args(["--run-name", run])
+        .args(extra);
+    if let Some(f) = fault {
+        cmd.env("SYNCODER_FAULT", f);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn killed(out: &Output) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "expected SIGKILL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (step, loss, grad_norm, lr) per line of a run's metrics, exact as written.
+fn losses(run_dir: &Path) -> Vec<(u64, String, String, String)> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].to_string(),
+                v["grad_norm"].to_string(),
+                v["lr"].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn latest(run_dir: &Path) -> String {
+    std::fs::read_to_string(run_dir.join("latest"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn final_weights(run_dir: &Path) -> Vec<u8> {
+    std::fs::read(run_dir.join(latest(run_dir)).join("model.safetensors")).unwrap()
+}
+
+struct Baseline {
+    _tmp: tempfile::TempDir,
+    cfg: PathBuf,
+    losses: Vec<(u64, String, String, String)>,
+    weights: Vec<u8>,
+}
+
+/// The uninterrupted run, shared by the tests of this file.
+fn baseline() -> &'static Baseline {
+    static B: OnceLock<Baseline> = OnceLock::new();
+    B.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path());
+        ok(&train(&cfg, "base", &[], None));
+        let dir = tmp.path().join("base");
+        let losses = losses(&dir);
+        assert_eq!(losses.len() as u64, STEPS);
+        assert_eq!(latest(&dir), format!("step-{STEPS:08}"));
+        // keep_last = 2: steps 9 and 12 remain.
+        let mut steps: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("step-"))
+            .collect();
+        steps.sort();
+        assert_eq!(steps, ["step-00000009", "step-00000012"]);
+        Baseline {
+            weights: final_weights(&dir),
+            _tmp: tmp,
+            cfg,
+            losses,
+        }
+    })
+}
+
+/// Kills a run at `fault`, resumes it, and checks it ends exactly like the baseline.
+fn kill_and_resume(run: &str, fault: &str, expect_latest: &str) {
+    let b = baseline();
+    let dir = b.cfg.parent().unwrap().join(run);
+    killed(&train(&b.cfg, run, &[], Some(fault)));
+    assert_eq!(latest(&dir), expect_latest, "{fault}");
+    ok(&train(&b.cfg, run, &["--resume", "latest"], None));
+    assert_eq!(
+        losses(&dir),
+        b.losses,
+        "{fault}: per-step losses differ from the uninterrupted run"
+    );
+    assert!(final_weights(&dir) == b.weights, "{fault}: final weights differ");
+}
+
+#[test]
+fn resume_after_sigkill_mid_accumulation_is_exact() {
+    kill_and_resume("mid-accum", "kill-at-micro:8:1", "step-00000006");
+}
+
+#[test]
+fn resume_after_sigkill_right_after_a_checkpoint_is_exact() {
+    kill_and_resume("after-save", "kill-after-save:6", "step-00000006");
+}
+
+#[test]
+fn sigkill_during_a_save_leaves_the_previous_checkpoint_loadable() {
+    let b = baseline();
+    let run = "in-save";
+    let dir = b.cfg.parent().unwrap().join(run);
+    killed(&train(&b.cfg, run, &[], Some("kill-in-save:9")));
+    // The half-written step 9 exists only under its temporary name; latest still names step 6,
+    // which loads as a model and as a training checkpoint.
+    assert!(dir.join(".tmp-step-00000009").is_dir());
+    assert!(!dir.join("step-00000009").exists());
+    assert_eq!(latest(&dir), "step-00000006");
+    let step6 = dir.join("step-00000006");
+    syncoder::model::Qwen2::load(&step6, candle_core::DType::F32, &candle_core::Device::Cpu, false).unwrap();
+    let state = syncoder::train::checkpoint::read_state(&step6).unwrap();
+    assert_eq!(state.step, 6);
+    ok(&train(&b.cfg, run, &["--resume", "latest"], None));
+    assert!(
+        !dir.join(".tmp-step-00000009").exists(),
+        "the stale temporary directory is cleaned up"
+    );
+    assert_eq!(losses(&dir), b.losses);
+    assert!(final_weights(&dir) == b.weights);
+}
+
+#[test]
+fn resume_after_sigkill_at_an_arbitrary_moment_is_exact() {
+    let b = baseline();
+    let run = "anytime";
+    let dir = b.cfg.parent().unwrap().join(run);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["train", "--config"])
+        .arg(&b.cfg)
+        .args(["--run-name", run])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once the run is past its first checkpoint, wherever it is then.
+    let t0 = Instant::now();
+    while !dir.join("latest").exists() && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(37));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    ok(&train(&b.cfg, run, &["--resume", "latest"], None));
+    assert_eq!(losses(&dir), b.losses, "killed with {status:?}");
+    assert!(final_weights(&dir) == b.weights);
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
+    let b = baseline();
+    let run = "sigterm";
+    let dir = b.cfg.parent().unwrap().join(run);
+    // A longer run, so the signal surely arrives mid-run.
+    let long = ["--set", "stage.0.steps=300"];
+    let child = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["train", "--config"])
+        .arg(&b.cfg)
+        .args(["--run-name", run])
+        .args(long)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let metrics = dir.join("metrics.jsonl");
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 4
+        && t0.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run finished before SIGTERM arrived: {err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    assert!(err.contains("--resume latest"), "{err}");
+    let saved = latest(&dir);
+    let state = syncoder::train::checkpoint::read_state(&dir.join(&saved)).unwrap();
+    assert!(state.step < 300 && !state.complete);
+    assert_eq!(
+        losses(&dir).len() as u64,
+        state.step,
+        "the checkpoint is the last finished step"
+    );
+    let mut args = vec!["--resume", "latest"];
+    args.extend(long);
+    ok(&train(&b.cfg, run, &args, None));
+    let steps: Vec<u64> = losses(&dir).iter().map(|l| l.0).collect();
+    assert_eq!(steps, (1..=300).collect::<Vec<u64>>());
+}
+
+#[test]
+fn resuming_with_a_changed_recipe_is_refused_unless_forced() {
+    let b = baseline();
+    let run = "changed";
+    let dir = b.cfg.parent().unwrap().join(run);
+    killed(&train(&b.cfg, run, &[], Some("kill-after-save:3")));
+    let out = train(&b.cfg, run, &["--resume", "latest", "--set", "optim.lr=1e-3"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("optim.lr") && err.contains("--force"), "{err}");
+    // Keys that do not change the numbers may change.
+    let out = train(
+        &b.cfg,
+        run,
+        &["--resume", "latest", "--set", "checkpoint.every_steps=4"],
+        Some("kill-after-save:4"),
+    );
+    killed(&out);
+    ok(&train(
+        &b.cfg,
+        run,
+        &["--resume", "latest", "--set", "optim.lr=1e-3", "--force"],
+        None,
+    ));
+    assert_eq!(losses(&dir).len() as u64, STEPS);
+    // A fresh start over existing checkpoints is refused too.
+    let out = train(&b.cfg, run, &[], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume latest"));
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_stop_the_run() {
+    let b = baseline();
+    // One poisoned step: skipped and counted, the run goes on.
+    let dir = b.cfg.parent().unwrap().join("one-nan");
+    ok(&train(&b.cfg, "one-nan", &[], Some("nan-loss:5")));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, STEPS);
+    assert_eq!(lines[4]["skipped"], true);
+    assert!(lines[4]["loss"].is_null());
+    assert_eq!(lines.iter().filter(|l| l["skipped"] == true).count(), 1);
+    assert_eq!(b.losses[..4], losses(&dir)[..4]);
+    let state = syncoder::train::checkpoint::read_state(&dir.join(latest(&dir))).unwrap();
+    assert_eq!((state.skipped_steps, state.optimizer_updates), (1, STEPS - 1));
+
+    // Five in a row (the default limit): the run stops with the last good state saved.
+    let dir = b.cfg.parent().unwrap().join("five-nan");
+    let out = train(
+        &b.cfg,
+        "five-nan",
+        &[],
+        Some("nan-loss:4,nan-loss:5,nan-loss:6,nan-loss:7,nan-loss:8"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("5 steps in a row had a non-finite loss"), "{err}");
+    let saved = dir.join(latest(&dir));
+    let state = syncoder::train::checkpoint::read_state(&saved).unwrap();
+    assert_eq!((state.step, state.optimizer_updates, state.skipped_steps), (8, 3, 5));
+    // The saved weights are those after step 3 (the last good update).
+    let step3 = b.cfg.parent().unwrap().join("after-3");
+    killed(&train(&b.cfg, "after-3", &[], Some("kill-after-save:3")));
+    assert!(
+        std::fs::read(saved.join("model.safetensors")).unwrap()
+            == std::fs::read(step3.join("step-00000003/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn ckpt_inspect_describes_a_checkpoint() {
+    let b = baseline();
+    let run_dir = b.cfg.parent().unwrap().join("base");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["ckpt", "inspect"])
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("step 12, run complete"), "{text}");
+    assert!(text.contains("451712 parameters"), "{text}");
+    assert!(text.contains("AdamW state, 52 tensors"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["ckpt", "inspect", "--json"])
+        .arg(run_dir.join("step-00000009"))
+        .output()
+        .unwrap();
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trainer_state"]["step"], 9);
+    assert_eq!(v["trainer_state"]["complete"], false);
+    assert!(v["trainer_state"]["loader"]["stats"]["records"].as_u64().unwrap() > 0);
+}
