@@ -302,7 +302,7 @@ impl RunConfig {
         }
         let cfg: RunConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            anyhow!("key `{path}`: {}", e.into_inner())
+            anyhow!("key `{path}`: {}", e.into_inner().message())
         })?;
         cfg.validate()?;
         Ok(cfg)
