@@ -76,6 +76,19 @@ fn train(cfg: &Path, run: &str, extra: &[&str], fault: Option<&str>) -> Output {
     cmd.output().unwrap()
 }
 
+/// A run in the background (stdout discarded).
+fn spawn(cfg: &Path, run: &str, extra: &[&str], stderr: Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["train", "--config"])
+        .arg(cfg)
+        .args(["--run-name", run])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -213,14 +226,7 @@ fn resume_after_sigkill_at_an_arbitrary_moment_is_exact() {
     let b = baseline();
     let run = "anytime";
     let dir = b.cfg.parent().unwrap().join(run);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncoder"))
-        .args(["train", "--config"])
-        .arg(&b.cfg)
-        .args(["--run-name", run])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&b.cfg, run, &[], Stdio::null());
     // Kill once the run is past its first checkpoint, wherever it is then.
     let t0 = Instant::now();
     while !dir.join("latest").exists() && t0.elapsed() < Duration::from_secs(120) {
@@ -241,15 +247,7 @@ fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
     let dir = b.cfg.parent().unwrap().join(run);
     // A longer run, so the signal surely arrives mid-run.
     let long = ["--set", "stage.0.steps=300"];
-    let child = Command::new(env!("CARGO_BIN_EXE_syncoder"))
-        .args(["train", "--config"])
-        .arg(&b.cfg)
-        .args(["--run-name", run])
-        .args(long)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&b.cfg, run, &long, Stdio::piped());
     let t0 = Instant::now();
     let metrics = dir.join("metrics.jsonl");
     while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 4
