@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub log: LogSection,
     #[serde(default)]
     pub guards: GuardSection,
+    /// CodeArena evaluation of checkpoints during the run.
+    #[serde(default)]
+    pub arena: Option<ArenaSection>,
     /// `[[stage]]` entries, run in order.
     #[serde(rename = "stage")]
     pub stages: Vec<StageSection>,
@@ -227,6 +230,64 @@ pub enum ProgressStyle {
     Lines,
 }
 
+/// `[arena]`: CodeArena evaluation of checkpoints (answers, an LLM judge, a report per step).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArenaSection {
+    /// CodeArena-format JSONL or `hf://datasets/CSJianYang/CodeArena`.
+    pub questions: String,
+    /// Task type → main category map (CodeArena's `tasktype_to_levels.json`).
+    #[serde(default)]
+    pub categories: Option<PathBuf>,
+    /// Base URL of an OpenAI-compatible API.
+    pub judge_url: String,
+    pub judge_model: String,
+    #[serde(default = "default_key_env")]
+    pub judge_key_env: String,
+    #[serde(default)]
+    pub judge_prompt: Option<PathBuf>,
+    /// `base` (the run's starting model) and/or `baseline:NAME` (stored answers).
+    #[serde(default = "default_opponents")]
+    pub opponents: Vec<String>,
+    /// Evaluate every this many checkpoints (0: only at the end).
+    #[serde(default)]
+    pub every_checkpoints: u64,
+    #[serde(default = "yes")]
+    pub at_end: bool,
+    #[serde(default = "default_answer_tokens")]
+    pub max_new_tokens: usize,
+    #[serde(default = "default_eight")]
+    pub batch_size: usize,
+    #[serde(default = "default_eight")]
+    pub concurrency: usize,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+fn default_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_opponents() -> Vec<String> {
+    vec!["baseline:gpt-4-turbo-2024-04-09".into()]
+}
+fn yes() -> bool {
+    true
+}
+fn default_answer_tokens() -> usize {
+    1024
+}
+fn default_eight() -> usize {
+    8
+}
+fn default_timeout() -> u64 {
+    300
+}
+fn default_retries() -> u32 {
+    6
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -387,6 +448,19 @@ impl RunConfig {
                 bail!("key `eval.every_steps`: must be at least 1");
             }
         }
+        if let Some(a) = &self.arena {
+            if a.opponents.is_empty() {
+                bail!("key `arena.opponents`: give at least one of \"base\", \"baseline:NAME\"");
+            }
+            for o in &a.opponents {
+                if o != "base" && o.strip_prefix("baseline:").is_none_or(|b| b.is_empty()) {
+                    bail!("key `arena.opponents`: {o:?} is not \"base\" or \"baseline:NAME\"");
+                }
+            }
+            if !a.at_end && a.every_checkpoints == 0 {
+                bail!("key `arena.every_checkpoints`: with arena.at_end = false, give how often to evaluate");
+            }
+        }
         if self.log.every_steps == 0 {
             bail!("key `log.every_steps`: must be at least 1");
         }
@@ -478,7 +552,7 @@ impl RunConfig {
     pub fn math(&self) -> Json {
         let mut v = serde_json::to_value(self).expect("the config serialises");
         let obj = v.as_object_mut().expect("the config is a table");
-        for key in ["checkpoint", "eval", "log", "guards"] {
+        for key in ["checkpoint", "eval", "log", "guards", "arena"] {
             obj.remove(key);
         }
         if let Some(run) = obj.get_mut("run").and_then(|r| r.as_object_mut()) {

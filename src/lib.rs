@@ -4,9 +4,11 @@
 //! own backward), `data` the path from shards to packed batches, `config` the run config,
 //! `train` the trainer, `cli` the command-line front end that `src/main.rs` calls.
 
+pub mod arena;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod infer;
 pub mod model;
 pub mod ops;
 pub mod testing;

@@ -314,3 +314,32 @@ fn unbuilt_devices_and_cpu_bf16_are_refused_plainly() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
 }
+
+#[test]
+fn a_run_that_cannot_fit_in_memory_stops_before_loading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stages = format!(
+        "[[stage]]\nname = \"s\"\ndata = [\"{}\"]\nsteps = 3\n",
+        sample().display()
+    );
+    let cfg = config(tmp.path(), &tiny_model(), "", &stages);
+    let out = train(
+        &cfg,
+        &[
+            "--set",
+            "batch.micro_batch_rows=65536",
+            "--set",
+            "batch.global_rows=65536",
+            "--set",
+            "data.seq_len=65536",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("out of memory ahead") && err.contains("batch.micro_batch_rows"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("run/metrics.jsonl").exists());
+}

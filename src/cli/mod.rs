@@ -1,10 +1,14 @@
 //! The `syncoder` command line: argument definitions (clap derive) and dispatch. Each
 //! subcommand lives in its own file and only parses options before calling the library.
 
+mod arena;
 mod ckpt;
+mod compare;
 mod data;
+mod generate;
 mod init;
 mod loss;
+mod serve;
 mod train;
 
 use anyhow::Result;
@@ -32,6 +36,15 @@ pub enum Command {
     Loss(loss::LossArgs),
     /// Fine-tune a model from a TOML run config (or resume a run).
     Train(train::TrainArgs),
+    /// Generate a reply with a model (greedy or sampled; chat template unless --raw).
+    Generate(generate::GenerateArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (127.0.0.1 by default).
+    Serve(serve::ServeArgs),
+    /// CodeArena evaluation: answer, judge, report.
+    #[command(subcommand)]
+    Arena(arena::ArenaCommand),
+    /// Did the fine-tune beat its base? Answers with both, judges tuned vs base, reports.
+    Compare(compare::CompareArgs),
     /// Commands over checkpoints.
     #[command(subcommand)]
     Ckpt(ckpt::CkptCommand),
@@ -45,5 +58,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Loss(args) => loss::run(args),
         Command::Train(args) => train::run_cmd(args),
         Command::Ckpt(cmd) => ckpt::run(cmd),
+        Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Arena(cmd) => arena::run(cmd),
+        Command::Compare(args) => compare::run(args),
     }
 }

@@ -4,9 +4,11 @@
 pub mod batch;
 pub mod config;
 pub mod init;
+pub mod kv_cache;
 pub mod qwen2;
 pub mod weights;
 
 pub use batch::PackedBatch;
 pub use config::Qwen2Config;
+pub use kv_cache::KvCache;
 pub use qwen2::Qwen2;

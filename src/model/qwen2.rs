@@ -7,6 +7,7 @@
 
 use super::batch::PackedBatch;
 use super::config::Qwen2Config;
+use super::kv_cache::KvCache;
 use super::weights::{save_weights, WeightFiles, DEFAULT_MAX_SHARD_BYTES};
 use crate::ops::{
     linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput, RopeTable,
@@ -307,6 +308,78 @@ impl Qwen2 {
             x = (x + linear(&m, &layer.down_w)?)?;
         }
         Ok(rms_norm(&x, &self.norm, eps)?)
+    }
+
+    /// One generation step over several sequences: `inputs[s]` are the new tokens of sequence
+    /// `s` (its whole prompt at prefill, one token when decoding), placed after the
+    /// `caches[s].len()` tokens its cache holds. Appends their keys and values to the caches and
+    /// returns the logits `[sequences, vocab]` of each sequence's last new token. The attention
+    /// runs on host f32 rows (`ops::cached_attention`).
+    pub fn forward_cached(&self, inputs: &[&[u32]], caches: &mut [KvCache]) -> Result<Tensor> {
+        let cfg = &self.config;
+        if inputs.len() != caches.len() || inputs.iter().any(|t| t.is_empty()) {
+            bail!("forward_cached: one non-empty token list per cache is needed");
+        }
+        let (hq, hkv, d) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
+        let ids: Vec<u32> = inputs.iter().flat_map(|t| t.iter().copied()).collect();
+        let positions: Vec<u32> = inputs
+            .iter()
+            .zip(caches.iter())
+            .flat_map(|(t, c)| (c.len()..c.len() + t.len()).map(|p| p as u32))
+            .collect();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            bail!("token id {bad} is outside the vocabulary ({})", cfg.vocab_size);
+        }
+        let n = ids.len();
+        let dev = self.device().clone();
+        let table = RopeTable::new(&positions, d, cfg.rope_theta(), &dev)?;
+        let eps = cfg.rms_norm_eps;
+        let scale = (1.0 / (d as f64).sqrt()) as f32;
+        let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.t()?);
+        let host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };
+        let mut x = self.embed.index_select(&Tensor::from_vec(ids, n, &dev)?, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.input_norm, eps)?;
+            let q = linear(&h, &layer.q_w)?.broadcast_add(&layer.q_b)?.reshape((n, hq, d))?;
+            let k = linear(&h, &layer.k_w)?
+                .broadcast_add(&layer.k_b)?
+                .reshape((n, hkv, d))?;
+            let v = linear(&h, &layer.v_w)?.broadcast_add(&layer.v_b)?;
+            let (q, k, v) = (host(&rope(&q, &table)?)?, host(&rope(&k, &table)?)?, host(&v)?);
+            let mut out = vec![0f32; n * hq * d];
+            let mut row = 0;
+            for (tokens, cache) in inputs.iter().zip(caches.iter_mut()) {
+                let m = tokens.len();
+                let kv_rows = row * hkv * d..(row + m) * hkv * d;
+                cache.append(l, &k[kv_rows.clone()], &v[kv_rows]);
+                let (ck, cv) = cache.layer(l);
+                let shape = crate::ops::cached_attention::CachedAttentionShape {
+                    heads: hq,
+                    kv_heads: hkv,
+                    head_dim: d,
+                    start: cache.len(),
+                    scale,
+                };
+                let q_rows = row * hq * d..(row + m) * hq * d;
+                crate::ops::cached_attention::cached_attention_cpu(&q[q_rows.clone()], ck, cv, shape, &mut out[q_rows]);
+                row += m;
+            }
+            let a = Tensor::from_vec(out, (n, hq * d), &dev)?.to_dtype(x.dtype())?;
+            x = (x + linear(&a, &layer.o_w)?)?;
+            let h = rms_norm(&x, &layer.post_norm, eps)?;
+            let m = swiglu(&linear(&h, &layer.gate_w)?, &linear(&h, &layer.up_w)?)?;
+            x = (x + linear(&m, &layer.down_w)?)?;
+        }
+        let mut last = Vec::with_capacity(inputs.len());
+        let mut row = 0u32;
+        for (tokens, cache) in inputs.iter().zip(caches.iter_mut()) {
+            row += tokens.len() as u32;
+            last.push(row - 1);
+            cache.commit(tokens.len());
+        }
+        let last = x.index_select(&Tensor::new(last.as_slice(), &dev)?, 0)?;
+        let h = rms_norm(&last, &self.norm, eps)?;
+        Ok(h.matmul(&self.lm_head_weight().t()?)?)
     }
 
     /// Full logits `[tokens, vocab]` (for inference and tests; training uses `loss`).

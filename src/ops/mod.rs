@@ -10,6 +10,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod cached_attention;
 pub mod gemm;
 pub mod grad_norm;
 pub mod linear_cross_entropy;

@@ -55,10 +55,10 @@ impl MetricsLog {
     /// Opens `run_dir/metrics.jsonl`, keeping only the lines of steps `<= keep_through`.
     pub fn open(run_dir: &Path, keep_through: u64) -> Result<Self> {
         let path = run_dir.join("metrics.jsonl");
-        let kept: Vec<String> = read_lines(&path)?
+        let kept: Vec<String> = read_all(&path)?
             .into_iter()
-            .filter(|(m, _)| m.step <= keep_through)
-            .map(|(_, l)| l)
+            .filter(|l| l.step <= keep_through)
+            .map(|l| l.text)
             .collect();
         let mut text = kept.join("\n");
         if !text.is_empty() {
@@ -72,7 +72,8 @@ impl MetricsLog {
         Ok(Self { path, file })
     }
 
-    pub fn append(&mut self, m: &StepMetrics) -> Result<()> {
+    /// Appends a step's line (or another record with a `step`, e.g. a CodeArena result).
+    pub fn append<T: Serialize>(&mut self, m: &T) -> Result<()> {
         let line = serde_json::to_string(m)?;
         writeln!(self.file, "{line}").with_context(|| format!("writing {}", self.path.display()))?;
         self.file.flush()?;
@@ -84,9 +85,17 @@ impl MetricsLog {
     }
 }
 
-/// The parsed lines of a metrics file (none when it does not exist); a torn last line (a crash
+/// One line of a metrics file: its step, the step metrics when it is a step's line (other
+/// lines, such as CodeArena results, carry only a `step`), and its text.
+pub struct MetricsLine {
+    pub step: u64,
+    pub metrics: Option<StepMetrics>,
+    pub text: String,
+}
+
+/// Every line of a metrics file (none when it does not exist); a torn last line (a crash
 /// mid-write) is ignored, any other bad line is an error.
-pub fn read_lines(path: &Path) -> Result<Vec<(StepMetrics, String)>> {
+pub fn read_all(path: &Path) -> Result<Vec<MetricsLine>> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -102,13 +111,31 @@ pub fn read_lines(path: &Path) -> Result<Vec<(StepMetrics, String)>> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<StepMetrics>(&line) {
-            Ok(m) => out.push((m, line)),
+        let value: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
             Err(_) if i + 1 == n => break,
             Err(e) => anyhow::bail!("{}:{}: {e}", path.display(), i + 1),
-        }
+        };
+        let Some(step) = value.get("step").and_then(|s| s.as_u64()) else {
+            anyhow::bail!("{}:{}: a line without `step`", path.display(), i + 1);
+        };
+        let metrics = if value.get("loss").is_some() {
+            Some(serde_json::from_value(value).with_context(|| format!("{}:{}", path.display(), i + 1))?)
+        } else {
+            None
+        };
+        out.push(MetricsLine {
+            step,
+            metrics,
+            text: line,
+        });
     }
     Ok(out)
+}
+
+/// The step lines of a metrics file.
+pub fn read_steps(path: &Path) -> Result<Vec<StepMetrics>> {
+    Ok(read_all(path)?.into_iter().filter_map(|l| l.metrics).collect())
 }
 
 /// Peak resident set size of this process in MiB.

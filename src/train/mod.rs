@@ -1,10 +1,12 @@
 //! Supervised fine-tuning: the training loop, AdamW, LR schedules, gradient accumulation,
 //! checkpoints with exact resume, metrics and the loss curve.
 
+pub mod arena_eval;
 pub mod checkpoint;
 pub mod eval;
 pub mod fault;
 pub mod loss_curve;
+pub mod memory;
 pub mod metrics;
 pub mod model_source;
 pub mod optimizer;

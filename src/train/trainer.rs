@@ -140,6 +140,9 @@ struct Run {
     stop: StopRequest,
     last_saved: Option<u64>,
     last_val_step: Option<u64>,
+    arena: Option<super::arena_eval::ArenaEval>,
+    checkpoints_saved: u64,
+    arena_done_step: Option<u64>,
     first_loss: Option<f64>,
 }
 
@@ -166,6 +169,15 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
         cfg.data.overflow,
     )?);
 
+    if device.is_cpu() {
+        let config_path = match (&dirs.model, &cfg.model.init_config) {
+            (Some(d), _) => d.join("config.json"),
+            (None, Some(p)) => p.clone(),
+            (None, None) => bail!("key `model`: no model source"),
+        };
+        let model_cfg = crate::model::Qwen2Config::from_file(&config_path)?;
+        check_host_memory(&cfg, &model_cfg)?;
+    }
     let (model, opt, state) = match &opts.resume {
         Some(spec) => {
             let ckpt = checkpoint::resolve(spec, &dir)?;
@@ -197,6 +209,9 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
             opt.load_state(checkpoint::read_optimizer(&ckpt, &device)?, state.optimizer_updates)
                 .with_context(|| format!("{}: optimizer state", ckpt.display()))?;
             eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
+            let mut state = state;
+            // The resumed process gets a fresh allowance of non-finite steps.
+            state.consecutive_nonfinite = 0;
             (model, opt, state)
         }
         None => {
@@ -259,12 +274,19 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
         }),
         None => None,
     };
+    let arena = match &cfg.arena {
+        Some(a) => Some(super::arena_eval::ArenaEval::new(a.clone(), &dir, dirs.model.clone())?),
+        None => None,
+    };
     let metrics = MetricsLog::open(&dir, state.step)?;
     let mut run = Run {
         progress: Progress::new(cfg.log.progress, cfg.log.every_steps),
         stop: StopRequest::install()?,
         last_saved: opts.resume.as_ref().map(|_| state.step),
         last_val_step: None,
+        arena,
+        checkpoints_saved: 0,
+        arena_done_step: None,
         first_loss: None,
         cfg,
         opts,
@@ -279,6 +301,31 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
         validation,
     };
     run.train()
+}
+
+/// Refuses a CPU run whose estimated memory exceeds what the machine has available.
+fn check_host_memory(cfg: &RunConfig, model: &crate::model::Qwen2Config) -> Result<()> {
+    let tokens = (cfg.batch.micro_batch_rows * cfg.data.seq_len) as u64;
+    let chunk = cfg.model.loss_chunk_tokens.unwrap_or_else(|| {
+        crate::ops::linear_cross_entropy::default_chunk_tokens(tokens as usize, model.vocab_size, model.hidden_size)
+    }) as u64;
+    let need = super::memory::estimate(model, 4, tokens, chunk);
+    let Some(avail) = super::memory::available() else {
+        return Ok(());
+    };
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if need.total() > avail {
+        bail!(
+            "out of memory ahead: this run needs about {:.1} GiB ({:.1} GiB of weights, gradients and AdamW state,              {:.1} GiB of activations for batch.micro_batch_rows = {} × data.seq_len = {} tokens) but {:.1} GiB are              available; lower batch.micro_batch_rows (the global batch stays the same through more accumulation)              or data.seq_len, or use a smaller model",
+            gib(need.total()),
+            gib(need.state),
+            gib(need.activations),
+            cfg.batch.micro_batch_rows,
+            cfg.data.seq_len,
+            gib(avail)
+        );
+    }
+    Ok(())
 }
 
 /// The loader settings of stage `stage`.
@@ -471,7 +518,11 @@ impl Run {
             }
             let every = self.cfg.checkpoint.every_steps;
             if every > 0 && step.is_multiple_of(every) {
-                self.save()?;
+                let dir = self.save()?;
+                self.checkpoints_saved += 1;
+                if self.arena.as_ref().is_some_and(|a| a.due(self.checkpoints_saved)) {
+                    self.run_arena(Some((step, dir)));
+                }
             }
             if let Some(sig) = self.stop.requested() {
                 let dir = if self.last_saved == Some(step) {
@@ -508,6 +559,49 @@ impl Run {
         Ok(dir)
     }
 
+    /// CodeArena evaluation of `target` (and of earlier steps whose evaluation failed); a
+    /// failure is reported and the step kept for the next try, never an error of the run.
+    fn run_arena(&mut self, target: Option<(u64, PathBuf)>) {
+        let Some(arena) = self.arena.as_mut() else { return };
+        let mut todo = std::mem::take(&mut arena.pending);
+        todo.extend(target);
+        for (step, dir) in todo {
+            if !dir.is_dir() {
+                self.progress.note(&format!(
+                    "CodeArena: step {step} is no longer on disk (checkpoint.keep_last); not evaluated"
+                ));
+                continue;
+            }
+            self.progress.note(&format!("CodeArena: evaluating step {step}"));
+            match arena.evaluate(step, &dir) {
+                Ok(lines) => {
+                    for l in &lines {
+                        self.progress.note(&format!(
+                            "CodeArena step {step} vs {}: win {:.1}%  tie {:.1}%  score {:.3} [{:.3}, {:.3}]",
+                            l.opponent,
+                            100.0 * l.codearena_win_rate,
+                            100.0 * l.codearena_tie_rate,
+                            l.codearena_score,
+                            l.codearena_score_ci[0],
+                            l.codearena_score_ci[1]
+                        ));
+                        if let Err(e) = self.metrics.append(l) {
+                            self.progress
+                                .note(&format!("CodeArena: could not write metrics: {e:#}"));
+                        }
+                    }
+                    self.arena_done_step = Some(step);
+                }
+                Err(e) => {
+                    self.progress.note(&format!(
+                        "CodeArena: evaluating step {step} failed ({e:#}); training goes on, it is tried again later"
+                    ));
+                    arena.pending.push((step, dir));
+                }
+            }
+        }
+    }
+
     fn finish(&mut self, started: Instant, elapsed_base: f64) -> Result<Summary> {
         if let Some(v) = &self.validation {
             if self.last_val_step != Some(self.state.step) {
@@ -527,8 +621,19 @@ impl Run {
         } else {
             self.save()?
         };
-        let lines = super::metrics::read_lines(self.metrics.path())?;
-        let all: Vec<StepMetrics> = lines.into_iter().map(|(m, _)| m).collect();
+        if let Some(a) = &self.arena {
+            let target =
+                (a.at_end() && self.arena_done_step != Some(self.state.step)).then(|| (self.state.step, ckpt.clone()));
+            if target.is_some() || !a.pending.is_empty() {
+                self.run_arena(target);
+            }
+            if let Some(a) = &self.arena {
+                for (step, _) in &a.pending {
+                    eprintln!("warning: CodeArena evaluation of step {step} did not succeed; see the messages above");
+                }
+            }
+        }
+        let all: Vec<StepMetrics> = super::metrics::read_steps(self.metrics.path())?;
         let title = format!("{} — loss per optimizer step", self.cfg.run.name);
         write_atomic(
             &self.dir.join("loss.svg"),

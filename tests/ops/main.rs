@@ -4,6 +4,7 @@
 
 mod adamw;
 mod attention;
+mod cached_attention;
 mod linear_cross_entropy;
 mod rms_norm;
 mod rope;

@@ -1,0 +1,676 @@
+//! Blocking client for an OpenAI-compatible `POST {base_url}/chat/completions` endpoint, used as
+//! the LLM judge: API key from an environment variable (or none, for local servers), retries with
+//! exponential backoff and full jitter on 429 / 5xx / transport failures, `Retry-After` honoured,
+//! and error messages that never contain the key.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The longest `Retry-After` the client is willing to wait for one retry.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// How many characters of a reply body an error message quotes.
+const EXCERPT_CHARS: usize = 300;
+
+/// Settings of a [`JudgeClient`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct JudgeConfig {
+    /// Base URL of the API, e.g. `http://127.0.0.1:8000/v1` or `https://api.openai.com/v1`
+    /// (a trailing slash is accepted); requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Model name sent in every request.
+    pub model: String,
+    /// Name of the environment variable holding the API key (read once, when the client is
+    /// built); unset or empty means no `Authorization` header.
+    pub key_env: String,
+    /// Limit for one whole request (connect, send, wait, read the reply).
+    pub timeout: Duration,
+    /// Retries after the first attempt, for retryable failures only.
+    pub max_retries: u32,
+    /// Backoff of the first retry; retry `n` (0-based) sleeps uniformly in
+    /// `[0, min(backoff_cap, backoff_base * 2^n)]` unless the server sent `Retry-After`.
+    pub backoff_base: Duration,
+    /// Upper bound of the backoff window.
+    pub backoff_cap: Duration,
+    /// Sampling temperature sent to the judge.
+    pub temperature: f64,
+    /// `max_tokens` sent to the judge.
+    pub max_tokens: u32,
+}
+
+impl JudgeConfig {
+    /// A configuration with the defaults: key from `OPENAI_API_KEY`, 300 s timeout, 6 retries,
+    /// backoff 1 s doubling up to 60 s, temperature 0, 4096 max tokens.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        JudgeConfig {
+            base_url: base_url.into(),
+            model: model.into(),
+            key_env: "OPENAI_API_KEY".to_string(),
+            timeout: Duration::from_secs(300),
+            max_retries: 6,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+            temperature: 0.0,
+            max_tokens: 4096,
+        }
+    }
+}
+
+/// One message of a chat conversation (`role` is `system`, `user` or `assistant`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A `system` message.
+    pub fn system(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: "system".to_string(),
+            content: content.into(),
+        }
+    }
+
+    /// A `user` message.
+    pub fn user(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: "user".to_string(),
+            content: content.into(),
+        }
+    }
+
+    /// An `assistant` message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: "assistant".to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The judge's reply to one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// `choices[0].message.content`.
+    pub text: String,
+    /// The reply's `usage` object as sent by the server, if any.
+    pub usage: Option<Value>,
+}
+
+/// A blocking chat-completions client; cheap to share between threads (`&JudgeClient` is `Sync`).
+pub struct JudgeClient {
+    cfg: JudgeConfig,
+    url: String,
+    http: Client,
+    /// `Bearer KEY`, marked sensitive; `None` for keyless servers.
+    auth: Option<HeaderValue>,
+    /// The key itself, only to redact it from error messages.
+    key: Option<String>,
+}
+
+impl fmt::Debug for JudgeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JudgeClient")
+            .field("url", &self.url)
+            .field("model", &self.cfg.model)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    temperature: f64,
+    max_tokens: u32,
+    stream: bool,
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    /// Worth another try; `retry_after` is the server's wish, if it said one.
+    Retry {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help.
+    Fatal(String),
+}
+
+impl JudgeClient {
+    /// Builds a client, reading the API key from the environment variable `cfg.key_env`
+    /// (surrounding whitespace is ignored; unset or empty means keyless).
+    pub fn new(cfg: JudgeConfig) -> anyhow::Result<Self> {
+        let key = if cfg.key_env.is_empty() {
+            None
+        } else {
+            std::env::var(&cfg.key_env).ok()
+        };
+        Self::with_api_key(cfg, key)
+    }
+
+    /// Builds a client with an explicit key instead of reading `cfg.key_env` (`None` or an empty
+    /// string means keyless).
+    pub fn with_api_key(cfg: JudgeConfig, key: Option<String>) -> anyhow::Result<Self> {
+        let key = key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+        let base = cfg.base_url.trim().trim_end_matches('/');
+        let url = format!("{base}/chat/completions");
+        let parsed = reqwest::Url::parse(&url).with_context(|| format!("invalid judge base URL {:?}", cfg.base_url))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("judge base URL {:?} must start with http:// or https://", cfg.base_url);
+        }
+        if cfg.model.trim().is_empty() {
+            bail!("judge model name is empty (base URL {})", cfg.base_url);
+        }
+        let auth = match &key {
+            None => None,
+            Some(k) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+                    anyhow!(
+                        "the API key in ${} contains characters not allowed in an HTTP header",
+                        cfg.key_env
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let http = Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| anyhow!("cannot build the HTTP client for {url}: {}", render_reqwest_error(e)))?;
+        Ok(JudgeClient {
+            cfg,
+            url,
+            http,
+            auth,
+            key,
+        })
+    }
+
+    /// The full endpoint URL, `{base_url}/chat/completions`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &JudgeConfig {
+        &self.cfg
+    }
+
+    /// Whether an API key was found (an `Authorization` header is sent).
+    pub fn has_key(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Sends `messages` and returns `choices[0].message.content` and `usage`, retrying 429, 5xx,
+    /// timeouts, connection failures and replies that are not JSON up to `max_retries` times.
+    /// Other HTTP errors fail at once. Error messages name the URL, model and attempt, and the
+    /// API key is replaced by `***` in them.
+    pub fn complete(&self, messages: &[ChatMessage]) -> anyhow::Result<Completion> {
+        let request = ChatRequest {
+            model: &self.cfg.model,
+            messages,
+            temperature: self.cfg.temperature,
+            max_tokens: self.cfg.max_tokens,
+            stream: false,
+        };
+        let attempts = self.cfg.max_retries.saturating_add(1);
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            match self.attempt(&request) {
+                Ok(completion) => return Ok(completion),
+                Err(AttemptError::Fatal(message)) => {
+                    return Err(anyhow!(self.redact(&format!(
+                        "judge request to {} (model {}) failed on attempt {} of {}: {}",
+                        self.url,
+                        self.cfg.model,
+                        attempt + 1,
+                        attempts,
+                        message
+                    ))));
+                }
+                Err(AttemptError::Retry { message, retry_after }) => {
+                    last = message;
+                    if attempt + 1 < attempts {
+                        std::thread::sleep(self.delay(attempt, retry_after));
+                    }
+                }
+            }
+        }
+        Err(anyhow!(self.redact(&format!(
+            "judge request to {} (model {}) failed after {} attempt(s); last error: {}",
+            self.url, self.cfg.model, attempts, last
+        ))))
+    }
+
+    /// The sleep before retry number `attempt` (0-based).
+    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(wait) => wait.min(MAX_RETRY_AFTER),
+            None => {
+                let window = self
+                    .cfg
+                    .backoff_base
+                    .saturating_mul(2u32.saturating_pow(attempt))
+                    .min(self.cfg.backoff_cap);
+                window.mul_f64(rand::random::<f64>())
+            }
+        }
+    }
+
+    fn attempt(&self, request: &ChatRequest<'_>) -> Result<Completion, AttemptError> {
+        let mut builder = self.http.post(&self.url).json(request);
+        if let Some(auth) = &self.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let response = builder.send().map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = parse_retry_after(response.headers(), SystemTime::now());
+            let body = self.excerpt(&read_body_lossy(response));
+            let message = format!("HTTP {status}: {body}");
+            return if status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error() {
+                Err(AttemptError::Retry { message, retry_after })
+            } else {
+                Err(AttemptError::Fatal(message))
+            };
+        }
+        let body = response.text().map_err(|e| self.transport_error(e))?;
+        let json: Value = serde_json::from_str(&body).map_err(|e| AttemptError::Retry {
+            message: format!("reply is not valid JSON ({e}): {}", self.excerpt(&body)),
+            retry_after: None,
+        })?;
+        let text = extract_content(&json)
+            .map_err(|problem| AttemptError::Fatal(format!("unusable reply: {problem}: {}", self.excerpt(&body))))?;
+        let usage = json.get("usage").filter(|u| !u.is_null()).cloned();
+        Ok(Completion { text, usage })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> AttemptError {
+        let fatal = e.is_builder() || e.is_redirect();
+        let message = render_reqwest_error(e);
+        if fatal {
+            AttemptError::Fatal(message)
+        } else {
+            AttemptError::Retry {
+                message,
+                retry_after: None,
+            }
+        }
+    }
+
+    /// A short single-line quote of a reply body, with the key redacted before it is cut (so no
+    /// prefix of the key can survive the cut).
+    fn excerpt(&self, body: &str) -> String {
+        let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat = self.redact(&flat);
+        if flat.is_empty() {
+            return "(empty body)".to_string();
+        }
+        match flat.char_indices().nth(EXCERPT_CHARS) {
+            Some((cut, _)) => format!("{}…", &flat[..cut]),
+            None => flat,
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match &self.key {
+            Some(key) => text.replace(key.as_str(), "***"),
+            None => text.to_string(),
+        }
+    }
+}
+
+/// Renders a reqwest error without its URL or any request detail: what failed and its causes.
+fn render_reqwest_error(e: reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the reply failed"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut parts = vec![what.to_string(), e.to_string()];
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+fn read_body_lossy(response: Response) -> String {
+    response.text().unwrap_or_else(|_| "(body unreadable)".to_string())
+}
+
+/// `choices[0].message.content` as text (a list of text parts is joined), or what is missing.
+fn extract_content(json: &Value) -> Result<String, String> {
+    let choices = json.get("choices").ok_or("no \"choices\" field")?;
+    let first = choices.get(0).ok_or("\"choices\" is empty or not a list")?;
+    let message = first.get("message").ok_or("choices[0] has no \"message\"")?;
+    match message.get("content") {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(parts)) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            if texts.is_empty() {
+                Err("choices[0].message.content has no text part".to_string())
+            } else {
+                Ok(texts.concat())
+            }
+        }
+        _ => {
+            let finish = first.get("finish_reason").and_then(Value::as_str).unwrap_or("unknown");
+            Err(format!(
+                "choices[0].message.content is missing or not text (finish_reason {finish})"
+            ))
+        }
+    }
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date (a date in the past
+/// means no wait). `None` when the header is absent or unreadable.
+fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = value.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Some(Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())));
+        }
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::judge_test_server::{unique_name, ScriptServer};
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    fn cfg(base_url: &str) -> JudgeConfig {
+        JudgeConfig {
+            key_env: unique_name("JUDGE_TEST_UNSET_KEY"),
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            backoff_base: Duration::from_millis(5),
+            backoff_cap: Duration::from_millis(50),
+            ..JudgeConfig::new(base_url, "judge-model")
+        }
+    }
+
+    fn ask(client: &JudgeClient, marker: &str) -> anyhow::Result<Completion> {
+        client.complete(&[
+            ChatMessage::system("be fair"),
+            ChatMessage::user(format!("question {marker}")),
+        ])
+    }
+
+    #[test]
+    fn url_accepts_trailing_slash_and_rejects_bad_schemes() {
+        let a = JudgeClient::new(cfg("http://127.0.0.1:9/v1/")).unwrap();
+        let b = JudgeClient::new(cfg("http://127.0.0.1:9/v1")).unwrap();
+        assert_eq!(a.url(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(a.url(), b.url());
+        assert!(JudgeClient::new(cfg("ftp://x/v1")).is_err());
+        assert!(JudgeClient::new(cfg("not a url")).is_err());
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = SystemTime::now();
+        let mut h = HeaderMap::new();
+        assert_eq!(parse_retry_after(&h, now), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        let wait = parse_retry_after(&h, now).unwrap();
+        assert!(
+            wait > Duration::from_secs(118) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(120));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn backoff_stays_in_the_jitter_window() {
+        let mut c = cfg("http://127.0.0.1:9/v1");
+        c.backoff_base = Duration::from_millis(100);
+        c.backoff_cap = Duration::from_millis(250);
+        let client = JudgeClient::new(c).unwrap();
+        for _ in 0..50 {
+            assert!(client.delay(0, None) <= Duration::from_millis(100));
+            assert!(client.delay(5, None) <= Duration::from_millis(250));
+            assert!(client.delay(40, None) <= Duration::from_millis(250));
+        }
+        assert_eq!(client.delay(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(client.delay(0, Some(Duration::from_secs(100_000))), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn content_and_usage_are_extracted() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        let reply = ask(&client, "SCRIPT(plain L:A>B)").unwrap();
+        assert!(reply.text.contains("[[A>B]]"));
+        assert_eq!(reply.usage.unwrap()["total_tokens"], 15);
+        let body = &server.bodies("plain")[0];
+        assert_eq!(body["model"], "judge-model");
+        assert_eq!(body["temperature"], 0.0);
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][1]["content"], "question SCRIPT(plain L:A>B)");
+    }
+
+    #[test]
+    fn missing_content_is_an_error_naming_the_problem() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        let err = ask(&client, "SCRIPT(nochoice nochoices)").unwrap_err().to_string();
+        assert!(err.contains("choices"), "{err}");
+        assert!(err.contains("judge-model") && err.contains(client.url()), "{err}");
+        assert_eq!(server.count("nochoice"), 1);
+    }
+
+    #[test]
+    fn status_429_with_retry_after_waits_then_succeeds() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        let start = Instant::now();
+        let reply = ask(&client, "SCRIPT(ra r429 L:B>A)").unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(950), "{:?}", start.elapsed());
+        assert!(reply.text.contains("[[B>A]]"));
+        assert_eq!(server.count("ra"), 2);
+    }
+
+    #[test]
+    fn status_500_and_bad_json_are_retried() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        assert!(ask(&client, "SCRIPT(five r500 L:A=B)")
+            .unwrap()
+            .text
+            .contains("[[A=B]]"));
+        assert_eq!(server.count("five"), 2);
+        assert!(ask(&client, "SCRIPT(garbage badjson L:A=B)")
+            .unwrap()
+            .text
+            .contains("[[A=B]]"));
+        assert_eq!(server.count("garbage"), 2);
+    }
+
+    #[test]
+    fn a_reply_slower_than_the_timeout_is_retried() {
+        let server = ScriptServer::start();
+        let mut c = cfg(&server.base_url());
+        c.timeout = Duration::from_millis(1000);
+        let client = JudgeClient::new(c).unwrap();
+        let reply = ask(&client, "SCRIPT(slowpoke slow L:A>>B)").unwrap();
+        assert!(reply.text.contains("[[A>>B]]"));
+        assert_eq!(server.count("slowpoke"), 2);
+    }
+
+    #[test]
+    fn a_dropped_connection_is_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut connections = 0;
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                connections += 1;
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head and the whole body (Content-Length) before answering or hanging up.
+                loop {
+                    let n = stream.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_string())
+                            })
+                            .map(|v| v.parse::<usize>().unwrap())
+                            .unwrap_or(0);
+                        if request.len() >= head_end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                if connections == 1 {
+                    drop(stream); // hang up without a word
+                    continue;
+                }
+                let body = r#"{"choices":[{"message":{"role":"assistant","content":"fine [[B>>A]]"}}]}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+                stream.write_all(reply.as_bytes()).unwrap();
+                return connections;
+            }
+            connections
+        });
+        let client = JudgeClient::new(cfg(&format!("http://127.0.0.1:{port}/v1"))).unwrap();
+        let reply = ask(&client, "dropped").unwrap();
+        assert_eq!(reply.text, "fine [[B>>A]]");
+        assert_eq!(handle.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn connection_refused_exhausts_retries_with_a_clear_error() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut c = cfg(&format!("http://127.0.0.1:{port}/v1"));
+        c.max_retries = 2;
+        let client = JudgeClient::new(c).unwrap();
+        let err = ask(&client, "nobody home").unwrap_err().to_string();
+        assert!(
+            err.contains("after 3 attempt(s)") && err.contains("judge-model"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("127.0.0.1:{port}/v1/chat/completions")), "{err}");
+    }
+
+    #[test]
+    fn status_400_fails_at_once() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        let err = ask(&client, "SCRIPT(four r400 L:A>B)").unwrap_err().to_string();
+        assert!(err.contains("400") && err.contains("unknown model"), "{err}");
+        assert!(err.contains("attempt 1 of 4"), "{err}");
+        assert_eq!(server.count("four"), 1);
+    }
+
+    #[test]
+    fn retries_run_out() {
+        let server = ScriptServer::start();
+        let mut c = cfg(&server.base_url());
+        c.max_retries = 2;
+        let client = JudgeClient::new(c).unwrap();
+        let err = ask(&client, "SCRIPT(always r500)").unwrap_err().to_string();
+        assert!(err.contains("after 3 attempt(s)") && err.contains("HTTP 500"), "{err}");
+        assert_eq!(server.count("always"), 3);
+    }
+
+    #[test]
+    fn the_key_is_sent_and_never_shown() {
+        let secret = "sk-test-SECRET-123";
+        let key_env = unique_name("JUDGE_TEST_KEY");
+        std::env::set_var(&key_env, format!("  {secret}\n"));
+        let server = ScriptServer::start();
+        let mut c = cfg(&server.base_url());
+        c.key_env = key_env;
+        c.max_retries = 1;
+        let client = JudgeClient::new(c).unwrap();
+        assert!(client.has_key());
+        assert!(!format!("{client:?}").contains(secret));
+
+        ask(&client, "SCRIPT(keyed L:A>B)").unwrap();
+        assert_eq!(server.auth("keyed"), vec![Some(format!("Bearer {secret}"))]);
+
+        let err = ask(&client, "SCRIPT(echo401 r401echo)").unwrap_err();
+        let text = format!("{err} {err:#} {err:?}");
+        assert!(text.contains("401") && text.contains("***"), "{text}");
+        assert!(!text.contains(secret) && !text.contains("sk-test-SEC"), "{text}");
+        assert_eq!(server.count("echo401"), 1);
+
+        let err = ask(&client, "SCRIPT(echo500 r500echo)").unwrap_err();
+        let text = format!("{err} {err:#} {err:?}");
+        assert!(
+            text.contains("500") && text.contains("***") && !text.contains(secret),
+            "{text}"
+        );
+        assert_eq!(server.count("echo500"), 2);
+    }
+
+    #[test]
+    fn keyless_sends_no_authorization() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        assert!(!client.has_key());
+        ask(&client, "SCRIPT(nokey L:A=B)").unwrap();
+        assert_eq!(server.auth("nokey"), vec![None]);
+        let explicit_empty = JudgeClient::with_api_key(cfg(&server.base_url()), Some("  ".into())).unwrap();
+        assert!(!explicit_empty.has_key());
+    }
+}

@@ -1,0 +1,283 @@
+//! CodeArena questions: records in the published schema (`id`, `messages` with the user turn,
+//! `difficulty`, `programming_language`, a task type or category, and baseline answers under
+//! `<model>_response` keys), read from a JSONL file or `hf://datasets/CSJianYang/CodeArena`,
+//! with the main category taken from the record or from a task-type map (`--categories`).
+
+use crate::data::{Message, Role};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Questions of this many whitespace-separated words or more are skipped (as in CodeArena).
+pub const MAX_QUESTION_WORDS: usize = 1024;
+
+/// One question.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Question {
+    pub id: String,
+    /// The conversation to answer (ends with the user's turn).
+    pub messages: Vec<Message>,
+    pub category: String,
+    pub task_type: Option<String>,
+    pub languages: Vec<String>,
+    pub difficulty: Option<String>,
+    /// Stored answers of baseline models, by model name (`gpt-4-turbo-2024-04-09`, ...).
+    pub baselines: BTreeMap<String, String>,
+}
+
+/// What a report needs to know of a question (written to `EVAL_DIR/questions.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuestionMeta {
+    pub id: String,
+    pub category: String,
+    pub languages: Vec<String>,
+    pub difficulty: Option<String>,
+    pub words: usize,
+}
+
+impl Question {
+    /// The text the judge sees as the question: the user turns, joined.
+    pub fn text(&self) -> String {
+        self.messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+
+    pub fn words(&self) -> usize {
+        self.text().split_whitespace().count()
+    }
+
+    /// Skipped for being too long.
+    pub fn too_long(&self) -> bool {
+        self.words() >= MAX_QUESTION_WORDS
+    }
+
+    pub fn meta(&self) -> QuestionMeta {
+        QuestionMeta {
+            id: self.id.clone(),
+            category: self.category.clone(),
+            languages: self.languages.clone(),
+            difficulty: self.difficulty.clone(),
+            words: self.words(),
+        }
+    }
+}
+
+/// Task type (lower-cased) → main category.
+#[derive(Clone, Debug, Default)]
+pub struct Categories(HashMap<String, String>);
+
+impl Categories {
+    /// A JSON object from task type to main category: either a string, or a list of
+    /// `[main, sub]` pairs whose first main category is used (the official
+    /// `tasktype_to_levels.json` shape).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| anyhow!("{}: expected an object from task type to category", path.display()))?;
+        let mut map = HashMap::new();
+        for (k, v) in obj {
+            let main = match v {
+                Value::String(s) => s.clone(),
+                Value::Array(a) => match a.first() {
+                    Some(Value::Array(pair)) => pair.first().and_then(|x| x.as_str()).map(String::from),
+                    Some(Value::String(s)) => Some(s.clone()),
+                    _ => None,
+                }
+                .ok_or_else(|| anyhow!("{}: key {k:?}: expected [[main, sub], ...]", path.display()))?,
+                _ => bail!(
+                    "{}: key {k:?}: expected a category name or [[main, sub], ...]",
+                    path.display()
+                ),
+            };
+            map.insert(k.trim().to_lowercase(), main);
+        }
+        Ok(Self(map))
+    }
+
+    pub fn get(&self, task_type: &str) -> Option<&str> {
+        self.0.get(&task_type.trim().to_lowercase()).map(|s| s.as_str())
+    }
+}
+
+fn string_field(obj: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match obj.get(*k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// Parses one record; errors name the field.
+pub fn parse_question(line: &str, categories: Option<&Categories>) -> Result<Question> {
+    let v: Value = serde_json::from_str(line).map_err(|e| anyhow!("invalid JSON: {e}"))?;
+    let obj = v.as_object().ok_or_else(|| anyhow!("expected a JSON object"))?;
+    let id = string_field(obj, &["id", "question_id"]).ok_or_else(|| anyhow!("field `id`: missing"))?;
+    let msgs = match obj.get("messages") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(_) => bail!("field `messages`: expected a non-empty list"),
+        None => bail!("field `messages`: missing"),
+    };
+    let mut messages = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = match m.get("role").and_then(|r| r.as_str()) {
+            Some("system") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => bail!("field `messages[{i}].role`: {other:?} is not system, user or assistant"),
+        };
+        let content = m
+            .get("content")
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| anyhow!("field `messages[{i}].content`: expected a string"))?;
+        messages.push(Message {
+            role,
+            content: content.to_string(),
+        });
+    }
+    // The conversation to answer ends at its last user turn (a stored reference reply after it
+    // is not part of the question).
+    let last_user = messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .ok_or_else(|| anyhow!("field `messages`: no user turn"))?;
+    messages.truncate(last_user + 1);
+    let languages = match obj.get("programming_language") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str())
+            .map(|s| s.trim().to_string())
+            .collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![s.trim().to_string()],
+        Some(Value::Null) | None => vec![],
+        Some(_) => bail!("field `programming_language`: expected a list of names"),
+    };
+    let task_type = string_field(obj, &["task_type", "subtask", "sub_category"]);
+    let category = string_field(obj, &["main_category"])
+        .or_else(|| categories.and_then(|c| task_type.as_deref().and_then(|t| c.get(t)).map(String::from)))
+        .or_else(|| string_field(obj, &["category"]))
+        .or_else(|| task_type.clone())
+        .unwrap_or_else(|| "uncategorized".into());
+    let mut baselines = BTreeMap::new();
+    for (k, v) in obj {
+        if let (Some(name), Value::String(s)) = (k.strip_suffix("_response"), v) {
+            baselines.insert(name.to_string(), s.clone());
+        }
+    }
+    Ok(Question {
+        id,
+        messages,
+        category,
+        task_type,
+        languages,
+        difficulty: string_field(obj, &["difficulty"]),
+        baselines,
+    })
+}
+
+/// The JSONL file behind `src`: a local file, or `hf://datasets/...` fetched through hf-hub
+/// (a repo without a file pattern gives its `CodeArena.jsonl`, or its only `.jsonl`).
+pub fn resolve(src: &str) -> Result<PathBuf> {
+    if !src.starts_with("hf://") {
+        let p = PathBuf::from(src);
+        if !p.is_file() {
+            bail!("--questions {src}: no such file");
+        }
+        return Ok(p);
+    }
+    let path = crate::data::hub::fetch(src)?;
+    if path.is_file() {
+        return Ok(path);
+    }
+    let official = path.join("CodeArena.jsonl");
+    if official.is_file() {
+        return Ok(official);
+    }
+    let jsonl: Vec<PathBuf> = std::fs::read_dir(&path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    match jsonl.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "{src}: expected one .jsonl file in {}, found {}",
+            path.display(),
+            jsonl.len()
+        ),
+    }
+}
+
+/// Reads every question of `src`; a bad record is an error naming the file, line and field,
+/// and so is a repeated id.
+pub fn load(src: &str, categories: Option<&Categories>) -> Result<Vec<Question>> {
+    let path = resolve(src)?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out: Vec<Question> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let q = parse_question(line, categories).map_err(|e| anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        if !seen.insert(q.id.clone()) {
+            bail!("{}:{}: field `id`: {:?} appears twice", path.display(), i + 1, q.id);
+        }
+        out.push(q);
+    }
+    if out.is_empty() {
+        bail!("{}: holds no questions", path.display());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_codearena_shape() {
+        let line = r#"{"id": 7, "messages": [{"role": "user", "content": "Sort a list in Go"}], "difficulty": "easy",
+            "programming_language": ["Go"], "task_type": "Sorting Algorithms", "gpt-4-turbo-2024-04-09_response": "Use sort.Ints"}"#;
+        let mut cats = Categories::default();
+        cats.0
+            .insert("sorting algorithms".into(), "Development and Programming".into());
+        let q = parse_question(line, Some(&cats)).unwrap();
+        assert_eq!(q.id, "7");
+        assert_eq!(q.category, "Development and Programming");
+        assert_eq!(q.baselines["gpt-4-turbo-2024-04-09"], "Use sort.Ints");
+        assert_eq!(q.languages, ["Go"]);
+        assert_eq!(parse_question(line, None).unwrap().category, "Sorting Algorithms");
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        for (line, field) in [
+            (r#"{"messages": [{"role": "user", "content": "x"}]}"#, "`id`"),
+            (r#"{"id": "a", "messages": []}"#, "`messages`"),
+            (
+                r#"{"id": "a", "messages": [{"role": "bot", "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"id": "a", "messages": [{"role": "user", "content": 3}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"id": "a", "messages": [{"role": "user", "content": "x"}], "programming_language": 5}"#,
+                "programming_language",
+            ),
+        ] {
+            let e = parse_question(line, None).unwrap_err().to_string();
+            assert!(e.contains(field), "{line}: {e}");
+        }
+    }
+}

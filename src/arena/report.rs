@@ -1,0 +1,601 @@
+//! The CodeArena report: per-question results grouped overall and by category, language and
+//! difficulty into statistics, rendered as JSON-serialisable data, Markdown and a standalone SVG.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::arena::score::{question_outcome, GameVerdict, Outcome};
+use crate::arena::stats::{bootstrap_bt_ci, bootstrap_score_ci, bradley_terry, Tally};
+
+/// Group name of questions without a difficulty (and of questions without a language).
+pub const UNKNOWN: &str = "unknown";
+
+/// The judged games of one question, with its metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuestionResult {
+    pub id: String,
+    pub category: String,
+    pub languages: Vec<String>,
+    pub difficulty: Option<String>,
+    pub games: Vec<GameVerdict>,
+}
+
+/// Everything the report is built from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportInput {
+    pub model: String,
+    pub opponent: String,
+    pub judge: String,
+    /// Questions judged in both games.
+    pub results: Vec<QuestionResult>,
+    /// Questions skipped because the prompt was too long.
+    pub skipped_too_long: usize,
+    /// Questions without both games judged (not in `results`).
+    pub missing: usize,
+    /// Bootstrap resamples for the confidence intervals.
+    pub resamples: usize,
+    /// Seed of the bootstrap generator (the same seed is used for every group).
+    pub seed: u64,
+}
+
+/// Statistics of one group of questions. Rates are fractions in 0..=1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub name: String,
+    pub n: usize,
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+    pub win_rate: f64,
+    pub tie_rate: f64,
+    pub loss_rate: f64,
+    /// (wins + ½ ties) / n.
+    pub score: f64,
+    /// 95% bootstrap CI of the score, `[lo, hi]`.
+    pub score_ci: [f64; 2],
+    /// Bradley–Terry win probability; `None` when the group has no parsable game.
+    pub bt_win_prob: Option<f64>,
+    /// 95% bootstrap CI of the Bradley–Terry win probability.
+    pub bt_ci: Option<[f64; 2]>,
+}
+
+/// The full report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub model: String,
+    pub opponent: String,
+    pub judge: String,
+    pub overall: GroupStats,
+    pub by_category: Vec<GroupStats>,
+    pub by_language: Vec<GroupStats>,
+    pub by_difficulty: Vec<GroupStats>,
+    /// Questions scored (`results.len()`).
+    pub questions: usize,
+    pub skipped_too_long: usize,
+    pub missing: usize,
+    /// Games whose judge reply was unparsable (they count 0 points).
+    pub unparsable_games: usize,
+    pub resamples: usize,
+    pub seed: u64,
+}
+
+/// Statistics of the questions in `members`.
+pub fn group_stats(name: &str, members: &[&QuestionResult], resamples: usize, seed: u64) -> GroupStats {
+    let outcomes: Vec<Outcome> = members.iter().map(|q| question_outcome(&q.games)).collect();
+    let games: Vec<Vec<GameVerdict>> = members.iter().map(|q| q.games.clone()).collect();
+    let tally = Tally::from_outcomes(&outcomes);
+    let (lo, hi) = bootstrap_score_ci(&outcomes, resamples, seed);
+    GroupStats {
+        name: name.to_string(),
+        n: tally.n,
+        wins: tally.wins,
+        ties: tally.ties,
+        losses: tally.losses,
+        win_rate: tally.win_rate(),
+        tie_rate: tally.tie_rate(),
+        loss_rate: tally.loss_rate(),
+        score: tally.score(),
+        score_ci: [lo, hi],
+        bt_win_prob: bradley_terry(&games).map(|fit| fit.win_prob),
+        bt_ci: bootstrap_bt_ci(&games, resamples, seed).map(|(lo, hi)| [lo, hi]),
+    }
+}
+
+/// Groups questions by the keys `keys` gives each (a question counts once in each of its
+/// distinct keys) and computes the statistics of each group, sorted by name.
+fn grouped<F>(input: &ReportInput, keys: F) -> Vec<GroupStats>
+where
+    F: Fn(&QuestionResult) -> BTreeSet<String>,
+{
+    let mut groups: BTreeMap<String, Vec<&QuestionResult>> = BTreeMap::new();
+    for q in &input.results {
+        for key in keys(q) {
+            groups.entry(key).or_default().push(q);
+        }
+    }
+    groups
+        .iter()
+        .map(|(name, members)| group_stats(name, members, input.resamples, input.seed))
+        .collect()
+}
+
+/// Builds the report: overall statistics and groups by category, language (a question with
+/// several languages counts in each; one without languages counts as "unknown") and
+/// difficulty (`None` → "unknown"), each sorted by name.
+pub fn build_report(input: &ReportInput) -> Report {
+    let all: Vec<&QuestionResult> = input.results.iter().collect();
+    let unparsable_games = input
+        .results
+        .iter()
+        .flat_map(|q| &q.games)
+        .filter(|g| g.label.is_none())
+        .count();
+    Report {
+        model: input.model.clone(),
+        opponent: input.opponent.clone(),
+        judge: input.judge.clone(),
+        overall: group_stats("overall", &all, input.resamples, input.seed),
+        by_category: grouped(input, |q| BTreeSet::from([q.category.clone()])),
+        by_language: grouped(input, |q| {
+            if q.languages.is_empty() {
+                BTreeSet::from([UNKNOWN.to_string()])
+            } else {
+                q.languages.iter().cloned().collect()
+            }
+        }),
+        by_difficulty: grouped(input, |q| {
+            BTreeSet::from([q.difficulty.clone().unwrap_or_else(|| UNKNOWN.to_string())])
+        }),
+        questions: input.results.len(),
+        skipped_too_long: input.skipped_too_long,
+        missing: input.missing,
+        unparsable_games,
+        resamples: input.resamples,
+        seed: input.seed,
+    }
+}
+
+/// Text safe inside a Markdown table cell.
+fn md_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", 100.0 * x)
+}
+
+fn ci(ci: [f64; 2]) -> String {
+    format!("[{:.3}, {:.3}]", ci[0], ci[1])
+}
+
+fn bt_cell(g: &GroupStats) -> String {
+    match (g.bt_win_prob, g.bt_ci) {
+        (Some(p), Some(c)) => format!("{p:.3} {}", ci(c)),
+        (Some(p), None) => format!("{p:.3}"),
+        _ => "–".to_string(),
+    }
+}
+
+/// A Markdown table of groups, headed by `first` as the name column.
+fn md_table(out: &mut String, first: &str, groups: &[GroupStats]) {
+    if groups.is_empty() {
+        out.push_str("_none_\n\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| {first} | N | Win % | Tie % | Loss % | Score | 95% CI | BT win prob [CI] |"
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---|---|\n");
+    for g in groups {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.3} | {} | {} |",
+            md_cell(&g.name),
+            g.n,
+            pct(g.win_rate),
+            pct(g.tie_rate),
+            pct(g.loss_rate),
+            g.score,
+            ci(g.score_ci),
+            bt_cell(g)
+        );
+    }
+    out.push('\n');
+}
+
+/// The report as Markdown: title, explanation, the overall / category / language / difficulty
+/// tables and the counts of skipped, missing and unparsable items.
+pub fn render_markdown(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# CodeArena: {} vs {}\n", r.model, r.opponent);
+    let _ = writeln!(
+        out,
+        "Judge: `{}`. Each question is judged in two games with the answer positions swapped; per game \
+         the model gets +2 / +1 / 0 / −1 / −2 points for a strong win / win / tie / loss / strong loss \
+         (an unparsable judgment counts 0). A question is a **win** when the model's points over both \
+         games are > 0, a **tie** at 0 and a **loss** below 0. **Score** = (wins + ½ ties) / N. \
+         **95% CI** is a percentile bootstrap over questions ({} resamples, seed {}). **BT** is the \
+         Bradley–Terry win probability of the model against the opponent (a strong verdict counts as \
+         3 battles, a tie as half a win), with its bootstrap 95% CI.\n",
+        r.judge, r.resamples, r.seed
+    );
+    out.push_str("## Overall\n\n");
+    md_table(&mut out, "Group", std::slice::from_ref(&r.overall));
+    out.push_str("## By category\n\n");
+    md_table(&mut out, "Category", &r.by_category);
+    out.push_str("## By language\n\n");
+    md_table(&mut out, "Language", &r.by_language);
+    out.push_str("## By difficulty\n\n");
+    md_table(&mut out, "Difficulty", &r.by_difficulty);
+    out.push_str("## Counts\n\n");
+    let _ = writeln!(out, "- Questions scored: {}", r.questions);
+    let _ = writeln!(out, "- Skipped (prompt too long): {}", r.skipped_too_long);
+    let _ = writeln!(out, "- Missing (not judged in both games): {}", r.missing);
+    let _ = writeln!(out, "- Unparsable games (counted 0 points): {}", r.unparsable_games);
+    out
+}
+
+/// Text escaped for XML content and attribute values.
+pub fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const SVG_WIDTH: f64 = 760.0;
+const SVG_BAR_X: f64 = 200.0;
+const SVG_BAR_W: f64 = 400.0;
+const SVG_TOP: f64 = 48.0;
+const SVG_ROW_H: f64 = 28.0;
+const SVG_BAR_H: f64 = 16.0;
+const SVG_TICKS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// Longest group name drawn in full in the SVG (longer ones are cut and end with "…").
+const SVG_MAX_LABEL: usize = 28;
+
+/// `name` cut to [`SVG_MAX_LABEL`] characters.
+fn svg_label(name: &str) -> String {
+    if name.chars().count() <= SVG_MAX_LABEL {
+        name.to_string()
+    } else {
+        let mut cut: String = name.chars().take(SVG_MAX_LABEL - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// X coordinate of a value on the 0..1 axis (clamped; NaN at 0).
+fn svg_x(v: f64) -> f64 {
+    let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+    SVG_BAR_X + v * SVG_BAR_W
+}
+
+/// One bar row: label, bar, CI whisker with end caps, value.
+fn svg_row(out: &mut String, row: usize, g: &GroupStats, fill: &str) {
+    let y = SVG_TOP + row as f64 * SVG_ROW_H;
+    let cy = y + SVG_BAR_H / 2.0;
+    let (x0, x, lo, hi) = (SVG_BAR_X, svg_x(g.score), svg_x(g.score_ci[0]), svg_x(g.score_ci[1]));
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="end" dominant-baseline="middle">{} (n={})</text>"#,
+        x0 - 8.0,
+        cy,
+        xml_escape(&svg_label(&g.name)),
+        g.n
+    );
+    let _ = writeln!(
+        out,
+        r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{SVG_BAR_H:.1}" fill="{fill}"/>"#,
+        x - x0
+    );
+    let _ = writeln!(
+        out,
+        r#"<line x1="{lo:.1}" y1="{cy:.1}" x2="{hi:.1}" y2="{cy:.1}" stroke="black"/>"#
+    );
+    for cap in [lo, hi] {
+        let _ = writeln!(
+            out,
+            r#"<line x1="{cap:.1}" y1="{:.1}" x2="{cap:.1}" y2="{:.1}" stroke="black"/>"#,
+            cy - 5.0,
+            cy + 5.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{cy:.1}" dominant-baseline="middle">{:.3} [{:.3}, {:.3}]</text>"#,
+        SVG_BAR_X + SVG_BAR_W + 12.0,
+        g.score,
+        g.score_ci[0],
+        g.score_ci[1]
+    );
+}
+
+/// The score chart as a standalone SVG: one horizontal bar for "overall" and then one per
+/// category, on a 0..1 axis with ticks at 0, .25, .5, .75, 1 and a dashed line at 0.5, each with
+/// its 95% CI whisker and printed value.
+pub fn render_svg(r: &Report) -> String {
+    let rows: Vec<&GroupStats> = std::iter::once(&r.overall).chain(&r.by_category).collect();
+    let axis_y = SVG_TOP + rows.len() as f64 * SVG_ROW_H;
+    let height = axis_y + 36.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH:.0}" height="{height:.0}" viewBox="0 0 {SVG_WIDTH:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="24" font-size="15" font-weight="bold">{}</text>"#,
+        SVG_BAR_X - 190.0,
+        xml_escape(&format!(
+            "CodeArena score: {} vs {} (judge {})",
+            r.model, r.opponent, r.judge
+        ))
+    );
+    for (i, g) in rows.iter().enumerate() {
+        svg_row(&mut out, i, g, if i == 0 { "#f58518" } else { "#4c78a8" });
+    }
+    let _ = writeln!(
+        out,
+        r#"<line x1="{SVG_BAR_X:.1}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="black"/>"#,
+        SVG_BAR_X + SVG_BAR_W
+    );
+    for t in SVG_TICKS {
+        let x = svg_x(t);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{x:.1}" y1="{axis_y:.1}" x2="{x:.1}" y2="{:.1}" stroke="black"/>"#,
+            axis_y + 5.0
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{t}</text>"#,
+            axis_y + 18.0
+        );
+    }
+    let mid = svg_x(0.5);
+    let _ = writeln!(
+        out,
+        r#"<line x1="{mid:.1}" y1="{:.1}" x2="{mid:.1}" y2="{axis_y:.1}" stroke="gray" stroke-dasharray="4 3"/>"#,
+        SVG_TOP - 6.0
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::verdict::{Label, Position};
+
+    fn q(
+        id: &str,
+        category: &str,
+        langs: &[&str],
+        difficulty: Option<&str>,
+        labels: [Option<Label>; 2],
+    ) -> QuestionResult {
+        QuestionResult {
+            id: id.to_string(),
+            category: category.to_string(),
+            languages: langs.iter().map(|s| s.to_string()).collect(),
+            difficulty: difficulty.map(str::to_string),
+            games: vec![
+                GameVerdict {
+                    model_position: Position::A,
+                    label: labels[0],
+                },
+                GameVerdict {
+                    model_position: Position::B,
+                    label: labels[1],
+                },
+            ],
+        }
+    }
+
+    /// Six questions; the model is A in game 1 and B in game 2.
+    fn input() -> ReportInput {
+        use Label::*;
+        ReportInput {
+            model: "syncoder-7b".into(),
+            opponent: "gpt-4o".into(),
+            judge: "judge<x>".into(),
+            results: vec![
+                q(
+                    "q1",
+                    "debug",
+                    &["python"],
+                    Some("easy"),
+                    [Some(AMuchBetter), Some(BBetter)],
+                ), // +3 win
+                q("q2", "debug", &["python", "rust"], Some("hard"), [Some(Tie), Some(Tie)]), // 0 tie
+                q("q3", "gen", &["rust"], None, [Some(BBetter), Some(ABetter)]),             // -2 loss
+                q("q4", "gen", &["cpp"], Some("easy"), [Some(ABetter), None]),               // +1 win
+                q(
+                    "q5",
+                    "gen",
+                    &["python"],
+                    Some("hard"),
+                    [Some(BMuchBetter), Some(BBetter)],
+                ), // -1 loss
+                q("q6", "debug", &["rust"], None, [None, None]),                             // 0 tie
+            ],
+            skipped_too_long: 2,
+            missing: 1,
+            resamples: 500,
+            seed: 42,
+        }
+    }
+
+    fn counts(g: &GroupStats) -> (&str, usize, usize, usize, usize) {
+        (g.name.as_str(), g.n, g.wins, g.ties, g.losses)
+    }
+
+    #[test]
+    fn exact_counts_and_scores() {
+        let r = build_report(&input());
+        assert_eq!(counts(&r.overall), ("overall", 6, 2, 2, 2));
+        assert_eq!(r.overall.score, 0.5);
+        assert!((r.overall.win_rate - 1.0 / 3.0).abs() < 1e-12);
+        let cats: Vec<_> = r.by_category.iter().map(counts).collect();
+        assert_eq!(cats, vec![("debug", 3, 1, 2, 0), ("gen", 3, 1, 0, 2)]);
+        assert!((r.by_category[0].score - 2.0 / 3.0).abs() < 1e-12);
+        assert!((r.by_category[1].score - 1.0 / 3.0).abs() < 1e-12);
+        let langs: Vec<_> = r.by_language.iter().map(counts).collect();
+        assert_eq!(
+            langs,
+            vec![("cpp", 1, 1, 0, 0), ("python", 3, 1, 1, 1), ("rust", 3, 0, 2, 1)]
+        );
+        let diffs: Vec<_> = r.by_difficulty.iter().map(counts).collect();
+        assert_eq!(
+            diffs,
+            vec![("easy", 2, 2, 0, 0), ("hard", 2, 0, 1, 1), ("unknown", 2, 0, 1, 1)]
+        );
+        assert_eq!(r.by_difficulty[1].score, 0.25);
+        assert_eq!(
+            (r.questions, r.skipped_too_long, r.missing, r.unparsable_games),
+            (6, 2, 1, 3)
+        );
+        // Single-question group: degenerate CI.
+        assert_eq!(r.by_language[0].score_ci, [1.0, 1.0]);
+    }
+
+    #[test]
+    fn bt_and_ci_in_report() {
+        let r = build_report(&input());
+        // Battles: won 4+1+0+1+1 = 7 of 4+2+2+1+4 = 13.
+        let p = r.overall.bt_win_prob.unwrap();
+        assert!((p - 7.0 / 13.0).abs() < 1e-3, "{p}");
+        let [lo, hi] = r.overall.bt_ci.unwrap();
+        assert!(lo <= p && p <= hi);
+        let [lo, hi] = r.overall.score_ci;
+        assert!(lo <= 0.5 && 0.5 <= hi);
+        assert_eq!(build_report(&input()), r);
+    }
+
+    #[test]
+    fn group_without_parsable_games_has_no_bt() {
+        let mut inp = input();
+        inp.results.retain(|q| q.id == "q6");
+        let r = build_report(&inp);
+        assert_eq!(r.overall.bt_win_prob, None);
+        assert_eq!(r.overall.bt_ci, None);
+        assert!(render_markdown(&r).contains("| overall | 1 | 0.0 | 100.0 | 0.0 | 0.500 | [0.500, 0.500] | – |"));
+    }
+
+    #[test]
+    fn empty_report_does_not_panic() {
+        let mut inp = input();
+        inp.results.clear();
+        let r = build_report(&inp);
+        assert_eq!(r.overall.n, 0);
+        assert!(r.by_category.is_empty());
+        assert!(render_markdown(&r).contains("_none_"));
+        assert_eq!(render_svg(&r).matches("<rect").count(), 1);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = build_report(&input());
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        // serde_json may change the last bit of a float; compare the rest exactly.
+        assert_eq!(
+            (back.questions, back.unparsable_games, back.seed),
+            (r.questions, r.unparsable_games, r.seed)
+        );
+        let groups = |r: &Report| -> Vec<GroupStats> {
+            let mut v = vec![r.overall.clone()];
+            v.extend(
+                r.by_category
+                    .iter()
+                    .chain(&r.by_language)
+                    .chain(&r.by_difficulty)
+                    .cloned(),
+            );
+            v
+        };
+        for (a, b) in groups(&back).iter().zip(groups(&r).iter()) {
+            assert_eq!(counts(a), counts(b));
+            assert!((a.score - b.score).abs() < 1e-12 && (a.score_ci[1] - b.score_ci[1]).abs() < 1e-12);
+            assert_eq!(a.bt_win_prob.is_some(), b.bt_win_prob.is_some());
+            if let (Some(x), Some(y)) = (a.bt_ci, b.bt_ci) {
+                assert!((x[0] - y[0]).abs() < 1e-12);
+            }
+        }
+        assert_eq!(groups(&back).len(), 9);
+        assert!(json.contains(r#""score_ci":["#) && json.contains(r#""by_language":["#));
+    }
+
+    #[test]
+    fn markdown_has_tables_and_counts() {
+        let md = render_markdown(&build_report(&input()));
+        assert!(md.starts_with("# CodeArena: syncoder-7b vs gpt-4o"));
+        assert!(md.contains("| debug | 3 | 33.3 | 66.7 | 0.0 | 0.667 |"), "{md}");
+        assert!(md.contains("| gen | 3 | 33.3 | 0.0 | 66.7 | 0.333 |"));
+        assert!(md.contains("| cpp | 1 | 100.0 | 0.0 | 0.0 | 1.000 | [1.000, 1.000] |"));
+        assert!(md.contains("| unknown | 2 |"));
+        assert!(md.contains("| overall | 6 | 33.3 | 33.3 | 33.3 | 0.500 |"));
+        assert!(md.contains("- Unparsable games (counted 0 points): 3"));
+        assert!(md.contains("- Skipped (prompt too long): 2"));
+        assert!(md.contains("- Missing (not judged in both games): 1"));
+    }
+
+    /// Checks that every tag is closed in order and no raw '<' or '&' appears in text.
+    fn assert_well_formed(svg: &str) {
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = svg;
+        while let Some(start) = rest.find('<') {
+            let text = &rest[..start];
+            assert!(!text.contains('>'), "raw '>' in {text:?}");
+            for (i, _) in text.match_indices('&') {
+                let ent = &text[i..];
+                assert!(
+                    ["&amp;", "&lt;", "&gt;", "&quot;"].iter().any(|e| ent.starts_with(e)),
+                    "{ent}"
+                );
+            }
+            let end = rest[start..].find('>').unwrap() + start;
+            let tag = &rest[start + 1..end];
+            assert!(!tag.contains('<'), "{tag}");
+            if let Some(name) = tag.strip_prefix('/') {
+                assert_eq!(stack.pop().as_deref(), Some(name));
+            } else if !tag.ends_with('/') {
+                stack.push(tag.split_whitespace().next().unwrap().to_string());
+            }
+            rest = &rest[end + 1..];
+        }
+        assert!(stack.is_empty(), "{stack:?}");
+        assert!(rest.trim().is_empty());
+    }
+
+    #[test]
+    fn svg_is_well_formed() {
+        let mut inp = input();
+        inp.results[0].category = "a<b & c>".into();
+        let r = build_report(&inp);
+        let svg = render_svg(&r);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect").count(), 1 + r.by_category.len());
+        assert_eq!(r.by_category.len(), 3);
+        assert!(svg.contains("a&lt;b &amp; c&gt;"));
+        assert!(svg.contains("judge&lt;x&gt;"));
+        assert!(svg.contains("stroke-dasharray"));
+        for t in [">0</text>", ">0.25</text>", ">0.5</text>", ">0.75</text>", ">1</text>"] {
+            assert!(svg.contains(t), "{t}");
+        }
+        assert_well_formed(&svg);
+        assert_eq!(svg_label(&"x".repeat(40)).chars().count(), SVG_MAX_LABEL);
+    }
+}

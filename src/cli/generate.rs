@@ -1,0 +1,121 @@
+//! `syncoder generate`: a reply of a model to a prompt or a conversation, greedy or sampled.
+
+use crate::data::{Message, Role};
+use crate::infer::{generate, ChatFormat, GenerationSettings, Sampling};
+use crate::model::Qwen2;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A Hugging Face model directory (a checkpoint step directory works).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The user's message (or, with --raw, the exact text to continue).
+    #[arg(long, conflicts_with = "messages", required_unless_present = "messages")]
+    pub prompt: Option<String>,
+    /// A JSON file with a conversation: `[{"role": ..., "content": ...}, ...]` or `{"messages": [...]}`.
+    #[arg(long)]
+    pub messages: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Greedy decoding (the default unless --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p"])]
+    pub greedy: bool,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue the prompt text as it is, without the chat template.
+    #[arg(long, conflicts_with = "messages")]
+    pub raw: bool,
+    /// Print `{"text": ..., "token_ids": [...], "finish_reason": ...}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads a conversation file.
+pub fn read_messages(path: &PathBuf) -> Result<Vec<Message>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let list = match &v {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(o) => match o.get("messages") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => bail!(
+                "{}: expected a list of messages or {{\"messages\": [...]}}",
+                path.display()
+            ),
+        },
+        _ => bail!(
+            "{}: expected a list of messages or {{\"messages\": [...]}}",
+            path.display()
+        ),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m["role"].as_str() {
+                Some("system") => Role::System,
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                other => bail!(
+                    "{}: messages[{i}].role: {other:?} is not system, user or assistant",
+                    path.display()
+                ),
+            };
+            let content = m["content"]
+                .as_str()
+                .with_context(|| format!("{}: messages[{i}].content: expected a string", path.display()))?;
+            Ok(Message {
+                role,
+                content: content.to_string(),
+            })
+        })
+        .collect()
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let sampling = match (args.temperature, args.greedy) {
+        (Some(t), false) if t > 0.0 => Sampling {
+            temperature: t,
+            top_p: args.top_p.unwrap_or(1.0),
+            seed: args.seed,
+        },
+        (Some(t), false) if t < 0.0 => bail!("--temperature must be positive (0 means greedy)"),
+        _ => Sampling::greedy(),
+    };
+    if !(0.0..=1.0).contains(&sampling.top_p) || sampling.top_p == 0.0 {
+        bail!("--top-p must be in (0, 1]");
+    }
+    let format = ChatFormat::from_dir(&args.model)?;
+    let ids = match (&args.prompt, &args.messages) {
+        (Some(p), _) if args.raw => format.encode(p)?,
+        (Some(p), _) => format.chat_ids(&[Message {
+            role: Role::User,
+            content: p.clone(),
+        }])?,
+        (None, Some(path)) => format.chat_ids(&read_messages(path)?)?,
+        (None, None) => bail!("give --prompt or --messages"),
+    };
+    let model = Qwen2::load(&args.model, DType::F32, &Device::Cpu, false)?;
+    let settings = GenerationSettings {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        stop_ids: format.stop_ids().to_vec(),
+    };
+    let out = generate(&model, &[ids], &settings)?.remove(0);
+    let text = format.decode(&out.token_ids)?;
+    if args.json {
+        let v = serde_json::json!({"text": text, "token_ids": out.token_ids, "finish_reason": out.finish_reason});
+        println!("{v}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}

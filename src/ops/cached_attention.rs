@@ -1,0 +1,50 @@
+//! Causal attention of new query tokens against a sequence's key/value cache (inference):
+//! query `i` of the new block, at absolute position `start + i`, attends to cached positions
+//! `0..=start + i`. GQA: query head `h` reads kv head `h / (heads / kv_heads)`. Rows are
+//! `[tokens, heads * head_dim]` f32, as the KV cache stores them. Work is split over
+//! (query, head) pairs; each softmax runs in f32 with the max subtracted.
+
+use super::dot;
+use rayon::prelude::*;
+
+/// Shapes of one cached-attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct CachedAttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Position of the first new query (= cached tokens before this block).
+    pub start: usize,
+    pub scale: f32,
+}
+
+/// `out[i, h] = softmax(q[i, h] · K[0..=start+i, kv(h)]ᵀ · scale) · V[..]`, for `q` of `n` new
+/// tokens; `k` and `v` hold at least `start + n` cached rows.
+pub fn cached_attention_cpu(q: &[f32], k: &[f32], v: &[f32], s: CachedAttentionShape, out: &mut [f32]) {
+    let (hq, hkv, d) = (s.heads, s.kv_heads, s.head_dim);
+    let group = hq / hkv;
+    let (qw, kw) = (hq * d, hkv * d);
+    out.par_chunks_mut(d).enumerate().for_each(|(idx, o)| {
+        let (i, h) = (idx / hq, idx % hq);
+        let kvh = h / group;
+        let qrow = &q[i * qw + h * d..i * qw + (h + 1) * d];
+        let visible = s.start + i + 1;
+        let mut scores: Vec<f32> = (0..visible)
+            .map(|j| dot(qrow, &k[j * kw + kvh * d..j * kw + (kvh + 1) * d]) * s.scale)
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for x in scores.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        o.fill(0.0);
+        for (j, p) in scores.iter().enumerate() {
+            let w = p / sum;
+            let vrow = &v[j * kw + kvh * d..j * kw + (kvh + 1) * d];
+            for (a, b) in o.iter_mut().zip(vrow) {
+                *a += w * b;
+            }
+        }
+    });
+}

@@ -1,0 +1,376 @@
+//! CodeArena end to end on loopback: answers from a tiny model, a scripted judge server (a real
+//! HTTP server on 127.0.0.1) giving chosen verdicts, a reply without a label (then one on the
+//! re-ask), conflicting labels and a 429 with Retry-After; exact scores on the project's
+//! fixture questions; resume after killing the judging process midway; the API key never in
+//! any output or file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "sk-test-SECRET-98765";
+const BASELINE: &str = "gpt-4-turbo-2024-04-09";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn questions() -> PathBuf {
+    fixtures().join("codearena/questions.jsonl")
+}
+
+/// Requests seen per (question, game), and the replies to give.
+#[derive(Default)]
+struct Judge {
+    seen: HashMap<(String, u8), usize>,
+    bad_auth: usize,
+}
+
+/// The scripted verdicts: per question, (game 1 reply, game 2 reply). Game 1 has the baseline
+/// (or the opponent) as A; game 2 as B.
+fn script(q: &str, game: u8, attempt: usize) -> (u16, String) {
+    let v = |s: &str| (200, format!("Both answers were read carefully. Final verdict: {s}"));
+    match (q, game) {
+        ("Q1", 1) => v("[[B>>A]]"), // the model (B) much better: +2
+        ("Q1", 2) => v("[[A>>B]]"), // the model (A) much better: +2
+        ("Q2", 1) => v("[[A>B]]"),  // -1
+        ("Q2", 2) => v("[[A=B]]"),  // 0
+        // No label at first; the re-ask gets one: +1.
+        ("Q3", 1) if attempt == 1 => (200, "I think the second is a bit better overall.".into()),
+        ("Q3", 1) => v("[[B>A]]"),
+        ("Q3", 2) => v("[[A=B]]"),
+        ("Q4", 1) => v("[[A>B]] ... on reflection [[B>A]]"), // conflicting: unparsable, 0
+        ("Q4", 2) => v("[[B>A]]"),                           // the model is A: -1
+        ("Q5", _) if attempt == 1 => (429, "slow down".into()),
+        ("Q5", _) => v("[[A=B]]"),
+        ("Q7", 1) => v("[[A>>B]]"), // -2
+        ("Q7", 2) => v("[[A>B]]"),  // +1
+        _ => (400, "unexpected question".into()),
+    }
+}
+
+/// Starts the scripted judge; returns its base URL and shared state.
+fn start_judge(delay: Duration) -> (String, Arc<Mutex<Judge>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    let state = Arc::new(Mutex::new(Judge::default()));
+    let st = state.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let mut body = String::new();
+            req.as_reader().read_to_string(&mut body).unwrap();
+            let auth_ok = req
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("Authorization") && h.value.as_str() == format!("Bearer {SECRET}"));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let msgs = v["messages"].as_array().unwrap();
+            let user = msgs.iter().find(|m| m["role"] == "user").unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let q = user
+                .split("[Q")
+                .nth(1)
+                .map(|s| format!("Q{}", &s[..1]))
+                .unwrap_or_default();
+            // Game 1 when the baseline's answer comes first.
+            let marker = format!("BASELINE-ANSWER-{q}");
+            let base_pos = user.find(&marker);
+            let model_pos = user.rfind("model-answer-start");
+            let game = match (base_pos, model_pos) {
+                (Some(b), Some(m)) => {
+                    if b < m {
+                        1
+                    } else {
+                        2
+                    }
+                }
+                _ => 0,
+            };
+            let reask = msgs.len() > 2;
+            let attempt = {
+                let mut s = st.lock().unwrap();
+                if !auth_ok {
+                    s.bad_auth += 1;
+                }
+                let n = s.seen.entry((q.clone(), game)).or_insert(0);
+                *n += 1;
+                *n
+            };
+            std::thread::sleep(delay);
+            let (status, text) = script(&q, game, if reask { 2 } else { attempt });
+            let resp = if status == 200 {
+                serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}],
+                                   "usage": {"prompt_tokens": 10, "completion_tokens": 5}})
+                .to_string()
+            } else {
+                text
+            };
+            let mut r = tiny_http::Response::from_string(resp).with_status_code(status);
+            if status == 429 {
+                r = r.with_header(tiny_http::Header::from_bytes("Retry-After", "1").unwrap());
+            }
+            let _ = req.respond(r);
+        }
+    });
+    (format!("http://127.0.0.1:{port}/v1"), state)
+}
+
+fn syncoder(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_syncoder"));
+    c.args(args).env("OPENAI_API_KEY", SECRET);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(SECRET), "the key leaked into the output");
+}
+
+/// Answers for the model `tuned` whose text starts with a marker the judge can find.
+fn write_answers(eval: &Path) {
+    let out = syncoder(&["arena", "answer", "--model"], &[])
+        .arg(fixtures().join("loss_model"))
+        .args(["--name", "tuned", "--out"])
+        .arg(eval)
+        .arg("--questions")
+        .arg(questions())
+        .args(["--max-new-tokens", "6", "--batch-size", "3"])
+        .output()
+        .unwrap();
+    ok(&out);
+    // Prefix each generated answer with the marker (the tiny random model writes noise).
+    let path = eval.join("model_answer/tuned.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["answer"] = format!("model-answer-start {}", v["answer"].as_str().unwrap()).into();
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+fn judge_cmd(eval: &Path, url: &str, concurrency: &str) -> Command {
+    let mut c = syncoder(&["arena", "judge", "--out"], &[]);
+    c.arg(eval)
+        .arg("--questions")
+        .arg(questions())
+        .args([
+            "--model",
+            "tuned",
+            "--baseline",
+            BASELINE,
+            "--judge-url",
+            url,
+            "--judge-model",
+            "scripted-judge",
+        ])
+        .args(["--concurrency", concurrency, "--timeout-s", "20", "--backoff-s", "0.01"]);
+    c
+}
+
+fn no_secret_in(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            no_secret_in(&p);
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                "key in {}",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn scores_are_exact_on_the_fixture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    let answers = std::fs::read_to_string(eval.join("model_answer/tuned.jsonl")).unwrap();
+    assert_eq!(answers.lines().count(), 6, "q6 is too long and skipped");
+    let (url, state) = start_judge(Duration::ZERO);
+    let t0 = Instant::now();
+    ok(&judge_cmd(&eval, &url, "4").output().unwrap());
+    assert!(t0.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
+    {
+        let s = state.lock().unwrap();
+        assert_eq!(s.bad_auth, 0, "every request carried the key");
+        assert_eq!(s.seen[&("Q3".into(), 1)], 2, "one re-ask");
+        assert_eq!(s.seen[&("Q5".into(), 1)], 2, "one retry after 429");
+        assert_eq!(s.seen[&("Q1".into(), 1)], 1);
+        assert!(!s.seen.contains_key(&("Q6".into(), 1)));
+    }
+    let out = syncoder(&["arena", "report"], &[]).arg(&eval).output().unwrap();
+    ok(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap()).unwrap();
+    let r = &report[0];
+    let o = &r["overall"];
+    assert_eq!(
+        (
+            o["n"].as_u64(),
+            o["wins"].as_u64(),
+            o["ties"].as_u64(),
+            o["losses"].as_u64()
+        ),
+        (Some(6), Some(2), Some(1), Some(3))
+    );
+    assert!((o["score"].as_f64().unwrap() - 2.5 / 6.0).abs() < 1e-12);
+    let ci = o["score_ci"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= 2.5 / 6.0 && 2.5 / 6.0 <= ci[1].as_f64().unwrap());
+    assert_eq!(r["skipped_too_long"], 1);
+    assert_eq!(r["unparsable_games"], 1);
+    assert_eq!(r["opponent"], BASELINE);
+    let cat = |name: &str| {
+        r["by_category"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let db = cat("Databases and Data Handling");
+    assert_eq!((db["wins"].as_u64(), db["losses"].as_u64()), (Some(1), Some(1)));
+    let langs: Vec<&str> = r["by_language"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert!(langs.contains(&"SQL") && langs.contains(&"Python"));
+    let md = std::fs::read_to_string(eval.join("report.md")).unwrap();
+    assert!(md.contains("Databases and Data Handling"));
+    assert!(std::fs::read_to_string(eval.join("report.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    no_secret_in(tmp.path());
+    // Judging again asks nothing.
+    let before: usize = state.lock().unwrap().seen.values().sum();
+    ok(&judge_cmd(&eval, &url, "4").output().unwrap());
+    assert_eq!(state.lock().unwrap().seen.values().sum::<usize>(), before);
+}
+
+#[test]
+fn a_killed_judging_run_resumes_without_asking_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    let (url, state) = start_judge(Duration::from_millis(150));
+    let file = eval.join("model_judgment/scripted-judge/tuned.jsonl");
+    let mut child = judge_cmd(&eval, &url, "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&file).map_or(0, |t| t.lines().count()) < 4 && t0.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let written: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        written.len() >= 4 && written.len() < 12,
+        "killed midway: {}",
+        written.len()
+    );
+    let asked_before: HashMap<(String, u8), usize> = state.lock().unwrap().seen.clone();
+    ok(&judge_cmd(&eval, &url, "2").output().unwrap());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12, "6 questions × 2 games, none lost");
+    let mut keys: Vec<(String, u64)> = lines
+        .iter()
+        .map(|j| {
+            (
+                j["question_id"].as_str().unwrap().to_string(),
+                j["game"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 12, "no game written twice");
+    // Games finished before the kill were not asked again.
+    let seen = state.lock().unwrap().seen.clone();
+    for j in &written {
+        let q = j["question_id"].as_str().unwrap().to_uppercase();
+        let key = (q, j["game"].as_u64().unwrap() as u8);
+        assert_eq!(seen[&key], asked_before[&key], "{key:?} asked again after the resume");
+    }
+    no_secret_in(tmp.path());
+}
+
+#[test]
+fn bad_questions_are_named_by_line_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q.jsonl");
+    let good = std::fs::read_to_string(questions())
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &q,
+        format!("{good}\n{{\"id\": \"x\", \"messages\": [{{\"role\": \"user\"}}]}}\n"),
+    )
+    .unwrap();
+    let out = syncoder(&["arena", "answer", "--model"], &[])
+        .arg(fixtures().join("loss_model"))
+        .args(["--name", "m", "--out"])
+        .arg(tmp.path().join("e"))
+        .arg("--questions")
+        .arg(&q)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("q.jsonl:2") && err.contains("messages[0].content"),
+        "{err}"
+    );
+    let out = syncoder(
+        &["arena", "answer", "--model"],
+        &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", "/nonexistent-hf")],
+    )
+    .arg(fixtures().join("loss_model"))
+    .args(["--name", "m", "--out"])
+    .arg(tmp.path().join("e"))
+    .args(["--questions", "hf://datasets/CSJianYang/CodeArena"])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"));
+}
