@@ -374,3 +374,124 @@ fn bad_questions_are_named_by_line_and_field() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"));
 }
+
+/// A judge that always gives `reply`; returns its URL and request counter.
+fn start_fixed_judge(reply: &'static str) -> (String, Arc<Mutex<usize>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    let count = Arc::new(Mutex::new(0usize));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let mut body = String::new();
+            req.as_reader().read_to_string(&mut body).unwrap();
+            *c.lock().unwrap() += 1;
+            let v = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": reply}}]});
+            let _ = req.respond(tiny_http::Response::from_string(v.to_string()));
+        }
+    });
+    (format!("http://127.0.0.1:{port}/v1"), count)
+}
+
+#[test]
+fn compare_judges_tuned_against_base_in_both_orders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    // A judge that always prefers position A: the swapped games cancel its bias into ties.
+    let (url, count) = start_fixed_judge("A is better. [[A>B]]");
+    let run = || {
+        syncoder(&["compare", "--base"], &[])
+            .arg(fixtures().join("loss_model"))
+            .arg("--tuned")
+            .arg(fixtures().join("loss_model"))
+            .arg("--questions")
+            .arg(questions())
+            .arg("--categories")
+            .arg(fixtures().join("codearena/categories.json"))
+            .args(["--baseline", BASELINE, "--judge-url", &url, "--judge-model", "a-lover"])
+            // At most 4 connections: tiny_http (the scripted judge) stalls on more.
+            .args([
+                "--max-new-tokens",
+                "4",
+                "--resamples",
+                "200",
+                "--concurrency",
+                "4",
+                "--out",
+            ])
+            .arg(&eval)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    ok(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap()).unwrap();
+    let pairs: Vec<(String, String)> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap().into(),
+                r["opponent"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs[0],
+        ("tuned".to_string(), "base".to_string()),
+        "the head-to-head comes first"
+    );
+    assert_eq!(pairs.len(), 3, "plus each against the baseline");
+    for r in report.as_array().unwrap() {
+        assert_eq!(r["overall"]["ties"], 6, "position bias cancels: {}", r["model"]);
+        assert_eq!(r["overall"]["score"], 0.5);
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tuned"));
+    assert_eq!(*count.lock().unwrap(), 3 * 12);
+    // Everything is cached: a second run generates and asks nothing.
+    let answers = std::fs::read_to_string(eval.join("model_answer/base.jsonl")).unwrap();
+    ok(&run());
+    assert_eq!(*count.lock().unwrap(), 3 * 12);
+    assert_eq!(
+        std::fs::read_to_string(eval.join("model_answer/base.jsonl")).unwrap(),
+        answers
+    );
+}
+
+#[test]
+fn answering_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    let path = eval.join("model_answer/tuned.jsonl");
+    let full = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = full.lines().collect();
+    // As if killed after four answers, mid-way through writing the fifth.
+    std::fs::write(&path, format!("{}\n{}", lines[..4].join("\n"), &lines[4][..10])).unwrap();
+    let out = syncoder(&["arena", "answer", "--model"], &[])
+        .arg(fixtures().join("loss_model"))
+        .args(["--name", "tuned", "--out"])
+        .arg(&eval)
+        .arg("--questions")
+        .arg(questions())
+        .args(["--max-new-tokens", "6"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let now = std::fs::read_to_string(&path).unwrap();
+    let now: Vec<&str> = now.lines().collect();
+    assert_eq!(now.len(), 6);
+    assert_eq!(now[..4], lines[..4], "finished answers are kept as they were");
+    let ids: std::collections::BTreeSet<String> = now
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["question_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 6);
+}

@@ -1,5 +1,5 @@
 //! `syncoder serve`: an OpenAI-compatible endpoint over a checkpoint, answering as `generate`
-//! does, usable as the CodeArena judge.
+//! does, usable as the CodeArena judge with many concurrent keep-alive connections.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -37,8 +37,9 @@ pub struct CompareArgs {
     /// Bootstrap resamples of the questions.
     #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
+    /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub report_seed: u64,
 }
 
 fn check_dir(p: &Path, flag: &str) -> Result<()> {
@@ -71,7 +72,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             run_judge(&a.out, &qs, name, &Opponent::Baseline(b.clone()), &a.judge)?;
         }
     }
-    let mut rs = reports(&a.out, a.resamples.max(1), a.seed)?;
+    let mut rs = reports(&a.out, a.resamples.max(1), a.report_seed)?;
     // The head-to-head first.
     rs.sort_by_key(|r| !(r.model == a.tuned_name && r.opponent == a.base_name));
     println!("{}", write_reports(&a.out, &rs)?);

@@ -40,10 +40,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         name,
         default_max_tokens: args.max_tokens,
     };
-    serve(&service, &format!("{}:{}", args.host, args.port), |addr| {
-        eprintln!(
-            "serving {} on http://{addr}/v1 (POST /v1/chat/completions, GET /v1/models)",
-            service.name
-        );
+    serve(service, &format!("{}:{}", args.host, args.port), |addr, name| {
+        eprintln!("serving {name} on http://{addr}/v1 (POST /v1/chat/completions, GET /v1/models)");
     })
 }

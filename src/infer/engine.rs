@@ -37,7 +37,15 @@ pub struct GenerationSettings {
 
 /// Generates a continuation of every prompt. Sequence `i` samples from its own stream seeded
 /// with `seed + i`, so results do not depend on batch composition.
+///
+/// The loop runs on a rayon worker thread (`rayon::scope`): the many small parallel loops of a
+/// decode step then split work inside the pool instead of each handing off from, and waking,
+/// the calling thread.
 pub fn generate(model: &Qwen2, prompts: &[Vec<u32>], s: &GenerationSettings) -> Result<Vec<Generated>> {
+    rayon::scope(|_| generate_on_pool(model, prompts, s))
+}
+
+fn generate_on_pool(model: &Qwen2, prompts: &[Vec<u32>], s: &GenerationSettings) -> Result<Vec<Generated>> {
     if prompts.iter().any(|p| p.is_empty()) {
         bail!("a prompt has no tokens");
     }

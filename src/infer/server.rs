@@ -1,14 +1,18 @@
 //! `syncoder serve`: an OpenAI-compatible HTTP endpoint over a model directory —
 //! `POST /v1/chat/completions` and `GET /v1/models` — so a local checkpoint can serve as the
-//! CodeArena judge or be used by other tools. Requests are answered one at a time (generation
-//! already uses every core); `stream` is not supported and says so.
+//! CodeArena judge or be used by other tools. axum takes any number of (keep-alive)
+//! connections; generations run one at a time (each already uses every core); `stream` is not
+//! supported and says so.
 
 use super::{generate, ChatFormat, GenerationSettings, Sampling};
 use crate::data::{Message, Role};
 use crate::model::Qwen2;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::Router;
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Response, Server};
+use std::sync::Arc;
 
 /// A loaded model ready to answer.
 pub struct ChatService {
@@ -110,13 +114,6 @@ impl ChatService {
     }
 }
 
-fn json_response(status: u16, v: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
-    let header = Header::from_bytes("Content-Type", "application/json").expect("a valid header");
-    Response::from_data(v.to_string().into_bytes())
-        .with_status_code(status)
-        .with_header(header)
-}
-
 fn error_body(status: u16, message: &str) -> Value {
     let kind = if status >= 500 {
         "server_error"
@@ -126,43 +123,66 @@ fn error_body(status: u16, message: &str) -> Value {
     json!({"error": {"message": message, "type": kind}})
 }
 
-/// Serves on `addr` until the process ends; `on_ready` gets the bound address.
-pub fn serve(service: &ChatService, addr: &str, on_ready: impl FnOnce(std::net::SocketAddr)) -> Result<()> {
-    let server = Server::http(addr).map_err(|e| anyhow!("binding {addr}: {e}"))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .context("the server is not bound to an IP address")?;
-    on_ready(bound);
-    for mut request in server.incoming_requests() {
-        let path = request
-            .url()
-            .split('?')
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('/')
-            .to_string();
-        let (status, body) = match (request.method(), path.as_str()) {
-            (Method::Get, "/v1/models") => (200, service.models()),
-            (Method::Get, "/health") => (200, json!({"status": "ok"})),
-            (Method::Post, "/v1/chat/completions") => {
-                let mut text = String::new();
-                match request.as_reader().read_to_string(&mut text) {
-                    Err(e) => (400, error_body(400, &format!("reading the body: {e}"))),
-                    Ok(_) => match serde_json::from_str::<Value>(&text) {
-                        Err(e) => (400, error_body(400, &format!("invalid JSON: {e}"))),
-                        Ok(body) => match service.chat(&body) {
-                            Ok(v) => (200, v),
-                            Err(ApiError(s, m)) => (s, error_body(s, &m)),
-                        },
-                    },
-                }
-            }
-            _ => (404, error_body(404, &format!("no route {} {path}", request.method()))),
-        };
-        if let Err(e) = request.respond(json_response(status, &body)) {
-            eprintln!("serve: could not answer a request: {e}");
-        }
+/// The service plus the lock that lets one generation run at a time (it uses every core).
+struct Shared {
+    service: ChatService,
+    busy: std::sync::Mutex<()>,
+}
+
+fn reply(status: u16, body: Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let code = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(body)).into_response()
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> axum::response::Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return reply(400, error_body(400, &format!("invalid JSON: {e}"))),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = shared.busy.lock().unwrap_or_else(|p| p.into_inner());
+        shared.service.chat(&body)
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => reply(200, v),
+        Ok(Err(ApiError(s, m))) => reply(s, error_body(s, &m)),
+        Err(e) => reply(500, error_body(500, &format!("generation failed: {e}"))),
     }
-    bail!("the server stopped")
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    reply(200, shared.service.models())
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    reply(404, error_body(404, &format!("no route {uri}")))
+}
+
+/// Serves on `addr` until the process ends; `on_ready` gets the bound address.
+pub fn serve(service: ChatService, addr: &str, on_ready: impl FnOnce(std::net::SocketAddr, &str)) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        on_ready(listener.local_addr()?, &service.name);
+        let shared = Arc::new(Shared {
+            service,
+            busy: std::sync::Mutex::new(()),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+            .fallback(not_found)
+            .with_state(shared);
+        axum::serve(listener, app).await.context("serving")?;
+        bail!("the server stopped")
+    })
 }

@@ -346,24 +346,29 @@ impl Qwen2 {
                 .reshape((n, hkv, d))?;
             let v = linear(&h, &layer.v_w)?.broadcast_add(&layer.v_b)?;
             let (q, k, v) = (host(&rope(&q, &table)?)?, host(&rope(&k, &table)?)?, host(&v)?);
-            let mut out = vec![0f32; n * hq * d];
             let mut row = 0;
             for (tokens, cache) in inputs.iter().zip(caches.iter_mut()) {
-                let m = tokens.len();
-                let kv_rows = row * hkv * d..(row + m) * hkv * d;
+                let kv_rows = row * hkv * d..(row + tokens.len()) * hkv * d;
                 cache.append(l, &k[kv_rows.clone()], &v[kv_rows]);
-                let (ck, cv) = cache.layer(l);
-                let shape = crate::ops::cached_attention::CachedAttentionShape {
-                    heads: hq,
-                    kv_heads: hkv,
-                    head_dim: d,
-                    start: cache.len(),
-                    scale,
-                };
-                let q_rows = row * hq * d..(row + m) * hq * d;
-                crate::ops::cached_attention::cached_attention_cpu(&q[q_rows.clone()], ck, cv, shape, &mut out[q_rows]);
-                row += m;
+                row += tokens.len();
             }
+            let seqs: Vec<(&[f32], &[f32], usize, usize)> = inputs
+                .iter()
+                .zip(caches.iter())
+                .map(|(tokens, cache)| {
+                    let (ck, cv) = cache.layer(l);
+                    (ck, cv, cache.len(), tokens.len())
+                })
+                .collect();
+            let shape = crate::ops::cached_attention::CachedAttentionShape {
+                heads: hq,
+                kv_heads: hkv,
+                head_dim: d,
+                start: 0,
+                scale,
+            };
+            let mut out = vec![0f32; n * hq * d];
+            crate::ops::cached_attention::cached_attention_batch_cpu(&q, &seqs, shape, &mut out);
             let a = Tensor::from_vec(out, (n, hq * d), &dev)?.to_dtype(x.dtype())?;
             x = (x + linear(&a, &layer.o_w)?)?;
             let h = rms_norm(&x, &layer.post_norm, eps)?;

@@ -21,14 +21,35 @@ pub struct CachedAttentionShape {
 /// `out[i, h] = softmax(q[i, h] · K[0..=start+i, kv(h)]ᵀ · scale) · V[..]`, for `q` of `n` new
 /// tokens; `k` and `v` hold at least `start + n` cached rows.
 pub fn cached_attention_cpu(q: &[f32], k: &[f32], v: &[f32], s: CachedAttentionShape, out: &mut [f32]) {
+    let n = q.len() / (s.heads * s.head_dim);
+    cached_attention_batch_cpu(q, &[(k, v, s.start, n)], s, out);
+}
+
+/// The same for several sequences in one parallel pass: `seqs[j] = (keys, values, start, new
+/// tokens)`, their queries stacked in `q` in order (`shape.start` is ignored). One pass keeps
+/// the thread hand-offs per layer constant however many sequences a decode step has.
+pub fn cached_attention_batch_cpu(
+    q: &[f32],
+    seqs: &[(&[f32], &[f32], usize, usize)],
+    s: CachedAttentionShape,
+    out: &mut [f32],
+) {
     let (hq, hkv, d) = (s.heads, s.kv_heads, s.head_dim);
     let group = hq / hkv;
     let (qw, kw) = (hq * d, hkv * d);
+    // Per stacked query row: its sequence and its index within the sequence's new tokens.
+    let rows: Vec<(usize, usize)> = seqs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, &(_, _, _, n))| (0..n).map(move |i| (j, i)))
+        .collect();
     out.par_chunks_mut(d).enumerate().for_each(|(idx, o)| {
-        let (i, h) = (idx / hq, idx % hq);
+        let (r, h) = (idx / hq, idx % hq);
+        let (j, i) = rows[r];
+        let (k, v, start, _) = seqs[j];
         let kvh = h / group;
-        let qrow = &q[i * qw + h * d..i * qw + (h + 1) * d];
-        let visible = s.start + i + 1;
+        let qrow = &q[r * qw + h * d..r * qw + (h + 1) * d];
+        let visible = start + i + 1;
         let mut scores: Vec<f32> = (0..visible)
             .map(|j| dot(qrow, &k[j * kw + kvh * d..j * kw + (kvh + 1) * d]) * s.scale)
             .collect();

@@ -1,6 +1,6 @@
 //! Plain composed-candle versions of the fused ops, written for clarity, not speed. The tests
-//! compare every fused op's forward and input gradients against these; nothing on the training
-//! path calls them.
+//! compare every fused op's forward and input gradients against these; on CPU nothing on the
+//! training path calls them (`adamw` serves other devices until they have a kernel).
 
 use super::linear_cross_entropy::IGNORE_INDEX;
 use candle_core::{DType, Result, Tensor, D};
