@@ -76,6 +76,8 @@ opponents = ["base", "baseline:gpt-4-turbo-2024-04-09"]
 every_checkpoints = 1
 max_new_tokens = 4
 max_retries = 0
+# The scripted judge (tiny_http) stalls on more than four keep-alive connections.
+concurrency = 4
 
 [[stage]]
 name = "s"
