@@ -598,10 +598,10 @@ fn apply_set(root: &mut toml::Value, set: &str) -> Result<()> {
     let (path, raw) = set
         .split_once('=')
         .ok_or_else(|| anyhow!("--set {set:?}: expected section.key=value"))?;
-    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").expect("parsed above"),
-        Err(_) => toml::Value::String(raw.to_string()),
-    };
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let parts: Vec<&str> = path.trim().split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         bail!("--set {set:?}: empty key in {path:?}");

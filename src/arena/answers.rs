@@ -8,7 +8,6 @@ use crate::infer::{generate, ChatFormat, FinishReason, GenerationSettings, Sampl
 use crate::model::Qwen2;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,10 +56,11 @@ pub fn answer_questions(
     eval_dir: &Path,
     s: &AnswerSettings,
 ) -> Result<usize> {
-    let done = read_answers(eval_dir, name)?;
-    let mut todo: Vec<&Question> = questions
+    let (mut log, done) = AppendLog::open::<Answer>(&answers_path(eval_dir, name))?;
+    let done: std::collections::HashSet<String> = done.into_iter().map(|a| a.question_id).collect();
+    let todo: Vec<&Question> = questions
         .iter()
-        .filter(|q| !q.too_long() && !done.contains_key(&q.id))
+        .filter(|q| !q.too_long() && !done.contains(&q.id))
         .collect();
     if todo.is_empty() {
         return Ok(0);
@@ -72,32 +72,22 @@ pub fn answer_questions(
         .iter()
         .map(|q| format.chat_ids(&q.messages))
         .collect::<Result<_>>()?;
-    // Similar lengths together: less padding work in each batch's decode.
-    let mut order: Vec<usize> = (0..todo.len()).collect();
-    order.sort_by_key(|&i| prompts[i].len());
     let settings = GenerationSettings {
         max_new_tokens: s.max_new_tokens,
         sampling: s.sampling,
         stop_ids: format.stop_ids().to_vec(),
     };
-    let mut log = AppendLog::open(&answers_path(eval_dir, name))?;
-    let bar = ProgressBar::new(todo.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "answering {prefix} [{bar:30}] {pos}/{len}  {elapsed_precise} < ETA {eta_precise}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(name.to_string());
+    let bar = super::counting_bar("answering", "questions", name, todo.len());
     let started = Instant::now();
     let mut produced = 0;
-    for chunk in order.chunks(s.batch_size.max(1)) {
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        let out = generate(&model, &batch, &settings)?;
-        for (&i, g) in chunk.iter().zip(out) {
+    for (qs, batch) in todo
+        .chunks(s.batch_size.max(1))
+        .zip(prompts.chunks(s.batch_size.max(1)))
+    {
+        let out = generate(&model, batch, &settings)?;
+        for (q, g) in qs.iter().zip(out) {
             let answer = Answer {
-                question_id: todo[i].id.clone(),
+                question_id: q.id.clone(),
                 model: name.to_string(),
                 answer: format.decode(&g.token_ids)?,
                 tokens: g.token_ids.len(),
@@ -112,7 +102,6 @@ pub fn answer_questions(
         }
     }
     bar.finish_and_clear();
-    todo.clear();
     eprintln!(
         "{name}: {produced} answers in {:.1} s ({} already there)",
         started.elapsed().as_secs_f64(),

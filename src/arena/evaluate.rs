@@ -19,7 +19,6 @@ use super::score::GameVerdict;
 use super::verdict::Position;
 use crate::model::weights::write_atomic;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -164,15 +163,12 @@ pub fn judge(
     let total = jobs.len();
     let todo = pending(jobs, &done);
     summary.already_done = total - todo.len();
-    let bar = ProgressBar::new(todo.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "judging {prefix} [{bar:30}] {pos}/{len} games  {elapsed_precise} < ETA {eta_precise}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = super::counting_bar(
+        "judging",
+        "games",
+        &format!("{model} vs {}", opponent.name()),
+        todo.len(),
     );
-    bar.set_prefix(format!("{model} vs {}", opponent.name()));
     let meta = GameMeta {
         model: model.to_string(),
         opponent: opponent.name().to_string(),
@@ -188,8 +184,9 @@ pub fn judge(
     Ok(summary)
 }
 
-/// Reports of every judgment file under `EVAL_DIR/model_judgment/`, in file-name order.
-pub fn reports(eval_dir: &Path, resamples: usize, seed: u64) -> Result<Vec<Report>> {
+/// Reports of every judgment file under `EVAL_DIR/model_judgment/` (of `only_model`'s pairings
+/// when given), in file-name order.
+pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<&str>) -> Result<Vec<Report>> {
     let metas: BTreeMap<String, QuestionMeta> = read_questions_meta(eval_dir)?
         .into_iter()
         .map(|m| (m.id.clone(), m))
@@ -230,6 +227,9 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64) -> Result<Vec<Repor
                 });
         }
         for ((model, opponent, judge), by_q) in pairs {
+            if only_model.is_some_and(|m| m != model) {
+                continue;
+            }
             let mut results = Vec::new();
             let mut missing = 0;
             for m in metas

@@ -4,13 +4,12 @@
 //! to a JSON-lines log (fsynced) so that an interrupted run resumes without asking any game twice.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use anyhow::{bail, Context};
+use super::jsonl::AppendLog;
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -105,104 +104,26 @@ fn has_any_label(text: &str) -> bool {
     LABEL_TEXTS.iter().any(|l| text.contains(l))
 }
 
-/// An append-only JSON-lines file of [`Judgment`]s.
+/// The judgments of one pairing: an append-only JSONL file (see `jsonl::AppendLog`).
 #[derive(Debug)]
-pub struct JudgmentLog {
-    path: PathBuf,
-    file: File,
-}
+pub struct JudgmentLog(AppendLog);
 
 impl JudgmentLog {
     /// Opens (or creates, with its parent directories) the log and returns the judgments already
-    /// in it. An unparsable last line is taken as a write torn by a crash: it is dropped and the
-    /// file truncated to the end of the last complete line. An unparsable line anywhere else is
-    /// an error naming `file:line`. Blank lines are skipped.
+    /// in it; a torn last line is dropped, a bad line elsewhere is an error naming `file:line`.
     pub fn open(path: &Path) -> anyhow::Result<(Self, Vec<Judgment>)> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the directory of the judgment log {}", path.display()))?;
-        }
-        let existed = path.exists();
-        let bytes = if existed {
-            std::fs::read(path).with_context(|| format!("cannot read the judgment log {}", path.display()))?
-        } else {
-            Vec::new()
-        };
-        let mut judgments = Vec::new();
-        let mut keep_len = bytes.len();
-        let mut offset = 0;
-        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
-        for (index, line) in lines.iter().enumerate() {
-            let start = offset;
-            offset += line.len();
-            let text = String::from_utf8_lossy(line);
-            if text.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Judgment>(&text) {
-                Ok(j) => judgments.push(j),
-                Err(e) => {
-                    let is_last = lines[index + 1..].iter().all(|l| l.iter().all(u8::is_ascii_whitespace));
-                    if !is_last {
-                        bail!("{}:{}: not a judgment: {e}", path.display(), index + 1);
-                    }
-                    keep_len = start;
-                    break;
-                }
-            }
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open the judgment log {}", path.display()))?;
-        if keep_len < bytes.len() {
-            file.set_len(keep_len as u64)
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("cannot drop the torn last line of {}", path.display()))?;
-        } else if bytes.last().is_some_and(|b| *b != b'\n') {
-            // The last line is complete but unterminated: terminate it before appending.
-            file.write_all(b"\n")
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("cannot write to the judgment log {}", path.display()))?;
-        }
-        if !existed {
-            sync_parent_dir(path);
-        }
-        Ok((
-            JudgmentLog {
-                path: path.to_path_buf(),
-                file,
-            },
-            judgments,
-        ))
+        let (log, judgments) = AppendLog::open(path)?;
+        Ok((JudgmentLog(log), judgments))
     }
 
     /// Appends one judgment as one JSON line, in a single write, and fsyncs the file.
     pub fn append(&mut self, j: &Judgment) -> anyhow::Result<()> {
-        let mut line = serde_json::to_string(j).context("cannot serialise a judgment")?;
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_all())
-            .with_context(|| format!("cannot append to the judgment log {}", self.path.display()))
+        self.0.append(j)
     }
 
     /// The log's path.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Makes a newly created file's directory entry durable (best effort; a no-op where directories
-/// cannot be opened).
-fn sync_parent_dir(path: &Path) {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(dir) = File::open(parent) {
-        let _ = dir.sync_all();
+        self.0.path()
     }
 }
 
@@ -505,8 +426,8 @@ mod tests {
         drop(log);
 
         // Simulate a crash in the middle of a write, then resume.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"question_id\":\"q3\",\"ga").unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"{\"question_id\":\"q3\",\"ga").unwrap();
         drop(f);
         let (mut log, done) = JudgmentLog::open(&path).unwrap();
         assert_eq!(done.len(), 10);

@@ -1,105 +1,139 @@
-//! Append-only JSONL files that survive a kill: each record is one line written whole and
-//! fsynced; on reading, a torn last line (a kill mid-write) is dropped and cut from the file,
-//! while a bad line anywhere else is an error naming the file and line.
+//! Append-only JSONL files that survive a kill (answers, judgments): each record is one line
+//! written in one write and fsynced. On opening, an unparsable last line is a write torn by a
+//! crash: it is dropped and cut from the file; a complete but unterminated last line gets its
+//! newline; an unparsable line anywhere else is an error naming the file and line.
 
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The records of `path` (none if it does not exist), repairing a torn last line.
-pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    let mut line_no = 0usize;
-    while pos < bytes.len() {
-        line_no += 1;
-        let end = bytes[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i);
-        let line = &bytes[pos..end.unwrap_or(bytes.len())];
-        let parsed = std::str::from_utf8(line)
-            .map_err(anyhow::Error::from)
-            .and_then(|s| Ok(serde_json::from_str::<T>(s)?));
-        match (parsed, end) {
-            (Ok(v), Some(e)) => {
-                out.push(v);
-                pos = e + 1;
+/// The records of `bytes` and how many leading bytes hold complete records (blank lines skipped).
+fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(Vec<T>, usize)> {
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+    let (mut out, mut offset) = (Vec::new(), 0);
+    for (i, line) in lines.iter().enumerate() {
+        let text = String::from_utf8_lossy(line);
+        if !text.trim().is_empty() {
+            match serde_json::from_str::<T>(&text) {
+                Ok(v) => out.push(v),
+                // Unparsable and nothing after it: a torn last write.
+                Err(_) if lines[i + 1..].iter().all(|l| l.iter().all(u8::is_ascii_whitespace)) => {
+                    return Ok((out, offset))
+                }
+                Err(e) => bail!("{}:{}: {e}", path.display(), i + 1),
             }
-            (_, None) => {
-                // The last line has no newline: a write cut short. Drop it from the file.
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                f.set_len(pos as u64)
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("truncating the torn last line of {}", path.display()))?;
-                break;
-            }
-            (Err(_), Some(_)) if line.iter().all(|b| b.is_ascii_whitespace()) => pos = end.unwrap_or(pos) + 1,
-            (Err(e), Some(_)) => bail!("{}:{line_no}: {e}", path.display()),
         }
+        offset += line.len();
     }
-    Ok(out)
+    Ok((out, bytes.len()))
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The records of `path` (none if it does not exist), leaving the file as it is.
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    Ok(parse(path, &read_bytes(path)?)?.0)
 }
 
 /// An open JSONL file to append records to.
+#[derive(Debug)]
 pub struct AppendLog {
     path: PathBuf,
-    file: std::fs::File,
+    file: File,
 }
 
 impl AppendLog {
-    pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let file = std::fs::OpenOptions::new()
+    /// Opens (creating it and its directories) `path` for appending, repairs its end, and
+    /// returns the records already in it.
+    pub fn open<T: DeserializeOwned>(path: &Path) -> Result<(Self, Vec<T>)> {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let existed = path.exists();
+        let bytes = read_bytes(path)?;
+        let (records, keep) = parse(path, &bytes)?;
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-        })
+        if keep < bytes.len() {
+            file.set_len(keep as u64)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cutting the torn last line of {}", path.display()))?;
+        } else if bytes.last().is_some_and(|b| *b != b'\n') {
+            file.write_all(b"\n")
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if !existed {
+            // Make the new directory entry durable (best effort).
+            if let Ok(dir) = File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                file,
+            },
+            records,
+        ))
     }
 
-    /// Writes `value` as one line and fsyncs it.
+    /// Writes `value` as one line in one write and fsyncs it.
     pub fn append<T: Serialize>(&mut self, value: &T) -> Result<()> {
         let mut line = serde_json::to_vec(value)?;
         line.push(b'\n');
         self.file
             .write_all(&line)
-            .and_then(|_| self.file.sync_data())
+            .and_then(|_| self.file.sync_all())
             .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn torn_last_line_is_dropped_and_bad_lines_are_named() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("a/x.jsonl");
-        let mut log = AppendLog::open(&p).unwrap();
-        log.append(&serde_json::json!({"a": 1})).unwrap();
-        log.append(&serde_json::json!({"a": 2})).unwrap();
+        let (mut log, none) = AppendLog::open::<Value>(&p).unwrap();
+        assert!(none.is_empty());
+        log.append(&json!({"a": 1})).unwrap();
+        log.append(&json!({"a": 2})).unwrap();
         drop(log);
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"a\": 3").unwrap();
-        let v: Vec<serde_json::Value> = read(&p).unwrap();
+        assert_eq!(read::<Value>(&p).unwrap().len(), 2);
+        let (_, v) = AppendLog::open::<Value>(&p).unwrap();
         assert_eq!(v.len(), 2);
         assert!(std::fs::read_to_string(&p).unwrap().ends_with("}\n"));
+        // A complete last line without its newline is kept and terminated.
+        f.write_all(b"{\"a\": 3}").unwrap();
+        let (_, v) = AppendLog::open::<Value>(&p).unwrap();
+        assert_eq!(v.len(), 3);
+        assert!(std::fs::read_to_string(&p).unwrap().ends_with("3}\n"));
         std::fs::write(&p, "{\"a\": 1}\nnot json\n{\"a\": 2}\n").unwrap();
-        let e = read::<serde_json::Value>(&p).unwrap_err().to_string();
+        let e = read::<Value>(&p).unwrap_err().to_string();
         assert!(e.contains("x.jsonl:2"), "{e}");
     }
 }

@@ -15,3 +15,17 @@ pub mod report;
 pub mod score;
 pub mod stats;
 pub mod verdict;
+
+/// A progress bar with ETA counting `len` items of `unit` ("answering NAME [===>  ] 3/7 questions").
+pub(crate) fn counting_bar(verb: &str, unit: &str, prefix: &str, len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    let template =
+        format!("{verb} {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{elapsed_precise}} < ETA {{eta_precise}}");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}

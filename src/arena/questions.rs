@@ -125,23 +125,11 @@ pub fn parse_question(line: &str, categories: Option<&Categories>) -> Result<Que
         Some(_) => bail!("field `messages`: expected a non-empty list"),
         None => bail!("field `messages`: missing"),
     };
-    let mut messages = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
-        let role = match m.get("role").and_then(|r| r.as_str()) {
-            Some("system") => Role::System,
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            other => bail!("field `messages[{i}].role`: {other:?} is not system, user or assistant"),
-        };
-        let content = m
-            .get("content")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| anyhow!("field `messages[{i}].content`: expected a string"))?;
-        messages.push(Message {
-            role,
-            content: content.to_string(),
-        });
-    }
+    let mut messages = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| crate::data::record::parse_message(m, i))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     // The conversation to answer ends at its last user turn (a stored reference reply after it
     // is not part of the question).
     let last_user = messages

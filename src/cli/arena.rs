@@ -188,7 +188,7 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
             run_judge(&a.out, &qs, &a.model, &opponent, &a.judge)
         }
         ArenaCommand::Report(a) => {
-            let rs = reports(&a.eval_dir, a.resamples.max(1), a.seed)?;
+            let rs = reports(&a.eval_dir, a.resamples.max(1), a.seed, None)?;
             println!("{}", write_reports(&a.eval_dir, &rs)?);
             Ok(())
         }

@@ -72,7 +72,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             run_judge(&a.out, &qs, name, &Opponent::Baseline(b.clone()), &a.judge)?;
         }
     }
-    let mut rs = reports(&a.out, a.resamples.max(1), a.report_seed)?;
+    let mut rs = reports(&a.out, a.resamples.max(1), a.report_seed, None)?;
     // The head-to-head first.
     rs.sort_by_key(|r| !(r.model == a.tuned_name && r.opponent == a.base_name));
     println!("{}", write_reports(&a.out, &rs)?);

@@ -1,9 +1,10 @@
 //! `syncoder generate`: a reply of a model to a prompt or a conversation, greedy or sampled.
 
+use crate::data::record::parse_message;
 use crate::data::{Message, Role};
 use crate::infer::{generate, ChatFormat, GenerationSettings, Sampling};
 use crate::model::Qwen2;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 use std::path::PathBuf;
@@ -59,25 +60,9 @@ pub fn read_messages(path: &PathBuf) -> Result<Vec<Message>> {
     };
     list.iter()
         .enumerate()
-        .map(|(i, m)| {
-            let role = match m["role"].as_str() {
-                Some("system") => Role::System,
-                Some("user") => Role::User,
-                Some("assistant") => Role::Assistant,
-                other => bail!(
-                    "{}: messages[{i}].role: {other:?} is not system, user or assistant",
-                    path.display()
-                ),
-            };
-            let content = m["content"]
-                .as_str()
-                .with_context(|| format!("{}: messages[{i}].content: expected a string", path.display()))?;
-            Ok(Message {
-                role,
-                content: content.to_string(),
-            })
-        })
-        .collect()
+        .map(|(i, m)| parse_message(m, i))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {

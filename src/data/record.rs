@@ -193,7 +193,9 @@ impl Record {
     }
 }
 
-fn parse_message(m: &Value, i: usize) -> Result<Message, RecordError> {
+/// Validates message `i` of a conversation (`{"role": ..., "content": ...}`), naming the field
+/// on error.
+pub fn parse_message(m: &Value, i: usize) -> Result<Message, RecordError> {
     let Value::Object(obj) = m else {
         return Err(err(
             format!("messages[{i}]"),

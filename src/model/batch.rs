@@ -80,6 +80,12 @@ impl PackedBatch {
     /// other position gets `IGNORE_INDEX`. The last token of a document predicts nothing, so no
     /// loss crosses a document boundary.
     pub fn next_token_targets(&self, supervised: Option<&[bool]>) -> Result<Tensor> {
+        let targets = self.next_token_target_ids(supervised)?;
+        Ok(Tensor::new(targets.as_slice(), self.input_ids.device())?)
+    }
+
+    /// The same targets on the host.
+    pub fn next_token_target_ids(&self, supervised: Option<&[bool]>) -> Result<Vec<i64>> {
         let n = self.ids.len();
         if let Some(mask) = supervised {
             if mask.len() != n {
@@ -98,6 +104,6 @@ impl PackedBatch {
                 }
             })
             .collect();
-        Ok(Tensor::new(targets.as_slice(), self.input_ids.device())?)
+        Ok(targets)
     }
 }

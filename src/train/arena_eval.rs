@@ -109,8 +109,7 @@ impl ArenaEval {
             }
             opponents.push(opp);
         }
-        let all = reports(&eval_dir, 1000, 0)?;
-        let mine: Vec<_> = all.into_iter().filter(|r| r.model == name).collect();
+        let mine = reports(&eval_dir, 1000, 0, Some(&name))?;
         let out_dir = eval_dir.join(&name);
         std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         write_reports(&out_dir, &mine)?;

@@ -2,6 +2,7 @@
 //! written as a small standalone SVG file.
 
 use super::metrics::StepMetrics;
+use crate::arena::report::xml_escape;
 use std::fmt::Write;
 
 const W: f64 = 720.0;
@@ -28,7 +29,7 @@ pub fn render(metrics: &[StepMetrics], title: &str) -> String {
         s,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
         W / 2.0,
-        escape(title)
+        xml_escape(title)
     );
     let all: Vec<(f64, f64)> = train.iter().chain(val.iter()).copied().collect();
     if all.is_empty() {
@@ -124,10 +125,6 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     } else {
         (lo - 1.0, hi + 1.0)
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -23,13 +23,10 @@ pub struct MicroBatch {
 impl MicroBatch {
     pub fn new(b: &Batch, device: &Device) -> Result<Self> {
         let (batch, mask) = b.to_model_input(device)?;
-        let targets = batch.next_token_targets(Some(&mask))?;
-        let supervised = targets
-            .to_device(&Device::Cpu)?
-            .to_vec1::<i64>()?
-            .iter()
-            .filter(|&&t| t != IGNORE_INDEX)
-            .count();
+        // Counted on the host, before the targets go to the device.
+        let ids = batch.next_token_target_ids(Some(&mask))?;
+        let supervised = ids.iter().filter(|&&t| t != IGNORE_INDEX).count();
+        let targets = Tensor::new(ids.as_slice(), device)?;
         Ok(Self {
             tokens: b.rows.iter().map(|r| r.ids.len()).sum(),
             padding: b.rows.iter().map(|r| r.padding()).sum(),
