@@ -2,12 +2,14 @@
 //! subcommand lives in its own file and only parses options before calling the library.
 
 mod arena;
+mod bench;
 mod ckpt;
 mod compare;
 mod data;
 mod generate;
 mod init;
 mod loss;
+mod selftest;
 mod serve;
 mod train;
 
@@ -48,6 +50,11 @@ pub enum Command {
     /// Commands over checkpoints.
     #[command(subcommand)]
     Ckpt(ckpt::CkptCommand),
+    /// Check every fused kernel against its CPU twin and run a training step (validates a GPU node).
+    Selftest(selftest::SelftestArgs),
+    /// Benchmarks that print a table (not tests).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the parsed command line.
@@ -62,6 +69,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Arena(cmd) => arena::run(cmd),
         Command::Compare(args) => compare::run(args),
+        Command::Selftest(args) => selftest::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
 

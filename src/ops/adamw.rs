@@ -98,3 +98,110 @@ pub fn adamw_update(
         _ => reference::adamw(master, m, v, &grad, h),
     }
 }
+
+/// One parameter of a multi-tensor update, all updated in place.
+pub struct AdamWSlot<'a> {
+    /// fp32 master weights (the parameter itself when it is f32).
+    pub master: &'a Tensor,
+    pub m: &'a Tensor,
+    pub v: &'a Tensor,
+    /// The gradient, in the parameter's dtype.
+    pub grad: &'a Tensor,
+    /// The bf16 parameter the rounded master is written back to (`None`: f32 parameter).
+    pub param: Option<&'a Tensor>,
+    /// This parameter's weight decay (0 where the mask turns it off).
+    pub weight_decay: f64,
+}
+
+/// Elements per block of the multi-tensor kernels (`ADAMW_CHUNK` in `kernels/adamw.cu`).
+pub const MULTI_TENSOR_CHUNK: usize = 65536;
+
+/// Updates every slot in place on the GPU, one `kernels/adamw.cu` launch per gradient dtype
+/// (f32 parameters, bf16 parameters with fp32 masters). `h.weight_decay` is ignored: each slot
+/// carries its own.
+#[cfg(feature = "cuda")]
+pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
+    use super::cuda::{chunk_table, device_address, func, launch, ptx, BLOCK};
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    let Some(first) = slots.first() else {
+        return Ok(());
+    };
+    let Some(dev) = super::cuda::cuda_device(first.master.device()).cloned() else {
+        bail!("adamw_multi_cuda: expected CUDA tensors");
+    };
+    let (_, step_size, bc2_sqrt) = h.factors();
+    for dtype in [DType::F32, DType::BF16] {
+        let group: Vec<&AdamWSlot> = slots.iter().filter(|s| s.grad.dtype() == dtype).collect();
+        if group.is_empty() {
+            continue;
+        }
+        // Contiguous gradients, kept alive until the kernel has been queued.
+        let grads: Vec<Tensor> = group.iter().map(|s| s.grad.contiguous()).collect::<Result<_>>()?;
+        let mut table = Vec::with_capacity(group.len() * 8);
+        let mut lens = Vec::with_capacity(group.len());
+        for (s, g) in group.iter().zip(&grads) {
+            let n = s.master.elem_count();
+            for (name, t) in [("master", s.master), ("exp_avg", s.m), ("exp_avg_sq", s.v)] {
+                if t.dtype() != DType::F32 || t.elem_count() != n || !t.is_contiguous() {
+                    bail!("adamw: {name} must be a contiguous f32 tensor of {n} elements");
+                }
+            }
+            if g.elem_count() != n {
+                bail!("adamw: gradient of {} elements for a parameter of {n}", g.elem_count());
+            }
+            let param = match s.param {
+                Some(p) if p.dtype() == dtype && p.elem_count() == n && p.is_contiguous() => {
+                    device_address("adamw", p)?
+                }
+                Some(p) => bail!(
+                    "adamw: parameter {:?} {:?} does not fit its gradient",
+                    p.dtype(),
+                    p.dims()
+                ),
+                None if dtype == DType::F32 => 0,
+                None => bail!("adamw: a {dtype:?} gradient needs the parameter to write back to"),
+            };
+            let decay = (1.0 - h.lr * s.weight_decay) as f32;
+            table.extend_from_slice(&[
+                device_address("adamw", s.master)?,
+                device_address("adamw", s.m)?,
+                device_address("adamw", s.v)?,
+                device_address("adamw", g)?,
+                param,
+                n as u64,
+                decay.to_bits() as u64,
+                0,
+            ]);
+            lens.push(n);
+        }
+        let chunks = chunk_table(&lens, MULTI_TENSOR_CHUNK)?;
+        if chunks.is_empty() {
+            continue;
+        }
+        let table_d = dev.clone_htod(&table)?;
+        let chunks_d = dev.clone_htod(&chunks)?;
+        let suffix = if dtype == DType::F32 { "f32" } else { "bf16" };
+        let f = func(&dev, "adamw", ptx::ADAMW, &format!("adamw_multi_{suffix}"))?;
+        let mut b = f.builder();
+        let scalars = [
+            step_size as f32,
+            bc2_sqrt as f32,
+            (1.0 - h.beta1) as f32,
+            h.beta2 as f32,
+            (1.0 - h.beta2) as f32,
+            h.eps as f32,
+            h.grad_scale as f32,
+        ];
+        b.arg(&table_d).arg(&chunks_d);
+        for s in &scalars {
+            b.arg(s);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (chunks.len() as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(&mut b, cfg)?;
+    }
+    Ok(())
+}

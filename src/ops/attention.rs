@@ -3,8 +3,8 @@
 //!
 //! Tokens are flattened to `[tokens, heads, head_dim]`; `DocSegments` gives, for every token,
 //! the first token it may attend to. On CPU a fused op computes scores one query at a time and
-//! never materialises a `[T, T]` mask; other devices use the composed path with a block-diagonal
-//! mask per row.
+//! never materialises a `[T, T]` mask; other devices (CUDA) use `chunked_attention`, a block of
+//! heads at a time with recomputation in the backward.
 
 use super::gemm::{matmul, MatMut, MatRef};
 use super::{dot, with_cpu_f32};
@@ -100,7 +100,7 @@ pub fn varlen_causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSeg
                 lse: OnceLock::new(),
             },
         ),
-        _ => composed_attention(q, k, v, segs, scale),
+        _ => super::chunked_attention::chunked_attention(q, k, v, segs, scale, None),
     }
 }
 

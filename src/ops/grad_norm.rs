@@ -27,11 +27,88 @@ pub fn sum_squares(t: &Tensor) -> Result<f64> {
     }
 }
 
-/// `sqrt(Σ_params Σ g²)`, summed in the order given.
+/// `sqrt(Σ_params Σ g²)`, summed in the order given (on CUDA: one multi-tensor kernel).
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
+    #[cfg(feature = "cuda")]
+    if grads.first().is_some_and(|g| g.device().is_cuda()) {
+        return Ok(sum_squares_cuda(grads)?.sqrt());
+    }
     let mut total = 0f64;
     for g in grads {
         total += sum_squares(g)?;
     }
     Ok(total.sqrt())
+}
+
+/// Elements per block of `kernels/grad_norm.cu` (`SUMSQ_CHUNK`).
+pub const SUM_SQUARES_CHUNK: usize = 65536;
+
+/// Σ x² over many CUDA tensors (f32 or bf16) with two deterministic launches per dtype.
+#[cfg(feature = "cuda")]
+pub fn sum_squares_cuda(tensors: &[Tensor]) -> Result<f64> {
+    use super::cuda::{chunk_table, device_address, func, launch, ptx, BLOCK};
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    let Some(first) = tensors.first() else {
+        return Ok(0.0);
+    };
+    let Some(dev) = super::cuda::cuda_device(first.device()).cloned() else {
+        candle_core::bail!("sum_squares_cuda: expected CUDA tensors");
+    };
+    let mut total = 0f64;
+    for dtype in [DType::F32, DType::BF16] {
+        let group: Vec<Tensor> = tensors
+            .iter()
+            .filter(|t| t.dtype() == dtype)
+            .map(|t| t.contiguous())
+            .collect::<Result<_>>()?;
+        let mut table = Vec::with_capacity(group.len() * 2);
+        let mut lens = Vec::with_capacity(group.len());
+        for t in &group {
+            table.extend_from_slice(&[device_address("grad_norm", t)?, t.elem_count() as u64]);
+            lens.push(t.elem_count());
+        }
+        let chunks = chunk_table(&lens, SUM_SQUARES_CHUNK)?;
+        if chunks.is_empty() {
+            continue;
+        }
+        let table_d = dev.clone_htod(&table)?;
+        let chunks_d = dev.clone_htod(&chunks)?;
+        let mut partials = dev.alloc_zeros::<f64>(chunks.len())?;
+        let mut out = dev.alloc_zeros::<f64>(1)?;
+        let suffix = if dtype == DType::F32 { "f32" } else { "bf16" };
+        {
+            let f = func(
+                &dev,
+                "grad_norm",
+                ptx::GRAD_NORM,
+                &format!("sum_squares_multi_{suffix}"),
+            )?;
+            let mut b = f.builder();
+            b.arg(&table_d).arg(&chunks_d).arg(&mut partials);
+            let cfg = LaunchConfig {
+                grid_dim: (chunks.len() as u32, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch(&mut b, cfg)?;
+        }
+        {
+            let f = func(&dev, "grad_norm", ptx::GRAD_NORM, "sum_partials")?;
+            let mut b = f.builder();
+            let n = chunks.len() as i32;
+            b.arg(&partials).arg(&n).arg(&mut out);
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1024, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch(&mut b, cfg)?;
+        }
+        total += dev.clone_dtoh(&out)?[0];
+    }
+    let other = tensors.iter().find(|t| !matches!(t.dtype(), DType::F32 | DType::BF16));
+    if let Some(t) = other {
+        candle_core::bail!("sum_squares_cuda: unsupported dtype {:?}", t.dtype());
+    }
+    Ok(total)
 }

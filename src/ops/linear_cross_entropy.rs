@@ -67,7 +67,14 @@ pub fn linear_cross_entropy(
     while a < n {
         let len = chunk.min(n - a);
         let h_c = hd.narrow(0, a, len)?;
-        let logits = h_c.matmul(&wd.t()?)?.to_dtype(DType::F32)?;
+        // The CPU kernel works in f32; the CUDA kernel reads bf16 logits and computes in f32
+        // itself (the same values: bf16 -> f32 is exact), writing the gradient back in bf16.
+        let logits = h_c.matmul(&wd.t()?)?;
+        let logits = if logits.device().is_cuda() {
+            logits
+        } else {
+            logits.to_dtype(DType::F32)?
+        };
         let op = CrossEntropyInPlace {
             row_loss: Mutex::new(Vec::new()),
         };
@@ -171,6 +178,31 @@ impl InplaceOp2 for CrossEntropyInPlace {
             .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        use candle_core::backend::BackendStorage;
+        let (_rows, v) = l1.shape().dims2()?;
+        let losses = crate::dispatch_kernel_dtype!(
+            "cross_entropy_in_place",
+            s1.dtype(),
+            cuda::cross_entropy_in_place(s1, l1, s2, l2)
+        )?;
+        if losses.iter().any(|&l| l < 0.0) {
+            bail!("cross-entropy: a target id is outside the vocabulary (size {v})");
+        }
+        *self
+            .row_loss
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
+        Ok(())
+    }
 }
 
 /// Attaches the loss computed by the chunked forward to the autograd graph: its forward returns
@@ -187,6 +219,22 @@ impl CustomOp2 for SavedLoss {
 
     fn cpu_fwd(&self, _s1: &CpuStorage, _l1: &Layout, _s2: &CpuStorage, _l2: &Layout) -> Result<(CpuStorage, Shape)> {
         Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        _l1: &Layout,
+        _s2: &candle_core::CudaStorage,
+        _l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dev = &s1.device;
+        let value = dev.clone_htod(&[self.value])?;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(value, dev.clone()),
+            Shape::from(()),
+        ))
     }
 
     fn bwd(
@@ -209,5 +257,55 @@ impl CustomOp2 for SavedLoss {
             t.broadcast_mul(&g.to_dtype(t.dtype())?)?.to_dtype(like.dtype())
         };
         Ok((Some(scale(dh, hidden)?), Some(scale(dw, weight)?)))
+    }
+}
+
+/// Launch of `kernels/cross_entropy.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::IGNORE_INDEX;
+    use crate::ops::cuda::{func, launch, ptx, row_config, KernelDType};
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{bail, Layout, Result};
+
+    /// Runs the kernel over the logits in place and returns the per-row losses (copied to the
+    /// host: a few KiB per chunk).
+    pub fn cross_entropy_in_place<T: KernelDType>(
+        s1: &mut CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<Vec<f32>> {
+        let dev = s1.device.clone();
+        let (rows, v) = l1.shape().dims2()?;
+        let (Some((a, b)), Some((ta, tb))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            bail!("cross_entropy_in_place: expected contiguous logits and targets");
+        };
+        if tb - ta != rows {
+            bail!("cross_entropy_in_place: {} targets for {rows} rows", tb - ta);
+        }
+        let targets = s2.as_cuda_slice::<i64>()?.slice(ta..tb);
+        let mut logits = s1.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
+        let mut row_loss = dev.alloc_zeros::<f32>(rows.max(1))?;
+        let f = func(
+            &dev,
+            "cross_entropy",
+            ptx::CROSS_ENTROPY,
+            &format!("cross_entropy_in_place_{}", T::SUFFIX),
+        )?;
+        let mut bld = f.builder();
+        let (rows_i, v_i) = (rows as i32, v as i32);
+        bld.arg(&mut logits)
+            .arg(&targets)
+            .arg(&mut row_loss)
+            .arg(&rows_i)
+            .arg(&v_i)
+            .arg(&IGNORE_INDEX);
+        launch(&mut bld, row_config(rows, 0))?;
+        drop(bld);
+        let mut out = dev.clone_dtoh(&row_loss)?;
+        out.truncate(rows);
+        Ok(out)
     }
 }

@@ -11,6 +11,9 @@
 pub mod adamw;
 pub mod attention;
 pub mod cached_attention;
+pub mod chunked_attention;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod gemm;
 pub mod grad_norm;
 pub mod linear_cross_entropy;
@@ -19,7 +22,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
 
-pub use adamw::{adamw_update, AdamWStep};
+pub use adamw::{adamw_update, AdamWSlot, AdamWStep};
 pub use attention::{varlen_causal_attention, DocSegments};
 pub use grad_norm::global_norm;
 pub use linear_cross_entropy::{linear_cross_entropy, CrossEntropyOutput, IGNORE_INDEX};

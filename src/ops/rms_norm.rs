@@ -50,6 +50,19 @@ impl CustomOp2 for RmsNorm {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let y = crate::dispatch_kernel_dtype!("rms_norm", s1.dtype(), fwd(s1, l1, s2, l2, self.eps))?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let h = w.dim(0)?;
         let rows = x.elem_count() / h;
@@ -115,5 +128,112 @@ impl CustomOp3 for RmsNormBwd {
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((rows + 1, h))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let h = l2.shape().elem_count();
+        let rows = l1.shape().elem_count() / h.max(1);
+        let out = crate::dispatch_kernel_dtype!("rms_norm_bwd", s1.dtype(), bwd(s1, l1, s2, l2, s3, l3, self.eps))?;
+        Ok((out, Shape::from((rows + 1, h))))
+    }
+}
+
+#[cfg(feature = "cuda")]
+use cuda::{bwd, fwd};
+
+/// Launches of `kernels/rms_norm.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use crate::ops::cuda::{func, launch, ptx, row_config, view, KernelDType, BLOCK};
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{bail, Layout, Result};
+
+    /// Blocks of the backward: each accumulates the weight gradient of its rows (a fixed
+    /// function of the row count, so the summation order is reproducible).
+    const MAX_BWD_BLOCKS: usize = 1024;
+    /// The backward keeps one f32 weight-gradient accumulator per column in shared memory.
+    const MAX_HIDDEN: usize = 12 * 1024;
+
+    pub fn fwd<T: KernelDType>(
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        eps: f32,
+    ) -> Result<CudaStorage> {
+        let dev = &s1.device;
+        let (x, w) = (view::<T>("rms_norm", s1, l1)?, view::<T>("rms_norm", s2, l2)?);
+        let h = w.len();
+        let rows = x.len() / h.max(1);
+        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
+        let f = func(dev, "rms_norm", ptx::RMS_NORM, &format!("rms_norm_fwd_{}", T::SUFFIX))?;
+        let mut b = f.builder();
+        b.arg(&x).arg(&w).arg(&mut y);
+        let (rows_i, h_i) = (rows as i32, h as i32);
+        b.arg(&rows_i).arg(&h_i).arg(&eps);
+        launch(&mut b, row_config(rows, 0))?;
+        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd<T: KernelDType>(
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+        eps: f32,
+    ) -> Result<CudaStorage> {
+        let dev = &s1.device;
+        let x = view::<T>("rms_norm_bwd", s1, l1)?;
+        let w = view::<T>("rms_norm_bwd", s2, l2)?;
+        let g = view::<T>("rms_norm_bwd", s3, l3)?;
+        let h = w.len();
+        if h > MAX_HIDDEN {
+            bail!("rms_norm_bwd: hidden size {h} is above the kernel's {MAX_HIDDEN}");
+        }
+        let rows = x.len() / h.max(1);
+        let blocks = rows.clamp(1, MAX_BWD_BLOCKS);
+        let mut out = unsafe { dev.alloc::<T>((rows + 1) * h) }?;
+        let mut partial = unsafe { dev.alloc::<f32>(blocks * h) }?;
+        let (rows_i, h_i, blocks_i) = (rows as i32, h as i32, blocks as i32);
+        {
+            let mut dx = out.slice_mut(0..rows * h);
+            let f = func(dev, "rms_norm", ptx::RMS_NORM, &format!("rms_norm_bwd_{}", T::SUFFIX))?;
+            let mut b = f.builder();
+            b.arg(&x).arg(&w).arg(&g).arg(&mut dx).arg(&mut partial);
+            b.arg(&rows_i).arg(&h_i).arg(&eps);
+            let cfg = LaunchConfig {
+                grid_dim: (blocks as u32, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: (h * 4) as u32,
+            };
+            launch(&mut b, cfg)?;
+        }
+        {
+            let mut dw = out.slice_mut(rows * h..(rows + 1) * h);
+            let f = func(
+                dev,
+                "rms_norm",
+                ptx::RMS_NORM,
+                &format!("rms_norm_dw_reduce_{}", T::SUFFIX),
+            )?;
+            let mut b = f.builder();
+            b.arg(&partial).arg(&mut dw).arg(&blocks_i).arg(&h_i);
+            launch(&mut b, crate::ops::cuda::elementwise_config(h))?;
+        }
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }

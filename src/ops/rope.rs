@@ -100,6 +100,22 @@ impl CustomOp3 for Rope {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let sign = if self.inverse { -1.0f32 } else { 1.0 };
+        let y = crate::dispatch_kernel_dtype!("rope", s1.dtype(), cuda::rope(s1, l1, s2, l2, s3, l3, sign))?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         _x: &Tensor,
@@ -112,5 +128,44 @@ impl CustomOp3 for Rope {
             .contiguous()?
             .apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
         Ok((Some(dx), None, None))
+    }
+}
+
+/// Launches of `kernels/rope.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use crate::ops::cuda::{elementwise_config, func, launch, ptx, view, KernelDType};
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{Layout, Result};
+
+    pub fn rope<T: KernelDType>(
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+        sign: f32,
+    ) -> Result<CudaStorage> {
+        let dev = &s1.device;
+        let (n, h, d) = l1.shape().dims3()?;
+        let x = view::<T>("rope", s1, l1)?;
+        let cos = view::<f32>("rope (cos table)", s2, l2)?;
+        let sin = view::<f32>("rope (sin table)", s3, l3)?;
+        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
+        let f = func(dev, "rope", ptx::ROPE, &format!("rope_{}", T::SUFFIX))?;
+        let mut b = f.builder();
+        let (n_i, h_i, d_i) = (n as i32, h as i32, d as i32);
+        b.arg(&x)
+            .arg(&cos)
+            .arg(&sin)
+            .arg(&mut y)
+            .arg(&n_i)
+            .arg(&h_i)
+            .arg(&d_i)
+            .arg(&sign);
+        launch(&mut b, elementwise_config(n * h * d / 2))?;
+        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
     }
 }

@@ -41,6 +41,19 @@ impl CustomOp2 for SwiGlu {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let y = crate::dispatch_kernel_dtype!("swiglu", s1.dtype(), cuda::fwd(s1, l1, s2, l2))?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         gate: &Tensor,
@@ -92,5 +105,66 @@ impl CustomOp3 for SwiGluBwd {
         let mut dims = vec![2];
         dims.extend_from_slice(l1.dims());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let out = crate::dispatch_kernel_dtype!("swiglu_bwd", s1.dtype(), cuda::bwd(s1, l1, s2, l2, s3, l3))?;
+        let mut dims = vec![2];
+        dims.extend_from_slice(l1.dims());
+        Ok((out, Shape::from(dims)))
+    }
+}
+
+/// Launches of `kernels/swiglu.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use crate::ops::cuda::{elementwise_config, func, launch, ptx, view, KernelDType};
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{Layout, Result};
+
+    pub fn fwd<T: KernelDType>(s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<CudaStorage> {
+        let dev = &s1.device;
+        let (g, u) = (view::<T>("swiglu", s1, l1)?, view::<T>("swiglu", s2, l2)?);
+        let n = g.len();
+        let mut y = unsafe { dev.alloc::<T>(n) }?;
+        let f = func(dev, "swiglu", ptx::SWIGLU, &format!("swiglu_fwd_{}", T::SUFFIX))?;
+        let mut b = f.builder();
+        let n_i = n as i64;
+        b.arg(&g).arg(&u).arg(&mut y).arg(&n_i);
+        launch(&mut b, elementwise_config(n))?;
+        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+
+    pub fn bwd<T: KernelDType>(
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<CudaStorage> {
+        let dev = &s1.device;
+        let g = view::<T>("swiglu_bwd", s1, l1)?;
+        let u = view::<T>("swiglu_bwd", s2, l2)?;
+        let dy = view::<T>("swiglu_bwd", s3, l3)?;
+        let n = g.len();
+        let mut out = unsafe { dev.alloc::<T>(2 * n) }?;
+        let f = func(dev, "swiglu", ptx::SWIGLU, &format!("swiglu_bwd_{}", T::SUFFIX))?;
+        let mut b = f.builder();
+        let n_i = n as i64;
+        b.arg(&g).arg(&u).arg(&dy).arg(&mut out).arg(&n_i);
+        launch(&mut b, elementwise_config(n))?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }

@@ -39,6 +39,13 @@ pub struct StepMetrics {
     /// Peak resident memory of the process (CPU runs).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub peak_rss_mb: Option<f64>,
+    /// Peak device memory in use during the step, GiB (GPU runs; sampled after each forward
+    /// and backward).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub peak_device_memory_gib: Option<f64>,
+    /// Model FLOPs utilisation of the step (GPU runs on a card of known peak; see docs/gpu.md).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mfu: Option<f64>,
 }
 
 /// Finite values only (JSON has no NaN).

@@ -79,6 +79,15 @@ impl AdamW {
             bail!("{} gradients for {} parameters", grads.len(), self.params.len());
         }
         self.steps += 1;
+        #[cfg(feature = "cuda")]
+        if self.params.first().is_some_and(|p| p.var.device().is_cuda())
+            && self
+                .params
+                .iter()
+                .all(|p| matches!(p.var.dtype(), DType::F32 | DType::BF16))
+        {
+            return self.update_fused(grads, lr, grad_scale);
+        }
         for (p, g) in self.params.iter_mut().zip(grads) {
             let h = AdamWStep {
                 lr,
@@ -102,6 +111,37 @@ impl AdamW {
             p.m = m;
             p.v = v;
         }
+        Ok(())
+    }
+
+    /// The update of every parameter in place with one fused kernel launch per dtype
+    /// (`kernels/adamw.cu`): masters and moments updated, bf16 parameters rewritten.
+    #[cfg(feature = "cuda")]
+    fn update_fused(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
+        use crate::ops::AdamWSlot;
+        let slots: Vec<AdamWSlot> = self
+            .params
+            .iter()
+            .zip(grads)
+            .map(|(p, g)| AdamWSlot {
+                master: p.master.as_ref().unwrap_or_else(|| p.var.as_tensor()),
+                m: &p.m,
+                v: &p.v,
+                grad: g,
+                param: p.master.as_ref().map(|_| p.var.as_tensor()),
+                weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
+            })
+            .collect();
+        let h = AdamWStep {
+            lr,
+            beta1: self.hp.beta1,
+            beta2: self.hp.beta2,
+            eps: self.hp.eps,
+            weight_decay: 0.0,
+            step: self.steps,
+            grad_scale,
+        };
+        crate::ops::adamw::adamw_multi_cuda(&slots, &h).context("fused AdamW update")?;
         Ok(())
     }
 

@@ -68,9 +68,14 @@ pub fn step_gradients(
     for (i, mb) in micros.iter().enumerate() {
         before_micro(i);
         let out = model.loss(&mb.batch, &mb.targets)?;
+        // The end of the forward holds every saved activation: sample the device memory there.
+        #[cfg(feature = "cuda")]
+        crate::ops::cuda::sample_peak_memory(model.device());
         loss_sum += out.loss_sum.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * loss_factor;
         let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
         let store = scaled.backward().context("backward pass")?;
+        #[cfg(feature = "cuda")]
+        crate::ops::cuda::sample_peak_memory(model.device());
         for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
             let g = store
                 .get(var.as_tensor())

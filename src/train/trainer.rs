@@ -58,14 +58,37 @@ pub struct Summary {
     pub bad_records: u64,
 }
 
-fn parse_device(name: &str) -> Result<Device> {
+/// The step's sampled peak of device memory in use, GiB (GPU runs).
+fn peak_device_memory_gib(device: &Device) -> Option<f64> {
+    #[cfg(feature = "cuda")]
+    return crate::ops::cuda::take_peak_memory(device).map(|b| b as f64 / (1u64 << 30) as f64);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        None
+    }
+}
+
+/// `cpu`, or `cuda` / `cuda:N` (GPU N) in builds with the `cuda` feature.
+pub fn parse_device(name: &str) -> Result<Device> {
     if name == "cpu" {
         return Ok(Device::Cpu);
     }
-    bail!(
-        "key `run.device`: {name:?}: this build has no CUDA backend yet (it comes with the `cuda` feature); \
-         set run.device = \"cpu\""
-    )
+    let ordinal = match name.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => bail!("{name:?} is not `cpu`, `cuda` or `cuda:N`"),
+        },
+        None => bail!("{name:?} is not `cpu`, `cuda` or `cuda:N`"),
+    };
+    if !cfg!(feature = "cuda") {
+        bail!(
+            "{name:?}: this binary was built without the `cuda` feature; rebuild with \
+             `cargo build --release --features cuda` (see docs/gpu.md) or set run.device = \"cpu\""
+        );
+    }
+    Device::new_cuda(ordinal).with_context(|| format!("opening CUDA device {ordinal}"))
 }
 
 fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
@@ -77,6 +100,9 @@ fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
     };
     if device.is_cpu() && dtype != DType::F32 {
         bail!("key `run.dtype`: CPU training runs in f32 (the CPU kernels are f32-only); set run.dtype = \"f32\"");
+    }
+    if device.is_cuda() && dtype == DType::F16 {
+        bail!("key `run.dtype`: the CUDA kernels are built for f32 and bf16; set run.dtype = \"bf16\"");
     }
     Ok(dtype)
 }
@@ -156,7 +182,7 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
     if cfg.run.world_size > 1 {
         bail!("key `run.world_size`: multi-process data parallelism (NCCL) is not built yet; set it to 1");
     }
-    let device = parse_device(&cfg.run.device)?;
+    let device = parse_device(&cfg.run.device).context("key `run.device`")?;
     let dtype = parse_dtype(&cfg.run.dtype, &device)?;
     let dir = run_dir(&cfg);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
@@ -499,6 +525,8 @@ impl Run {
                 padding_fraction: stats.padding_fraction(),
                 val_loss,
                 peak_rss_mb: self.device.is_cpu().then(peak_rss_mb).flatten(),
+                peak_device_memory_gib: peak_device_memory_gib(&self.device),
+                mfu: self.mfu(step_tokens as f64 / step_seconds),
             };
             self.metrics.append(&m)?;
             self.progress.step(&m, self.state.stage_step, total);
@@ -549,6 +577,20 @@ impl Run {
         self.state.stage_total_steps = 0;
         self.state.loader = None;
         Ok(())
+    }
+
+    /// Model FLOPs utilisation of a step (GPU runs on a card of known peak): tokens/s times
+    /// 6·N + 12·L·d·T FLOPs per token (T = data.seq_len) over the card's dense bf16 peak.
+    fn mfu(&self, tokens_per_s: f64) -> Option<f64> {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = crate::ops::cuda::cuda_device(&self.device) {
+            let card = crate::ops::cuda::device_name(dev).ok()?;
+            let (peak, _) = crate::bench::dense_bf16_peak_tflops(&card)?;
+            let fpt = crate::bench::flops_per_token(&self.model.config, self.cfg.data.seq_len);
+            return Some(tokens_per_s * fpt / (peak * 1e12));
+        }
+        let _ = tokens_per_s;
+        None
     }
 
     fn save(&mut self) -> Result<PathBuf> {

@@ -1,6 +1,7 @@
 use super::check_op;
 use candle_core::{Device, Result};
 use syncoder::ops::attention::composed_attention;
+use syncoder::ops::chunked_attention::{chunked_attention, heads_per_block};
 use syncoder::ops::{varlen_causal_attention, DocSegments};
 use syncoder::testing::randn;
 
@@ -39,6 +40,39 @@ fn attention_matches_reference() -> Result<()> {
             |t| composed_attention(&t[0], &t[1], &t[2], &segs, scale),
         )?;
     }
+    Ok(())
+}
+
+/// The GPU path (blocks of heads, recomputation in the backward), checked on the CPU against
+/// the composed reference with one head per block, a block that does not divide the heads,
+/// and all heads in one block.
+#[test]
+fn chunked_attention_matches_reference() -> Result<()> {
+    let cases = [
+        (vec![vec![5, 8], vec![13]], 4, 2, 16),
+        (vec![vec![1, 1, 3, 2], vec![4, 3]], 6, 3, 8),
+        (vec![vec![40, 27]], 6, 1, 32),
+    ];
+    for (i, (rows, hq, hkv, d)) in cases.iter().enumerate() {
+        let segs = segments(rows)?;
+        let n = segs.len();
+        let q = randn(7 * i as u64, &[n, *hq, *d], 1.0, &Device::Cpu)?;
+        let k = randn(7 * i as u64 + 1, &[n, *hkv, *d], 1.0, &Device::Cpu)?;
+        let v = randn(7 * i as u64 + 2, &[n, *hkv, *d], 1.0, &Device::Cpu)?;
+        let scale = 1.0 / (*d as f64).sqrt();
+        for heads in [Some(1), Some(4), None] {
+            check_op(
+                &format!("chunked attention {rows:?} hq={hq} hkv={hkv} d={d} heads={heads:?}"),
+                &[q.clone(), k.clone(), v.clone()],
+                |t| chunked_attention(&t[0], &t[1], &t[2], &segs, scale, heads),
+                |t| composed_attention(&t[0], &t[1], &t[2], &segs, scale),
+            )?;
+        }
+    }
+    // Blocks shrink as sequences grow: 4096 tokens fit 4 heads per GiB block, 8192 one.
+    assert_eq!(heads_per_block(1, 4096, 14), 4);
+    assert_eq!(heads_per_block(1, 8192, 14), 1);
+    assert_eq!(heads_per_block(1, 64, 14), 14);
     Ok(())
 }
 

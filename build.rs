@@ -1,0 +1,39 @@
+//! With the `cuda` feature, compiles every `kernels/*.cu` to PTX for sm_80 (which the driver
+//! JIT-compiles for A100, H100 and H200) with nvcc, through `cudaforge`, and writes
+//! `$OUT_DIR/kernels_ptx.rs` with one `&str` constant per kernel file (`RMS_NORM`, `ROPE`, ...),
+//! embedded in the binary by `src/ops/cuda/kernels.rs`. Without the feature it does nothing.
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=kernels");
+    #[cfg(feature = "cuda")]
+    if let Err(e) = cuda::build() {
+        panic!(
+            "compiling kernels/*.cu failed: {e}\n\
+             (nvcc 13.0 must be on PATH or under CUDA_ROOT; `eval \"$(scripts/cuda_toolkit.sh)\"` installs it from PyPI)"
+        );
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::path::PathBuf;
+
+    /// PTX target: sm_80 PTX runs on every GPU from Ampere on (the driver compiles it).
+    const PTX_COMPUTE_CAP: usize = 80;
+
+    pub fn build() -> Result<(), Box<dyn std::error::Error>> {
+        let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+        let ptx = cudaforge::KernelBuilder::new()
+            .source_dir("kernels")
+            .watch(["kernels/common.cuh"])
+            .compute_cap(PTX_COMPUTE_CAP)
+            .out_dir(&out_dir)
+            .arg("-std=c++17")
+            .arg("-O3")
+            .arg("-Ikernels")
+            .build_ptx()?;
+        ptx.write(out_dir.join("kernels_ptx.rs"))?;
+        Ok(())
+    }
+}

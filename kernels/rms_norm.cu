@@ -1,0 +1,83 @@
+// RMSNorm over the last dimension, y = w * (x / sqrt(mean(x^2) + eps)), and its backward.
+// CPU twin: src/ops/rms_norm.rs. One block per row; f32 math whatever the storage dtype.
+#include "common.cuh"
+
+using namespace sc;
+
+template <typename T>
+__device__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                             int rows, int h, float eps) {
+  __shared__ float scratch[33];
+  const int row = blockIdx.x;
+  if (row >= rows) return;
+  const T* xr = x + (long long)row * h;
+  T* yr = y + (long long)row * h;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const float v = to_f(xr[i]);
+    ss += v * v;
+  }
+  ss = block_sum(ss, scratch);
+  const float r = 1.f / sqrtf(ss / (float)h + eps);
+  for (int i = threadIdx.x; i < h; i += blockDim.x) yr[i] = from_f<T>(to_f(w[i]) * (to_f(xr[i]) * r));
+}
+
+// dx = g*w*r - x * (sum(g*w*x) * r^3 / h); the weight gradient sum(g*x*r) over rows is
+// accumulated per block (rows blockIdx.x, blockIdx.x + gridDim.x, ...) into `partial`
+// [gridDim.x, h] f32, then summed over blocks in a fixed order by rms_norm_dw_reduce.
+// Dynamic shared memory: h floats.
+template <typename T>
+__device__ void rms_norm_bwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ g,
+                             T* __restrict__ dx, float* __restrict__ partial, int rows, int h, float eps) {
+  __shared__ float scratch[33];
+  extern __shared__ float dw_acc[];
+  for (int i = threadIdx.x; i < h; i += blockDim.x) dw_acc[i] = 0.f;
+  for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + (long long)row * h;
+    const T* gr = g + (long long)row * h;
+    T* dxr = dx + (long long)row * h;
+    float ss = 0.f, c = 0.f;
+    for (int i = threadIdx.x; i < h; i += blockDim.x) {
+      const float xv = to_f(xr[i]);
+      ss += xv * xv;
+      c += to_f(gr[i]) * to_f(w[i]) * xv;
+    }
+    ss = block_sum(ss, scratch);
+    c = block_sum(c, scratch);
+    const float r = 1.f / sqrtf(ss / (float)h + eps);
+    const float k = c * r * r * r / (float)h;
+    for (int i = threadIdx.x; i < h; i += blockDim.x) {
+      const float xv = to_f(xr[i]), gv = to_f(gr[i]);
+      dw_acc[i] += gv * xv * r;
+      dxr[i] = from_f<T>(gv * to_f(w[i]) * r - xv * k);
+    }
+  }
+  float* pr = partial + (long long)blockIdx.x * h;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) pr[i] = dw_acc[i];
+}
+
+template <typename T>
+__device__ void rms_norm_dw_reduce(const float* __restrict__ partial, T* __restrict__ dw, int blocks, int h) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= h) return;
+  float s = 0.f;
+  for (int b = 0; b < blocks; ++b) s += partial[(long long)b * h + i];
+  dw[i] = from_f<T>(s);
+}
+
+#define RMS_NORM_OPS(T, SUFFIX)                                                                    \
+  extern "C" __global__ void rms_norm_fwd_##SUFFIX(const T* x, const T* w, T* y, int rows, int h,   \
+                                                   float eps) {                                    \
+    rms_norm_fwd<T>(x, w, y, rows, h, eps);                                                         \
+  }                                                                                                \
+  extern "C" __global__ void rms_norm_bwd_##SUFFIX(const T* x, const T* w, const T* g, T* dx,       \
+                                                   float* partial, int rows, int h, float eps) {   \
+    rms_norm_bwd<T>(x, w, g, dx, partial, rows, h, eps);                                            \
+  }                                                                                                \
+  extern "C" __global__ void rms_norm_dw_reduce_##SUFFIX(const float* partial, T* dw, int blocks,   \
+                                                         int h) {                                  \
+    rms_norm_dw_reduce<T>(partial, dw, blocks, h);                                                  \
+  }
+
+RMS_NORM_OPS(float, f32)
+RMS_NORM_OPS(bf16, bf16)

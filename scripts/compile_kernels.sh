@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Compiles every kernels/*.cu to cubin for sm_80 (A100) and sm_90 (H100/H200) through ptxas, so
+# register, shared-memory and syntax errors show on a machine without a GPU; warnings fail.
+# Needs nvcc on PATH: eval "$(scripts/cuda_toolkit.sh)" first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+n=0
+for cu in kernels/*.cu; do
+  for arch in sm_80 sm_90; do
+    nvcc -std=c++17 -O3 -cubin -arch="$arch" -Werror all-warnings -Xptxas -warn-spills \
+      -o "$out/$(basename "${cu%.cu}")_$arch.cubin" "$cu"
+    n=$((n + 1))
+  done
+done
+echo "compile_kernels: $n cubins (sm_80, sm_90) from $(ls kernels/*.cu | wc -l) kernel files"

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Combines the JSON files that the GPU bundle's run.sh wrote into results.md (the table for
+BENCHMARKS.md): selftest verdict, syncoder vs PyTorch tokens/s, MFU and peak memory, with the
+ratios measured in the same run. Standard library only."""
+
+import json
+import os
+import sys
+
+
+def load(d, name):
+    p = os.path.join(d, name)
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def main():
+    d = sys.argv[1]
+    st = load(d, "selftest.json")
+    sy, th = load(d, "bench_syncoder.json"), load(d, "bench_torch.json")
+    lg = load(d, "bench_torch_liger.json")
+    sy8, th8 = load(d, "bench_syncoder_8192.json"), load(d, "bench_torch_8192.json")
+    node = open(os.path.join(d, "node.txt")).read().splitlines() if os.path.exists(os.path.join(d, "node.txt")) else []
+    print("## GPU bundle results\n")
+    print("```")
+    print("\n".join(node[:3]))
+    print("```\n")
+    if st:
+        res = st["results"]
+        failed = [r for r in res if not r["passed"]]
+        print(f"selftest on {st['device']}: {len(res) - len(failed)} of {len(res)} checks passed")
+        for r in failed:
+            print(f"- FAIL {r['check']} [{r['dtype']}]: rel. error {r['rel_err']:.3e} > {r['tolerance']:.0e} {r['note']}")
+        print()
+    else:
+        print("selftest: no result\n")
+    rows = []
+    def row(label, r, mem_key):
+        if not r:
+            return
+        mfu = r.get("mfu")
+        mem = r.get(mem_key)
+        rows.append(f"| {label} | {r['batch']} x {r['seq_len']} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+                    f"{'%.1f%%' % (100 * mfu) if mfu is not None else 'n/a'} | {'%.2f' % mem if mem is not None else 'n/a'} |")
+    row("syncoder (fused kernels)", sy, "peak_memory_gib")
+    row(th["baseline"] if th else "PyTorch", th, "peak_memory_reserved_gib")
+    row(lg["baseline"] if lg else "PyTorch + Liger", lg, "peak_memory_reserved_gib")
+    row("syncoder, seq 8192", sy8, "peak_memory_gib")
+    row((th8["baseline"] + ", seq 8192") if th8 else "PyTorch 8192", th8, "peak_memory_reserved_gib")
+    if rows:
+        print("| run | batch x seq | step ms | tokens/s | MFU | peak memory GiB |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(rows))
+        print()
+    if sy and th:
+        print(f"syncoder / PyTorch tokens/s: {sy['tokens_per_s'] / th['tokens_per_s']:.2f}x (goal >= 1.2x)")
+    if sy and sy.get("mfu") is not None:
+        print(f"syncoder MFU: {100 * sy['mfu']:.1f}% of {sy['peak_tflops']} TFLOP/s ({sy['peak_source']}) (goal >= 50%)")
+    if sy8 and th8 and sy8.get("peak_memory_gib") and th8.get("peak_memory_reserved_gib"):
+        print(f"peak memory at seq 8192, syncoder / PyTorch: "
+              f"{sy8['peak_memory_gib'] / th8['peak_memory_reserved_gib']:.2f}x (goal <= 0.5x)")
+    if sy and sy.get("op_families"):
+        print("\n| op family (isolated fwd+bwd) | calls | ms per step |\n|---|---|---|")
+        for f in sy["op_families"]:
+            print(f"| {f['family']} | {f['calls']} | {f['ms_per_step']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+//! The training-step benchmark behind `syncoder bench train`: a randomly initialised model of a
+//! given config (no download), batches of random tokens, full steps (forward, backward, global
+//! gradient norm, fused AdamW) timed end to end, with tokens/s, model FLOPs utilisation, peak
+//! memory and the time of each op family measured in isolation at the model's shapes.
+
+use crate::config::OptimSection;
+use crate::model::{PackedBatch, Qwen2, Qwen2Config};
+use crate::ops::{self, DocSegments, RopeTable};
+use crate::train::optimizer::AdamW;
+use crate::train::step::{step_gradients, MicroBatch};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+pub struct TrainBenchOptions {
+    pub device: Device,
+    /// Printed with the results ("cuda (NVIDIA H100 80GB HBM3, sm_90)").
+    pub device_label: String,
+    pub dtype: DType,
+    pub config: Qwen2Config,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    /// Dense bf16 peak of the card in TFLOP/s; `None`: looked up from the card's name.
+    pub peak_tflops: Option<f64>,
+    /// Also time each op family in isolation.
+    pub op_times: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpFamilyTime {
+    pub family: String,
+    /// Calls per training step at these shapes.
+    pub calls: usize,
+    /// Milliseconds per step: one call's forward + backward, times `calls`.
+    pub ms_per_step: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrainBenchReport {
+    pub device: String,
+    pub dtype: String,
+    pub parameters: usize,
+    pub layers: usize,
+    pub hidden: usize,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub step_ms: f64,
+    pub tokens_per_s: f64,
+    /// 6·N + 12·L·d·T per token (N parameters, L layers, d attention width, T sequence length).
+    pub flops_per_token: f64,
+    pub achieved_tflops: f64,
+    pub peak_tflops: Option<f64>,
+    /// Where the peak comes from (the card it was looked up for, or the command line).
+    pub peak_source: String,
+    pub mfu: Option<f64>,
+    /// Device memory in use at its sampled peak (GPU) or the process's peak RSS (CPU), GiB.
+    pub peak_memory_gib: Option<f64>,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub op_families: Vec<OpFamilyTime>,
+}
+
+/// Dense (no sparsity) bf16 tensor-core peak of known cards, TFLOP/s, from NVIDIA's data sheets.
+pub fn dense_bf16_peak_tflops(card: &str) -> Option<(f64, &'static str)> {
+    let c = card.to_uppercase();
+    let table: &[(&[&str], f64, &str)] = &[
+        (&["GH200"], 989.4, "GH200 dense bf16"),
+        (&["H200"], 989.4, "H200 SXM dense bf16"),
+        (&["H100", "PCIE"], 756.0, "H100 PCIe dense bf16"),
+        (&["H100", "NVL"], 835.0, "H100 NVL dense bf16"),
+        (&["H100"], 989.4, "H100 SXM dense bf16"),
+        (&["H800"], 989.4, "H800 SXM dense bf16"),
+        (&["A100"], 312.0, "A100 dense bf16"),
+        (&["A800"], 312.0, "A800 dense bf16"),
+        (&["L40S"], 362.1, "L40S dense bf16"),
+        (&["B200"], 2250.0, "B200 dense bf16"),
+    ];
+    table
+        .iter()
+        .find(|(keys, ..)| keys.iter().all(|k| c.contains(k)))
+        .map(|&(_, v, s)| (v, s))
+}
+
+/// FLOPs per trained token: 6·N for the parameters' matmuls (forward + backward) plus 12·L·d·T
+/// for attention scores and values (the PaLM appendix formula, as the issue defines MFU).
+pub fn flops_per_token(cfg: &Qwen2Config, seq_len: usize) -> f64 {
+    let n = cfg.num_parameters() as f64;
+    let d = (cfg.num_attention_heads * cfg.head_dim()) as f64;
+    6.0 * n + 12.0 * cfg.num_hidden_layers as f64 * d * seq_len as f64
+}
+
+fn sync(device: &Device) -> Result<()> {
+    device.synchronize()?;
+    Ok(())
+}
+
+/// One micro-batch of `batch` rows of random tokens, one document per row.
+fn random_batch(
+    cfg: &Qwen2Config,
+    batch: usize,
+    seq: usize,
+    device: &Device,
+    rng: &mut ChaCha8Rng,
+) -> Result<MicroBatch> {
+    let ids: Vec<u32> = (0..batch * seq)
+        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+        .collect();
+    let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
+    let mut targets = Vec::with_capacity(ids.len());
+    for i in 0..ids.len() {
+        targets.push(if (i + 1) % seq == 0 {
+            ops::IGNORE_INDEX
+        } else {
+            ids[i + 1] as i64
+        });
+    }
+    let supervised = targets.iter().filter(|&&t| t != ops::IGNORE_INDEX).count();
+    Ok(MicroBatch {
+        batch: PackedBatch::new(ids, positions, batch, device)?,
+        targets: Tensor::new(targets.as_slice(), device)?,
+        supervised,
+        tokens: batch * seq,
+        padding: 0,
+    })
+}
+
+pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
+    let cfg = &o.config;
+    let dev = &o.device;
+    let model = Qwen2::random(cfg.clone(), 0, o.dtype, dev, true).context("initialising the model")?;
+    let optim = OptimSection {
+        lr: 1e-4,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(&model, &optim)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mb = random_batch(cfg, o.batch, o.seq_len, dev, &mut rng)?;
+    #[cfg(feature = "cuda")]
+    let _ = crate::ops::cuda::take_peak_memory(dev);
+    let mut timed = 0f64;
+    for i in 0..o.warmup + o.steps {
+        sync(dev)?;
+        let t0 = Instant::now();
+        let g = step_gradients(&model, std::slice::from_ref(&mb), 1.0, &mut |_| {})?;
+        let norm = ops::global_norm(&g.grads)?;
+        let scale = if norm > 1.0 { 1.0 / norm } else { 1.0 };
+        opt.update(&g.grads, optim.lr, scale)?;
+        drop(g);
+        sync(dev)?;
+        if i >= o.warmup {
+            timed += t0.elapsed().as_secs_f64();
+        }
+        eprintln!(
+            "step {}/{}: {:.1} ms",
+            i + 1,
+            o.warmup + o.steps,
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    // The loss of the last and first steps (recomputed without gradients for the first).
+    let loss_of = |m: &Qwen2| -> Result<f64> {
+        let out = m.loss(&mb.batch, &mb.targets)?;
+        Ok(out.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()? / out.supervised.max(1) as f64)
+    };
+    let last_loss = loss_of(&model)?;
+    let first_loss = {
+        let fresh = Qwen2::random(cfg.clone(), 0, o.dtype, dev, false)?;
+        loss_of(&fresh)?
+    };
+    let peak_memory_gib = peak_memory_gib(dev);
+    let steps = o.steps.max(1);
+    let step_s = timed / steps as f64;
+    let tokens = (o.batch * o.seq_len) as f64;
+    let tokens_per_s = tokens / step_s.max(1e-12);
+    let fpt = flops_per_token(cfg, o.seq_len);
+    let achieved = tokens_per_s * fpt / 1e12;
+    let (peak, source) = match o.peak_tflops {
+        Some(p) => (Some(p), "--peak-tflops".to_string()),
+        None => match dense_bf16_peak_tflops(&o.device_label) {
+            Some((p, s)) => (Some(p), s.to_string()),
+            None => (None, "unknown device (give --peak-tflops)".to_string()),
+        },
+    };
+    let op_families = if o.op_times {
+        op_family_times(&model, &mut opt, &mb, o)?
+    } else {
+        Vec::new()
+    };
+    Ok(TrainBenchReport {
+        device: o.device_label.clone(),
+        dtype: format!("{:?}", o.dtype).to_lowercase(),
+        parameters: cfg.num_parameters(),
+        layers: cfg.num_hidden_layers,
+        hidden: cfg.hidden_size,
+        seq_len: o.seq_len,
+        batch: o.batch,
+        steps,
+        step_ms: step_s * 1e3,
+        tokens_per_s,
+        flops_per_token: fpt,
+        achieved_tflops: achieved,
+        peak_tflops: peak,
+        peak_source: source,
+        mfu: peak.map(|p| achieved / p),
+        peak_memory_gib,
+        first_loss,
+        last_loss,
+        op_families,
+    })
+}
+
+fn peak_memory_gib(dev: &Device) -> Option<f64> {
+    #[cfg(feature = "cuda")]
+    if dev.is_cuda() {
+        return crate::ops::cuda::take_peak_memory(dev).map(|b| b as f64 / (1u64 << 30) as f64);
+    }
+    let _ = dev;
+    crate::train::metrics::peak_rss_mb().map(|mb| mb / 1024.0)
+}
+
+/// Mean seconds of `f` over a few runs after one warm-up, synchronised.
+fn time_it(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    sync(dev)?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    sync(dev)?;
+    Ok(t0.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// Forward + backward of `op` on fresh variables of the given shapes, as a closure to time.
+fn fwd_bwd(
+    dev: &Device,
+    dtype: DType,
+    shapes: &[&[usize]],
+    op: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+) -> Result<impl FnMut() -> Result<()>> {
+    let vars: Vec<Var> = shapes
+        .iter()
+        .map(|s| Var::from_tensor(&(Tensor::randn(0f32, 1.0, *s, dev)?.to_dtype(dtype)?)))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(move || {
+        let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = op(&inputs)?;
+        let _grads = y.to_dtype(DType::F32)?.sum_all()?.backward()?;
+        Ok(())
+    })
+}
+
+fn op_family_times(
+    model: &Qwen2,
+    opt: &mut AdamW,
+    mb: &MicroBatch,
+    o: &TrainBenchOptions,
+) -> Result<Vec<OpFamilyTime>> {
+    let cfg = &o.config;
+    let (dev, dt) = (&o.device, o.dtype);
+    let n = o.batch * o.seq_len;
+    let (h, inter, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers);
+    let (hq, hkv, hd) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
+    let reps = 3;
+    let mut out = Vec::new();
+    let mut push = |family: &str, calls: usize, secs: f64| {
+        out.push(OpFamilyTime {
+            family: family.to_string(),
+            calls,
+            ms_per_step: secs * calls as f64 * 1e3,
+        });
+    };
+    // The seven projections of one layer.
+    let mut matmul_s = 0f64;
+    for (out_f, in_f) in [
+        (hq * hd, h),
+        (hkv * hd, h),
+        (hkv * hd, h),
+        (h, hq * hd),
+        (inter, h),
+        (inter, h),
+        (h, inter),
+    ] {
+        let f = fwd_bwd(dev, dt, &[&[n, in_f], &[out_f, in_f]], |t| t[0].matmul(&t[1].t()?))?;
+        matmul_s += time_it(dev, reps, f)?;
+    }
+    push("matmul (cuBLAS / gemm), 7 per layer", l, matmul_s);
+    let segs = DocSegments::from_positions(&mb.batch.positions, o.batch, o.seq_len)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let f = fwd_bwd(dev, dt, &[&[n, hq, hd], &[n, hkv, hd], &[n, hkv, hd]], move |t| {
+        ops::varlen_causal_attention(&t[0], &t[1], &t[2], &segs, scale)
+    })?;
+    push("attention", l, time_it(dev, reps, f)?);
+    let f = fwd_bwd(dev, dt, &[&[n, h], &[h]], |t| ops::rms_norm(&t[0], &t[1], 1e-6))?;
+    push("rms_norm (kernel)", 2 * l + 1, time_it(dev, reps, f)?);
+    let table = RopeTable::new(&mb.batch.positions, hd, cfg.rope_theta(), dev)?;
+    let f = fwd_bwd(dev, dt, &[&[n, hq + hkv, hd]], move |t| ops::rope(&t[0], &table))?;
+    push("rope, q and k (kernel)", l, time_it(dev, reps, f)?);
+    let f = fwd_bwd(dev, dt, &[&[n, inter], &[n, inter]], |t| ops::swiglu(&t[0], &t[1]))?;
+    push("swiglu (kernel)", l, time_it(dev, reps, f)?);
+    let targets = mb.targets.clone();
+    let vocab = cfg.vocab_size;
+    let f = fwd_bwd(dev, dt, &[&[n, h], &[vocab, h]], move |t| {
+        Ok(ops::linear_cross_entropy(&t[0], &t[1], &targets, None)?.loss_sum)
+    })?;
+    push("linear_cross_entropy (kernel + matmuls)", 1, time_it(dev, reps, f)?);
+    let grads: Vec<Tensor> = model
+        .vars()
+        .iter()
+        .map(|(_, v)| v.as_tensor().zeros_like())
+        .collect::<candle_core::Result<_>>()?;
+    push(
+        "global grad norm (kernel)",
+        1,
+        time_it(dev, reps, || Ok(ops::global_norm(&grads).map(|_| ())?))?,
+    );
+    push(
+        "adamw, all parameters (kernel)",
+        1,
+        time_it(dev, reps, || opt.update(&grads, 0.0, 1.0))?,
+    );
+    Ok(out)
+}
+
+/// The report as a text table.
+pub fn table(r: &TrainBenchReport) -> String {
+    let mut s = String::new();
+    let line = |s: &mut String, k: &str, v: String| s.push_str(&format!("| {k:<28} | {v:<44} |\n"));
+    s.push_str(&format!(
+        "| {:<28} | {:<44} |\n|{}|{}|\n",
+        "syncoder bench train",
+        "",
+        "-".repeat(30),
+        "-".repeat(46)
+    ));
+    line(&mut s, "device", r.device.clone());
+    line(
+        &mut s,
+        "model",
+        format!(
+            "{:.1}M params, {} layers, hidden {}, {}",
+            r.parameters as f64 / 1e6,
+            r.layers,
+            r.hidden,
+            r.dtype
+        ),
+    );
+    line(
+        &mut s,
+        "batch x seq",
+        format!("{} x {} ({} timed steps)", r.batch, r.seq_len, r.steps),
+    );
+    line(&mut s, "step time", format!("{:.1} ms", r.step_ms));
+    line(&mut s, "tokens/s", format!("{:.0}", r.tokens_per_s));
+    line(
+        &mut s,
+        "achieved",
+        format!(
+            "{:.1} TFLOP/s ({:.3e} FLOPs/token)",
+            r.achieved_tflops, r.flops_per_token
+        ),
+    );
+    line(
+        &mut s,
+        "MFU",
+        match (r.mfu, r.peak_tflops) {
+            (Some(m), Some(p)) => format!("{:.1}% of {p} TFLOP/s ({})", m * 100.0, r.peak_source),
+            _ => format!("n/a ({})", r.peak_source),
+        },
+    );
+    line(
+        &mut s,
+        "peak memory",
+        r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
+    );
+    line(
+        &mut s,
+        "loss (init -> last step)",
+        format!("{:.4} -> {:.4}", r.first_loss, r.last_loss),
+    );
+    if !r.op_families.is_empty() {
+        s.push_str(&format!(
+            "\n| {:<44} | {:>5} | {:>12} |\n|{}|{}|{}|\n",
+            "op family (isolated fwd+bwd)",
+            "calls",
+            "ms per step",
+            "-".repeat(46),
+            "-".repeat(7),
+            "-".repeat(14)
+        ));
+        let mut total = 0.0;
+        for f in &r.op_families {
+            total += f.ms_per_step;
+            s.push_str(&format!(
+                "| {:<44} | {:>5} | {:>12.2} |\n",
+                f.family, f.calls, f.ms_per_step
+            ));
+        }
+        s.push_str(&format!(
+            "| {:<44} | {:>5} | {:>12.2} |\n",
+            "rest of the step (embedding, adds, copies)",
+            "",
+            (r.step_ms - total).max(0.0)
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peaks_are_looked_up_by_card_name() {
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 80GB HBM3").unwrap().0, 989.4);
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 PCIe").unwrap().0, 756.0);
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H200").unwrap().0, 989.4);
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA A100-SXM4-80GB").unwrap().0, 312.0);
+        assert!(dense_bf16_peak_tflops("cpu").is_none());
+    }
+
+    #[test]
+    fn flops_per_token_follows_6n_plus_12ldt() {
+        let cfg = Qwen2Config::from_file(std::path::Path::new("configs/models/qwen2.5-coder-0.5b.json")).unwrap();
+        let n = cfg.num_parameters() as f64;
+        // Qwen2.5-0.5B: 24 layers, 14 heads x 64 = 896 attention width.
+        let want = 6.0 * n + 12.0 * 24.0 * 896.0 * 4096.0;
+        assert_eq!(flops_per_token(&cfg, 4096), want);
+        assert!((n - 494.0e6).abs() < 1.0e6, "{n}");
+    }
+}

@@ -1,0 +1,96 @@
+//! `syncoder bench ...`: benchmarks that print a table (results go in BENCHMARKS.md, not tests).
+
+use crate::bench::{bench_train, table, TrainBenchOptions};
+use crate::model::Qwen2Config;
+use crate::train::trainer::parse_device;
+use anyhow::{bail, Context, Result};
+use candle_core::DType;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time full training steps of a randomly initialised model (no download): tokens/s, MFU,
+    /// peak memory, and the time of each op family.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    /// `cuda`, `cuda:N` or `cpu`.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// A Hugging Face `config.json` of the model shape (e.g. configs/models/qwen2.5-coder-0.5b.json).
+    #[arg(long)]
+    pub model_config: PathBuf,
+    #[arg(long, default_value_t = 4096)]
+    pub seq_len: usize,
+    /// Rows per step (one micro-batch).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// `bf16` (the GPU default) or `f32` (the only CPU dtype).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// The card's dense bf16 peak in TFLOP/s for MFU (default: looked up from its name).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// Skip the per-op-family timings.
+    #[arg(long)]
+    pub no_op_times: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Train(a) => train(a),
+    }
+}
+
+fn train(a: BenchTrainArgs) -> Result<()> {
+    let device = parse_device(&a.device).map_err(|e| anyhow::anyhow!("--device: {e:#}"))?;
+    let dtype = match a
+        .dtype
+        .as_deref()
+        .unwrap_or(if device.is_cpu() { "f32" } else { "bf16" })
+    {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        other => bail!("--dtype: {other:?} is not bf16 or f32"),
+    };
+    if device.is_cpu() && dtype != DType::F32 {
+        bail!("--dtype: the CPU kernels are f32-only");
+    }
+    if a.seq_len == 0 || a.batch == 0 || a.steps == 0 {
+        bail!("--seq-len, --batch and --steps must be positive");
+    }
+    let config = Qwen2Config::from_file(&a.model_config)
+        .with_context(|| format!("--model-config {}", a.model_config.display()))?;
+    let label = super::selftest::describe_device(&device, &a.device);
+    let opts = TrainBenchOptions {
+        device,
+        device_label: label,
+        dtype,
+        config,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        warmup: a.warmup,
+        steps: a.steps,
+        peak_tflops: a.peak_tflops,
+        op_times: !a.no_op_times,
+    };
+    let report = bench_train(&opts)?;
+    print!("{}", table(&report));
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

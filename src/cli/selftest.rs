@@ -1,0 +1,53 @@
+//! `syncoder selftest`: validates a node before a long run. Every fused kernel against its CPU
+//! twin (forward and backward, f32 and bf16, poisoned outputs) and a short training step; prints
+//! a pass/fail table and exits non-zero on any failure. Needs nothing but the binary and the
+//! node's driver.
+
+use crate::selftest;
+use crate::train::trainer::parse_device;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// `cuda`, `cuda:N`, or `cpu` (checks the CPU ops against composed references).
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 20261125)]
+    pub seed: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: SelftestArgs) -> Result<()> {
+    let device = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e:#}"))?;
+    let label = describe_device(&device, &args.device);
+    eprintln!("selftest on {label}");
+    let results = selftest::run(&device, args.seed)?;
+    print!("{}", selftest::table(&results, &label));
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "device": label, "seed": args.seed, "results": results });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        bail!("{failed} of {} selftest checks failed on {label}", results.len());
+    }
+    Ok(())
+}
+
+/// "cpu", or the card's name and compute capability.
+pub fn describe_device(device: &candle_core::Device, name: &str) -> String {
+    #[cfg(feature = "cuda")]
+    if let Some(d) = crate::ops::cuda::cuda_device(device) {
+        let card = crate::ops::cuda::device_name(d).unwrap_or_else(|_| "unknown GPU".into());
+        let cc = crate::ops::cuda::compute_capability(d).map_or(String::new(), |(a, b)| format!(", sm_{a}{b}"));
+        return format!("{name} ({card}{cc})");
+    }
+    let _ = device;
+    name.to_string()
+}

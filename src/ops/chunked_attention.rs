@@ -1,0 +1,279 @@
+//! Memory-bounded attention for devices without a fused attention kernel (the GPU path): the
+//! varlen causal attention of `ops::attention`, computed a block of query heads at a time from
+//! device-generic candle ops (cuBLAS matmuls on CUDA), saving only the output and the per-row
+//! log-sum-exp; the backward recomputes each block's probabilities from them (the
+//! FlashAttention recipe, at the granularity of whole heads). At most one block of
+//! `[rows, heads, T, T]` scores exists at a time, instead of every layer's probabilities being
+//! kept for the backward, so memory no longer grows with T² × layers.
+//!
+//! Scores come out of the matmul in the input dtype and the softmax runs in f32.
+
+use super::attention::DocSegments;
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor, D};
+use std::sync::Mutex;
+
+/// Bytes of f32 score-sized temporaries one block may hold (about four live at once).
+const BLOCK_BYTES: usize = 1 << 30;
+
+/// Query heads per block for `rows` rows of `t` tokens: as many as fit `BLOCK_BYTES`.
+pub fn heads_per_block(rows: usize, t: usize, hq: usize) -> usize {
+    let per_head = rows * t * t * 4 * 4;
+    (BLOCK_BYTES / per_head.max(1)).clamp(1, hq.max(1))
+}
+
+/// Varlen causal attention of `q [N, Hq, D]` over `k, v [N, Hkv, D]`, `heads` query heads at a
+/// time (`None`: `heads_per_block`). Same semantics as `ops::varlen_causal_attention`.
+pub fn chunked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segs: &DocSegments,
+    scale: f64,
+    heads: Option<usize>,
+) -> Result<Tensor> {
+    let (n, hq, d) = q.dims3()?;
+    let hkv = k.dim(1)?;
+    if hkv == 0 || hq % hkv != 0 || segs.len() != n {
+        bail!("chunked attention: {hq} query heads over {hkv} kv heads for {n} tokens");
+    }
+    let geo = Geometry {
+        rows: segs.rows,
+        t: segs.seq_len,
+        hq,
+        hkv,
+        d,
+        scale,
+        block: heads
+            .unwrap_or_else(|| heads_per_block(segs.rows, segs.seq_len, hq))
+            .clamp(1, hq),
+    };
+    let mask = geo.mask(segs, q.device())?;
+    let (q4, k4, v4) = (
+        geo.heads(&q.detach())?,
+        geo.repeat_kv(&k.detach())?,
+        geo.repeat_kv(&v.detach())?,
+    );
+    let mut outs = Vec::new();
+    let mut lses = Vec::new();
+    for (h0, hn) in geo.blocks() {
+        let s = geo.scores(&q4, &k4, &mask, h0, hn)?;
+        let lse = logsumexp(&s)?;
+        let p = s.broadcast_sub(&lse)?.exp()?.to_dtype(q.dtype())?;
+        outs.push(p.matmul(&block(&v4, h0, hn)?)?);
+        lses.push(lse);
+    }
+    let out = Tensor::cat(&outs, 1)?; // [rows, hq, t, d]
+    let out_flat = geo.tokens(&out)?;
+    let saved = SavedAttention {
+        geo,
+        segs: segs.clone(),
+        out: out_flat.clone(),
+        lse: Mutex::new(Some(Tensor::cat(&lses, 1)?)),
+    };
+    if q.track_op() || k.track_op() || v.track_op() {
+        q.apply_op3(k, v, saved)
+    } else {
+        Ok(out_flat)
+    }
+}
+
+/// Query heads `h0..h0+hn` of a `[rows, H, t, D]` tensor, contiguous (the batched matmul needs
+/// the batch dimensions to collapse).
+fn block(x: &Tensor, h0: usize, hn: usize) -> Result<Tensor> {
+    if hn == x.dim(1)? {
+        return Ok(x.clone());
+    }
+    x.narrow(1, h0, hn)?.contiguous()
+}
+
+/// `log Σ exp` over the last dimension, kept: `[.., 1]`. Rows are never fully masked (every
+/// token sees itself), so the maximum is finite.
+fn logsumexp(s: &Tensor) -> Result<Tensor> {
+    let m = s.max_keepdim(D::Minus1)?;
+    m.broadcast_add(&s.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    rows: usize,
+    t: usize,
+    hq: usize,
+    hkv: usize,
+    d: usize,
+    scale: f64,
+    /// Query heads per block.
+    block: usize,
+}
+
+impl Geometry {
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.hq)
+            .step_by(self.block)
+            .map(|h0| (h0, self.block.min(self.hq - h0)))
+    }
+
+    /// `[N, H, D]` -> `[rows, H, t, D]`.
+    fn heads(&self, x: &Tensor) -> Result<Tensor> {
+        let h = x.dim(1)?;
+        x.reshape((self.rows, self.t, h, self.d))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// `[rows, H, t, D]` -> `[N, H, D]`.
+    fn tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let h = x.dim(1)?;
+        x.transpose(1, 2)?.reshape((self.rows * self.t, h, self.d))
+    }
+
+    /// kv heads repeated for their query heads: `[N, Hkv, D]` -> `[rows, Hq, t, D]`.
+    fn repeat_kv(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.heads(x)?;
+        let group = self.hq / self.hkv;
+        if group == 1 {
+            return Ok(x);
+        }
+        x.unsqueeze(2)?
+            .broadcast_as((self.rows, self.hkv, group, self.t, self.d))?
+            .reshape((self.rows, self.hq, self.t, self.d))?
+            .contiguous()
+    }
+
+    /// Sums the gradient of repeated kv heads back: `[rows, Hq, t, D]` -> `[N, Hkv, D]`.
+    fn fold_kv(&self, x: &Tensor) -> Result<Tensor> {
+        let group = self.hq / self.hkv;
+        let x = if group == 1 {
+            x.clone()
+        } else {
+            x.reshape((self.rows, self.hkv, group, self.t, self.d))?.sum(2)?
+        };
+        self.tokens(&x)
+    }
+
+    /// `[rows, 1, t, t]` f32: 0 where query q may see key k (same document, k <= q), -inf
+    /// elsewhere; built on the device from the documents' first tokens.
+    fn mask(&self, segs: &DocSegments, device: &Device) -> Result<Tensor> {
+        let (rows, t) = (self.rows, self.t);
+        let starts: Vec<u32> = segs
+            .start
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| s - ((i / t) * t) as u32)
+            .collect();
+        let starts = Tensor::from_vec(starts, (rows, t, 1), device)?;
+        let keys = Tensor::arange(0u32, t as u32, device)?.reshape((1, 1, t))?;
+        let queries = Tensor::arange(0u32, t as u32, device)?.reshape((1, t, 1))?;
+        let after_start = keys.broadcast_ge(&starts)?;
+        let not_future = keys.broadcast_le(&queries)?.broadcast_as((rows, t, t))?;
+        let allowed = (after_start.broadcast_as((rows, t, t))? * not_future)?;
+        let zeros = Tensor::zeros((rows, t, t), DType::F32, device)?;
+        let neg = Tensor::full(f32::NEG_INFINITY, (rows, t, t), device)?;
+        allowed.where_cond(&zeros, &neg)?.unsqueeze(1)
+    }
+
+    /// Scaled, masked f32 scores of query heads `h0..h0+hn`: `[rows, hn, t, t]`.
+    fn scores(&self, q4: &Tensor, k4: &Tensor, mask: &Tensor, h0: usize, hn: usize) -> Result<Tensor> {
+        let s = block(q4, h0, hn)?.matmul(&block(k4, h0, hn)?.t()?)?;
+        (s.to_dtype(DType::F32)? * self.scale)?.broadcast_add(mask)
+    }
+}
+
+/// Attaches the blockwise forward to the autograd graph: forward returns the saved output, the
+/// backward recomputes each block's probabilities from the saved log-sum-exp.
+struct SavedAttention {
+    geo: Geometry,
+    segs: DocSegments,
+    out: Tensor,
+    lse: Mutex<Option<Tensor>>,
+}
+
+impl SavedAttention {
+    fn output_storage(&self) -> Result<(Storage, Shape)> {
+        let out = self.out.contiguous()?;
+        let (storage, layout) = out.storage_and_layout();
+        let copy = match &*storage {
+            Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
+            _ => bail!("chunked attention: unsupported device"),
+        };
+        Ok((copy, out.shape().clone()))
+    }
+}
+
+impl CustomOp3 for SavedAttention {
+    fn name(&self) -> &'static str {
+        "chunked_attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &CpuStorage,
+        _l1: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+        _s3: &CpuStorage,
+        _l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match self.output_storage()? {
+            (Storage::Cpu(s), shape) => Ok((s, shape)),
+            _ => bail!("chunked attention: output on another device"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _s1: &candle_core::CudaStorage,
+        _l1: &Layout,
+        _s2: &candle_core::CudaStorage,
+        _l2: &Layout,
+        _s3: &candle_core::CudaStorage,
+        _l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        match self.output_storage()? {
+            (Storage::Cuda(s), shape) => Ok((s, shape)),
+            _ => bail!("chunked attention: output on another device"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let geo = &self.geo;
+        let lse = self
+            .lse
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("chunked attention: poisoned lock".into()))?
+            .take();
+        let Some(lse) = lse else {
+            bail!("chunked attention: backward called twice for one forward");
+        };
+        let dtype = q.dtype();
+        let mask = geo.mask(&self.segs, q.device())?;
+        let (q4, k4, v4) = (geo.heads(q)?, geo.repeat_kv(k)?, geo.repeat_kv(v)?);
+        let go = geo.heads(&grad.to_dtype(dtype)?)?;
+        let o = geo.heads(res)?;
+        // D_i = Σ_d dO_id O_id, the softmax backward's row term.
+        let dd = (go.to_dtype(DType::F32)? * o.to_dtype(DType::F32)?)?.sum_keepdim(D::Minus1)?;
+        let (mut dqs, mut dks, mut dvs) = (Vec::new(), Vec::new(), Vec::new());
+        for (h0, hn) in geo.blocks() {
+            let s = geo.scores(&q4, &k4, &mask, h0, hn)?;
+            let p = s.broadcast_sub(&lse.narrow(1, h0, hn)?)?.exp()?;
+            let go_b = block(&go, h0, hn)?;
+            dvs.push(p.to_dtype(dtype)?.t()?.matmul(&go_b)?);
+            let dp = go_b.matmul(&block(&v4, h0, hn)?.t()?)?.to_dtype(DType::F32)?;
+            let ds = ((p * dp.broadcast_sub(&dd.narrow(1, h0, hn)?)?)? * geo.scale)?.to_dtype(dtype)?;
+            dqs.push(ds.matmul(&block(&k4, h0, hn)?)?);
+            dks.push(ds.t()?.matmul(&block(&q4, h0, hn)?)?);
+        }
+        let dq = geo.tokens(&Tensor::cat(&dqs, 1)?)?;
+        let dk = geo.fold_kv(&Tensor::cat(&dks, 1)?)?;
+        let dv = geo.fold_kv(&Tensor::cat(&dvs, 1)?)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
