@@ -20,6 +20,8 @@ model="$here/qwen2.5-coder-0.5b.json"
 # The CUDA 13 libraries the binary links (cuBLAS, cuBLASLt, NVRTC, cuRAND, cudart): from the
 # toolkit if the node has one, else from the nvidia-* wheels beside PyTorch.
 dirs=()
+# The driver's own folder in containers that mount it (libcuda.so.1).
+for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do [[ -d "$d" ]] && dirs+=("$d"); done
 for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cuda-13; do
   [[ -n "$d" ]] || continue
   for sub in lib64 lib targets/x86_64-linux/lib; do [[ -d "$d/$sub" ]] && dirs+=("$d/$sub"); done

@@ -163,6 +163,8 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
             t0.elapsed().as_secs_f64() * 1e3
         );
     }
+    // Read before the loss checks below allocate a second model.
+    let peak_memory_gib = peak_memory_gib(dev);
     // The loss of the last and first steps (recomputed without gradients for the first).
     let loss_of = |m: &Qwen2| -> Result<f64> {
         let out = m.loss(&mb.batch, &mb.targets)?;
@@ -173,7 +175,6 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         let fresh = Qwen2::random(cfg.clone(), 0, o.dtype, dev, false)?;
         loss_of(&fresh)?
     };
-    let peak_memory_gib = peak_memory_gib(dev);
     let steps = o.steps.max(1);
     let step_s = timed / steps as f64;
     let tokens = (o.batch * o.seq_len) as f64;
