@@ -1,4 +1,5 @@
-// RMSNorm over the last dimension, y = w * (x / sqrt(mean(x^2) + eps)), and its backward.
+// RMSNorm over the last dimension, y = w * (x / sqrt(mean(x^2) + eps)), its backward, and the
+// residual-fused forward: s = x + delta, y = rmsnorm(s) in one pass (out = [s | y]).
 // CPU twin: src/ops/rms_norm.rs. One block per row; f32 math whatever the storage dtype.
 #include "common.cuh"
 
@@ -20,6 +21,30 @@ __device__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T
   ss = block_sum(ss, scratch);
   const float r = 1.f / sqrtf(ss / (float)h + eps);
   for (int i = threadIdx.x; i < h; i += blockDim.x) yr[i] = from_f<T>(to_f(w[i]) * (to_f(xr[i]) * r));
+}
+
+// out[0 .. rows*h) = x + delta (rounded to T, as the separate add would store it), out[rows*h ..)
+// = rmsnorm of that rounded sum. The sum is written first and re-read, so both halves match the
+// unfused add followed by rms_norm_fwd bit for bit.
+template <typename T>
+__device__ void add_rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ w,
+                                 T* __restrict__ out, int rows, int h, float eps) {
+  __shared__ float scratch[33];
+  const int row = blockIdx.x;
+  if (row >= rows) return;
+  const long long off = (long long)row * h;
+  T* sr = out + off;
+  T* yr = out + (long long)rows * h + off;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const T sv = from_f<T>(to_f(x[off + i]) + to_f(delta[off + i]));
+    sr[i] = sv;
+    const float v = to_f(sv);
+    ss += v * v;
+  }
+  ss = block_sum(ss, scratch);
+  const float r = 1.f / sqrtf(ss / (float)h + eps);
+  for (int i = threadIdx.x; i < h; i += blockDim.x) yr[i] = from_f<T>(to_f(w[i]) * (to_f(sr[i]) * r));
 }
 
 // dx = g*w*r - x * (sum(g*w*x) * r^3 / h); the weight gradient sum(g*x*r) over rows is
@@ -73,6 +98,10 @@ __device__ void rms_norm_dw_reduce(const float* __restrict__ partial, T* __restr
   extern "C" __global__ void rms_norm_bwd_##SUFFIX(const T* x, const T* w, const T* g, T* dx,       \
                                                    float* partial, int rows, int h, float eps) {   \
     rms_norm_bwd<T>(x, w, g, dx, partial, rows, h, eps);                                            \
+  }                                                                                                \
+  extern "C" __global__ void add_rms_norm_fwd_##SUFFIX(const T* x, const T* delta, const T* w, T* out,   \
+                                                       int rows, int h, float eps) {               \
+    add_rms_norm_fwd<T>(x, delta, w, out, rows, h, eps);                                            \
   }                                                                                                \
   extern "C" __global__ void rms_norm_dw_reduce_##SUFFIX(const float* partial, T* dw, int blocks,   \
                                                          int h) {                                  \

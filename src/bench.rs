@@ -298,7 +298,12 @@ fn op_family_times(
     })?;
     push("attention", l, time_it(dev, reps, f)?);
     let f = fwd_bwd(dev, dt, &[&[n, h], &[h]], |t| ops::rms_norm(&t[0], &t[1], 1e-6))?;
-    push("rms_norm (kernel)", 2 * l + 1, time_it(dev, reps, f)?);
+    push("rms_norm (kernel)", 1, time_it(dev, reps, f)?);
+    let f = fwd_bwd(dev, dt, &[&[n, h], &[n, h], &[h]], |t| {
+        let (s, y) = ops::add_rms_norm(&t[0], &t[1], &t[2], 1e-6)?;
+        s + y
+    })?;
+    push("residual add + rms_norm (kernel)", 2 * l, time_it(dev, reps, f)?);
     let table = RopeTable::new(&mb.batch.positions, hd, cfg.rope_theta(), dev)?;
     let f = fwd_bwd(dev, dt, &[&[n, hq + hkv, hd]], move |t| ops::rope(&t[0], &table))?;
     push("rope, q and k (kernel)", l, time_it(dev, reps, f)?);
@@ -386,7 +391,7 @@ pub fn table(r: &TrainBenchReport) -> String {
     );
     if !r.op_families.is_empty() {
         s.push_str(&format!(
-            "\n| {:<44} | {:>5} | {:>12} |\n|{}|{}|{}|\n",
+            "\n| {:<46} | {:>5} | {:>12} |\n|{}|{}|{}|\n",
             "op family (isolated fwd+bwd)",
             "calls",
             "ms per step",
@@ -398,13 +403,13 @@ pub fn table(r: &TrainBenchReport) -> String {
         for f in &r.op_families {
             total += f.ms_per_step;
             s.push_str(&format!(
-                "| {:<44} | {:>5} | {:>12.2} |\n",
+                "| {:<46} | {:>5} | {:>12.2} |\n",
                 f.family, f.calls, f.ms_per_step
             ));
         }
         s.push_str(&format!(
-            "| {:<44} | {:>5} | {:>12.2} |\n",
-            "rest of the step (embedding, adds, copies)",
+            "| {:<46} | {:>5} | {:>12.2} |\n",
+            "rest (embedding, bias adds, reshapes, copies)",
             "",
             (r.step_ms - total).max(0.0)
         ));

@@ -71,6 +71,7 @@ pub fn run(device: &Device, seed: u64) -> Result<Vec<CheckResult>> {
             out: &mut out,
         };
         s.rms_norm()?;
+        s.add_rms_norm()?;
         s.rope()?;
         s.swiglu()?;
         s.attention()?;
@@ -271,6 +272,42 @@ impl Suite<'_> {
             )?;
         }
         Ok(())
+    }
+
+    fn add_rms_norm(&mut self) -> Result<()> {
+        let (rows, h) = (29, 1000);
+        let inputs = vec![
+            Input {
+                host: self.randn(&[rows, h], 1.0)?,
+                grad: true,
+                keep_dtype: false,
+            },
+            Input {
+                host: self.randn(&[rows, h], 0.5)?,
+                grad: true,
+                keep_dtype: false,
+            },
+            Input {
+                host: (self.randn(&[h], 0.1)? + 1.0)?
+                    .to_dtype(self.dtype)?
+                    .to_dtype(DType::F32)?,
+                grad: true,
+                keep_dtype: false,
+            },
+        ];
+        self.compare_with_grads(
+            &format!("add_rms_norm (residual-fused) [{rows}x{h}]"),
+            inputs,
+            &|t| {
+                let (s, n) = ops::add_rms_norm(&t[0], &t[1], &t[2], 1e-6)?;
+                Tensor::stack(&[s, n], 0)
+            },
+            &|t| {
+                let s = (&t[0] + &t[1])?;
+                let n = reference::rms_norm(&s, &t[2], 1e-6)?;
+                Tensor::stack(&[s, n], 0)
+            },
+        )
     }
 
     fn rope(&mut self) -> Result<()> {

@@ -26,6 +26,8 @@ fn cpu_selftest_checks_every_op_and_passes() {
     let results = doc["results"].as_array().unwrap();
     for op in [
         "rms_norm",
+        "add_rms_norm",
+        "attention",
         "rope",
         "swiglu",
         "cross_entropy_in_place",

@@ -10,7 +10,7 @@ use super::config::Qwen2Config;
 use super::kv_cache::KvCache;
 use super::weights::{save_weights, WeightFiles, DEFAULT_MAX_SHARD_BYTES};
 use crate::ops::{
-    linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput, RopeTable,
+    add_rms_norm, linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput, RopeTable,
 };
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -290,8 +290,14 @@ impl Qwen2 {
         let scale = 1.0 / (d as f64).sqrt();
         let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.t()?);
         let mut x = self.embed.index_select(&batch.input_ids, 0)?;
-        for layer in &self.layers {
-            let h = rms_norm(&x, &layer.input_norm, eps)?;
+        // Each residual add is fused with the norm that follows it (`add_rms_norm`): the
+        // attention output with the layer's post-attention norm, the MLP output with the next
+        // layer's input norm (or the final norm).
+        let mut h = match self.layers.first() {
+            Some(layer) => rms_norm(&x, &layer.input_norm, eps)?,
+            None => return Ok(rms_norm(&x, &self.norm, eps)?),
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
             let q = linear(&h, &layer.q_w)?.broadcast_add(&layer.q_b)?.reshape((n, hq, d))?;
             let k = linear(&h, &layer.k_w)?
                 .broadcast_add(&layer.k_b)?
@@ -302,12 +308,12 @@ impl Qwen2 {
             let q = rope(&q, &table)?;
             let k = rope(&k, &table)?;
             let a = varlen_causal_attention(&q, &k, &v, &batch.segments, scale)?.reshape((n, hq * d))?;
-            x = (x + linear(&a, &layer.o_w)?)?;
-            let h = rms_norm(&x, &layer.post_norm, eps)?;
-            let m = swiglu(&linear(&h, &layer.gate_w)?, &linear(&h, &layer.up_w)?)?;
-            x = (x + linear(&m, &layer.down_w)?)?;
+            let (x1, h1) = add_rms_norm(&x, &linear(&a, &layer.o_w)?, &layer.post_norm, eps)?;
+            let m = swiglu(&linear(&h1, &layer.gate_w)?, &linear(&h1, &layer.up_w)?)?;
+            let next_norm = self.layers.get(i + 1).map_or(&self.norm, |l| &l.input_norm);
+            (x, h) = add_rms_norm(&x1, &linear(&m, &layer.down_w)?, next_norm, eps)?;
         }
-        Ok(rms_norm(&x, &self.norm, eps)?)
+        Ok(h)
     }
 
     /// One generation step over several sequences: `inputs[s]` are the new tokens of sequence

@@ -26,7 +26,7 @@ pub use adamw::{adamw_update, AdamWSlot, AdamWStep};
 pub use attention::{varlen_causal_attention, DocSegments};
 pub use grad_norm::global_norm;
 pub use linear_cross_entropy::{linear_cross_entropy, CrossEntropyOutput, IGNORE_INDEX};
-pub use rms_norm::rms_norm;
+pub use rms_norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeTable};
 pub use swiglu::swiglu;
 

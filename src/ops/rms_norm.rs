@@ -1,4 +1,5 @@
-//! RMSNorm, `y = w * x / sqrt(mean(x^2) + eps)` over the last dimension, with its backward.
+//! RMSNorm, `y = w * x / sqrt(mean(x^2) + eps)` over the last dimension, with its backward, and
+//! the residual-fused form `add_rms_norm` (the residual add and the next norm in one pass).
 //!
 //! Reductions run in f32 and the weight gradient is summed over fixed row blocks in a fixed
 //! order, so results are bit-for-bit reproducible whatever the thread count.
@@ -24,6 +25,108 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 struct RmsNorm {
     eps: f32,
+}
+
+/// `s = x + delta` and `rms_norm(s, w)` in one pass over the rows: a residual add followed by
+/// the next norm, as every decoder layer has twice. Returns `(s, normed)`; gradients reach `x`,
+/// `delta` and `w`.
+pub fn add_rms_norm(x: &Tensor, delta: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let hidden = x.dim(D::Minus1)?;
+    if w.dims() != [hidden] || delta.shape() != x.shape() {
+        candle_core::bail!(
+            "add_rms_norm: x {:?}, delta {:?} and weight {:?} do not fit",
+            x.dims(),
+            delta.dims(),
+            w.dims()
+        );
+    }
+    let both = x
+        .contiguous()?
+        .apply_op3(&delta.contiguous()?, &w.contiguous()?, AddRmsNorm { eps: eps as f32 })?;
+    Ok((both.get(0)?, both.get(1)?))
+}
+
+/// Output `[2, ...shape]`: the sum, then its norm.
+struct AddRmsNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for AddRmsNorm {
+    fn name(&self) -> &'static str {
+        "add_rms_norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32("add_rms_norm", s1, l1)?;
+        let d = cpu_f32("add_rms_norm", s2, l2)?;
+        let w = cpu_f32("add_rms_norm", s3, l3)?;
+        let (n, h) = (x.len(), w.len());
+        let mut out = vec![0f32; 2 * n];
+        let (sum, y) = out.split_at_mut(n);
+        sum.par_chunks_mut(h)
+            .zip(y.par_chunks_mut(h))
+            .zip(x.par_chunks(h).zip(d.par_chunks(h)))
+            .for_each(|((sr, yr), (xr, dr))| {
+                for i in 0..h {
+                    sr[i] = xr[i] + dr[i];
+                }
+                let r = inv_rms(sr, self.eps);
+                for i in 0..h {
+                    yr[i] = w[i] * (sr[i] * r);
+                }
+            });
+        let mut dims = vec![2];
+        dims.extend_from_slice(l1.dims());
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let out = crate::dispatch_kernel_dtype!(
+            "add_rms_norm",
+            s1.dtype(),
+            cuda::add_fwd(s1, l1, s2, l2, s3, l3, self.eps)
+        )?;
+        let mut dims = vec![2];
+        dims.extend_from_slice(l1.dims());
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _delta: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = w.dim(0)?;
+        let rows = x.elem_count() / h;
+        let grad = grad.contiguous()?;
+        let sum = res.get(0)?;
+        let both = sum.apply_op3_no_bwd(w, &grad.get(1)?, &RmsNormBwd { eps: self.eps })?;
+        let dnorm = both.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = both.narrow(0, rows, 1)?.reshape(h)?;
+        let ds = (grad.get(0)? + dnorm)?;
+        Ok((Some(ds.clone()), Some(ds), Some(dw)))
+    }
 }
 
 fn inv_rms(row: &[f32], eps: f32) -> f32 {
@@ -184,6 +287,36 @@ mod cuda {
         b.arg(&rows_i).arg(&h_i).arg(&eps);
         launch(&mut b, row_config(rows, 0))?;
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_fwd<T: KernelDType>(
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+        eps: f32,
+    ) -> Result<CudaStorage> {
+        let dev = &s1.device;
+        let x = view::<T>("add_rms_norm", s1, l1)?;
+        let d = view::<T>("add_rms_norm", s2, l2)?;
+        let w = view::<T>("add_rms_norm", s3, l3)?;
+        let h = w.len();
+        let rows = x.len() / h.max(1);
+        let mut out = unsafe { dev.alloc::<T>(2 * x.len()) }?;
+        let f = func(
+            dev,
+            "rms_norm",
+            ptx::RMS_NORM,
+            &format!("add_rms_norm_fwd_{}", T::SUFFIX),
+        )?;
+        let mut b = f.builder();
+        let (rows_i, h_i) = (rows as i32, h as i32);
+        b.arg(&x).arg(&d).arg(&w).arg(&mut out).arg(&rows_i).arg(&h_i).arg(&eps);
+        launch(&mut b, row_config(rows, 0))?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,6 @@
 use super::check_op;
 use candle_core::{Device, Result};
-use syncoder::ops::{reference, rms_norm};
+use syncoder::ops::{add_rms_norm, reference, rms_norm};
 use syncoder::testing::randn;
 
 #[test]
@@ -27,5 +27,42 @@ fn rms_norm_rejects_wrong_weight() -> Result<()> {
     let x = randn(0, &[4, 8], 1.0, &Device::Cpu)?;
     let w = randn(1, &[7], 1.0, &Device::Cpu)?;
     assert!(rms_norm(&x, &w, 1e-6).is_err());
+    Ok(())
+}
+
+/// The residual-fused form against the reference add followed by the reference norm: both
+/// outputs (stacked) and the gradients of x, delta and w.
+#[test]
+fn add_rms_norm_matches_add_then_reference_norm() -> Result<()> {
+    for (i, shape) in [vec![1, 7], vec![3, 5, 33], vec![17, 256], vec![2, 1000]]
+        .iter()
+        .enumerate()
+    {
+        let h = *shape.last().unwrap();
+        let x = randn(10 + i as u64, shape, 1.5, &Device::Cpu)?;
+        let delta = randn(20 + i as u64, shape, 0.7, &Device::Cpu)?;
+        let w = (randn(30 + i as u64, &[h], 0.3, &Device::Cpu)? + 1.0)?;
+        check_op(
+            &format!("add_rms_norm {shape:?}"),
+            &[x, delta, w],
+            |t| {
+                let (s, n) = add_rms_norm(&t[0], &t[1], &t[2], 1e-6)?;
+                candle_core::Tensor::stack(&[s, n], 0)
+            },
+            |t| {
+                let s = (&t[0] + &t[1])?;
+                let n = reference::rms_norm(&s, &t[2], 1e-6)?;
+                candle_core::Tensor::stack(&[s, n], 0)
+            },
+        )?;
+    }
+    let x = randn(0, &[4, 8], 1.0, &Device::Cpu)?;
+    assert!(add_rms_norm(
+        &x,
+        &randn(1, &[4, 7], 1.0, &Device::Cpu)?,
+        &randn(2, &[8], 1.0, &Device::Cpu)?,
+        1e-6
+    )
+    .is_err());
     Ok(())
 }
