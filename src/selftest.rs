@@ -130,6 +130,26 @@ struct Input {
     keep_dtype: bool,
 }
 
+impl Input {
+    /// A differentiable input, in the suite's dtype on the device.
+    fn var(host: Tensor) -> Self {
+        Self {
+            host,
+            grad: true,
+            keep_dtype: false,
+        }
+    }
+
+    /// A constant input that keeps its own dtype (tables).
+    fn fixed(host: Tensor) -> Self {
+        Self {
+            host,
+            grad: false,
+            keep_dtype: true,
+        }
+    }
+}
+
 impl Suite<'_> {
     fn is_cuda(&self) -> bool {
         self.device.is_cuda()
@@ -252,18 +272,7 @@ impl Suite<'_> {
             let w = (self.randn(&[h], 0.1)? + 1.0)?
                 .to_dtype(self.dtype)?
                 .to_dtype(DType::F32)?;
-            let inputs = vec![
-                Input {
-                    host: x,
-                    grad: true,
-                    keep_dtype: false,
-                },
-                Input {
-                    host: w,
-                    grad: true,
-                    keep_dtype: false,
-                },
-            ];
+            let inputs = vec![Input::var(x), Input::var(w)];
             self.compare_with_grads(
                 &format!("rms_norm [{rows}x{h}]"),
                 inputs,
@@ -277,23 +286,13 @@ impl Suite<'_> {
     fn add_rms_norm(&mut self) -> Result<()> {
         let (rows, h) = (29, 1000);
         let inputs = vec![
-            Input {
-                host: self.randn(&[rows, h], 1.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: self.randn(&[rows, h], 0.5)?,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: (self.randn(&[h], 0.1)? + 1.0)?
+            Input::var(self.randn(&[rows, h], 1.0)?),
+            Input::var(self.randn(&[rows, h], 0.5)?),
+            Input::var(
+                (self.randn(&[h], 0.1)? + 1.0)?
                     .to_dtype(self.dtype)?
                     .to_dtype(DType::F32)?,
-                grad: true,
-                keep_dtype: false,
-            },
+            ),
         ];
         self.compare_with_grads(
             &format!("add_rms_norm (residual-fused) [{rows}x{h}]"),
@@ -316,21 +315,9 @@ impl Suite<'_> {
         let table = RopeTable::new(&positions, d, 1_000_000.0, &Device::Cpu)?;
         let x = self.randn(&[n, heads, d], 1.0)?;
         let inputs = vec![
-            Input {
-                host: x,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: table.cos.clone(),
-                grad: false,
-                keep_dtype: true,
-            },
-            Input {
-                host: table.sin.clone(),
-                grad: false,
-                keep_dtype: true,
-            },
+            Input::var(x),
+            Input::fixed(table.cos.clone()),
+            Input::fixed(table.sin.clone()),
         ];
         self.compare_with_grads(
             &format!("rope [{n}x{heads}x{d}]"),
@@ -349,16 +336,8 @@ impl Suite<'_> {
     fn swiglu(&mut self) -> Result<()> {
         let shape = [41, 1003];
         let inputs = vec![
-            Input {
-                host: self.randn(&shape, 2.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: self.randn(&shape, 1.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
+            Input::var(self.randn(&shape, 2.0)?),
+            Input::var(self.randn(&shape, 1.0)?),
         ];
         self.compare_with_grads("swiglu [41x1003]", inputs, &|t| ops::swiglu(&t[0], &t[1]), &|t| {
             reference::swiglu(&t[0], &t[1])
@@ -375,21 +354,9 @@ impl Suite<'_> {
         let segs = ops::DocSegments::from_positions(&positions, docs.len(), 65)?;
         let n = segs.len();
         let inputs = vec![
-            Input {
-                host: self.randn(&[n, hq, d], 1.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: self.randn(&[n, hkv, d], 1.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: self.randn(&[n, hkv, d], 1.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
+            Input::var(self.randn(&[n, hq, d], 1.0)?),
+            Input::var(self.randn(&[n, hkv, d], 1.0)?),
+            Input::var(self.randn(&[n, hkv, d], 1.0)?),
         ];
         let scale = 1.0 / (d as f64).sqrt();
         let tol = if self.dtype == DType::F32 { 1e-5 } else { 3e-2 };
@@ -475,16 +442,8 @@ impl Suite<'_> {
         let (n, h, vocab) = (300, 72, 1031);
         let targets = self.targets(n, vocab);
         let inputs = vec![
-            Input {
-                host: self.randn(&[n, h], 1.0)?,
-                grad: true,
-                keep_dtype: false,
-            },
-            Input {
-                host: self.randn(&[vocab, h], 0.2)?,
-                grad: true,
-                keep_dtype: false,
-            },
+            Input::var(self.randn(&[n, h], 1.0)?),
+            Input::var(self.randn(&[vocab, h], 0.2)?),
         ];
         let t_host = Tensor::new(targets.as_slice(), &Device::Cpu)?;
         let t_dev = Tensor::new(targets.as_slice(), &self.device)?;
