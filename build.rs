@@ -1,11 +1,19 @@
 //! With the `cuda` feature, compiles every `kernels/*.cu` to PTX for sm_80 (which the driver
 //! JIT-compiles for A100, H100 and H200) with nvcc, through `cudaforge`, and writes
 //! `$OUT_DIR/kernels_ptx.rs` with one `&str` constant per kernel file (`RMS_NORM`, `ROPE`, ...),
-//! embedded in the binary by `src/ops/cuda/kernels.rs`. Without the feature it does nothing.
+//! embedded in the binary by `src/ops/cuda.rs`. The constants a kernel shares with its launcher
+//! (`src/ops/kernel_constants.rs`, included here as it is) reach nvcc as `-D` flags. Without the
+//! feature it does nothing.
+
+#[cfg(feature = "cuda")]
+#[path = "src/ops/kernel_constants.rs"]
+#[allow(dead_code)]
+mod kernel_constants;
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=kernels");
+    println!("cargo::rerun-if-changed=src/ops/kernel_constants.rs");
     #[cfg(feature = "cuda")]
     if let Err(e) = cuda::build() {
         panic!(
@@ -32,6 +40,7 @@ mod cuda {
             .arg("-std=c++17")
             .arg("-O3")
             .arg("-Ikernels")
+            .args(super::kernel_constants::nvcc_flags())
             .build_ptx()?;
         ptx.write(out_dir.join("kernels_ptx.rs"))?;
         Ok(())

@@ -11,7 +11,6 @@
 
 using namespace sc;
 
-#define ADAMW_CHUNK 65536
 
 template <typename G>
 __device__ void adamw_multi(const unsigned long long* __restrict__ table, const unsigned long long* __restrict__ chunks,

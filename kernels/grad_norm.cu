@@ -7,7 +7,6 @@
 
 using namespace sc;
 
-#define SUMSQ_CHUNK 65536
 
 template <typename T>
 __device__ void sum_squares_multi(const unsigned long long* __restrict__ table,

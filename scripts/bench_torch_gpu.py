@@ -20,7 +20,7 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-# Dense bf16 peaks (TFLOP/s), the same table as src/bench.rs.
+# Dense bf16 peaks (TFLOP/s), the same table as src/device.rs.
 PEAKS = [(("GH200",), 989.4), (("H200",), 989.4), (("H100", "PCIE"), 756.0), (("H100", "NVL"), 835.0),
          (("H100",), 989.4), (("H800",), 989.4), (("A100",), 312.0), (("A800",), 312.0),
          (("L40S",), 362.1), (("B200",), 2250.0)]

@@ -6,10 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+# The -D flags build.rs passes: every `pub const NAME: TYPE = DIGITS;` of the constants file.
+defines=$(sed -nE 's/^pub const ([A-Z_]+): [a-z0-9]+ = ([0-9]+);.*/-D\1=\2/p' src/ops/kernel_constants.rs)
+[ -n "$defines" ] || { echo "compile_kernels: no constants read from src/ops/kernel_constants.rs" >&2; exit 1; }
 n=0
 for cu in kernels/*.cu; do
   for arch in sm_80 sm_90; do
-    nvcc -std=c++17 -O3 -cubin -arch="$arch" -Werror all-warnings -Xptxas -warn-spills \
+    nvcc -std=c++17 -O3 -cubin -arch="$arch" -Werror all-warnings -Xptxas -warn-spills $defines \
       -o "$out/$(basename "${cu%.cu}")_$arch.cubin" "$cu"
     n=$((n + 1))
   done

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Small Parquet shards for tests/shards.rs (run by hand; needs pyarrow)."""
+"""Small Parquet shards for tests/data/shards.rs (run by hand; needs pyarrow)."""
 
 import os
 

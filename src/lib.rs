@@ -1,18 +1,41 @@
 //! syncoder: supervised fine-tuning and CodeArena evaluation of Qwen2.5-Coder-style models.
 //!
-//! `model` holds the training-grade Qwen2 decoder, `ops` the fused ops it runs on (each with its
-//! own backward), `data` the path from shards to packed batches, `config` the run config,
-//! `train` the trainer, `selftest` the kernel-vs-twin checks, `bench` the training-step
-//! benchmark, `cli` the command-line front end that `src/main.rs` calls.
+//! The modules, bottom up; each imports only modules listed before it (the README's
+//! architecture section has the table of allowed imports, and a test below checks it):
+//!
+//! - `io`: atomic files, the crash-safe JSONL log, SVG helpers, the progress bar.
+//! - `config`: TOML + `--set` + `ConfigError`; each component owns its own section.
+//! - `ops`: fused ops (CPU twin, CUDA launch, backward, composed reference and checks).
+//! - `device`: which device and precision, opened and described; peaks and peak memory.
+//! - `model`: the Qwen2 decoder in Hugging Face layout; packed batches; init; weights.
+//! - `data`: shards → records → chat template + loss mask → packed rows; the loader.
+//! - `infer`: generation (KV cache, batching, sampling) and the OpenAI-compatible server.
+//! - `arena`: the CodeArena evaluator (answers, judge, scores, reports).
+//! - `train`: the trainer and the components it wires together.
+//! - `tools`: `selftest` and `bench`.
+//! - `cli`: the command line that `src/main.rs` parses and dispatches.
+
+pub mod io;
+
+pub mod config;
+
+pub mod ops;
+
+pub mod device;
+
+pub mod model;
+
+pub mod data;
+
+pub mod infer;
 
 pub mod arena;
-pub mod bench;
-pub mod cli;
-pub mod config;
-pub mod data;
-pub mod infer;
-pub mod model;
-pub mod ops;
-pub mod selftest;
-pub mod testing;
+
 pub mod train;
+
+pub mod tools;
+
+pub mod cli;
+
+#[cfg(test)]
+mod layering;

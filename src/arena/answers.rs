@@ -2,9 +2,9 @@
 //! (id, answer, token count, generation settings), appended and fsynced as each batch is
 //! produced; questions already answered are skipped, so a killed run resumes.
 
-use super::jsonl::{self, AppendLog};
 use super::questions::Question;
 use crate::infer::{generate, ChatFormat, FinishReason, GenerationSettings, Sampling};
+use crate::io::jsonl::{self, AppendLog};
 use crate::model::Qwen2;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
@@ -37,6 +37,11 @@ pub fn read_answers(eval_dir: &Path, name: &str) -> Result<BTreeMap<String, Answ
     let list: Vec<Answer> = jsonl::read(&answers_path(eval_dir, name))?;
     Ok(list.into_iter().map(|a| (a.question_id.clone(), a)).collect())
 }
+
+/// Tokens an answer may have, unless told otherwise.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 1024;
+/// Questions generated together, unless told otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 8;
 
 /// Generation settings of `arena answer`.
 #[derive(Clone, Debug)]
@@ -77,7 +82,7 @@ pub fn answer_questions(
         sampling: s.sampling,
         stop_ids: format.stop_ids().to_vec(),
     };
-    let bar = super::counting_bar("answering", "questions", name, todo.len());
+    let bar = crate::io::progress::counting_bar(&format!("answering {name}"), "questions", todo.len() as u64);
     let started = Instant::now();
     let mut produced = 0;
     for (qs, batch) in todo

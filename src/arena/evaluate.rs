@@ -17,7 +17,7 @@ use super::questions::{Question, QuestionMeta};
 use super::report::{build_report, render_markdown, render_svg, QuestionResult, Report, ReportInput};
 use super::score::GameVerdict;
 use super::verdict::Position;
-use crate::model::weights::write_atomic;
+use crate::io::write_atomic;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -163,11 +163,10 @@ pub fn judge(
     let total = jobs.len();
     let todo = pending(jobs, &done);
     summary.already_done = total - todo.len();
-    let bar = super::counting_bar(
-        "judging",
+    let bar = crate::io::progress::counting_bar(
+        &format!("judging {model} vs {}", opponent.name()),
         "games",
-        &format!("{model} vs {}", opponent.name()),
-        todo.len(),
+        todo.len() as u64,
     );
     let meta = GameMeta {
         model: model.to_string(),
@@ -212,7 +211,7 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
         .count();
     let mut out = Vec::new();
     for file in files {
-        let judgments: Vec<Judgment> = super::jsonl::read(&file)?;
+        let judgments: Vec<Judgment> = crate::io::jsonl::read(&file)?;
         // One file holds one pairing; group anyway, in case files were concatenated.
         let mut pairs: BTreeMap<(String, String, String), BTreeMap<String, Vec<GameVerdict>>> = BTreeMap::new();
         for j in judgments {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use super::jsonl::AppendLog;
+use crate::io::AppendLog;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,7 +104,7 @@ fn has_any_label(text: &str) -> bool {
     LABEL_TEXTS.iter().any(|l| text.contains(l))
 }
 
-/// The judgments of one pairing: an append-only JSONL file (see `jsonl::AppendLog`).
+/// The judgments of one pairing: an append-only JSONL file (see `io::jsonl::AppendLog`).
 #[derive(Debug)]
 pub struct JudgmentLog(AppendLog);
 
@@ -218,19 +218,18 @@ pub fn run_games(
 
 #[cfg(test)]
 mod tests {
-    use super::super::judge_client::JudgeConfig;
+    use super::super::judge_settings::JudgeSettings;
     use super::super::judge_test_server::{temp_dir, unique_name, ScriptServer};
     use super::*;
-    use std::time::Duration;
 
     fn client(server: &ScriptServer) -> JudgeClient {
-        let cfg = JudgeConfig {
+        let cfg = JudgeSettings {
             key_env: unique_name("JUDGE_GAMES_UNSET_KEY"),
-            timeout: Duration::from_secs(30),
+            timeout_s: 30,
             max_retries: 2,
-            backoff_base: Duration::from_millis(5),
-            backoff_cap: Duration::from_millis(20),
-            ..JudgeConfig::new(server.base_url(), "judge-model")
+            backoff_s: 0.005,
+            backoff_cap_s: 0.02,
+            ..JudgeSettings::new(server.base_url(), "judge-model")
         };
         JudgeClient::new(cfg).unwrap()
     }
@@ -472,12 +471,12 @@ mod tests {
         let key_env = unique_name("JUDGE_GAMES_KEY");
         std::env::set_var(&key_env, secret);
         let server = ScriptServer::start();
-        let cfg = JudgeConfig {
+        let cfg = JudgeSettings {
             key_env,
             max_retries: 1,
-            backoff_base: Duration::from_millis(5),
-            backoff_cap: Duration::from_millis(20),
-            ..JudgeConfig::new(server.base_url(), "judge-model")
+            backoff_s: 0.005,
+            backoff_cap_s: 0.02,
+            ..JudgeSettings::new(server.base_url(), "judge-model")
         };
         let c = JudgeClient::new(cfg).unwrap();
         let dir = temp_dir("judge-key");

@@ -3,6 +3,7 @@
 //! exponential backoff and full jitter on 429 / 5xx / transport failures, `Retry-After` honoured,
 //! and error messages that never contain the key.
 
+use super::judge_settings::JudgeSettings;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -17,50 +18,6 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// How many characters of a reply body an error message quotes.
 const EXCERPT_CHARS: usize = 300;
-
-/// Settings of a [`JudgeClient`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct JudgeConfig {
-    /// Base URL of the API, e.g. `http://127.0.0.1:8000/v1` or `https://api.openai.com/v1`
-    /// (a trailing slash is accepted); requests go to `{base_url}/chat/completions`.
-    pub base_url: String,
-    /// Model name sent in every request.
-    pub model: String,
-    /// Name of the environment variable holding the API key (read once, when the client is
-    /// built); unset or empty means no `Authorization` header.
-    pub key_env: String,
-    /// Limit for one whole request (connect, send, wait, read the reply).
-    pub timeout: Duration,
-    /// Retries after the first attempt, for retryable failures only.
-    pub max_retries: u32,
-    /// Backoff of the first retry; retry `n` (0-based) sleeps uniformly in
-    /// `[0, min(backoff_cap, backoff_base * 2^n)]` unless the server sent `Retry-After`.
-    pub backoff_base: Duration,
-    /// Upper bound of the backoff window.
-    pub backoff_cap: Duration,
-    /// Sampling temperature sent to the judge.
-    pub temperature: f64,
-    /// `max_tokens` sent to the judge.
-    pub max_tokens: u32,
-}
-
-impl JudgeConfig {
-    /// A configuration with the defaults: key from `OPENAI_API_KEY`, 300 s timeout, 6 retries,
-    /// backoff 1 s doubling up to 60 s, temperature 0, 4096 max tokens.
-    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
-        JudgeConfig {
-            base_url: base_url.into(),
-            model: model.into(),
-            key_env: "OPENAI_API_KEY".to_string(),
-            timeout: Duration::from_secs(300),
-            max_retries: 6,
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(60),
-            temperature: 0.0,
-            max_tokens: 4096,
-        }
-    }
-}
 
 /// One message of a chat conversation (`role` is `system`, `user` or `assistant`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +65,7 @@ pub struct Completion {
 
 /// A blocking chat-completions client; cheap to share between threads (`&JudgeClient` is `Sync`).
 pub struct JudgeClient {
-    cfg: JudgeConfig,
+    cfg: JudgeSettings,
     url: String,
     http: Client,
     /// `Bearer KEY`, marked sensitive; `None` for keyless servers.
@@ -150,7 +107,7 @@ enum AttemptError {
 impl JudgeClient {
     /// Builds a client, reading the API key from the environment variable `cfg.key_env`
     /// (surrounding whitespace is ignored; unset or empty means keyless).
-    pub fn new(cfg: JudgeConfig) -> anyhow::Result<Self> {
+    pub fn new(cfg: JudgeSettings) -> anyhow::Result<Self> {
         let key = if cfg.key_env.is_empty() {
             None
         } else {
@@ -161,16 +118,16 @@ impl JudgeClient {
 
     /// Builds a client with an explicit key instead of reading `cfg.key_env` (`None` or an empty
     /// string means keyless).
-    pub fn with_api_key(cfg: JudgeConfig, key: Option<String>) -> anyhow::Result<Self> {
+    pub fn with_api_key(cfg: JudgeSettings, key: Option<String>) -> anyhow::Result<Self> {
         let key = key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
-        let base = cfg.base_url.trim().trim_end_matches('/');
+        let base = cfg.url.trim().trim_end_matches('/');
         let url = format!("{base}/chat/completions");
-        let parsed = reqwest::Url::parse(&url).with_context(|| format!("invalid judge base URL {:?}", cfg.base_url))?;
+        let parsed = reqwest::Url::parse(&url).with_context(|| format!("invalid judge base URL {:?}", cfg.url))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            bail!("judge base URL {:?} must start with http:// or https://", cfg.base_url);
+            bail!("judge base URL {:?} must start with http:// or https://", cfg.url);
         }
         if cfg.model.trim().is_empty() {
-            bail!("judge model name is empty (base URL {})", cfg.base_url);
+            bail!("judge model name is empty (base URL {})", cfg.url);
         }
         let auth = match &key {
             None => None,
@@ -186,8 +143,8 @@ impl JudgeClient {
             }
         };
         let http = Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(30)))
+            .timeout(cfg.timeout())
+            .connect_timeout(cfg.timeout().min(Duration::from_secs(30)))
             .build()
             .map_err(|e| anyhow!("cannot build the HTTP client for {url}: {}", render_reqwest_error(e)))?;
         Ok(JudgeClient {
@@ -205,7 +162,7 @@ impl JudgeClient {
     }
 
     /// The configuration this client was built with.
-    pub fn config(&self) -> &JudgeConfig {
+    pub fn config(&self) -> &JudgeSettings {
         &self.cfg
     }
 
@@ -262,9 +219,9 @@ impl JudgeClient {
             None => {
                 let window = self
                     .cfg
-                    .backoff_base
+                    .backoff()
                     .saturating_mul(2u32.saturating_pow(attempt))
-                    .min(self.cfg.backoff_cap);
+                    .min(self.cfg.backoff_cap());
                 window.mul_f64(rand::random::<f64>())
             }
         }
@@ -412,14 +369,14 @@ mod tests {
     use std::net::TcpListener;
     use std::time::Instant;
 
-    fn cfg(base_url: &str) -> JudgeConfig {
-        JudgeConfig {
+    fn cfg(base_url: &str) -> JudgeSettings {
+        JudgeSettings {
             key_env: unique_name("JUDGE_TEST_UNSET_KEY"),
-            timeout: Duration::from_secs(30),
+            timeout_s: 30,
             max_retries: 3,
-            backoff_base: Duration::from_millis(5),
-            backoff_cap: Duration::from_millis(50),
-            ..JudgeConfig::new(base_url, "judge-model")
+            backoff_s: 0.005,
+            backoff_cap_s: 0.05,
+            ..JudgeSettings::new(base_url, "judge-model")
         }
     }
 
@@ -464,8 +421,8 @@ mod tests {
     #[test]
     fn backoff_stays_in_the_jitter_window() {
         let mut c = cfg("http://127.0.0.1:9/v1");
-        c.backoff_base = Duration::from_millis(100);
-        c.backoff_cap = Duration::from_millis(250);
+        c.backoff_s = 0.1;
+        c.backoff_cap_s = 0.25;
         let client = JudgeClient::new(c).unwrap();
         for _ in 0..50 {
             assert!(client.delay(0, None) <= Duration::from_millis(100));
@@ -531,7 +488,7 @@ mod tests {
     fn a_reply_slower_than_the_timeout_is_retried() {
         let server = ScriptServer::start();
         let mut c = cfg(&server.base_url());
-        c.timeout = Duration::from_millis(1000);
+        c.timeout_s = 1;
         let client = JudgeClient::new(c).unwrap();
         let reply = ask(&client, "SCRIPT(slowpoke slow L:A>>B)").unwrap();
         assert!(reply.text.contains("[[A>>B]]"));

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arena::score::{question_outcome, GameVerdict, Outcome};
 use crate::arena::stats::{bootstrap_bt_ci, bootstrap_score_ci, bradley_terry, Tally};
+use crate::io::svg::{self, xml_escape};
 
 /// Group name of questions without a difficulty (and of questions without a language).
 pub const UNKNOWN: &str = "unknown";
@@ -238,21 +239,6 @@ pub fn render_markdown(r: &Report) -> String {
     out
 }
 
-/// Text escaped for XML content and attribute values.
-pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 const SVG_WIDTH: f64 = 760.0;
 const SVG_BAR_X: f64 = 200.0;
 const SVG_BAR_W: f64 = 400.0;
@@ -329,10 +315,7 @@ pub fn render_svg(r: &Report) -> String {
     let axis_y = SVG_TOP + rows.len() as f64 * SVG_ROW_H;
     let height = axis_y + 36.0;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH:.0}" height="{height:.0}" viewBox="0 0 {SVG_WIDTH:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
-    );
+    svg::open(&mut out, SVG_WIDTH, height);
     let _ = writeln!(
         out,
         r#"<text x="{:.1}" y="24" font-size="15" font-weight="bold">{}</text>"#,

@@ -1,16 +1,15 @@
 //! `syncoder arena answer | judge | report`: the CodeArena steps over an evaluation directory,
-//! and the judge options shared with `syncoder compare`.
+//! and the question and generation options shared with `syncoder compare` (the judge's are
+//! `arena::JudgeSettings`).
 
-use crate::arena::answers::{answer_questions, AnswerSettings};
+use crate::arena::answers::{answer_questions, AnswerSettings, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS};
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
-use crate::arena::judge_client::{JudgeClient, JudgeConfig};
-use crate::arena::judge_prompt::JudgePrompt;
 use crate::arena::questions::{self, Categories, Question};
+use crate::arena::JudgeSettings;
 use crate::infer::Sampling;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum ArenaCommand {
@@ -43,10 +42,10 @@ impl QuestionArgs {
 /// Generation options of answering.
 #[derive(Args, Debug, Clone)]
 pub struct GenerationArgs {
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Questions generated together.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Sample instead of greedy decoding (the protocol is greedy).
     #[arg(long)]
@@ -73,53 +72,6 @@ impl GenerationArgs {
             sampling,
             batch_size: self.batch_size,
         })
-    }
-}
-
-/// The judge endpoint.
-#[derive(Args, Debug, Clone)]
-pub struct JudgeOpts {
-    /// Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.
-    #[arg(long)]
-    pub judge_url: String,
-    /// Judge model name, e.g. gpt-4o.
-    #[arg(long)]
-    pub judge_model: String,
-    /// Environment variable holding the API key (unset: no key, for local servers).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub judge_key_env: String,
-    /// A judge prompt template with {question}, {answer_a}, {answer_b} (system prompt above a `===` line).
-    #[arg(long)]
-    pub judge_prompt: Option<PathBuf>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Seconds allowed per request.
-    #[arg(long, default_value_t = 300)]
-    pub timeout_s: u64,
-    #[arg(long, default_value_t = 6)]
-    pub max_retries: u32,
-    /// Seconds of the first retry's backoff (doubling, with jitter).
-    #[arg(long, default_value_t = 1.0)]
-    pub backoff_s: f64,
-    /// Longest judge reply, in tokens.
-    #[arg(long, default_value_t = 4096)]
-    pub judge_max_tokens: u32,
-}
-
-impl JudgeOpts {
-    pub fn client(&self) -> Result<(JudgeClient, JudgePrompt)> {
-        let mut cfg = JudgeConfig::new(self.judge_url.clone(), self.judge_model.clone());
-        cfg.key_env = self.judge_key_env.clone();
-        cfg.timeout = Duration::from_secs(self.timeout_s.max(1));
-        cfg.max_retries = self.max_retries;
-        cfg.backoff_base = Duration::from_secs_f64(self.backoff_s.max(0.0));
-        cfg.max_tokens = self.judge_max_tokens;
-        let prompt = match &self.judge_prompt {
-            Some(p) => JudgePrompt::from_file(p)?,
-            None => JudgePrompt::builtin(),
-        };
-        Ok((JudgeClient::new(cfg)?, prompt))
     }
 }
 
@@ -156,7 +108,7 @@ pub struct JudgeArgs {
     #[arg(long)]
     pub vs: Option<String>,
     #[command(flatten)]
-    pub judge: JudgeOpts,
+    pub judge: JudgeSettings,
 }
 
 #[derive(Args, Debug)]
@@ -201,10 +153,10 @@ pub fn run_judge(
     qs: &[Question],
     model: &str,
     opponent: &Opponent,
-    opts: &JudgeOpts,
+    settings: &JudgeSettings,
 ) -> Result<()> {
-    let (client, prompt) = opts.client()?;
-    let s = judge(out, qs, model, opponent, &client, &prompt, opts.concurrency.max(1))?;
+    let (client, prompt) = settings.client()?;
+    let s = judge(out, qs, model, opponent, &client, &prompt, settings.parallel())?;
     eprintln!(
         "{model} vs {}: {} games judged now, {} already judged, {} skipped (too long), {} without both answers",
         opponent.name(),

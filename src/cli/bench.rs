@@ -1,10 +1,9 @@
 //! `syncoder bench ...`: benchmarks that print a table (results go in BENCHMARKS.md, not tests).
 
-use crate::bench::{bench_train, table, TrainBenchOptions};
+use crate::device::{describe_device, DeviceSpec, Precision};
 use crate::model::Qwen2Config;
-use crate::train::trainer::parse_device;
+use crate::tools::bench::{bench_train, table, TrainBenchOptions};
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -19,7 +18,7 @@ pub enum BenchCommand {
 pub struct BenchTrainArgs {
     /// `cuda`, `cuda:N` or `cpu`.
     #[arg(long, default_value = "cuda")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// A Hugging Face `config.json` of the model shape (e.g. configs/models/qwen2.5-coder-0.5b.json).
     #[arg(long)]
     pub model_config: PathBuf,
@@ -35,8 +34,8 @@ pub struct BenchTrainArgs {
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// `bf16` (the GPU default) or `f32` (the only CPU dtype).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[arg(long, value_enum)]
+    pub dtype: Option<Precision>,
     /// The card's dense bf16 peak in TFLOP/s for MFU (default: looked up from its name).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
@@ -55,25 +54,22 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 fn train(a: BenchTrainArgs) -> Result<()> {
-    let device = parse_device(&a.device).map_err(|e| anyhow::anyhow!("--device: {e:#}"))?;
-    let dtype = match a
-        .dtype
-        .as_deref()
-        .unwrap_or(if device.is_cpu() { "f32" } else { "bf16" })
-    {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        other => bail!("--dtype: {other:?} is not bf16 or f32"),
+    let device = a.device.open().context("--device")?;
+    let precision = a.dtype.unwrap_or(if device.is_cpu() {
+        Precision::F32
+    } else {
+        Precision::Bf16
+    });
+    let dtype = match precision.trainable_on(&device) {
+        Ok(dtype) => dtype,
+        Err(why) => bail!("--dtype {precision}: {why}"),
     };
-    if device.is_cpu() && dtype != DType::F32 {
-        bail!("--dtype: the CPU kernels are f32-only");
-    }
     if a.seq_len == 0 || a.batch == 0 || a.steps == 0 {
         bail!("--seq-len, --batch and --steps must be positive");
     }
     let config = Qwen2Config::from_file(&a.model_config)
         .with_context(|| format!("--model-config {}", a.model_config.display()))?;
-    let label = super::selftest::describe_device(&device, &a.device);
+    let label = describe_device(&device, &a.device.to_string());
     let opts = TrainBenchOptions {
         device,
         device_label: label,

@@ -2,9 +2,10 @@
 //! judges tuned against base in two games per question, optionally both against a stored
 //! baseline, and reports.
 
-use super::arena::{run_judge, GenerationArgs, JudgeOpts, QuestionArgs};
+use super::arena::{run_judge, GenerationArgs, QuestionArgs};
 use crate::arena::answers::answer_questions;
 use crate::arena::evaluate::{reports, write_questions_meta, write_reports, Opponent};
+use crate::arena::JudgeSettings;
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
-    pub judge: JudgeOpts,
+    pub judge: JudgeSettings,
     #[command(flatten)]
     pub generation: GenerationArgs,
     /// Bootstrap resamples of the questions.

@@ -1,6 +1,8 @@
 //! `syncoder data ...`: commands over instruction shards.
 
+use crate::data::loader::OnBadRecord;
 use crate::data::validate::validate_sources;
+use crate::data::Overflow;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -33,18 +35,13 @@ pub struct TokenizerArgs {
     #[arg(long, default_value_t = 32768)]
     pub max_seq_len: usize,
     /// truncate: keep the first --max-seq-len tokens; drop: skip the sample.
-    #[arg(long, default_value = "truncate")]
-    pub overflow: String,
+    #[arg(long, value_enum, default_value_t = Overflow::Truncate)]
+    pub overflow: Overflow,
 }
 
 impl TokenizerArgs {
     pub fn builder(&self) -> Result<crate::data::SampleBuilder> {
-        let overflow = match self.overflow.as_str() {
-            "truncate" => crate::data::Overflow::Truncate,
-            "drop" => crate::data::Overflow::Drop,
-            other => bail!("--overflow: expected truncate or drop, got {other:?}"),
-        };
-        crate::data::sample::SampleBuilder::from_dir(&self.tokenizer, self.max_seq_len, overflow)
+        crate::data::sample::SampleBuilder::from_dir(&self.tokenizer, self.max_seq_len, self.overflow)
     }
 }
 
@@ -74,8 +71,8 @@ pub struct PrepareArgs {
     #[arg(long, default_value_t = 100_000)]
     pub docs_per_shard: usize,
     /// fail: stop at the first bad record (naming file and line); skip: skip and count.
-    #[arg(long, default_value = "fail")]
-    pub on_bad_record: String,
+    #[arg(long, value_enum, default_value_t = OnBadRecord::Fail)]
+    pub on_bad_record: OnBadRecord,
 }
 
 #[derive(Args, Debug)]
@@ -154,11 +151,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Prepare(a) => {
-            let skip = match a.on_bad_record.as_str() {
-                "fail" => false,
-                "skip" => true,
-                other => bail!("--on-bad-record: expected fail or skip, got {other:?}"),
-            };
+            let skip = a.on_bad_record == OnBadRecord::Skip;
             let builder = a.tokenizer.builder()?;
             let m = crate::data::prepared::prepare(&a.sources, &builder, &a.out, a.docs_per_shard.max(1), skip)?;
             let tokens: u64 = m.shards.iter().map(|s| s.tokens).sum();

@@ -1,5 +1,6 @@
 //! `syncoder init`: write a randomly initialised model in Hugging Face layout.
 
+use crate::device::Precision;
 use crate::model::qwen2::SaveOptions;
 use crate::model::{Qwen2, Qwen2Config};
 use anyhow::{bail, Result};
@@ -18,9 +19,9 @@ pub struct InitArgs {
     /// Random seed; the same seed and config always give the same weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// dtype of the written weights: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// dtype of the written weights.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
     /// Shard the weights above this many bytes.
     #[arg(long, default_value_t = crate::model::weights::DEFAULT_MAX_SHARD_BYTES)]
     pub max_shard_bytes: usize,
@@ -29,17 +30,8 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    Ok(match s {
-        "f32" | "float32" => DType::F32,
-        "bf16" | "bfloat16" => DType::BF16,
-        "f16" | "float16" => DType::F16,
-        other => bail!("--dtype: expected f32, bf16 or f16, got {other:?}"),
-    })
-}
-
 pub fn run(args: InitArgs) -> Result<()> {
-    let dtype = parse_dtype(&args.dtype)?;
+    let dtype = args.dtype.dtype();
     let config = Qwen2Config::from_file(&args.config)?;
     let has_model = ["config.json", "model.safetensors", "model.safetensors.index.json"]
         .iter()

@@ -1,9 +1,9 @@
 //! `syncoder loss`: mean loss of a model over data, with the training path's template and mask.
 
-use crate::data::eval_loss::mean_loss;
 use crate::data::sample::Overflow;
 use crate::data::SampleBuilder;
 use crate::model::Qwen2;
+use crate::train::loss_eval::mean_loss;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::Args;

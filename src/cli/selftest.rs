@@ -3,8 +3,8 @@
 //! a pass/fail table and exits non-zero on any failure. Needs nothing but the binary and the
 //! node's driver.
 
-use crate::selftest;
-use crate::train::trainer::parse_device;
+use crate::device::{describe_device, DeviceSpec};
+use crate::tools::selftest;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub struct SelftestArgs {
     /// `cuda`, `cuda:N`, or `cpu` (checks the CPU ops against composed references).
     #[arg(long, default_value = "cuda")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 20261125)]
     pub seed: u64,
@@ -23,8 +23,8 @@ pub struct SelftestArgs {
 }
 
 pub fn run(args: SelftestArgs) -> Result<()> {
-    let device = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e:#}"))?;
-    let label = describe_device(&device, &args.device);
+    let device = args.device.open().context("--device")?;
+    let label = describe_device(&device, &args.device.to_string());
     eprintln!("selftest on {label}");
     let results = selftest::run(&device, args.seed)?;
     print!("{}", selftest::table(&results, &label));
@@ -38,16 +38,4 @@ pub fn run(args: SelftestArgs) -> Result<()> {
         bail!("{failed} of {} selftest checks failed on {label}", results.len());
     }
     Ok(())
-}
-
-/// "cpu", or the card's name and compute capability.
-pub fn describe_device(device: &candle_core::Device, name: &str) -> String {
-    #[cfg(feature = "cuda")]
-    if let Some(d) = crate::ops::cuda::cuda_device(device) {
-        let card = crate::ops::cuda::device_name(d).unwrap_or_else(|_| "unknown GPU".into());
-        let cc = crate::ops::cuda::compute_capability(d).map_or(String::new(), |(a, b)| format!(", sm_{a}{b}"));
-        return format!("{name} ({card}{cc})");
-    }
-    let _ = device;
-    name.to_string()
 }

@@ -11,9 +11,7 @@ use super::prepared::PreparedShard;
 use super::record::Record;
 use super::sample::{Dropped, SampleBuilder};
 use super::shard::ShardLines;
-use crate::model::PackedBatch;
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -24,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What to do with a record that fails validation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBadRecord {
     /// Stop with an error naming the file and line.
@@ -96,16 +94,6 @@ pub struct LoaderState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     pub rows: Vec<PackedRow>,
-}
-
-impl Batch {
-    /// The model's view of the batch and, per token, whether it is a training target.
-    pub fn to_model_input(&self, device: &Device) -> Result<(PackedBatch, Vec<bool>)> {
-        let ids: Vec<u32> = self.rows.iter().flat_map(|r| r.ids.iter().copied()).collect();
-        let positions: Vec<u32> = self.rows.iter().flat_map(|r| r.positions.iter().copied()).collect();
-        let mask: Vec<bool> = self.rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
-        Ok((PackedBatch::new(ids, positions, self.rows.len(), device)?, mask))
-    }
 }
 
 pub struct Loader {

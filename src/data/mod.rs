@@ -1,12 +1,11 @@
-//! The data path: shard files -> validated records -> chat template + loss mask -> token ids.
-//!
-//! Built so far: records (`record`), streaming shard readers for JSONL and compressed JSONL
-//! (`shard`), chat templates with the assistant-token loss mask (`template`), and tokenisation
-//! into training samples (`sample`). Packing, resumable loading, Parquet and hf:// sources come
-//! next (see the README's status table).
+//! The data path: shard sources -> validated records -> chat template + loss mask -> token ids
+//! -> packed rows, with a resumable, prefetching loader; plus the data commands (validate,
+//! inspect, decontaminate, prepare, train a tokenizer). `config` is a run's `[data]` section.
+//! Imports only `io` and `config`: rows leave this module as plain `PackedRow`s, and the model's
+//! view of them is built by the trainer.
 
+pub mod config;
 pub mod decontam;
-pub mod eval_loss;
 pub mod hub;
 pub mod inspect;
 pub mod loader;
@@ -19,6 +18,7 @@ pub mod template;
 pub mod tokenizer_train;
 pub mod validate;
 
+pub use config::{DataConfig, PackKind};
 pub use record::{Message, Record, RecordError, Role};
 pub use sample::{Dropped, Overflow, Sample, SampleBuilder};
 pub use shard::{ShardLines, SourceLine};

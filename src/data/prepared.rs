@@ -105,7 +105,7 @@ impl ShardWriter {
         let mask = Tensor::from_vec(self.mask, n_tokens, &dev)?;
         let offsets = Tensor::from_vec(self.offsets, n_docs + 1, &dev)?;
         let bytes = safetensors::serialize([("ids", &ids), ("mask", &mask), ("offsets", &offsets)], None)?;
-        crate::model::weights::write_atomic(&path, &bytes)?;
+        crate::io::write_atomic(&path, &bytes)?;
         Ok(ShardEntry {
             file,
             docs: n_docs as u64,
@@ -186,7 +186,7 @@ pub fn prepare(
     if m.shards.is_empty() {
         bail!("no sample to write: every record was bad or dropped");
     }
-    crate::model::weights::write_atomic(&out.join(MANIFEST), serde_json::to_string_pretty(&m)?.as_bytes())?;
+    crate::io::write_atomic(&out.join(MANIFEST), serde_json::to_string_pretty(&m)?.as_bytes())?;
     Ok(m)
 }
 

@@ -7,7 +7,6 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,23 +41,21 @@ pub struct Record {
 
 /// Why a record is invalid: the offending field (a JSON path such as `messages[2].role`) and
 /// the reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", field_prefix(.field))]
 pub struct RecordError {
     pub field: String,
     pub reason: String,
 }
 
-impl fmt::Display for RecordError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.reason)
-        } else {
-            write!(f, "field `{}`: {}", self.field, self.reason)
-        }
+/// "field `F`: " before the reason, when the error is about a field.
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("field `{field}`: ")
     }
 }
-
-impl std::error::Error for RecordError {}
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> RecordError {
     RecordError {

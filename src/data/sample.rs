@@ -27,7 +27,7 @@ impl Sample {
 }
 
 /// What to do with samples longer than `max_seq_len`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Overflow {
     /// Keep the first `max_seq_len` tokens.

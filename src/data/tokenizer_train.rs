@@ -84,7 +84,7 @@ pub fn train_tokenizer(
     let json = tokenizer
         .to_string(true)
         .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
-    crate::model::weights::write_atomic(&out.join("tokenizer.json"), json.as_bytes())?;
+    crate::io::write_atomic(&out.join("tokenizer.json"), json.as_bytes())?;
     let config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": null,
@@ -95,7 +95,7 @@ pub fn train_tokenizer(
         "model_max_length": 32768,
         "chat_template": chatml_source(default_system),
     });
-    crate::model::weights::write_atomic(
+    crate::io::write_atomic(
         &out.join("tokenizer_config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;

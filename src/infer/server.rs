@@ -22,13 +22,31 @@ pub struct ChatService {
     pub default_max_tokens: usize,
 }
 
-/// Why a request failed: the HTTP status and the message for the client.
-pub struct ApiError(pub u16, pub String);
+/// Why a request failed, as the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request cannot be answered as sent.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 500: generation itself failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of the reply.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Internal(_) => 500,
+        }
+    }
+}
 
 impl ChatService {
     /// Answers one chat-completions request body.
     pub fn chat(&self, body: &Value) -> std::result::Result<Value, ApiError> {
-        let bad = |m: String| ApiError(400, m);
+        let bad = ApiError::BadRequest;
         if body.get("stream").and_then(|s| s.as_bool()) == Some(true) {
             return Err(bad("`stream: true` is not supported by syncoder serve".into()));
         }
@@ -79,12 +97,12 @@ impl ChatService {
             stop_ids: self.format.stop_ids().to_vec(),
         };
         let out = generate(&self.model, std::slice::from_ref(&ids), &settings)
-            .map_err(|e| ApiError(500, format!("{e:#}")))?
+            .map_err(|e| ApiError::Internal(format!("{e:#}")))?
             .remove(0);
         let text = self
             .format
             .decode(&out.token_ids)
-            .map_err(|e| ApiError(500, format!("{e:#}")))?;
+            .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -147,7 +165,7 @@ async fn chat(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> axu
     .await;
     match result {
         Ok(Ok(v)) => reply(200, v),
-        Ok(Err(ApiError(s, m))) => reply(s, error_body(s, &m)),
+        Ok(Err(e)) => reply(e.status(), error_body(e.status(), &e.to_string())),
         Err(e) => reply(500, error_body(500, &format!("generation failed: {e}"))),
     }
 }

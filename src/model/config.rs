@@ -184,6 +184,15 @@ impl Qwen2Config {
         v * h + self.num_hidden_layers * layer + h + head
     }
 
+    /// FLOPs per trained token at sequence length `seq_len`: 6·N for the parameters' matmuls
+    /// (forward + backward) plus 12·L·d·T for attention scores and values (the PaLM appendix
+    /// formula; MFU divides tokens/s times this by the card's peak).
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        let n = self.num_parameters() as f64;
+        let d = (self.num_attention_heads * self.head_dim()) as f64;
+        6.0 * n + 12.0 * self.num_hidden_layers as f64 * d * seq_len as f64
+    }
+
     /// The config as written into a saved model: `model_type`, `architectures` and the dtype
     /// fields are set so transformers loads the weights in the dtype they were saved in.
     pub fn to_saved_json(&self, saved_dtype: &str) -> Result<String> {
@@ -225,4 +234,19 @@ fn check_rope_kind(key: &str, value: Option<&Value>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_per_token_follows_6n_plus_12ldt() {
+        let cfg = Qwen2Config::from_file(std::path::Path::new("configs/models/qwen2.5-coder-0.5b.json")).unwrap();
+        let n = cfg.num_parameters() as f64;
+        // Qwen2.5-0.5B: 24 layers, 14 heads x 64 = 896 attention width.
+        let want = 6.0 * n + 12.0 * 24.0 * 896.0 * 4096.0;
+        assert_eq!(cfg.flops_per_token(4096), want);
+        assert!((n - 494.0e6).abs() < 1.0e6, "{n}");
+    }
 }

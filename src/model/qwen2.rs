@@ -254,7 +254,7 @@ impl Qwen2 {
         }
         save_weights(dir, &tensors, opts.max_shard_bytes)?;
         let json = self.config.to_saved_json(torch_dtype_name(dtype))?;
-        super::weights::write_atomic(&dir.join("config.json"), json.as_bytes())
+        crate::io::write_atomic(&dir.join("config.json"), json.as_bytes())
     }
 
     /// Parameters by Hugging Face name.

@@ -2,15 +2,15 @@
 //! `model.safetensors`, or shards `model-0000k-of-0000n.safetensors` listed by
 //! `model.safetensors.index.json`.
 //!
-//! Files are written under a temporary name, fsynced, then renamed, so a reader never sees a
-//! half-written file.
+//! Files are written through `io::write_atomic` (temporary name, fsync, rename), so a reader
+//! never sees a half-written file.
 
+use crate::io::write_atomic;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -103,22 +103,6 @@ impl WeightFiles {
         }
         Ok(t)
     }
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 fn serialize(tensors: &[(&str, &Tensor)]) -> Result<Vec<u8>> {

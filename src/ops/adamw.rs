@@ -2,10 +2,10 @@
 //! bias correction, applied to fp32 master weights with the gradient scaled by the clipping
 //! factor, all in one pass over the elements (PyTorch's `torch.optim.AdamW` formula).
 //!
-//! `adamw_update` runs the CPU implementation on CPU tensors and the composed reference
-//! (`reference::adamw`) elsewhere until the device has its kernel.
+//! `adamw_update` runs the CPU implementation on CPU tensors and the composed version
+//! (`composed`, also the tests' reference) elsewhere until the device has its kernel;
+//! `adamw_multi_cuda` updates every parameter in place with one launch per dtype.
 
-use super::reference;
 use candle_core::{bail, DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -95,8 +95,26 @@ pub fn adamw_update(
                 Tensor::from_vec(vv, &shape, &dev)?,
             ))
         }
-        _ => reference::adamw(master, m, v, &grad, h),
+        _ => composed(master, m, v, &grad, h),
     }
+}
+
+/// AdamW (PyTorch's formula) spelled out with tensor ops, on any device: returns
+/// `(master, m, v)`.
+pub fn composed(
+    master: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    h: &AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (decay, step_size, bc2_sqrt) = h.factors();
+    let g = (grad.to_dtype(DType::F32)? * h.grad_scale)?;
+    let m = (m + ((&g - m)? * (1.0 - h.beta1))?)?;
+    let v = ((v * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+    let denom = ((v.sqrt()? / bc2_sqrt)? + h.eps)?;
+    let p = ((master * decay)? - ((&m / denom)? * step_size)?)?;
+    Ok((p, m, v))
 }
 
 /// One parameter of a multi-tensor update, all updated in place.
@@ -114,7 +132,7 @@ pub struct AdamWSlot<'a> {
 }
 
 /// Elements per block of the multi-tensor kernels (`ADAMW_CHUNK` in `kernels/adamw.cu`).
-pub const MULTI_TENSOR_CHUNK: usize = 65536;
+pub use super::kernel_constants::ADAMW_CHUNK as MULTI_TENSOR_CHUNK;
 
 /// Updates every slot in place on the GPU, one `kernels/adamw.cu` launch per gradient dtype
 /// (f32 parameters, bf16 parameters with fp32 masters). `h.weight_decay` is ignored: each slot
@@ -204,4 +222,138 @@ pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
         launch(&mut b, cfg)?;
     }
     Ok(())
+}
+
+/// AdamW in the kernel checks: four parameters of awkward sizes (one element, a chunk and a
+/// bit, several chunks), every other one with weight decay, and the bf16 write-back.
+pub mod check {
+    use super::super::check::{rel_err_slices, Suite};
+    use super::AdamWStep;
+    use anyhow::Result;
+    use candle_core::{DType, Device, Tensor};
+
+    /// Master, m, v (f32, host), the gradient (rounded to the suite dtype) and the decay of one
+    /// parameter.
+    type Param = (Tensor, Tensor, Tensor, Tensor, f64);
+    /// Master, m, v after the update, and the bf16 parameter written back (host f32 values).
+    type Updated = (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+
+    pub fn selftest(s: &mut Suite) -> Result<()> {
+        let tol = s.tolerance();
+        let sizes = [1usize, 1000, 65537, 70001];
+        let h = AdamWStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 3,
+            grad_scale: 0.7,
+        };
+        let mut worst = [0f64; 4];
+        let mut note = String::new();
+        let mut params: Vec<Param> = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let master = Tensor::randn(0f32, 1.0, n, &Device::Cpu)?;
+            let master = if s.dtype == DType::F32 {
+                master
+            } else {
+                master.to_dtype(s.dtype)?.to_dtype(DType::F32)?
+            };
+            let m = (s.randn(&[n], 0.01)?).to_dtype(DType::F32)?;
+            let v = s.randn(&[n], 0.01)?.sqr()?;
+            let g = s.randn(&[n], 0.05)?;
+            params.push((master, m, v, g, if i % 2 == 0 { 0.1 } else { 0.0 }));
+        }
+        // Expected: the CPU update on host vectors (the composed one checks the CPU op).
+        let mut want = Vec::new();
+        for (master, m, v, g, wd) in &params {
+            let (mut p, mut mm, mut vv) = (master.to_vec1::<f32>()?, m.to_vec1::<f32>()?, v.to_vec1::<f32>()?);
+            let hh = AdamWStep { weight_decay: *wd, ..h };
+            if s.is_cuda() {
+                super::adamw_cpu(&mut p, &mut mm, &mut vv, &g.to_vec1::<f32>()?, &hh);
+            } else {
+                let (rp, rm, rv) = super::composed(master, m, v, g, &hh)?;
+                (p, mm, vv) = (rp.to_vec1()?, rm.to_vec1()?, rv.to_vec1()?);
+            }
+            want.push((p, mm, vv));
+        }
+        match on_device(s, &params, &h) {
+            Ok(got) => {
+                for (k, ((gp, gm, gv, gparam), (wp, wm, wv))) in got.iter().zip(&want).enumerate() {
+                    let old = params[k].0.to_vec1::<f32>()?;
+                    let d = |x: &[f32]| -> Vec<f32> { x.iter().zip(&old).map(|(a, b)| a - b).collect() };
+                    worst[0] = worst[0].max(rel_err_slices(&d(gp), &d(wp)));
+                    worst[1] = worst[1].max(rel_err_slices(gm, wm));
+                    worst[2] = worst[2].max(rel_err_slices(gv, wv));
+                    if let Some(param) = gparam {
+                        let rounded: Vec<f32> = gp.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect();
+                        worst[3] = worst[3].max(rel_err_slices(param, &rounded));
+                    }
+                }
+            }
+            Err(e) => {
+                worst = [f64::INFINITY; 4];
+                note = format!("error: {e:#}");
+            }
+        }
+        let name = "adamw (4 params, decay mask)";
+        let tol_update = if s.dtype == DType::F32 { tol } else { 1e-5 };
+        s.record(&format!("{name} master update"), worst[0], tol_update, &note);
+        s.record(&format!("{name} exp_avg"), worst[1], tol_update, &note);
+        s.record(&format!("{name} exp_avg_sq"), worst[2], tol_update, &note);
+        if s.dtype == DType::BF16 {
+            s.record(&format!("{name} bf16 write-back"), worst[3], 0.0, &note);
+        }
+        Ok(())
+    }
+
+    /// Runs the device's AdamW: the fused multi-tensor kernel on CUDA, the CPU op on the CPU.
+    fn on_device(s: &Suite, params: &[Param], h: &AdamWStep) -> Result<Vec<Updated>> {
+        let mut out = Vec::new();
+        if s.is_cuda() {
+            #[cfg(feature = "cuda")]
+            {
+                let dev = |t: &Tensor, dt: DType| -> Result<Tensor> { Ok(t.to_device(&s.device)?.to_dtype(dt)?) };
+                let mut held = Vec::new();
+                for (master, m, v, g, _) in params {
+                    let param = (s.dtype != DType::F32).then(|| dev(master, s.dtype)).transpose()?;
+                    held.push((
+                        dev(master, DType::F32)?,
+                        dev(m, DType::F32)?,
+                        dev(v, DType::F32)?,
+                        dev(g, s.dtype)?,
+                        param,
+                    ));
+                }
+                let slots: Vec<super::AdamWSlot> = held
+                    .iter()
+                    .zip(params)
+                    .map(|((p, m, v, g, param), (.., wd))| super::AdamWSlot {
+                        master: p,
+                        m,
+                        v,
+                        grad: g,
+                        param: param.as_ref(),
+                        weight_decay: *wd,
+                    })
+                    .collect();
+                super::adamw_multi_cuda(&slots, h)?;
+                for (p, m, v, _, param) in &held {
+                    let host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.to_vec1::<f32>()?) };
+                    out.push((host(p)?, host(m)?, host(v)?, param.as_ref().map(host).transpose()?));
+                }
+            }
+            return Ok(out);
+        }
+        for (master, m, v, g, wd) in params {
+            let hh = AdamWStep {
+                weight_decay: *wd,
+                ..*h
+            };
+            let (p, m, v) = super::adamw_update(master, m, v, g, &hh)?;
+            out.push((p.to_vec1()?, m.to_vec1()?, v.to_vec1()?, None));
+        }
+        Ok(out)
+    }
 }

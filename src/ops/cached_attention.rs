@@ -69,3 +69,32 @@ pub fn cached_attention_batch_cpu(
         }
     });
 }
+
+/// The composed reference of cached attention (the tests compare the CPU op with it).
+pub mod check {
+    use candle_core::{Result, Tensor, D};
+
+    /// Causal attention of `q [n, H, D]` (positions `start..start+n`) over all cached `k, v
+    /// [start+n, Hkv, D]`, composed from tensor ops.
+    pub fn cached_attention(q: &Tensor, k: &Tensor, v: &Tensor, start: usize, scale: f64) -> Result<Tensor> {
+        let (n, hq, d) = q.dims3()?;
+        let (t, hkv, _) = k.dims3()?;
+        let group = hq / hkv;
+        let repeat = |x: &Tensor| -> Result<Tensor> {
+            x.unsqueeze(2)?
+                .broadcast_as((t, hkv, group, d))?
+                .reshape((t, hq, d))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let (k, v) = (repeat(k)?, repeat(v)?);
+        let q = q.transpose(0, 1)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let mask: Vec<f32> = (0..n)
+            .flat_map(|i| (0..t).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (1, n, t), q.device())?;
+        let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
+        probs.matmul(&v)?.transpose(0, 1)
+    }
+}

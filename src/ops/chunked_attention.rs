@@ -277,3 +277,36 @@ impl CustomOp3 for SavedAttention {
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
+
+/// The GPU path's attention in the kernel checks.
+pub mod check {
+    use super::super::attention::{composed_attention, DocSegments};
+    use super::super::check::{Input, Suite};
+    use candle_core::DType;
+
+    /// `chunked_attention` (cuBLAS matmuls and an f32 softmax a block of heads at a time)
+    /// against the composed attention: packed documents, grouped-query heads, two head blocks.
+    /// In bf16 the scores leave the matmul in bf16, hence the wider tolerance.
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        let docs = [vec![5usize, 40, 20], vec![65]];
+        let (hq, hkv, d) = (6, 2, 64);
+        let positions: Vec<u32> = docs.iter().flat_map(|r| r.iter().flat_map(|&l| 0..l as u32)).collect();
+        let segs = DocSegments::from_positions(&positions, docs.len(), 65)?;
+        let n = segs.len();
+        let inputs = vec![
+            Input::var(s.randn(&[n, hq, d], 1.0)?),
+            Input::var(s.randn(&[n, hkv, d], 1.0)?),
+            Input::var(s.randn(&[n, hkv, d], 1.0)?),
+        ];
+        let scale = 1.0 / (d as f64).sqrt();
+        let tol = if s.dtype == DType::F32 { 1e-5 } else { 3e-2 };
+        let (s1, s2) = (segs.clone(), segs);
+        s.compare_with_grads_tol(
+            &format!("attention (blocks of 4 heads) [{n}x{hq}/{hkv}x{d}]"),
+            inputs,
+            &move |t| super::chunked_attention(&t[0], &t[1], &t[2], &s1, scale, Some(4)),
+            &move |t| composed_attention(&t[0], &t[1], &t[2], &s2, scale),
+            tol,
+        )
+    }
+}

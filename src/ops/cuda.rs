@@ -19,7 +19,7 @@ pub mod ptx {
 }
 
 /// Threads per block of the row kernels (a multiple of 32, see `common.cuh`).
-pub const BLOCK: u32 = 256;
+pub use super::kernel_constants::BLOCK;
 
 /// Storage dtypes the kernels are instantiated for; `SUFFIX` names the `extern "C"` variant.
 pub trait KernelDType: CudaDType + DeviceRepr + candle_core::WithDType {

@@ -41,7 +41,7 @@ pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
 }
 
 /// Elements per block of `kernels/grad_norm.cu` (`SUMSQ_CHUNK`).
-pub const SUM_SQUARES_CHUNK: usize = 65536;
+pub use super::kernel_constants::SUMSQ_CHUNK as SUM_SQUARES_CHUNK;
 
 /// Σ x² over many CUDA tensors (f32 or bf16) with two deterministic launches per dtype.
 #[cfg(feature = "cuda")]
@@ -111,4 +111,43 @@ pub fn sum_squares_cuda(tensors: &[Tensor]) -> Result<f64> {
         candle_core::bail!("sum_squares_cuda: unsupported dtype {:?}", t.dtype());
     }
     Ok(total)
+}
+
+/// The global gradient norm in the kernel checks.
+pub mod check {
+    use super::super::check::Suite;
+    use anyhow::Result;
+    use candle_core::{DType, Tensor};
+
+    /// Σ x² in f64 through a plain f64 tensor sum.
+    pub fn sum_squares(t: &Tensor) -> candle_core::Result<f64> {
+        t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+    }
+
+    /// Four tensors around the chunk size (65536), against the reference sum of squares.
+    pub fn selftest(s: &mut Suite) -> Result<()> {
+        let sizes = [3usize, 65536, 65541, 200_000];
+        let mut host = Vec::new();
+        for &n in &sizes {
+            host.push(s.randn(&[n], 1.0)?);
+        }
+        let mut want = 0f64;
+        for t in &host {
+            want += sum_squares(t)?;
+        }
+        let want = want.sqrt();
+        let got: Result<f64> = (|| {
+            let dev: Vec<Tensor> = host
+                .iter()
+                .map(|t| t.to_device(&s.device)?.to_dtype(s.dtype))
+                .collect::<candle_core::Result<_>>()?;
+            Ok(super::global_norm(&dev)?)
+        })();
+        s.record_result(
+            "global grad norm (4 tensors)",
+            got.map(|g| (g - want).abs() / want),
+            1e-5,
+        );
+        Ok(())
+    }
 }

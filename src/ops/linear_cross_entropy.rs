@@ -309,3 +309,120 @@ mod cuda {
         Ok(out)
     }
 }
+
+/// The composed reference of the loss and its cases in the kernel checks: the in-place kernel
+/// alone, and the whole chunked op with gradients.
+pub mod check {
+    use super::super::check::{rel_err_slices, Input, Suite};
+    use super::{CrossEntropyInPlace, IGNORE_INDEX};
+    use candle_core::{DType, Device, Result, Tensor, D};
+    use rand::Rng;
+
+    /// Summed cross-entropy of the full logits `hidden · weightᵀ` over non-ignored targets.
+    pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let logits = hidden.matmul(&weight.t()?)?;
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let keep = targets.ne(IGNORE_INDEX)?;
+        let safe = keep.where_cond(targets, &targets.zeros_like()?)?;
+        let picked = log_probs.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+        (picked * keep.to_dtype(DType::F32)?)?.sum_all()?.neg()
+    }
+
+    /// Targets for `rows` rows over `vocab`: both vocabulary ends and some ignored rows.
+    fn targets(s: &mut Suite, rows: usize, vocab: usize) -> Vec<i64> {
+        (0..rows)
+            .map(|i| match i % 7 {
+                0 => IGNORE_INDEX,
+                1 => 0,
+                2 => vocab as i64 - 1,
+                _ => s.rng.random_range(0..vocab as i64),
+            })
+            .collect()
+    }
+
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        in_place(s)?;
+        whole_op(s)
+    }
+
+    /// The in-place kernel alone: row losses and the gradient written over the logits, and a
+    /// target outside the vocabulary refused.
+    fn in_place(s: &mut Suite) -> anyhow::Result<()> {
+        let tol = s.tolerance();
+        let (rows, vocab) = (67, 1543);
+        let logits = (s.randn(&[rows, vocab], 3.0)?)
+            .to_dtype(s.dtype)?
+            .to_dtype(DType::F32)?;
+        let targets = targets(s, rows, vocab);
+        // Expected: the CPU row function on f32 copies.
+        let mut want = logits.flatten_all()?.to_vec1::<f32>()?;
+        let mut want_loss = Vec::with_capacity(rows);
+        for (row, &t) in want.chunks_mut(vocab).zip(&targets) {
+            want_loss.push(super::cross_entropy_row(row, t)?);
+        }
+        s.poison()?;
+        let dev_logits = if s.is_cuda() {
+            logits.to_device(&s.device)?.to_dtype(s.dtype)?
+        } else {
+            logits.copy()?
+        };
+        let dev_targets = Tensor::new(targets.as_slice(), &s.device)?;
+        let op = CrossEntropyInPlace {
+            row_loss: std::sync::Mutex::new(Vec::new()),
+        };
+        let name = format!("cross_entropy_in_place [{rows}x{vocab}]");
+        match dev_logits.inplace_op2(&dev_targets, &op) {
+            Ok(()) => {
+                let got_loss = op.row_loss.into_inner().map_err(|_| anyhow::anyhow!("poisoned lock"))?;
+                s.record(
+                    &format!("{name} row losses"),
+                    rel_err_slices(&got_loss, &want_loss),
+                    tol,
+                    "",
+                );
+                let got = dev_logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                s.record(&format!("{name} gradient"), rel_err_slices(&got, &want), tol, "");
+            }
+            Err(e) => s.record(&name, f64::INFINITY, tol, &format!("error: {e}")),
+        }
+        let bad = Tensor::new(&[vocab as i64], &s.device)?;
+        let one = dev_logits.narrow(0, 0, 1)?.copy()?;
+        let op = CrossEntropyInPlace {
+            row_loss: std::sync::Mutex::new(Vec::new()),
+        };
+        let refused = one.inplace_op2(&bad, &op).is_err();
+        s.record(
+            "cross_entropy_in_place rejects target == vocab",
+            if refused { 0.0 } else { f64::INFINITY },
+            0.0,
+            if refused { "" } else { "accepted" },
+        );
+        Ok(())
+    }
+
+    /// The whole chunked op (matmuls + the kernel), with gradients, in chunks of 128 tokens.
+    fn whole_op(s: &mut Suite) -> anyhow::Result<()> {
+        let (n, h, vocab) = (300, 72, 1031);
+        let targets = targets(s, n, vocab);
+        let inputs = vec![
+            Input::var(s.randn(&[n, h], 1.0)?),
+            Input::var(s.randn(&[vocab, h], 0.2)?),
+        ];
+        let t_host = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+        let t_dev = Tensor::new(targets.as_slice(), &s.device)?;
+        let fused = move |t: &[Tensor]| -> Result<Tensor> {
+            let tg = if t[0].device().is_cpu() { &t_host } else { &t_dev };
+            super::linear_cross_entropy(&t[0], &t[1], tg, Some(128))?
+                .loss_sum
+                .reshape(1)
+        };
+        let t_ref = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+        let composed = move |t: &[Tensor]| linear_cross_entropy(&t[0], &t[1], &t_ref)?.reshape(1);
+        s.compare_with_grads(
+            &format!("linear_cross_entropy [{n}x{h}]x[{vocab}]"),
+            inputs,
+            &fused,
+            &composed,
+        )
+    }
+}

@@ -1,9 +1,11 @@
-//! Fused training ops as candle `CustomOp`s, one file each.
+//! Fused training ops as candle `CustomOp`s, one file each, and each file an op's whole story:
+//! the CPU forward and backward (the twin every CUDA kernel must equal), the launch of its
+//! `kernels/*.cu` kernel (`mod cuda`), and a `check` module with the plain composed-candle
+//! reference and the op's cases in the kernel checks (`check.rs` is their harness).
 //!
 //! Every op carries its own backward (candle's built-in fused `rms_norm`, `rope` and
-//! `softmax_last_dim` are applied without one, which silently cuts gradients). Each file holds
-//! the CPU implementation of the forward and of the backward; `reference` holds plain composed
-//! candle versions that the tests compare against.
+//! `softmax_last_dim` are applied without one, which silently cuts gradients). Imports nothing
+//! of the crate.
 //!
 //! The CPU implementations work on contiguous f32 data (the CPU training dtype) with rayon
 //! parallelism over rows; other dtypes get a clear error.
@@ -11,13 +13,14 @@
 pub mod adamw;
 pub mod attention;
 pub mod cached_attention;
+pub mod check;
 pub mod chunked_attention;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod gemm;
 pub mod grad_norm;
+pub mod kernel_constants;
 pub mod linear_cross_entropy;
-pub mod reference;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

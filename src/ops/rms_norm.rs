@@ -370,3 +370,51 @@ mod cuda {
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }
+
+/// The composed reference of the two norms and their cases in the kernel checks.
+pub mod check {
+    use super::super::check::{Input, Suite};
+    use candle_core::{Result, Tensor, D};
+
+    /// `w * x / sqrt(mean(x^2) + eps)` over the last dimension, composed from tensor ops.
+    pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+    }
+
+    /// `rms_norm` at two widths (one not a multiple of the block), and the residual-fused
+    /// `add_rms_norm` against a plain add followed by the reference norm.
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        for (rows, h) in [(37, 1000), (5, 2304)] {
+            let inputs = vec![
+                Input::var(s.randn(&[rows, h], 1.0)?),
+                Input::var(s.near_one(&[h], 0.1)?),
+            ];
+            s.compare_with_grads(
+                &format!("rms_norm [{rows}x{h}]"),
+                inputs,
+                &|t| super::rms_norm(&t[0], &t[1], 1e-6),
+                &|t| rms_norm(&t[0], &t[1], 1e-6),
+            )?;
+        }
+        let (rows, h) = (29, 1000);
+        let inputs = vec![
+            Input::var(s.randn(&[rows, h], 1.0)?),
+            Input::var(s.randn(&[rows, h], 0.5)?),
+            Input::var(s.near_one(&[h], 0.1)?),
+        ];
+        s.compare_with_grads(
+            &format!("add_rms_norm (residual-fused) [{rows}x{h}]"),
+            inputs,
+            &|t| {
+                let (sum, n) = super::add_rms_norm(&t[0], &t[1], &t[2], 1e-6)?;
+                Tensor::stack(&[sum, n], 0)
+            },
+            &|t| {
+                let sum = (&t[0] + &t[1])?;
+                let n = rms_norm(&sum, &t[2], 1e-6)?;
+                Tensor::stack(&[sum, n], 0)
+            },
+        )
+    }
+}

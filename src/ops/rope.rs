@@ -169,3 +169,46 @@ mod cuda {
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
     }
 }
+
+/// The composed reference of RoPE and its case in the kernel checks.
+pub mod check {
+    use super::super::check::{Input, Suite};
+    use super::RopeTable;
+    use candle_core::{Device, Result, Tensor, D};
+
+    /// Rotate-half RoPE of `x [N, H, D]` with per-token `cos, sin [N, D/2]`, composed from
+    /// tensor ops.
+    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let d = x.dim(D::Minus1)?;
+        let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+        let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+        let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+        let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
+    /// Positions that restart (packed documents), three heads, a head dim of 80.
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        let (n, heads, d) = (29, 3, 80);
+        let positions: Vec<u32> = (0..n as u32).map(|p| (p * 7) % 23).collect();
+        let table = RopeTable::new(&positions, d, 1_000_000.0, &Device::Cpu)?;
+        let inputs = vec![
+            Input::var(s.randn(&[n, heads, d], 1.0)?),
+            Input::fixed(table.cos.clone()),
+            Input::fixed(table.sin.clone()),
+        ];
+        s.compare_with_grads(
+            &format!("rope [{n}x{heads}x{d}]"),
+            inputs,
+            &|t| {
+                let table = RopeTable {
+                    cos: t[1].clone(),
+                    sin: t[2].clone(),
+                };
+                super::rope(&t[0], &table)
+            },
+            &|t| rope(&t[0], &t[1], &t[2]),
+        )
+    }
+}

@@ -168,3 +168,24 @@ mod cuda {
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }
+
+/// The composed reference of SwiGLU and its case in the kernel checks.
+pub mod check {
+    use super::super::check::{Input, Suite};
+    use candle_core::{Result, Tensor};
+
+    /// `silu(gate) * up` with silu spelled out as `g / (1 + exp(-g))`.
+    pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        let silu = (gate / (gate.neg()?.exp()? + 1.0)?)?;
+        silu * up
+    }
+
+    /// A width that is not a multiple of the block.
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        let shape = [41, 1003];
+        let inputs = vec![Input::var(s.randn(&shape, 2.0)?), Input::var(s.randn(&shape, 1.0)?)];
+        s.compare_with_grads("swiglu [41x1003]", inputs, &|t| super::swiglu(&t[0], &t[1]), &|t| {
+            swiglu(&t[0], &t[1])
+        })
+    }
+}

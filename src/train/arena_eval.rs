@@ -1,20 +1,18 @@
 //! CodeArena evaluation of checkpoints during a run (`[arena]` in the run config): answers of
 //! the checkpoint, judged against the run's base model and/or a stored baseline, reported into
 //! `RUN/eval/step-N/` with a `codearena_win_rate` line in `metrics.jsonl`. A failing judge
-//! never stops training: the step is reported and tried again at the next evaluation and at
-//! the end of the run.
+//! never stops training: the step is reported, kept in this evaluator's queue, and tried again
+//! at the next evaluation and at the end of the run.
 
 use crate::arena::answers::{answer_questions, AnswerSettings};
-use crate::arena::evaluate::{judge, reports, write_reports, Opponent};
-use crate::arena::judge_client::{JudgeClient, JudgeConfig};
-use crate::arena::judge_prompt::JudgePrompt;
+use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::questions::{self, Categories, Question};
-use crate::config::ArenaSection;
+use crate::arena::{ArenaConfig, RunOpponent};
+use crate::config::{ConfigError, KeyContext};
 use crate::infer::Sampling;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The `metrics.jsonl` line of one evaluated checkpoint.
 #[derive(Clone, Debug, Serialize)]
@@ -28,20 +26,49 @@ pub struct ArenaMetrics {
     pub questions: usize,
 }
 
+impl ArenaMetrics {
+    /// The line shown while training.
+    pub fn summary(&self) -> String {
+        format!(
+            "CodeArena step {} vs {}: win {:.1}%  tie {:.1}%  score {:.3} [{:.3}, {:.3}]",
+            self.step,
+            self.opponent,
+            100.0 * self.codearena_win_rate,
+            100.0 * self.codearena_tie_rate,
+            self.codearena_score,
+            self.codearena_score_ci[0],
+            self.codearena_score_ci[1]
+        )
+    }
+}
+
+/// Where the evaluator reports to: notes for people and metrics lines for the run's log.
+pub trait ArenaSink {
+    fn note(&mut self, text: &str);
+    fn metrics(&mut self, line: &ArenaMetrics);
+}
+
 /// Evaluates checkpoints of one run.
 pub struct ArenaEval {
-    cfg: ArenaSection,
+    cfg: ArenaConfig,
     eval_dir: PathBuf,
     base_dir: Option<PathBuf>,
     questions: Option<Vec<Question>>,
     /// Steps whose evaluation failed, to try again.
-    pub pending: Vec<(u64, PathBuf)>,
+    pending: Vec<(u64, PathBuf)>,
+    /// Checkpoints saved so far by this process (the cadence counts them).
+    saved: u64,
+    /// The last step evaluated successfully.
+    done_step: Option<u64>,
 }
 
 impl ArenaEval {
-    pub fn new(cfg: ArenaSection, run_dir: &Path, base_dir: Option<PathBuf>) -> Result<Self> {
-        if cfg.opponents.iter().any(|o| o == "base") && base_dir.is_none() {
-            bail!("key `arena.opponents`: \"base\" needs a base model (model.path or model.hub), not a random init");
+    pub fn new(cfg: ArenaConfig, run_dir: &Path, base_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
+        if cfg.opponents.contains(&RunOpponent::Base) && base_dir.is_none() {
+            return Err(ConfigError::new(
+                "arena.opponents",
+                "\"base\" needs a base model (model.path or model.hub), not a random init",
+            ));
         }
         Ok(Self {
             cfg,
@@ -49,23 +76,67 @@ impl ArenaEval {
             base_dir,
             questions: None,
             pending: vec![],
+            saved: 0,
+            done_step: None,
         })
     }
 
-    /// Whether the `n`-th checkpoint (1-based) is evaluated.
-    pub fn due(&self, n: u64) -> bool {
-        self.cfg.every_checkpoints > 0 && n.is_multiple_of(self.cfg.every_checkpoints)
+    /// A checkpoint of `step` was saved in `dir`: evaluates it when the cadence says so.
+    pub fn on_checkpoint(&mut self, step: u64, dir: &Path, sink: &mut dyn ArenaSink) {
+        self.saved += 1;
+        let every = self.cfg.every_checkpoints;
+        if every > 0 && self.saved.is_multiple_of(every) {
+            self.run(Some((step, dir.to_path_buf())), sink);
+        }
     }
 
-    pub fn at_end(&self) -> bool {
-        self.cfg.at_end
+    /// The run ended with the checkpoint of `step` in `dir`: evaluates it (unless already done
+    /// or `at_end = false`) and retries every earlier failure; warns about what still failed.
+    pub fn at_finish(&mut self, step: u64, dir: &Path, sink: &mut dyn ArenaSink) {
+        let target = (self.cfg.at_end && self.done_step != Some(step)).then(|| (step, dir.to_path_buf()));
+        if target.is_some() || !self.pending.is_empty() {
+            self.run(target, sink);
+        }
+        for (step, _) in &self.pending {
+            eprintln!("warning: CodeArena evaluation of step {step} did not succeed; see the messages above");
+        }
+    }
+
+    /// Evaluates `target` and the steps whose evaluation failed before; a failure is reported
+    /// and the step kept for the next try, never an error of the run.
+    fn run(&mut self, target: Option<(u64, PathBuf)>, sink: &mut dyn ArenaSink) {
+        let mut todo = std::mem::take(&mut self.pending);
+        todo.extend(target);
+        for (step, dir) in todo {
+            if !dir.is_dir() {
+                sink.note(&format!(
+                    "CodeArena: step {step} is no longer on disk (checkpoint.keep_last); not evaluated"
+                ));
+                continue;
+            }
+            sink.note(&format!("CodeArena: evaluating step {step}"));
+            match self.evaluate(step, &dir) {
+                Ok(lines) => {
+                    for l in &lines {
+                        sink.note(&l.summary());
+                        sink.metrics(l);
+                    }
+                    self.done_step = Some(step);
+                }
+                Err(e) => {
+                    sink.note(&format!(
+                        "CodeArena: evaluating step {step} failed ({e:#}); training goes on, it is tried again later"
+                    ));
+                    self.pending.push((step, dir));
+                }
+            }
+        }
     }
 
     fn questions(&mut self) -> Result<&[Question]> {
         if self.questions.is_none() {
             let cats = self.cfg.categories.as_deref().map(Categories::load).transpose()?;
-            self.questions =
-                Some(questions::load(&self.cfg.questions, cats.as_ref()).context("key `arena.questions`")?);
+            self.questions = Some(questions::load(&self.cfg.questions, cats.as_ref()).key_context("arena.questions")?);
         }
         Ok(self.questions.as_deref().unwrap_or_default())
     }
@@ -77,39 +148,27 @@ impl ArenaEval {
             sampling: Sampling::greedy(),
             batch_size: self.cfg.batch_size,
         };
-        let eval_dir = self.eval_dir.clone();
-        let base_dir = self.base_dir.clone();
-        let cfg = self.cfg.clone();
         let qs = self.questions()?.to_vec();
-        crate::arena::evaluate::write_questions_meta(&eval_dir, &qs)?;
+        let (eval_dir, cfg) = (&self.eval_dir, &self.cfg);
+        write_questions_meta(eval_dir, &qs)?;
         let name = format!("step-{step:08}");
-        answer_questions(ckpt, &name, &qs, &eval_dir, &settings)?;
-        let mut judge_cfg = JudgeConfig::new(cfg.judge_url.clone(), cfg.judge_model.clone());
-        judge_cfg.key_env = cfg.judge_key_env.clone();
-        judge_cfg.timeout = Duration::from_secs(cfg.timeout_s.max(1));
-        judge_cfg.max_retries = cfg.max_retries;
-        let client = JudgeClient::new(judge_cfg)?;
-        let prompt = match &cfg.judge_prompt {
-            Some(p) => JudgePrompt::from_file(p)?,
-            None => JudgePrompt::builtin(),
-        };
-        let mut opponents = Vec::new();
+        answer_questions(ckpt, &name, &qs, eval_dir, &settings)?;
+        let (client, prompt) = cfg.judge.client()?;
         for o in &cfg.opponents {
-            let opp = match o.strip_prefix("baseline:") {
-                Some(b) => Opponent::Baseline(b.to_string()),
-                None => {
-                    let dir = base_dir.as_deref().context("no base model directory")?;
-                    answer_questions(dir, "base", &qs, &eval_dir, &settings)?;
+            let opp = match o {
+                RunOpponent::Baseline(b) => Opponent::Baseline(b.clone()),
+                RunOpponent::Base => {
+                    let dir = self.base_dir.as_deref().context("no base model directory")?;
+                    answer_questions(dir, "base", &qs, eval_dir, &settings)?;
                     Opponent::Model("base".into())
                 }
             };
-            let s = judge(&eval_dir, &qs, &name, &opp, &client, &prompt, cfg.concurrency.max(1))?;
+            let s = judge(eval_dir, &qs, &name, &opp, &client, &prompt, cfg.judge.parallel())?;
             if s.failed > 0 {
                 bail!("{} judge requests failed for {name} vs {}", s.failed, opp.name());
             }
-            opponents.push(opp);
         }
-        let mine = reports(&eval_dir, 1000, 0, Some(&name))?;
+        let mine = reports(eval_dir, 1000, 0, Some(&name))?;
         let out_dir = eval_dir.join(&name);
         std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         write_reports(&out_dir, &mine)?;

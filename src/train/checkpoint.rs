@@ -6,11 +6,13 @@
 //! place, and only then named by `latest` (itself replaced atomically), so a kill at any moment
 //! leaves the previous checkpoint whole and `latest` pointing at a complete directory.
 
+use super::config::RunConfig;
 use super::fault;
 use super::optimizer::AdamW;
+use crate::config::{ensure, ConfigError};
 use crate::data::loader::LoaderState;
+use crate::io::{fsync_dir, write_atomic};
 use crate::model::qwen2::SaveOptions;
-use crate::model::weights::write_atomic;
 use crate::model::Qwen2;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -22,6 +24,41 @@ pub const LATEST: &str = "latest";
 pub const TRAINER_STATE: &str = "trainer_state.json";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE_FORMAT: u32 = 1;
+
+/// `[checkpoint]`: how often a run is saved and how many saves it keeps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every this many optimizer steps (0: only at the end).
+    pub every_steps: u64,
+    /// Step directories kept (the oldest are removed).
+    pub keep_last: usize,
+    /// Shard `model.safetensors` above this many bytes.
+    pub max_shard_bytes: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every_steps: 500,
+            keep_last: 3,
+            max_shard_bytes: crate::model::weights::DEFAULT_MAX_SHARD_BYTES,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.keep_last > 0, "checkpoint.keep_last", || {
+            "must be at least 1".into()
+        })
+    }
+
+    /// Whether optimizer step `step` ends with a save.
+    pub fn due(&self, step: u64) -> bool {
+        self.every_steps > 0 && step.is_multiple_of(self.every_steps)
+    }
+}
 
 /// Everything besides tensors that resuming needs, and what `ckpt inspect` shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,6 +98,43 @@ pub struct TrainerState {
     pub complete: bool,
 }
 
+impl TrainerState {
+    /// The state of a run that has not taken a step yet.
+    pub fn fresh(cfg: &RunConfig) -> Self {
+        Self {
+            format_version: STATE_FORMAT,
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+            config_hash: cfg.math_hash(),
+            math_config: cfg.math(),
+            step: 0,
+            stage: 0,
+            stage_name: cfg.stages[0].name.clone(),
+            stage_step: 0,
+            stage_total_steps: 0,
+            optimizer_updates: 0,
+            tokens: 0,
+            supervised_tokens: 0,
+            skipped_steps: 0,
+            consecutive_nonfinite: 0,
+            elapsed_s: 0.0,
+            lr: 0.0,
+            last_loss: None,
+            last_val_loss: None,
+            seed: cfg.run.seed,
+            loader: None,
+            complete: false,
+        }
+    }
+
+    /// Moves on to the next stage (its loader starts fresh).
+    pub fn next_stage(&mut self) {
+        self.stage += 1;
+        self.stage_step = 0;
+        self.stage_total_steps = 0;
+        self.loader = None;
+    }
+}
+
 /// The non-tensor files written into every step directory.
 pub struct CheckpointFiles {
     /// (file name, bytes): tokenizer.json, tokenizer_config.json, ...
@@ -72,12 +146,6 @@ pub struct CheckpointFiles {
 
 pub fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
-}
-
-fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Removes temporary step directories left by a save that was killed.
@@ -234,10 +302,6 @@ pub fn read_state(step_dir: &Path) -> Result<TrainerState> {
         );
     }
     Ok(state)
-}
-
-pub fn state_format() -> u32 {
-    STATE_FORMAT
 }
 
 /// The optimizer tensors of a checkpoint.

@@ -2,7 +2,7 @@
 //! written as a small standalone SVG file.
 
 use super::metrics::StepMetrics;
-use crate::arena::report::xml_escape;
+use crate::io::svg::{self, xml_escape};
 use std::fmt::Write;
 
 const W: f64 = 720.0;
@@ -20,10 +20,7 @@ pub fn render(metrics: &[StepMetrics], title: &str) -> String {
         .filter_map(|m| Some((m.step as f64, m.val_loss?)))
         .collect();
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
+    svg::open(&mut s, W, H);
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
@@ -31,81 +28,122 @@ pub fn render(metrics: &[StepMetrics], title: &str) -> String {
         W / 2.0,
         xml_escape(title)
     );
-    let all: Vec<(f64, f64)> = train.iter().chain(val.iter()).copied().collect();
-    if all.is_empty() {
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">no finite loss recorded</text>"#,
-            W / 2.0,
-            H / 2.0
-        );
-        s.push_str("</svg>\n");
-        return s;
+    match Frame::around(train.iter().chain(val.iter())) {
+        None => {
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">no finite loss recorded</text>"#,
+                W / 2.0,
+                H / 2.0
+            );
+        }
+        Some(frame) => {
+            frame.axes(&mut s);
+            frame.curves(&mut s, &train, &val);
+            legend(&mut s, !val.is_empty());
+        }
     }
-    let (x0, x1) = bounds(all.iter().map(|p| p.0));
-    let (y0, y1) = bounds(all.iter().map(|p| p.1));
-    let (y0, y1) = (y0.min(0.0), y1 * 1.05);
-    let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT);
-    let py = |y: f64| H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM);
-    // Axes, grid and tick labels.
-    for i in 0..=5 {
-        let y = y0 + (y1 - y0) * i as f64 / 5.0;
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The data ranges shown and their mapping to the canvas.
+struct Frame {
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame {
+    /// The frame holding every point (the loss axis from 0, 5% headroom); `None` without points.
+    fn around<'a>(points: impl Iterator<Item = &'a (f64, f64)> + Clone) -> Option<Self> {
+        points.clone().next()?;
+        let x = bounds(points.clone().map(|p| p.0));
+        let (y0, y1) = bounds(points.map(|p| p.1));
+        Some(Self {
+            x,
+            y: (y0.min(0.0), y1 * 1.05),
+        })
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        LEFT + (x - self.x.0) / (self.x.1 - self.x.0) * (W - LEFT - RIGHT)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        H - BOTTOM - (y - self.y.0) / (self.y.1 - self.y.0) * (H - TOP - BOTTOM)
+    }
+
+    /// Grid lines, tick labels and the step axis's title.
+    fn axes(&self, s: &mut String) {
+        let ((x0, x1), (y0, y1)) = (self.x, self.y);
+        for i in 0..=5 {
+            let y = y0 + (y1 - y0) * i as f64 / 5.0;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{y:.3}</text>"##,
+                W - RIGHT,
+                LEFT - 6.0,
+                self.py(y) + 4.0,
+                py = self.py(y)
+            );
+            let x = x0 + (x1 - x0) * i as f64 / 5.0;
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.0}</text>"#,
+                self.px(x),
+                H - BOTTOM + 18.0,
+                x
+            );
+        }
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{y:.3}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            py(y) + 4.0,
-            py = py(y)
-        );
-        let x = x0 + (x1 - x0) * i as f64 / 5.0;
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.0}</text>"#,
-            px(x),
-            H - BOTTOM + 18.0,
-            x
+            r#"<text x="{}" y="{}" text-anchor="middle">optimizer step</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            H - 8.0
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">optimizer step</text>"#,
-        (LEFT + W - RIGHT) / 2.0,
-        H - 8.0
-    );
-    let line = |pts: &[(f64, f64)]| {
-        pts.iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let _ = writeln!(
-        s,
-        r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{}"/>"##,
-        line(&train)
-    );
-    if !val.is_empty() {
+
+    /// The training loss as a solid line; the validation loss dashed, with a dot per point.
+    fn curves(&self, s: &mut String, train: &[(f64, f64)], val: &[(f64, f64)]) {
+        let line = |pts: &[(f64, f64)]| {
+            pts.iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            s,
+            r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{}"/>"##,
+            line(train)
+        );
+        if val.is_empty() {
+            return;
+        }
         let _ = writeln!(
             s,
             r##"<polyline fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3" points="{}"/>"##,
-            line(&val)
+            line(val)
         );
-        for &(x, y) in &val {
+        for &(x, y) in val {
             let _ = writeln!(
                 s,
                 r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d62728"/>"##,
-                px(x),
-                py(y)
+                self.px(x),
+                self.py(y)
             );
         }
     }
+}
+
+/// The curves' names in their colours, top right.
+fn legend(s: &mut String, validation: bool) {
     let _ = writeln!(
         s,
         r##"<text x="{}" y="{}" fill="#1f77b4" text-anchor="end">training loss</text>"##,
         W - RIGHT - 4.0,
         TOP + 12.0
     );
-    if !val.is_empty() {
+    if validation {
         let _ = writeln!(
             s,
             r##"<text x="{}" y="{}" fill="#d62728" text-anchor="end">validation loss</text>"##,
@@ -113,8 +151,6 @@ pub fn render(metrics: &[StepMetrics], title: &str) -> String {
             TOP + 28.0
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 /// `(min, max)`, widened when they coincide.

@@ -3,7 +3,9 @@
 //! memory the machine has available before anything is loaded, so a run that cannot fit stops
 //! with a message naming the keys to change instead of being killed by the OOM killer.
 
+use super::config::RunConfig;
 use crate::model::Qwen2Config;
+use anyhow::{bail, Result};
 
 /// Bytes a run needs, by kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,48 @@ pub fn available() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Refuses a CPU run whose estimated memory exceeds what the machine has available.
+pub fn check_host_memory(cfg: &RunConfig, model: &Qwen2Config) -> Result<()> {
+    let tokens = (cfg.batch.micro_batch_rows * cfg.data.seq_len) as u64;
+    let chunk = cfg.model.loss_chunk_tokens.unwrap_or_else(|| {
+        crate::ops::linear_cross_entropy::default_chunk_tokens(tokens as usize, model.vocab_size, model.hidden_size)
+    }) as u64;
+    let need = estimate(model, 4, tokens, chunk);
+    let Some(avail) = available() else {
+        return Ok(());
+    };
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if need.total() > avail {
+        bail!(
+            "out of memory ahead: this run needs about {:.1} GiB ({:.1} GiB of weights, gradients and AdamW state, \
+             {:.1} GiB of activations for batch.micro_batch_rows = {} × data.seq_len = {} tokens) but {:.1} GiB are \
+             available; lower batch.micro_batch_rows (the global batch stays the same through more accumulation) \
+             or data.seq_len, or use a smaller model",
+            gib(need.total()),
+            gib(need.state),
+            gib(need.activations),
+            cfg.batch.micro_batch_rows,
+            cfg.data.seq_len,
+            gib(avail)
+        );
+    }
+    Ok(())
+}
+
+/// Adds what to change to an out-of-memory error of the device.
+pub fn oom_hint(e: anyhow::Error, cfg: &RunConfig) -> anyhow::Error {
+    let text = format!("{e:#}").to_lowercase();
+    if text.contains("out of memory") || text.contains("out_of_memory") {
+        e.context(format!(
+            "out of device memory with batch.micro_batch_rows = {} and data.seq_len = {}: lower \
+             batch.micro_batch_rows (the global batch stays the same through more accumulation) or data.seq_len",
+            cfg.batch.micro_batch_rows, cfg.data.seq_len
+        ))
+    } else {
+        e
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,51 @@
 //! hf-hub and its cache), or a random init from a `config.json`; plus the files every
 //! checkpoint carries along (tokenizer files with the chat template, generation config).
 
-use crate::config::RunConfig;
+use crate::config::{ensure, ConfigError, KeyContext};
 use crate::data::hub::fetch_model;
 use crate::data::SampleBuilder;
 use crate::model::{Qwen2, Qwen2Config};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+
+/// `[model]`: exactly one of `path`, `hub`, `init_config`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A local Hugging Face model directory.
+    pub path: Option<PathBuf>,
+    /// A Hugging Face Hub model repo id, e.g. `Qwen/Qwen2.5-Coder-0.5B`.
+    pub hub: Option<String>,
+    /// Hub revision (branch, tag or commit) with `hub`.
+    pub revision: Option<String>,
+    /// A `config.json` to initialise a random model from (smoke runs).
+    pub init_config: Option<PathBuf>,
+    /// Directory with `tokenizer.json` (+ `tokenizer_config.json`); default: the model directory.
+    pub tokenizer: Option<PathBuf>,
+    /// Tokens per chunk of the fused output projection + loss (default: automatic).
+    pub loss_chunk_tokens: Option<usize>,
+}
+
+impl ModelConfig {
+    /// Rejects impossible combinations, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let sources = [self.path.is_some(), self.hub.is_some(), self.init_config.is_some()];
+        ensure(sources.iter().filter(|&&s| s).count() == 1, "model", || {
+            "give exactly one of `model.path`, `model.hub`, `model.init_config`".into()
+        })?;
+        ensure(
+            self.init_config.is_none() || self.tokenizer.is_some(),
+            "model.tokenizer",
+            || "required with `model.init_config` (a random model has no tokenizer)".into(),
+        )?;
+        ensure(self.revision.is_none() || self.hub.is_some(), "model.revision", || {
+            "only meaningful with `model.hub`".into()
+        })
+    }
+}
 
 /// Tokenizer-side files copied into checkpoints when the tokenizer directory has them.
 const TOKENIZER_FILES: [&str; 6] = [
@@ -27,16 +64,26 @@ pub struct ModelDirs {
     pub tokenizer: PathBuf,
 }
 
-/// Resolves the directories of `[model]`, downloading from the Hub when asked.
-pub fn model_dirs(cfg: &RunConfig) -> Result<ModelDirs> {
-    let m = &cfg.model;
-    let model = if let Some(p) = &m.path {
-        if !p.join("config.json").is_file() {
-            bail!(
-                "key `model.path`: {} has no config.json (not a Hugging Face model directory)",
-                p.display()
-            );
+impl ModelDirs {
+    /// The `config.json` of the model the run starts from.
+    pub fn config_path(&self, m: &ModelConfig) -> Result<PathBuf, ConfigError> {
+        match (&self.model, &m.init_config) {
+            (Some(d), _) => Ok(d.join("config.json")),
+            (None, Some(p)) => Ok(p.clone()),
+            (None, None) => Err(ConfigError::new("model", "no model source")),
         }
+    }
+}
+
+/// Resolves the directories of `[model]`, downloading from the Hub when asked.
+pub fn model_dirs(m: &ModelConfig) -> Result<ModelDirs> {
+    let model = if let Some(p) = &m.path {
+        ensure(p.join("config.json").is_file(), "model.path", || {
+            format!(
+                "{} has no config.json (not a Hugging Face model directory)",
+                p.display()
+            )
+        })?;
         Some(p.clone())
     } else if let Some(repo) = &m.hub {
         Some(fetch_model(repo, m.revision.as_deref())?)
@@ -46,7 +93,7 @@ pub fn model_dirs(cfg: &RunConfig) -> Result<ModelDirs> {
     let tokenizer = match (&m.tokenizer, &model) {
         (Some(t), _) => t.clone(),
         (None, Some(d)) => d.clone(),
-        (None, None) => bail!("key `model.tokenizer`: required with `model.init_config`"),
+        (None, None) => return Err(ConfigError::new("model.tokenizer", "required with `model.init_config`").into()),
     };
     if !tokenizer.join("tokenizer.json").is_file() {
         bail!(
@@ -57,16 +104,17 @@ pub fn model_dirs(cfg: &RunConfig) -> Result<ModelDirs> {
     Ok(ModelDirs { model, tokenizer })
 }
 
-/// The trainable model of a fresh run.
-pub fn initial_model(cfg: &RunConfig, dirs: &ModelDirs, dtype: DType, device: &Device) -> Result<Qwen2> {
-    match (&dirs.model, &cfg.model.init_config) {
+/// The trainable model of a fresh run (a random init draws from `seed`).
+pub fn initial_model(m: &ModelConfig, seed: u64, dirs: &ModelDirs, dtype: DType, device: &Device) -> Result<Qwen2> {
+    match (&dirs.model, &m.init_config) {
         (Some(dir), _) => Qwen2::load(dir, dtype, device, true),
         (None, Some(path)) => {
-            let config =
-                Qwen2Config::from_file(path).with_context(|| format!("key `model.init_config`: {}", path.display()))?;
-            Qwen2::random(config, cfg.run.seed, dtype, device, true)
+            let config = Qwen2Config::from_file(path)
+                .with_context(|| path.display().to_string())
+                .key_context("model.init_config")?;
+            Qwen2::random(config, seed, dtype, device, true)
         }
-        (None, None) => bail!("key `model`: no model source"),
+        (None, None) => Err(ConfigError::new("model", "no model source").into()),
     }
 }
 

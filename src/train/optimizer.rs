@@ -3,13 +3,100 @@
 //! update itself through the fused `ops::adamw` op. Its state round-trips through the tensors
 //! of `optimizer.safetensors`.
 
-use crate::config::OptimSection;
+use super::schedule::ScheduleKind;
+use crate::config::{ensure, ConfigError};
 use crate::model::qwen2::param_specs;
 use crate::model::Qwen2;
 use crate::ops::{adamw_update, AdamWStep};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// `[optim]`: AdamW and the default LR schedule of every stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// The schedule decays to `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: u64,
+    pub schedule: ScheduleKind,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Also decay norm weights and biases (default: matrices and embeddings only).
+    pub decay_norms_and_biases: bool,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 2e-5,
+            min_lr_ratio: 0.1,
+            warmup_steps: 0,
+            schedule: ScheduleKind::Cosine,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decay_norms_and_biases: false,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_lr("optim.lr", self.lr)?;
+        check_ratio("optim.min_lr_ratio", self.min_lr_ratio)?;
+        for (key, b) in [("optim.beta1", self.beta1), ("optim.beta2", self.beta2)] {
+            ensure((0.0..1.0).contains(&b), key, || format!("{b} must be in [0, 1)"))?;
+        }
+        ensure(self.eps > 0.0 && self.eps.is_finite(), "optim.eps", || {
+            "must be positive".into()
+        })?;
+        ensure(
+            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+            "optim.weight_decay",
+            || "must be non-negative".into(),
+        )?;
+        ensure(
+            self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(),
+            "optim.max_grad_norm",
+            || "must be non-negative (0: no clipping)".into(),
+        )
+    }
+
+    /// The factor gradients are multiplied by before the update: global-norm clipping to
+    /// `max_grad_norm` (1 when off or not needed).
+    pub fn clip_scale(&self, grad_norm: f64) -> f64 {
+        let max = self.max_grad_norm;
+        if max > 0.0 && grad_norm > max {
+            max / (grad_norm + 1e-6)
+        } else {
+            1.0
+        }
+    }
+}
+
+/// A positive, finite learning rate.
+pub fn check_lr(key: &str, lr: f64) -> Result<(), ConfigError> {
+    ensure(lr > 0.0 && lr.is_finite(), key, || {
+        format!("{lr} must be a positive learning rate")
+    })
+}
+
+/// A ratio in [0, 1].
+pub fn check_ratio(key: &str, r: f64) -> Result<(), ConfigError> {
+    ensure((0.0..=1.0).contains(&r), key, || format!("{r} must be in [0, 1]"))
+}
 
 struct ParamState {
     name: String,
@@ -23,14 +110,14 @@ struct ParamState {
 
 pub struct AdamW {
     params: Vec<ParamState>,
-    hp: OptimSection,
+    hp: OptimConfig,
     /// Updates applied so far (the bias-correction step count).
     pub steps: u64,
 }
 
 impl AdamW {
     /// Fresh state (zero moments, masters copied from the parameters) for a trainable model.
-    pub fn new(model: &Qwen2, hp: &OptimSection) -> Result<Self> {
+    pub fn new(model: &Qwen2, hp: &OptimConfig) -> Result<Self> {
         if model.vars().is_empty() {
             bail!("the model was loaded without trainable variables");
         }

@@ -2,9 +2,44 @@
 //! otherwise (batch jobs, CI logs), and notes that never break the bar.
 
 use super::metrics::StepMetrics;
-use crate::config::ProgressStyle;
-use indicatif::{ProgressBar, ProgressStyle as BarStyle};
+use crate::config::{ensure, ConfigError};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressStyle {
+    /// A progress bar on a terminal, log lines otherwise.
+    Auto,
+    Bar,
+    Lines,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Print a log line every this many steps (log-line mode).
+    pub every_steps: u64,
+    pub progress: ProgressStyle,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            every_steps: 10,
+            progress: ProgressStyle::Auto,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.every_steps > 0, "log.every_steps", || "must be at least 1".into())
+    }
+}
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -13,11 +48,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(style: ProgressStyle, every: u64) -> Self {
+    pub fn new(cfg: &LogConfig) -> Self {
         Self {
             bar: None,
-            every,
-            style,
+            every: cfg.every_steps,
+            style: cfg.progress,
         }
     }
 
@@ -33,14 +68,7 @@ impl Progress {
     pub fn start_stage(&mut self, name: &str, total: u64, done: u64) {
         self.finish();
         if self.use_bar() {
-            let bar = ProgressBar::new(total);
-            let style = BarStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} steps  {elapsed_precise} < ETA {eta_precise}  {msg}",
-            )
-            .unwrap_or_else(|_| BarStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
-            bar.set_prefix(format!("stage {name}"));
+            let bar = crate::io::progress::counting_bar(&format!("stage {name}"), "steps", total);
             bar.set_position(done);
             self.bar = Some(bar);
         } else {

@@ -1,7 +1,25 @@
 //! The learning-rate schedule of a stage: linear warmup from 0 to the peak over `warmup_steps`,
 //! then cosine, linear or constant decay to `peak · min_lr_ratio` at the stage's last step.
 
-use crate::config::{ScheduleKind, StageSchedule};
+use serde::{Deserialize, Serialize};
+
+/// Shape of the learning rate after warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+/// The LR schedule of a stage, with the defaults of `[optim]` filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageSchedule {
+    pub lr: f64,
+    pub min_lr_ratio: f64,
+    pub warmup_steps: u64,
+    pub kind: ScheduleKind,
+}
 
 /// LR of the optimizer step with 0-based index `step` within a stage of `total` steps.
 pub fn lr_at(s: &StageSchedule, step: u64, total: u64) -> f64 {

@@ -3,13 +3,14 @@
 //! count, so accumulating k micro-batches gives the gradients of one batch k times larger (not
 //! a mean of per-micro-batch means).
 
-use crate::data::loader::Batch;
+use crate::data::pack::PackedRow;
 use crate::model::{PackedBatch, Qwen2};
 use crate::ops::IGNORE_INDEX;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 
-/// A batch on the device with its next-token targets.
+/// Packed rows on the device (the model's view: ids, positions, document segments) with their
+/// next-token targets. This is where the data path's rows become model input.
 pub struct MicroBatch {
     pub batch: PackedBatch,
     pub targets: Tensor,
@@ -21,15 +22,18 @@ pub struct MicroBatch {
 }
 
 impl MicroBatch {
-    pub fn new(b: &Batch, device: &Device) -> Result<Self> {
-        let (batch, mask) = b.to_model_input(device)?;
+    pub fn new(rows: &[PackedRow], device: &Device) -> Result<Self> {
+        let ids: Vec<u32> = rows.iter().flat_map(|r| r.ids.iter().copied()).collect();
+        let positions: Vec<u32> = rows.iter().flat_map(|r| r.positions.iter().copied()).collect();
+        let mask: Vec<bool> = rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
+        let batch = PackedBatch::new(ids, positions, rows.len(), device)?;
         // Counted on the host, before the targets go to the device.
         let ids = batch.next_token_target_ids(Some(&mask))?;
         let supervised = ids.iter().filter(|&&t| t != IGNORE_INDEX).count();
         let targets = Tensor::new(ids.as_slice(), device)?;
         Ok(Self {
-            tokens: b.rows.iter().map(|r| r.ids.len()).sum(),
-            padding: b.rows.iter().map(|r| r.padding()).sum(),
+            tokens: rows.iter().map(|r| r.ids.len()).sum(),
+            padding: rows.iter().map(|r| r.padding()).sum(),
             batch,
             targets,
             supervised,

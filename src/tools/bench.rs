@@ -3,10 +3,10 @@
 //! gradient norm, fused AdamW) timed end to end, with tokens/s, model FLOPs utilisation, peak
 //! memory and the time of each op family measured in isolation at the model's shapes.
 
-use crate::config::OptimSection;
+use crate::device::{self, dense_bf16_peak_tflops};
 use crate::model::{PackedBatch, Qwen2, Qwen2Config};
 use crate::ops::{self, DocSegments, RopeTable};
-use crate::train::optimizer::AdamW;
+use crate::train::optimizer::{AdamW, OptimConfig};
 use crate::train::step::{step_gradients, MicroBatch};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -66,35 +66,6 @@ pub struct TrainBenchReport {
     pub op_families: Vec<OpFamilyTime>,
 }
 
-/// Dense (no sparsity) bf16 tensor-core peak of known cards, TFLOP/s, from NVIDIA's data sheets.
-pub fn dense_bf16_peak_tflops(card: &str) -> Option<(f64, &'static str)> {
-    let c = card.to_uppercase();
-    let table: &[(&[&str], f64, &str)] = &[
-        (&["GH200"], 989.4, "GH200 dense bf16"),
-        (&["H200"], 989.4, "H200 SXM dense bf16"),
-        (&["H100", "PCIE"], 756.0, "H100 PCIe dense bf16"),
-        (&["H100", "NVL"], 835.0, "H100 NVL dense bf16"),
-        (&["H100"], 989.4, "H100 SXM dense bf16"),
-        (&["H800"], 989.4, "H800 SXM dense bf16"),
-        (&["A100"], 312.0, "A100 dense bf16"),
-        (&["A800"], 312.0, "A800 dense bf16"),
-        (&["L40S"], 362.1, "L40S dense bf16"),
-        (&["B200"], 2250.0, "B200 dense bf16"),
-    ];
-    table
-        .iter()
-        .find(|(keys, ..)| keys.iter().all(|k| c.contains(k)))
-        .map(|&(_, v, s)| (v, s))
-}
-
-/// FLOPs per trained token: 6·N for the parameters' matmuls (forward + backward) plus 12·L·d·T
-/// for attention scores and values (the PaLM appendix formula, as the issue defines MFU).
-pub fn flops_per_token(cfg: &Qwen2Config, seq_len: usize) -> f64 {
-    let n = cfg.num_parameters() as f64;
-    let d = (cfg.num_attention_heads * cfg.head_dim()) as f64;
-    6.0 * n + 12.0 * cfg.num_hidden_layers as f64 * d * seq_len as f64
-}
-
 fn sync(device: &Device) -> Result<()> {
     device.synchronize()?;
     Ok(())
@@ -134,15 +105,14 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
     let cfg = &o.config;
     let dev = &o.device;
     let model = Qwen2::random(cfg.clone(), 0, o.dtype, dev, true).context("initialising the model")?;
-    let optim = OptimSection {
+    let optim = OptimConfig {
         lr: 1e-4,
         ..Default::default()
     };
     let mut opt = AdamW::new(&model, &optim)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mb = random_batch(cfg, o.batch, o.seq_len, dev, &mut rng)?;
-    #[cfg(feature = "cuda")]
-    let _ = crate::ops::cuda::take_peak_memory(dev);
+    let _ = device::peak_device_memory_gib(dev);
     let mut timed = 0f64;
     for i in 0..o.warmup + o.steps {
         sync(dev)?;
@@ -179,7 +149,7 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
     let step_s = timed / steps as f64;
     let tokens = (o.batch * o.seq_len) as f64;
     let tokens_per_s = tokens / step_s.max(1e-12);
-    let fpt = flops_per_token(cfg, o.seq_len);
+    let fpt = cfg.flops_per_token(o.seq_len);
     let achieved = tokens_per_s * fpt / 1e12;
     let (peak, source) = match o.peak_tflops {
         Some(p) => (Some(p), "--peak-tflops".to_string()),
@@ -216,13 +186,9 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
     })
 }
 
+/// Device memory in use at its sampled peak (GPU) or the process's peak RSS (CPU), GiB.
 fn peak_memory_gib(dev: &Device) -> Option<f64> {
-    #[cfg(feature = "cuda")]
-    if dev.is_cuda() {
-        return crate::ops::cuda::take_peak_memory(dev).map(|b| b as f64 / (1u64 << 30) as f64);
-    }
-    let _ = dev;
-    crate::train::metrics::peak_rss_mb().map(|mb| mb / 1024.0)
+    device::peak_device_memory_gib(dev).or_else(|| device::peak_rss_mb().map(|mb| mb / 1024.0))
 }
 
 /// Mean seconds of `f` over a few runs after one warm-up, synchronised.
@@ -415,28 +381,4 @@ pub fn table(r: &TrainBenchReport) -> String {
         ));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peaks_are_looked_up_by_card_name() {
-        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 80GB HBM3").unwrap().0, 989.4);
-        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 PCIe").unwrap().0, 756.0);
-        assert_eq!(dense_bf16_peak_tflops("NVIDIA H200").unwrap().0, 989.4);
-        assert_eq!(dense_bf16_peak_tflops("NVIDIA A100-SXM4-80GB").unwrap().0, 312.0);
-        assert!(dense_bf16_peak_tflops("cpu").is_none());
-    }
-
-    #[test]
-    fn flops_per_token_follows_6n_plus_12ldt() {
-        let cfg = Qwen2Config::from_file(std::path::Path::new("configs/models/qwen2.5-coder-0.5b.json")).unwrap();
-        let n = cfg.num_parameters() as f64;
-        // Qwen2.5-0.5B: 24 layers, 14 heads x 64 = 896 attention width.
-        let want = 6.0 * n + 12.0 * 24.0 * 896.0 * 4096.0;
-        assert_eq!(flops_per_token(&cfg, 4096), want);
-        assert!((n - 494.0e6).abs() < 1.0e6, "{n}");
-    }
 }

@@ -1,0 +1,256 @@
+//! Setting a run up, before its first step: the config resolved (`--run-name`), the device and
+//! precision checked, the run directory prepared, the tokenizer and chat template loaded, the
+//! host memory checked, and the model, optimizer and trainer state either fresh or restored from
+//! a checkpoint — refusing a resume whose numbers-changing keys differ, and naming them.
+
+use super::arena_eval::ArenaEval;
+use super::checkpoint::{self, CheckpointFiles, TrainerState};
+use super::config::RunConfig;
+use super::loss_eval::Validation;
+use super::metrics::MetricsLog;
+use super::model_source::{self, check_vocab, model_dirs, ModelDirs};
+use super::optimizer::AdamW;
+use super::progress::Progress;
+use super::signals::StopRequest;
+use super::trainer::Trainer;
+use crate::config::{ConfigError, KeyContext};
+use crate::data::loader::LoaderConfig;
+use crate::data::prepared::resolve_training_sources;
+use crate::data::SampleBuilder;
+use crate::io::write_atomic;
+use crate::model::{Qwen2, Qwen2Config};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `syncoder train` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub config: PathBuf,
+    pub sets: Vec<String>,
+    /// `latest`, a run directory or a step directory.
+    pub resume: Option<String>,
+    pub run_name: Option<String>,
+    /// Resume even though the math-relevant config changed.
+    pub force: bool,
+}
+
+impl TrainOptions {
+    /// The command that continues this run after a stop.
+    pub fn resume_command(&self) -> String {
+        format!(
+            "syncoder train --config {} --resume latest{}",
+            self.config.display(),
+            self.run_name
+                .as_ref()
+                .map_or(String::new(), |n| format!(" --run-name {n}"))
+        )
+    }
+}
+
+impl Trainer {
+    /// Everything a run needs before its first step (or its first step after a resume).
+    pub fn setup(opts: TrainOptions) -> Result<Self> {
+        let cfg = resolve_config(&opts)?;
+        let (device, dtype) = open_device(&cfg)?;
+        let dir = cfg.run_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+        checkpoint::remove_stale(&dir)?;
+        let dirs = model_dirs(&cfg.model)?;
+        let builder = Arc::new(SampleBuilder::from_dir(
+            &dirs.tokenizer,
+            cfg.data.max_sample_len(),
+            cfg.data.overflow,
+        )?);
+        if device.is_cpu() {
+            let model_cfg = Qwen2Config::from_file(&dirs.config_path(&cfg.model)?)?;
+            super::memory::check_host_memory(&cfg, &model_cfg)?;
+        }
+        let (mut model, opt, state) = match &opts.resume {
+            Some(spec) => resume(&cfg, &opts, spec, &dir, dtype, &device)?,
+            None => fresh(&cfg, &dir, &dirs, dtype, &device)?,
+        };
+        model.loss_chunk_tokens = cfg.model.loss_chunk_tokens;
+        check_vocab(&model, &builder)?;
+        write_atomic(&dir.join("run.toml"), cfg.to_toml()?.as_bytes())?;
+        let files = CheckpointFiles {
+            tokenizer_files: model_source::tokenizer_files(&dirs.tokenizer, &builder)?,
+            generation_config: model_source::generation_config(dirs.model.as_deref(), &builder)?,
+            max_shard_bytes: cfg.checkpoint.max_shard_bytes,
+            keep_last: cfg.checkpoint.keep_last,
+        };
+        let validation = validation(&cfg, &builder)?;
+        let arena = match &cfg.arena {
+            Some(a) => Some(ArenaEval::new(a.clone(), &dir, dirs.model.clone())?),
+            None => None,
+        };
+        Ok(Self {
+            metrics: MetricsLog::open(&dir, state.step)?,
+            progress: Progress::new(&cfg.log),
+            stop: StopRequest::install()?,
+            last_saved: opts.resume.as_ref().map(|_| state.step),
+            last_val_step: None,
+            first_loss: None,
+            clock: None,
+            arena,
+            cfg,
+            opts,
+            dir,
+            device,
+            model,
+            opt,
+            builder,
+            state,
+            files,
+            validation,
+        })
+    }
+}
+
+/// The run config with `--run-name` applied, refused where this build cannot run it.
+fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
+    let mut cfg = RunConfig::load(&opts.config, &opts.sets)?;
+    if let Some(name) = &opts.run_name {
+        cfg.run.name = name.clone();
+        cfg.validate().context("--run-name")?;
+    }
+    if cfg.run.world_size > 1 {
+        return Err(ConfigError::new(
+            "run.world_size",
+            "multi-process data parallelism (NCCL) is not built yet; set it to 1",
+        )
+        .into());
+    }
+    Ok(cfg)
+}
+
+/// The device of `run.device` and the parameter dtype of `run.dtype`, if its kernels train in it.
+fn open_device(cfg: &RunConfig) -> Result<(Device, DType)> {
+    let device = cfg.run.device.open().key_context("run.device")?;
+    let dtype = cfg.run.dtype.trainable_on(&device).map_err(|why| {
+        let fix = if device.is_cpu() { "f32" } else { "bf16" };
+        ConfigError::new("run.dtype", format!("{why}; set run.dtype = \"{fix}\""))
+    })?;
+    Ok((device, dtype))
+}
+
+/// Model, optimizer and state of a new run (refused where the run directory has checkpoints).
+fn fresh(
+    cfg: &RunConfig,
+    dir: &Path,
+    dirs: &ModelDirs,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Qwen2, AdamW, TrainerState)> {
+    if let Some(latest) = checkpoint::latest(dir)? {
+        bail!(
+            "{} already holds checkpoints (latest: {}): resume it with `--resume latest`, or start a new run \
+             with another `--run-name`",
+            dir.display(),
+            latest.display()
+        );
+    }
+    let model = model_source::initial_model(&cfg.model, cfg.run.seed, dirs, dtype, device)?;
+    let opt = AdamW::new(&model, &cfg.optim)?;
+    Ok((model, opt, TrainerState::fresh(cfg)))
+}
+
+/// Model, optimizer and state restored from the checkpoint `spec` names.
+fn resume(
+    cfg: &RunConfig,
+    opts: &TrainOptions,
+    spec: &str,
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Qwen2, AdamW, TrainerState)> {
+    let ckpt = checkpoint::resolve(spec, dir)?;
+    let mut state = checkpoint::read_state(&ckpt)?;
+    if state.config_hash != cfg.math_hash() {
+        let mut changed = vec![];
+        changed_keys(&state.math_config, &cfg.math(), "", &mut changed);
+        if opts.force {
+            eprintln!("warning: resuming with changed keys (--force): {}", changed.join(", "));
+        } else {
+            bail!(
+                "{}: the config changed in keys that change the run's numbers: {}; resuming would not \
+                 continue the same run (pass --force to resume anyway, or start a new --run-name)",
+                ckpt.display(),
+                changed.join(", ")
+            );
+        }
+    }
+    if state.crate_version != env!("CARGO_PKG_VERSION") {
+        eprintln!(
+            "warning: the checkpoint was written by syncoder {}, this is {}",
+            state.crate_version,
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    let model =
+        Qwen2::load(&ckpt, dtype, device, true).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    let mut opt = AdamW::new(&model, &cfg.optim)?;
+    opt.load_state(checkpoint::read_optimizer(&ckpt, device)?, state.optimizer_updates)
+        .with_context(|| format!("{}: optimizer state", ckpt.display()))?;
+    eprintln!("resuming from {} (step {})", ckpt.display(), state.step);
+    // The resumed process gets a fresh allowance of non-finite steps.
+    state.consecutive_nonfinite = 0;
+    Ok((model, opt, state))
+}
+
+/// The keys whose values differ between two `math` JSON trees.
+fn changed_keys(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                changed_keys(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &p,
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                changed_keys(u, v, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// The held-out source of `[eval]`, read once in order with the training layout.
+fn validation(cfg: &RunConfig, builder: &SampleBuilder) -> Result<Option<Validation>> {
+    let Some(e) = &cfg.eval else { return Ok(None) };
+    Ok(Some(Validation {
+        files: resolve_training_sources(&e.data, builder).key_context("eval.data")?,
+        loader: LoaderConfig {
+            shuffle_shards: false,
+            shuffle_buffer: 1,
+            max_epochs: Some(1),
+            ..stage_loader(cfg, builder, 0)
+        },
+        max_rows: e.max_rows,
+    }))
+}
+
+/// The loader settings of stage `stage`.
+pub fn stage_loader(cfg: &RunConfig, builder: &SampleBuilder, stage: usize) -> LoaderConfig {
+    let pad_id = builder.tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
+    cfg.data.loader(
+        cfg.run.seed.wrapping_add(stage as u64),
+        cfg.batch.micro_batch_rows,
+        pad_id,
+        cfg.stages[stage].epochs,
+    )
+}

@@ -1,0 +1,89 @@
+//! A stage of a run as the loop sees it: its loader (restored mid-stage after a resume) on a
+//! background thread, the length and shape of its LR schedule, and the micro-batches of each
+//! optimizer step.
+
+use super::schedule::StageSchedule;
+use super::setup::stage_loader;
+use super::step::MicroBatch;
+use super::trainer::Trainer;
+use crate::config::KeyContext;
+use crate::data::loader::{Loader, LoaderConfig, LoaderState, Prefetcher};
+use crate::data::prepared::resolve_training_sources;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// One stage's loader on its background thread, and its schedule.
+pub(super) struct StageRun {
+    pub name: String,
+    pub total: u64,
+    pub schedule: StageSchedule,
+    pub batches: Prefetcher,
+}
+
+impl Trainer {
+    /// The loader of the stage in progress (restored mid-stage after a resume) and its schedule.
+    pub(super) fn start_stage(&mut self) -> Result<StageRun> {
+        let i = self.state.stage;
+        let stage = self.cfg.stages[i].clone();
+        let files = resolve_training_sources(&stage.data, &self.builder)
+            .with_context(|| format!("stage {}", stage.name))
+            .key_context(format!("stage[{i}].data"))?;
+        if self.state.stage_total_steps == 0 {
+            self.state.stage_total_steps = self.stage_total(i, &files)?;
+        }
+        let total = self.state.stage_total_steps;
+        self.state.stage_name = stage.name.clone();
+        let lcfg = stage_loader(&self.cfg, &self.builder, i);
+        let loader = match self.state.loader.take() {
+            Some(st) => Loader::restore(lcfg, files, self.builder.clone(), st)
+                .with_context(|| format!("restoring the data position of stage {}", stage.name))?,
+            None => Loader::new(lcfg, files, self.builder.clone())?,
+        };
+        self.progress.start_stage(&stage.name, total, self.state.stage_step);
+        Ok(StageRun {
+            name: stage.name,
+            total,
+            schedule: self.cfg.stage_schedule(i),
+            batches: Prefetcher::spawn(loader, self.cfg.data.prefetch),
+        })
+    }
+
+    /// Steps of the schedule of stage `i`: its `steps`, or the count of one epoch times
+    /// `epochs` (read once through the data), whichever is smaller.
+    fn stage_total(&self, i: usize, files: &[PathBuf]) -> Result<u64> {
+        let s = &self.cfg.stages[i];
+        let Some(epochs) = s.epochs else {
+            return Ok(s.steps.expect("validated: steps or epochs"));
+        };
+        self.progress.note(&format!(
+            "stage {}: counting one epoch of the data for the LR schedule (give stage.steps to skip this)",
+            s.name
+        ));
+        let lcfg = LoaderConfig {
+            max_epochs: Some(1),
+            ..stage_loader(&self.cfg, &self.builder, i)
+        };
+        let mut loader = Loader::new(lcfg, files.to_vec(), self.builder.clone())?;
+        let mut rows = 0u64;
+        while let Some(b) = loader.next_batch()? {
+            rows += b.rows.len() as u64;
+        }
+        let per_step = self.cfg.global_rows()? as u64;
+        let total = (rows.div_ceil(per_step) * epochs as u64).max(1);
+        Ok(s.steps.map_or(total, |cap| cap.min(total)))
+    }
+
+    /// The micro-batches of the next optimizer step and the loader's state after them (`None`
+    /// when the stage's data is exhausted).
+    pub(super) fn fetch(&self, batches: &mut Prefetcher) -> Result<Option<(Vec<MicroBatch>, LoaderState)>> {
+        let accum = self.cfg.accumulation_steps()?;
+        let mut micros = Vec::with_capacity(accum);
+        let mut after = None;
+        while micros.len() < accum {
+            let Some((b, st)) = batches.next_batch()? else { break };
+            micros.push(MicroBatch::new(&b.rows, &self.device)?);
+            after = Some(st);
+        }
+        Ok(after.map(|st| (micros, st)))
+    }
+}
