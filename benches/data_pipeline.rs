@@ -7,6 +7,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +26,7 @@ fn main() -> anyhow::Result<()> {
             corpus.display()
         );
     }
-    let tok = syncoder::testing::qwen_tokenizer_path().map_err(anyhow::Error::msg)?;
+    let tok = common::qwen_tokenizer_path().map_err(anyhow::Error::msg)?;
     let builder = Arc::new(SampleBuilder::new(
         tokenizers::Tokenizer::from_file(tok).map_err(anyhow::Error::msg)?,
         ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM))?,

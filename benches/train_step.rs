@@ -10,11 +10,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
+use common::randn;
 use std::time::Instant;
 use syncoder::model::{PackedBatch, Qwen2, Qwen2Config};
 use syncoder::ops::{linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, RopeTable};
-use syncoder::testing::randn;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

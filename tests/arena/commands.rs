@@ -4,6 +4,7 @@
 //! fixture questions; resume after killing the judging process midway; the API key never in
 //! any output or file.
 
+use crate::common::fixtures;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,10 +13,6 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "sk-test-SECRET-98765";
 const BASELINE: &str = "gpt-4-turbo-2024-04-09";
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn questions() -> PathBuf {
     fixtures().join("codearena/questions.jsonl")

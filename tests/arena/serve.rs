@@ -1,13 +1,9 @@
 //! `syncoder serve`: an OpenAI-compatible endpoint over a checkpoint, answering as `generate`
 //! does, usable as the CodeArena judge with many concurrent keep-alive connections.
 
+use crate::common::fixtures;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 struct Server(Child, String);
 

@@ -1,15 +1,11 @@
 //! `syncoder data inspect` and `syncoder data decontam` on the project's sample shard.
 
-use std::path::PathBuf;
+use crate::common::repo;
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn syncoder(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_syncoder"))
-        .current_dir(root())
+        .current_dir(repo())
         .args(args)
         .output()
         .unwrap()

@@ -2,15 +2,15 @@
 //! `scripts/make_fixtures.py` from the output of `syncoder init --seed 7`), is initialised like
 //! transformers, is reproducible, shards above the threshold, and never overwrites silently.
 
+use crate::common::rel_err;
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use syncoder::model::weights::WeightFiles;
 use syncoder::model::{PackedBatch, Qwen2};
-use syncoder::testing::rel_err;
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/init")
+    crate::common::fixtures().join("init")
 }
 
 fn init(out: &Path, seed: u64, extra: &[&str]) -> std::process::Output {

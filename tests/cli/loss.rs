@@ -2,12 +2,11 @@
 //! same mean loss over the same supervised tokens (fixture of
 //! `scripts/make_template_fixtures.py`).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 #[test]
 fn loss_command_matches_transformers() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loss_model");
+    let dir = crate::common::fixtures().join("loss_model");
     let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
         .args(["loss", "--model"])
         .arg(&dir)

@@ -1,5 +1,5 @@
 //! `syncoder selftest` and `syncoder bench train` on the CPU (the GPU runs the same code with
-//! kernels; see tests/cuda_kernels.rs): every check is present and passes, the JSON matches the
+//! kernels; see tests/gpu/cuda_kernels.rs): every check is present and passes, the JSON matches the
 //! table, and a build without the `cuda` feature refuses `--device cuda` plainly.
 
 use std::process::Command;

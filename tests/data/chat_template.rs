@@ -3,18 +3,17 @@
 //! `apply_chat_template(..., tokenize=True)` gives, and the assistant-token mask, for the
 //! built-in Qwen2.5 template and a model-supplied one.
 
-use std::path::PathBuf;
 use syncoder::data::sample::{Dropped, Overflow};
 use syncoder::data::{ChatTemplate, Record, SampleBuilder, QWEN25_DEFAULT_SYSTEM};
 use tokenizers::Tokenizer;
 
 fn tokenizer() -> Tokenizer {
-    let path = syncoder::testing::qwen_tokenizer_path().unwrap_or_else(|e| panic!("{e}"));
+    let path = crate::common::qwen_tokenizer_path().unwrap_or_else(|e| panic!("{e}"));
     Tokenizer::from_file(&path).unwrap()
 }
 
 fn cases() -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_template/cases.json");
+    let p = crate::common::fixtures().join("chat_template/cases.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

@@ -11,7 +11,7 @@ use syncoder::data::sample::Overflow;
 use syncoder::data::{ChatTemplate, SampleBuilder, QWEN25_DEFAULT_SYSTEM};
 
 fn builder(max_seq_len: usize) -> Arc<SampleBuilder> {
-    let path = syncoder::testing::qwen_tokenizer_path().unwrap_or_else(|e| panic!("{e}"));
+    let path = crate::common::qwen_tokenizer_path().unwrap_or_else(|e| panic!("{e}"));
     Arc::new(SampleBuilder::new(
         tokenizers::Tokenizer::from_file(path).unwrap(),
         ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM)).unwrap(),
@@ -129,9 +129,9 @@ fn rows_are_exact_and_lose_no_sample() {
         );
 
         // The model's view of a batch keeps the documents apart.
-        let (pb, mask) = batches[0].to_model_input(&candle_core::Device::Cpu).unwrap();
-        assert_eq!(mask.len(), pb.num_tokens());
-        let starts = pb.segments.start.iter().filter(|&&s| s as usize == 0).count();
+        let mb = syncoder::train::step::MicroBatch::new(&batches[0].rows, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(mb.targets.dims1().unwrap(), mb.batch.num_tokens());
+        let starts = mb.batch.segments.start.iter().filter(|&&s| s as usize == 0).count();
         assert_eq!(
             starts, batches[0].rows[0].doc_lens[0],
             "tokens of the first document all start at 0"

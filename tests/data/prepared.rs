@@ -1,6 +1,7 @@
 //! Prepared (pre-tokenised, memory-mapped) shards: the loader reads them into exactly the batches
 //! it makes from the raw shards, resumes exactly, and refuses corrupt or mismatched data.
 
+use crate::common::repo;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use syncoder::data::loader::{Batch, Loader, LoaderConfig, LoaderState, OnBadRecord};
@@ -8,12 +9,8 @@ use syncoder::data::pack::PackStrategy;
 use syncoder::data::prepared::{open_manifest, prepare, resolve_training_sources};
 use syncoder::data::{Overflow, SampleBuilder};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn builder(max_seq_len: usize) -> SampleBuilder {
-    SampleBuilder::from_dir(&root().join("data/sample/tokenizer"), max_seq_len, Overflow::Truncate).unwrap()
+    SampleBuilder::from_dir(&repo().join("data/sample/tokenizer"), max_seq_len, Overflow::Truncate).unwrap()
 }
 
 fn config() -> LoaderConfig {
@@ -36,7 +33,7 @@ fn drain(l: &mut Loader) -> Vec<Batch> {
 
 fn prepared(dir: &Path) -> Vec<PathBuf> {
     let b = builder(200);
-    let m = prepare(&[root().join("data/sample")], &b, dir, 50, false).unwrap();
+    let m = prepare(&[repo().join("data/sample")], &b, dir, 50, false).unwrap();
     assert_eq!(m.shards.len(), 7);
     assert_eq!(m.shards.iter().map(|s| s.docs).sum::<u64>(), 328);
     resolve_training_sources(&[dir.to_path_buf()], &b).unwrap()
@@ -47,7 +44,7 @@ fn prepared_shards_give_the_same_batches_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let shards = prepared(tmp.path());
     let b = Arc::new(builder(200));
-    let raw = resolve_training_sources(&[root().join("data/sample")], &b).unwrap();
+    let raw = resolve_training_sources(&[repo().join("data/sample")], &b).unwrap();
     let from_raw = drain(&mut Loader::new(config(), raw, b.clone()).unwrap());
     let from_prepared = drain(&mut Loader::new(config(), shards.clone(), b.clone()).unwrap());
     assert_eq!(from_raw, from_prepared);

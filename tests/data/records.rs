@@ -1,16 +1,10 @@
 //! Record validation against a corpus of malformed examples (`tests/fixtures/bad_records/`):
 //! each is rejected, with an error naming the offending field; nothing panics.
 
-use std::path::PathBuf;
 use syncoder::data::{Record, Role};
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/bad_records")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read_to_string(crate::common::fixtures().join("bad_records").join(name)).unwrap()
 }
 
 #[test]

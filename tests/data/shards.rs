@@ -94,9 +94,7 @@ fn bad_utf8_empty_and_missing_files_are_errors() {
 }
 
 fn parquet(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parquet")
-        .join(name)
+    crate::common::fixtures().join("parquet").join(name)
 }
 
 #[test]

@@ -21,8 +21,8 @@ fn cuda_or_skip() -> Option<Device> {
 fn every_kernel_matches_its_cpu_twin_and_a_gpu_step_matches_the_cpu_step() {
     let Some(dev) = cuda_or_skip() else { return };
     for seed in [1, 2] {
-        let results = syncoder::selftest::run(&dev, seed).expect("selftest ran");
-        let table = syncoder::selftest::table(&results, "cuda:0");
+        let results = syncoder::tools::selftest::run(&dev, seed).expect("selftest ran");
+        let table = syncoder::tools::selftest::table(&results, "cuda:0");
         assert!(results.iter().all(|r| r.passed), "seed {seed}:\n{table}");
         for op in [
             "rms_norm",

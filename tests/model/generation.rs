@@ -2,15 +2,11 @@
 //! fixture models (f32), batched prompts of different lengths give what each gives alone, the
 //! chat prompt is tokenised as transformers does, and sampling repeats for a seed.
 
+use crate::common::fixtures;
 use candle_core::{DType, Device};
-use std::path::PathBuf;
 use std::process::Command;
 use syncoder::infer::{generate, ChatFormat, FinishReason, GenerationSettings, Sampling};
 use syncoder::model::Qwen2;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn cases() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(fixtures().join("generation/expected.json")).unwrap();

@@ -1,13 +1,10 @@
 //! The model configs shipped in `configs/models/` parse, and their parameter counts are those
 //! published for Qwen2.5-Coder.
 
-use std::path::PathBuf;
 use syncoder::model::Qwen2Config;
 
 fn load(name: &str) -> Qwen2Config {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/models")
-        .join(name);
+    let p = crate::common::repo().join("configs/models").join(name);
     Qwen2Config::from_file(&p).unwrap()
 }
 

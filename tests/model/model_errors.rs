@@ -1,11 +1,10 @@
 //! Bad model inputs give clear errors naming the file, tensor or config key, never a panic.
 
 use candle_core::{DType, Device};
-use std::path::PathBuf;
 use syncoder::model::{Qwen2, Qwen2Config};
 
 fn base_config() -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tied_gqa2/config.json");
+    let p = crate::common::fixtures().join("tied_gqa2/config.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -72,7 +71,7 @@ fn unsupported_settings_are_rejected_by_name() {
 }
 
 fn copy_fixture() -> tempfile::TempDir {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tied_gqa2");
+    let src = crate::common::fixtures().join("tied_gqa2");
     let tmp = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();

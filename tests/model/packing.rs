@@ -2,11 +2,10 @@
 //! alone, and a mask that let attention cross the boundary would be caught.
 
 use candle_core::{DType, Device};
-use std::path::PathBuf;
 use syncoder::model::{PackedBatch, Qwen2};
 
 fn model() -> Qwen2 {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/untied_gqa4");
+    let dir = crate::common::fixtures().join("untied_gqa4");
     Qwen2::load(&dir, DType::F32, &Device::Cpu, false).unwrap()
 }
 
@@ -57,6 +56,6 @@ fn packed_rows_are_independent() {
     let second = m
         .logits(&PackedBatch::from_documents(&rows[1..], &Device::Cpu).unwrap())
         .unwrap();
-    let e = syncoder::testing::rel_err(&both.narrow(0, 16, 16).unwrap(), &second).unwrap();
+    let e = crate::common::rel_err(&both.narrow(0, 16, 16).unwrap(), &second).unwrap();
     assert!(e <= 1e-5, "{e:e}");
 }

@@ -2,17 +2,15 @@
 //! loss and parameter gradients of two tiny random Qwen2 models (tied embeddings with GQA
 //! ratio 2; untied with GQA ratio 4), and the logits of a packed row of two documents.
 
+use crate::common::rel_err;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use syncoder::model::{PackedBatch, Qwen2};
 use syncoder::ops::IGNORE_INDEX;
-use syncoder::testing::rel_err;
 
 fn fixture(name: &str) -> (PathBuf, HashMap<String, Tensor>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let dir = crate::common::repo().join("tests/fixtures").join(name);
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     (dir, expected)
 }

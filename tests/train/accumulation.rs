@@ -2,22 +2,18 @@
 //! of one batch k times larger (the loss is normalised by the step's total supervised tokens),
 //! and the optimizer keeps fp32 master weights for bf16 parameters.
 
+use crate::common::rel_err;
+use crate::common::repo;
 use candle_core::{DType, Device, Tensor};
-use std::path::PathBuf;
 use std::sync::Arc;
-use syncoder::config::OptimSection;
 use syncoder::data::loader::{Batch, Loader, LoaderConfig, OnBadRecord};
 use syncoder::data::pack::PackStrategy;
 use syncoder::data::sample::Overflow;
 use syncoder::data::SampleBuilder;
 use syncoder::model::{Qwen2, Qwen2Config};
-use syncoder::testing::rel_err;
 use syncoder::train::optimizer::AdamW;
 use syncoder::train::step::{step_gradients, MicroBatch};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use syncoder::train::OptimConfig;
 
 fn tiny(dtype: DType) -> Qwen2 {
     let cfg = Qwen2Config::from_file(&repo().join("configs/models/smoke-tiny.json")).unwrap();
@@ -46,7 +42,7 @@ fn rows() -> Batch {
 fn micros(all: &Batch, per: usize) -> Vec<MicroBatch> {
     all.rows
         .chunks(per)
-        .map(|c| MicroBatch::new(&Batch { rows: c.to_vec() }, &Device::Cpu).unwrap())
+        .map(|c| MicroBatch::new(c, &Device::Cpu).unwrap())
         .collect()
 }
 
@@ -95,7 +91,7 @@ fn bf16_parameters_get_fp32_master_weights() {
     let model = tiny(DType::BF16);
     let mut opt = AdamW::new(
         &model,
-        &OptimSection {
+        &OptimConfig {
             lr: 1e-3,
             weight_decay: 0.1,
             ..Default::default()
@@ -131,21 +127,21 @@ fn bf16_parameters_get_fp32_master_weights() {
     let v = norm_master.to_vec1::<f32>().unwrap();
     assert!((v[0] - 0.997).abs() < 1e-5, "{}", v[0]);
     let f32_model = tiny(DType::F32);
-    let opt = AdamW::new(&f32_model, &OptimSection::default()).unwrap();
+    let opt = AdamW::new(&f32_model, &OptimConfig::default()).unwrap();
     assert!(opt.state_tensors().iter().all(|(n, _)| !n.starts_with("master.")));
 }
 
 #[test]
 fn weight_decay_skips_norms_and_biases_unless_asked() {
     let model = tiny(DType::F32);
-    let opt = AdamW::new(&model, &OptimSection::default()).unwrap();
+    let opt = AdamW::new(&model, &OptimConfig::default()).unwrap();
     for (name, decay) in opt.decay_mask() {
         let want = !(name.ends_with(".bias") || name.contains("norm"));
         assert_eq!(decay, want, "{name}");
     }
     let opt = AdamW::new(
         &model,
-        &OptimSection {
+        &OptimConfig {
             decay_norms_and_biases: true,
             ..Default::default()
         },

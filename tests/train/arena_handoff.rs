@@ -2,14 +2,10 @@
 //! training; results land in `RUN/eval/step-N/` and as `codearena_win_rate` lines in
 //! `metrics.jsonl`; a failing judge is reported and retried later, never stopping training.
 
-use std::path::PathBuf;
+use crate::common::repo;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A judge that fails its first `fail` requests with 500, then calls every game a tie.
 fn start_judge(fail: usize) -> (String, Arc<AtomicUsize>) {

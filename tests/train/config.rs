@@ -1,8 +1,7 @@
 //! The run config: the shipped configs parse, and unknown keys, wrong types, impossible values
 //! and bad `--set` overrides are rejected with the key's path; missing files are named.
 
-use std::path::PathBuf;
-use syncoder::config::RunConfig;
+use syncoder::train::RunConfig;
 
 const BASE: &str = r#"
 [model]
@@ -26,7 +25,7 @@ fn err(text: &str, sets: &[&str]) -> String {
 
 #[test]
 fn every_shipped_config_parses() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let dir = crate::common::repo().join("configs");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         if e.path().extension().is_some_and(|x| x == "toml") {
@@ -39,14 +38,14 @@ fn every_shipped_config_parses() {
 
 #[test]
 fn the_paper_recipe_has_two_stages_and_its_hyperparameters() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/paper-syncoder-32b.toml");
+    let path = crate::common::repo().join("configs/paper-syncoder-32b.toml");
     let c = RunConfig::load(&path, &[]).unwrap();
     assert_eq!(c.stages.len(), 2);
     assert_eq!(c.global_rows().unwrap(), 2048);
     assert_eq!(c.data.seq_len, 32768);
     let s = c.stage_schedule(0);
     assert_eq!((s.lr, s.warmup_steps), (3e-4, 100));
-    assert_eq!(s.kind, syncoder::config::ScheduleKind::Cosine);
+    assert_eq!(s.kind, syncoder::train::schedule::ScheduleKind::Cosine);
     assert_eq!(c.model.hub.as_deref(), Some("Qwen/Qwen2.5-Coder-32B"));
 }
 

@@ -4,16 +4,13 @@
 //! and final weights of the uninterrupted run bit for bit. Also: the non-finite guards, refused
 //! resumes with a changed recipe, and `ckpt inspect`.
 
+use crate::common::{ok, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const STEPS: u64 = 12;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A tiny run: 12 steps of 2 micro-batches of 2 rows × 64 tokens, checkpoints every 3 steps.
 fn config(out: &Path) -> PathBuf {
@@ -87,15 +84,6 @@ fn spawn(cfg: &Path, run: &str, extra: &[&str], stderr: Stdio) -> std::process::
         .stderr(stderr)
         .spawn()
         .unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn killed(out: &Output) {

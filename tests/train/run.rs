@@ -4,12 +4,9 @@
 //! skipped and counted (or named), a local model directory as the source with its tokenizer
 //! and generation config carried into checkpoints, and a clear error for a Hub model offline.
 
+use crate::common::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn sample() -> PathBuf {
     repo().join("data/sample/syncode-sample.jsonl")
@@ -269,7 +266,7 @@ fn a_local_model_directory_trains_and_its_files_reach_the_checkpoint() {
     // The checkpoint is a model `syncoder loss` loads, and training moved it.
     let before = syncoder::model::Qwen2::load(&src, candle_core::DType::F32, &candle_core::Device::Cpu, false).unwrap();
     let after = syncoder::model::Qwen2::load(&step, candle_core::DType::F32, &candle_core::Device::Cpu, false).unwrap();
-    let e = syncoder::testing::rel_err(&after.parameters()[1].1, &before.parameters()[1].1).unwrap();
+    let e = crate::common::rel_err(&after.parameters()[1].1, &before.parameters()[1].1).unwrap();
     assert!(e > 0.0);
 }
 

@@ -1,9 +1,10 @@
 use super::check_op;
+use crate::common::randn;
+use crate::test_device;
 use candle_core::{Device, Result};
 use syncoder::ops::attention::composed_attention;
 use syncoder::ops::chunked_attention::{chunked_attention, heads_per_block};
 use syncoder::ops::{varlen_causal_attention, DocSegments};
-use syncoder::testing::randn;
 
 /// Segments for rows of documents of the given lengths.
 fn segments(rows: &[Vec<usize>]) -> Result<DocSegments> {
@@ -15,8 +16,8 @@ fn segments(rows: &[Vec<usize>]) -> Result<DocSegments> {
     DocSegments::from_positions(&positions, rows.len(), seq_len)
 }
 
-#[test]
-fn attention_matches_reference() -> Result<()> {
+test_device! {
+fn attention_matches_reference(dev) {
     let cases = [
         (vec![vec![13]], 2, 2, 8),
         (vec![vec![5, 8], vec![13]], 4, 2, 16),
@@ -29,9 +30,9 @@ fn attention_matches_reference() -> Result<()> {
     for (i, (rows, hq, hkv, d)) in cases.iter().enumerate() {
         let segs = segments(rows)?;
         let n = segs.len();
-        let q = randn(3 * i as u64, &[n, *hq, *d], 1.0, &Device::Cpu)?;
-        let k = randn(3 * i as u64 + 1, &[n, *hkv, *d], 1.0, &Device::Cpu)?;
-        let v = randn(3 * i as u64 + 2, &[n, *hkv, *d], 1.0, &Device::Cpu)?;
+        let q = randn(3 * i as u64, &[n, *hq, *d], 1.0, dev)?;
+        let k = randn(3 * i as u64 + 1, &[n, *hkv, *d], 1.0, dev)?;
+        let v = randn(3 * i as u64 + 2, &[n, *hkv, *d], 1.0, dev)?;
         let scale = 1.0 / (*d as f64).sqrt();
         check_op(
             &format!("attention {rows:?} hq={hq} hkv={hkv} d={d}"),
@@ -42,12 +43,13 @@ fn attention_matches_reference() -> Result<()> {
     }
     Ok(())
 }
+}
 
+test_device! {
 /// The GPU path (blocks of heads, recomputation in the backward), checked on the CPU against
 /// the composed reference with one head per block, a block that does not divide the heads,
 /// and all heads in one block.
-#[test]
-fn chunked_attention_matches_reference() -> Result<()> {
+fn chunked_attention_matches_reference(dev) {
     let cases = [
         (vec![vec![5, 8], vec![13]], 4, 2, 16),
         (vec![vec![1, 1, 3, 2], vec![4, 3]], 6, 3, 8),
@@ -56,9 +58,9 @@ fn chunked_attention_matches_reference() -> Result<()> {
     for (i, (rows, hq, hkv, d)) in cases.iter().enumerate() {
         let segs = segments(rows)?;
         let n = segs.len();
-        let q = randn(7 * i as u64, &[n, *hq, *d], 1.0, &Device::Cpu)?;
-        let k = randn(7 * i as u64 + 1, &[n, *hkv, *d], 1.0, &Device::Cpu)?;
-        let v = randn(7 * i as u64 + 2, &[n, *hkv, *d], 1.0, &Device::Cpu)?;
+        let q = randn(7 * i as u64, &[n, *hq, *d], 1.0, dev)?;
+        let k = randn(7 * i as u64 + 1, &[n, *hkv, *d], 1.0, dev)?;
+        let v = randn(7 * i as u64 + 2, &[n, *hkv, *d], 1.0, dev)?;
         let scale = 1.0 / (*d as f64).sqrt();
         for heads in [Some(1), Some(4), None] {
             check_op(
@@ -74,6 +76,7 @@ fn chunked_attention_matches_reference() -> Result<()> {
     assert_eq!(heads_per_block(1, 8192, 14), 1);
     assert_eq!(heads_per_block(1, 64, 14), 14);
     Ok(())
+}
 }
 
 #[test]

@@ -1,8 +1,8 @@
 use super::TOL;
+use crate::common::{randn, rel_err};
 use candle_core::{Device, Result, Tensor};
+use syncoder::ops::cached_attention::check as reference;
 use syncoder::ops::cached_attention::{cached_attention_cpu, CachedAttentionShape};
-use syncoder::ops::reference;
-use syncoder::testing::{randn, rel_err};
 
 #[test]
 fn cached_attention_matches_reference() -> Result<()> {

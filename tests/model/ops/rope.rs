@@ -1,17 +1,19 @@
 use super::check_op;
+use crate::common::randn;
+use crate::test_device;
 use candle_core::{Device, Result};
-use syncoder::ops::{reference, rope, RopeTable};
-use syncoder::testing::randn;
+use syncoder::ops::rope::check as reference;
+use syncoder::ops::{rope, RopeTable};
 
-#[test]
-fn rope_matches_reference() -> Result<()> {
+test_device! {
+fn rope_matches_reference(dev) {
     for (i, &(n, h, d)) in [(5, 3, 8), (33, 2, 64), (1, 1, 2), (70, 7, 18)].iter().enumerate() {
         // Positions restart mid-sequence (packed documents) and include large values.
         let positions: Vec<u32> = (0..n as u32)
             .map(|t| if t < n as u32 / 2 { t } else { 30000 + t })
             .collect();
-        let table = RopeTable::new(&positions, d, 1_000_000.0, &Device::Cpu)?;
-        let x = randn(i as u64, &[n, h, d], 1.0, &Device::Cpu)?;
+        let table = RopeTable::new(&positions, d, 1_000_000.0, dev)?;
+        let x = randn(i as u64, &[n, h, d], 1.0, dev)?;
         check_op(
             &format!("rope {n}x{h}x{d}"),
             &[x],
@@ -20,6 +22,7 @@ fn rope_matches_reference() -> Result<()> {
         )?;
     }
     Ok(())
+}
 }
 
 #[test]

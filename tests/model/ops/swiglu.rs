@@ -1,13 +1,14 @@
 use super::check_op;
-use candle_core::{Device, Result};
-use syncoder::ops::{reference, swiglu};
-use syncoder::testing::randn;
+use crate::common::randn;
+use crate::test_device;
+use syncoder::ops::swiglu;
+use syncoder::ops::swiglu::check as reference;
 
-#[test]
-fn swiglu_matches_reference() -> Result<()> {
+test_device! {
+fn swiglu_matches_reference(dev) {
     for (i, shape) in [vec![13], vec![7, 129], vec![3, 5, 704], vec![4099]].iter().enumerate() {
-        let g = randn(i as u64, shape, 2.0, &Device::Cpu)?;
-        let u = randn(50 + i as u64, shape, 1.0, &Device::Cpu)?;
+        let g = randn(i as u64, shape, 2.0, dev)?;
+        let u = randn(50 + i as u64, shape, 1.0, dev)?;
         check_op(
             &format!("swiglu {shape:?}"),
             &[g, u],
@@ -16,4 +17,5 @@ fn swiglu_matches_reference() -> Result<()> {
         )?;
     }
     Ok(())
+}
 }
