@@ -1,6 +1,9 @@
-//! Verdict labels of a pairwise judgment: `[[A>>B]]`, `[[A>B]]`, `[[A=B]]`, `[[B>A]]`,
-//! `[[B>>A]]`, found anywhere in the judge's reply; several different labels make the reply
-//! unparsable (as in the official CodeArena / arena-hard scripts).
+//! Verdict labels of a pairwise judgment, found anywhere in the judge's reply as the official
+//! CodeArena / arena-hard scripts find them: every `[[X]]` with `X` made of `A`, `B`, `<`, `>`,
+//! `=` (their regex `\[\[([AB<>=]+)\]\]`) is a candidate; one distinct candidate is the verdict,
+//! two different ones (even `[[A>B]]` and its mirror `[[B<A]]`) make the reply unparsable. The
+//! five labels `A>>B`, `A>B`, `A=B`, `B>A`, `B>>A` and their mirrors `B<<A`, `B<A`, `B=A`,
+//! `A<B`, `A<<B` score as the official code scores them; any other candidate scores nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,13 +33,14 @@ impl Label {
         }
     }
 
+    /// The label a candidate's text names, mirrored forms included.
     fn from_inner(s: &str) -> Option<Self> {
         Some(match s {
-            "A>>B" => Label::AMuchBetter,
-            "A>B" => Label::ABetter,
-            "A=B" => Label::Tie,
-            "B>A" => Label::BBetter,
-            "B>>A" => Label::BMuchBetter,
+            "A>>B" | "B<<A" => Label::AMuchBetter,
+            "A>B" | "B<A" => Label::ABetter,
+            "A=B" | "B=A" => Label::Tie,
+            "B>A" | "A<B" => Label::BBetter,
+            "B>>A" | "A<<B" => Label::BMuchBetter,
             _ => return None,
         })
     }
@@ -70,31 +74,41 @@ impl Position {
     }
 }
 
-/// The verdict of a judge reply: every `[[...]]` whose inside is made of `A`, `B`, `<`, `>`,
-/// `=` is a candidate; the reply has a verdict when all candidates that are labels are the same
-/// label. No label, or two different ones, gives `None` (unparsable).
-pub fn parse_label(text: &str) -> Option<Label> {
-    let mut found: Option<Label> = None;
-    let mut rest = text;
-    while let Some(start) = rest.find("[[") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("]]") else { break };
-        let inner = &after[..end];
-        if !inner.is_empty() && inner.chars().all(|c| matches!(c, 'A' | 'B' | '<' | '>' | '=')) {
-            if let Some(label) = Label::from_inner(inner) {
-                match found {
-                    None => found = Some(label),
-                    Some(prev) if prev != label => return None,
-                    Some(_) => {}
-                }
+/// The verdict candidates of a reply, left to right: the insides of every non-overlapping
+/// `[[X]]` with `X` one or more of `A`, `B`, `<`, `>`, `=` (what Python's `re.findall` gives for
+/// the official pattern).
+pub fn candidates(text: &str) -> Vec<&str> {
+    let is_label_char = |c: u8| matches!(c, b'A' | b'B' | b'<' | b'>' | b'=');
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'[' && bytes[i + 1] == b'[' {
+            let start = i + 2;
+            let mut end = start;
+            while end < bytes.len() && is_label_char(bytes[end]) {
+                end += 1;
             }
-            rest = &after[end + 2..];
-        } else {
-            // Not a label: look again one character on (a label may start inside, e.g. "[[[A>B]]").
-            rest = &rest[start + 1..];
+            if end > start && bytes[end..].starts_with(b"]]") {
+                out.push(&text[start..end]);
+                i = end + 2;
+                continue;
+            }
         }
+        i += 1;
     }
-    found
+    out
+}
+
+/// The verdict of a judge reply: the label of its one distinct candidate; `None` (unparsable)
+/// with no candidate, with two different ones, or with one that names no label.
+pub fn parse_label(text: &str) -> Option<Label> {
+    let found = candidates(text);
+    let first = *found.first()?;
+    if found.iter().any(|c| *c != first) {
+        return None;
+    }
+    Label::from_inner(first)
 }
 
 #[cfg(test)]
@@ -123,8 +137,30 @@ mod tests {
         assert_eq!(parse_label("[[A>B]] ... no, [[B>A]]"), None);
         assert_eq!(parse_label("no verdict here"), None);
         assert_eq!(parse_label("[[A>>>B]] is not a label"), None);
+        // As the official scripts count: any second distinct candidate, even a mirror or a
+        // non-label, makes the reply unparsable.
+        assert_eq!(parse_label("[[A>>>B]] then [[A>B]]"), None);
+        assert_eq!(parse_label("[[A>B]], i.e. [[B<A]]"), None);
         assert_eq!(parse_label("[[note]] then [[B>>A]]"), Some(Label::BMuchBetter));
         assert_eq!(parse_label("[[[A=B]]]"), Some(Label::Tie));
+    }
+
+    #[test]
+    fn mirrored_labels_score_as_the_official_code_scores_them() {
+        for (text, label) in [
+            ("B<<A", Label::AMuchBetter),
+            ("B<A", Label::ABetter),
+            ("B=A", Label::Tie),
+            ("A<B", Label::BBetter),
+            ("A<<B", Label::BMuchBetter),
+        ] {
+            assert_eq!(
+                parse_label(&format!("My final verdict is [[{text}]].")),
+                Some(label),
+                "{text}"
+            );
+        }
+        assert_eq!(candidates("[[[A=B]]] [[x]] [[]] [[A<B]"), vec!["A=B"]);
     }
 
     #[test]
