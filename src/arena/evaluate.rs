@@ -159,7 +159,10 @@ pub fn judge(
         }
     }
     let judge_name = client.config().model.clone();
-    let (mut log, done) = JudgmentLog::open(&judgments_path(eval_dir, &judge_name, model, opponent))?;
+    let log_path = judgments_path(eval_dir, &judge_name, model, opponent);
+    let (mut log, done) = JudgmentLog::open(&log_path)?;
+    let protocol = super::protocol::digest(prompt, client.config());
+    super::protocol::ensure_same(&log_path, &done, &protocol)?;
     let total = jobs.len();
     let todo = pending(jobs, &done);
     summary.already_done = total - todo.len();
@@ -172,6 +175,7 @@ pub fn judge(
         model: model.to_string(),
         opponent: opponent.name().to_string(),
         judge: judge_name,
+        protocol,
     };
     let run = run_games(client, prompt, todo, &meta, concurrency, &mut log, &mut |_| bar.inc(1))?;
     bar.finish_and_clear();
@@ -212,6 +216,7 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
     let mut out = Vec::new();
     for file in files {
         let judgments: Vec<Judgment> = crate::io::jsonl::read(&file)?;
+        super::protocol::of_file(&file, &judgments)?;
         // One file holds one pairing; group anyway, in case files were concatenated.
         let mut pairs: BTreeMap<(String, String, String), BTreeMap<String, Vec<GameVerdict>>> = BTreeMap::new();
         for j in judgments {

@@ -15,10 +15,7 @@ use serde_json::Value;
 
 use super::judge_client::{ChatMessage, JudgeClient};
 use super::judge_prompt::{JudgePrompt, REASK};
-use super::verdict::{parse_label, Label, Position};
-
-/// The five labels as they appear in a reply.
-const LABEL_TEXTS: [&str; 5] = ["[[A>>B]]", "[[A>B]]", "[[A=B]]", "[[B>A]]", "[[B>>A]]"];
+use super::verdict::{candidates, parse_label, Label, Position};
 
 /// One game to judge: the model's answer and the opponent's, already placed in positions A and B.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +43,8 @@ pub struct GameMeta {
     pub opponent: String,
     /// The judge model.
     pub judge: String,
+    /// The judging protocol's digest (`protocol::digest`).
+    pub protocol: String,
 }
 
 /// One judged game, as stored in the log (one JSON object per line).
@@ -73,13 +72,32 @@ pub struct Judgment {
     pub usage: Vec<Value>,
     /// [`JudgePrompt::digest`] of the prompt used.
     pub prompt_digest: String,
+    /// The judging protocol's digest (`protocol::digest`: prompt, judge model, temperature,
+    /// max_tokens); empty in logs written before it was recorded.
+    #[serde(default)]
+    pub protocol: String,
+    /// The model the judge's API said answered (its reply's `model` field), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_reported: Option<String>,
 }
 
-/// What [`judge_game`] returns: label, first reply, re-ask reply, usage objects.
-pub type GameOutcome = (Option<Label>, String, Option<String>, Vec<Value>);
+/// What [`judge_game`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GameOutcome {
+    /// The verdict (positions A/B), `None` when unparsable.
+    pub label: Option<Label>,
+    /// The judge's first reply.
+    pub judgment: String,
+    /// The reply to the re-ask, when one was needed.
+    pub reask: Option<String>,
+    /// The `usage` objects of the requests, in order.
+    pub usage: Vec<Value>,
+    /// The model the API reported for the first reply.
+    pub judge_reported: Option<String>,
+}
 
 /// Plays one game: renders the prompt, asks the judge, and parses the label. When the reply has
-/// no label at all, the conversation is continued once with the reply and [`REASK`], and the
+/// no verdict candidate at all (see `verdict`), the conversation is continued once with the reply and [`REASK`], and the
 /// answer to that is parsed instead. A reply with two different labels is unparsable (`None`)
 /// and is not re-asked: the judge did answer, just inconsistently. A failed request (after the
 /// client's retries), the re-ask included, fails the whole game.
@@ -88,8 +106,14 @@ pub fn judge_game(client: &JudgeClient, prompt: &JudgePrompt, job: &GameJob) -> 
     let first = client.complete(&messages)?;
     let mut usage: Vec<Value> = first.usage.into_iter().collect();
     let label = parse_label(&first.text);
-    if label.is_some() || has_any_label(&first.text) {
-        return Ok((label, first.text, None, usage));
+    if label.is_some() || !candidates(&first.text).is_empty() {
+        return Ok(GameOutcome {
+            label,
+            judgment: first.text,
+            reask: None,
+            usage,
+            judge_reported: first.model,
+        });
     }
     messages.push(ChatMessage::assistant(first.text.clone()));
     messages.push(ChatMessage::user(REASK));
@@ -97,11 +121,13 @@ pub fn judge_game(client: &JudgeClient, prompt: &JudgePrompt, job: &GameJob) -> 
         .complete(&messages)
         .context("the re-ask for a verdict label failed")?;
     usage.extend(second.usage);
-    Ok((parse_label(&second.text), first.text, Some(second.text), usage))
-}
-
-fn has_any_label(text: &str) -> bool {
-    LABEL_TEXTS.iter().any(|l| text.contains(l))
+    Ok(GameOutcome {
+        label: parse_label(&second.text),
+        judgment: first.text,
+        reask: Some(second.text),
+        usage,
+        judge_reported: first.model.or(second.model),
+    })
 }
 
 /// The judgments of one pairing: an append-only JSONL file (see `io::jsonl::AppendLog`).
@@ -187,7 +213,13 @@ pub fn run_games(
         drop(tx);
         for (job, outcome) in rx {
             match outcome {
-                Ok((label, judgment, reask, usage)) => {
+                Ok(GameOutcome {
+                    label,
+                    judgment,
+                    reask,
+                    usage,
+                    judge_reported,
+                }) => {
                     let j = Judgment {
                         question_id: job.question_id,
                         game: job.game,
@@ -200,6 +232,8 @@ pub fn run_games(
                         reask,
                         usage,
                         prompt_digest: digest.clone(),
+                        protocol: meta.protocol.clone(),
+                        judge_reported,
                     };
                     if let Err(e) = log.append(&j) {
                         stop.store(true, Ordering::SeqCst);
@@ -251,6 +285,7 @@ mod tests {
             model: "mine".into(),
             opponent: "base".into(),
             judge: "judge-model".into(),
+            protocol: "p1".into(),
         }
     }
 
@@ -267,6 +302,8 @@ mod tests {
             reask: None,
             usage: vec![serde_json::json!({"total_tokens": 3})],
             prompt_digest: "0123".into(),
+            protocol: "p1".into(),
+            judge_reported: None,
         }
     }
 
@@ -275,10 +312,12 @@ mod tests {
         let server = ScriptServer::start();
         let c = client(&server);
         let p = JudgePrompt::builtin();
-        let (label, text, reask, usage) = judge_game(&c, &p, &job("q1", 1, "v1 L:A>>B")).unwrap();
+        let o = judge_game(&c, &p, &job("q1", 1, "v1 L:A>>B")).unwrap();
+        assert_eq!(o.judge_reported.as_deref(), Some("judge-model-2024-01-01"));
+        let (label, text, reask, usage) = (o.label, o.judgment, o.reask, o.usage);
         assert_eq!(label, Some(Label::AMuchBetter));
         assert!(text.contains("[[A>>B]]") && reask.is_none() && usage.len() == 1);
-        let (label, ..) = judge_game(&c, &p, &job("q1", 2, "v2 L:B>A")).unwrap();
+        let label = judge_game(&c, &p, &job("q1", 2, "v2 L:B>A")).unwrap().label;
         assert_eq!(label, Some(Label::BBetter));
         // The answers reach the judge literally, in their positions.
         let body = &server.bodies("v1")[0];
@@ -291,12 +330,13 @@ mod tests {
     #[test]
     fn a_reply_without_label_is_reasked_once() {
         let server = ScriptServer::start();
-        let (label, text, reask, usage) = judge_game(
+        let o = judge_game(
             &client(&server),
             &JudgePrompt::builtin(),
             &job("q", 1, "re none L:B>>A"),
         )
         .unwrap();
+        let (label, text, reask, usage) = (o.label, o.judgment, o.reask, o.usage);
         assert_eq!(label, Some(Label::BMuchBetter));
         assert!(text.contains("hard to say"));
         assert!(reask.unwrap().contains("[[B>>A]]"));
@@ -313,8 +353,8 @@ mod tests {
     #[test]
     fn a_second_labelless_reply_is_unparsable() {
         let server = ScriptServer::start();
-        let (label, _, reask, _) =
-            judge_game(&client(&server), &JudgePrompt::builtin(), &job("q", 1, "twice none")).unwrap();
+        let o = judge_game(&client(&server), &JudgePrompt::builtin(), &job("q", 1, "twice none")).unwrap();
+        let (label, reask) = (o.label, o.reask);
         assert_eq!(label, None);
         assert!(reask.is_some());
         assert_eq!(server.count("twice"), 2);
@@ -323,12 +363,13 @@ mod tests {
     #[test]
     fn conflicting_labels_are_unparsable_without_reask() {
         let server = ScriptServer::start();
-        let (label, text, reask, _) = judge_game(
+        let o = judge_game(
             &client(&server),
             &JudgePrompt::builtin(),
             &job("q", 1, "clash conflict"),
         )
         .unwrap();
+        let (label, text, reask) = (o.label, o.judgment, o.reask);
         assert_eq!(label, None);
         assert!(text.contains("[[A>B]]") && reask.is_none());
         assert_eq!(server.count("clash"), 1);
@@ -458,6 +499,7 @@ mod tests {
             (Some(Label::ABetter), Position::B, "mine")
         );
         assert_eq!(q0.prompt_digest, p.digest());
+        assert_eq!(q0.protocol, "p1");
         let q4 = all.iter().find(|j| j.question_id == "q4").unwrap();
         assert_eq!(q4.label, None);
         let q2 = all.iter().find(|j| j.question_id == "q2").unwrap();

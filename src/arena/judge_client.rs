@@ -61,6 +61,8 @@ pub struct Completion {
     pub text: String,
     /// The reply's `usage` object as sent by the server, if any.
     pub usage: Option<Value>,
+    /// The model the server says answered (its `model` field), if it named one.
+    pub model: Option<String>,
 }
 
 /// A blocking chat-completions client; cheap to share between threads (`&JudgeClient` is `Sync`).
@@ -252,7 +254,8 @@ impl JudgeClient {
         let text = extract_content(&json)
             .map_err(|problem| AttemptError::Fatal(format!("unusable reply: {problem}: {}", self.excerpt(&body))))?;
         let usage = json.get("usage").filter(|u| !u.is_null()).cloned();
-        Ok(Completion { text, usage })
+        let model = json.get("model").and_then(Value::as_str).map(str::to_string);
+        Ok(Completion { text, usage, model })
     }
 
     fn transport_error(&self, e: reqwest::Error) -> AttemptError {

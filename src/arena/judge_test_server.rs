@@ -132,6 +132,7 @@ fn chat_reply(text: &str) -> String {
     json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
+        "model": "judge-model-2024-01-01",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     })

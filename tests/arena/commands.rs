@@ -329,6 +329,45 @@ fn a_killed_judging_run_resumes_without_asking_twice() {
     no_secret_in(tmp.path());
 }
 
+/// Judgments record their protocol: judging again in the same directory with another judge
+/// max_tokens (part of the protocol) refuses, naming the file, and asks the judge nothing;
+/// the same protocol resumes (nothing left to ask); the report reads the file.
+#[test]
+fn a_changed_protocol_refuses_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    let (url, state) = start_judge(Duration::ZERO);
+    ok(&judge_cmd(&eval, &url, "4").output().unwrap());
+    let file = eval.join("model_judgment/scripted-judge/tuned.jsonl");
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&file).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["protocol"].as_str().unwrap().len(), 16, "{first}");
+    let asked = state.lock().unwrap().seen.values().sum::<usize>();
+    let out = judge_cmd(&eval, &url, "4")
+        .args(["--judge-max-tokens", "999"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tuned.jsonl") && err.contains("protocol") && err.contains("another --out"),
+        "{err}"
+    );
+    assert_eq!(
+        state.lock().unwrap().seen.values().sum::<usize>(),
+        asked,
+        "nothing asked"
+    );
+    ok(&judge_cmd(&eval, &url, "4").output().unwrap());
+    assert_eq!(
+        state.lock().unwrap().seen.values().sum::<usize>(),
+        asked,
+        "nothing left to ask"
+    );
+    ok(&syncoder(&["arena", "report"], &[]).arg(&eval).output().unwrap());
+}
+
 #[test]
 fn bad_questions_are_named_by_line_and_field() {
     let tmp = tempfile::tempdir().unwrap();
