@@ -8,6 +8,7 @@ pub mod config;
 pub mod evaluate;
 pub mod games;
 pub mod judge_client;
+pub mod judge_config;
 pub mod judge_prompt;
 pub mod judge_settings;
 #[cfg(test)]
