@@ -244,6 +244,7 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
                     Some(games) if games.len() >= 2 => results.push(QuestionResult {
                         id: m.id.clone(),
                         category: m.category.clone(),
+                        sub_category: m.sub_category.clone(),
                         languages: m.languages.clone(),
                         difficulty: m.difficulty.clone(),
                         games: games.clone(),

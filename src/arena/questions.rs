@@ -1,7 +1,11 @@
-//! CodeArena questions: records in the published schema (`id`, `messages` with the user turn,
-//! `difficulty`, `programming_language`, a task type or category, and baseline answers under
-//! `<model>_response` keys), read from a JSONL file or `hf://datasets/CSJianYang/CodeArena`,
-//! with the main category taken from the record or from a task-type map (`--categories`).
+//! CodeArena questions, read from a JSONL file or `hf://datasets/CSJianYang/CodeArena`: records
+//! in the published schema (`id`, `messages` with the user turn, `meta.parsed.task_type[0]`,
+//! `level` = `[main, sub]`, `programming_language`, `difficulty`, baseline answers under
+//! `<model>_response` keys), or the simpler shape of users' own sets (`task_type`,
+//! `main_category` or `category` at the top level). With a task-type map (`--categories`, the
+//! official `tasktype_to_levels.json`) the task type is washed as the official code washes it
+//! (`-` → space, lower case) and its first `[main, sub]` pair gives the categories; a task type
+//! the map lacks is an error naming the question.
 
 use crate::data::{Message, Role};
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,6 +24,8 @@ pub struct Question {
     /// The conversation to answer (ends with the user's turn).
     pub messages: Vec<Message>,
     pub category: String,
+    /// The sub-category, where the map or the record's `level` gives one.
+    pub sub_category: Option<String>,
     pub task_type: Option<String>,
     pub languages: Vec<String>,
     pub difficulty: Option<String>,
@@ -32,6 +38,8 @@ pub struct Question {
 pub struct QuestionMeta {
     pub id: String,
     pub category: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_category: Option<String>,
     pub languages: Vec<String>,
     pub difficulty: Option<String>,
     pub words: usize,
@@ -61,6 +69,7 @@ impl Question {
         QuestionMeta {
             id: self.id.clone(),
             category: self.category.clone(),
+            sub_category: self.sub_category.clone(),
             languages: self.languages.clone(),
             difficulty: self.difficulty.clone(),
             words: self.words(),
@@ -68,14 +77,19 @@ impl Question {
     }
 }
 
-/// Task type (lower-cased) → main category.
+/// A task type as the official code washes it before the map lookup: `-` → space, lower case
+/// (and, here, surrounding blanks trimmed).
+pub fn wash(task_type: &str) -> String {
+    task_type.replace('-', " ").to_lowercase().trim().to_string()
+}
+
+/// Washed task type → (main category, sub-category).
 #[derive(Clone, Debug, Default)]
-pub struct Categories(HashMap<String, String>);
+pub struct Categories(HashMap<String, (String, Option<String>)>);
 
 impl Categories {
-    /// A JSON object from task type to main category: either a string, or a list of
-    /// `[main, sub]` pairs whose first main category is used (the official
-    /// `tasktype_to_levels.json` shape).
+    /// A JSON object from task type to its categories: a list of `[main, sub]` pairs whose first
+    /// pair is used (the official `tasktype_to_levels.json` shape), or a main category name.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
@@ -84,26 +98,39 @@ impl Categories {
             .ok_or_else(|| anyhow!("{}: expected an object from task type to category", path.display()))?;
         let mut map = HashMap::new();
         for (k, v) in obj {
-            let main = match v {
-                Value::String(s) => s.clone(),
+            let levels = match v {
+                Value::String(s) => Some((s.clone(), None)),
                 Value::Array(a) => match a.first() {
-                    Some(Value::Array(pair)) => pair.first().and_then(|x| x.as_str()).map(String::from),
-                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Array(pair)) => pair.first().and_then(|x| x.as_str()).map(|main| {
+                        let sub = pair.get(1).and_then(|x| x.as_str()).map(String::from);
+                        (main.to_string(), sub)
+                    }),
+                    Some(Value::String(s)) => Some((s.clone(), None)),
                     _ => None,
-                }
-                .ok_or_else(|| anyhow!("{}: key {k:?}: expected [[main, sub], ...]", path.display()))?,
-                _ => bail!(
-                    "{}: key {k:?}: expected a category name or [[main, sub], ...]",
+                },
+                _ => None,
+            }
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: key {k:?}: expected [[main, sub], ...] or a category name",
                     path.display()
-                ),
-            };
-            map.insert(k.trim().to_lowercase(), main);
+                )
+            })?;
+            map.insert(wash(k), levels);
         }
         Ok(Self(map))
     }
 
+    /// The main category of a task type (washed before the lookup).
     pub fn get(&self, task_type: &str) -> Option<&str> {
-        self.0.get(&task_type.trim().to_lowercase()).map(|s| s.as_str())
+        self.levels(task_type).map(|(main, _)| main)
+    }
+
+    /// `(main, sub)` of a task type (washed before the lookup).
+    pub fn levels(&self, task_type: &str) -> Option<(&str, Option<&str>)> {
+        self.0
+            .get(&wash(task_type))
+            .map(|(main, sub)| (main.as_str(), sub.as_deref()))
     }
 }
 
@@ -147,12 +174,8 @@ pub fn parse_question(line: &str, categories: Option<&Categories>) -> Result<Que
         Some(Value::Null) | None => vec![],
         Some(_) => bail!("field `programming_language`: expected a list of names"),
     };
-    let task_type = string_field(obj, &["task_type", "subtask", "sub_category"]);
-    let category = string_field(obj, &["main_category"])
-        .or_else(|| categories.and_then(|c| task_type.as_deref().and_then(|t| c.get(t)).map(String::from)))
-        .or_else(|| string_field(obj, &["category"]))
-        .or_else(|| task_type.clone())
-        .unwrap_or_else(|| "uncategorized".into());
+    let task_type = official_task_type(obj)?.or_else(|| string_field(obj, &["task_type", "subtask", "sub_category"]));
+    let (category, sub_category) = categories_of(obj, &id, task_type.as_deref(), categories)?;
     let mut baselines = BTreeMap::new();
     for (k, v) in obj {
         if let (Some(name), Value::String(s)) = (k.strip_suffix("_response"), v) {
@@ -163,11 +186,57 @@ pub fn parse_question(line: &str, categories: Option<&Categories>) -> Result<Que
         id,
         messages,
         category,
+        sub_category,
         task_type,
         languages,
         difficulty: string_field(obj, &["difficulty"]),
         baselines,
     })
+}
+
+/// `meta.parsed.task_type[0]` of a record in the published schema.
+fn official_task_type(obj: &serde_json::Map<String, Value>) -> Result<Option<String>> {
+    let Some(meta) = obj.get("meta").filter(|m| !m.is_null()) else {
+        return Ok(None);
+    };
+    match meta.pointer("/parsed/task_type/0") {
+        Some(Value::String(t)) if !t.trim().is_empty() => Ok(Some(t.clone())),
+        None if meta.pointer("/parsed/task_type").is_none() => Ok(None),
+        _ => bail!("field `meta.parsed.task_type`: expected a list whose first item is a task type"),
+    }
+}
+
+/// The main and sub-category of a record: its `main_category` (simple shape); else the map's
+/// `[main, sub]` for its task type (a task type the map lacks is an error); else its `level`
+/// `[main, sub]`; else its `category`, its task type, or "uncategorized".
+fn categories_of(
+    obj: &serde_json::Map<String, Value>,
+    id: &str,
+    task_type: Option<&str>,
+    categories: Option<&Categories>,
+) -> Result<(String, Option<String>)> {
+    if let Some(main) = string_field(obj, &["main_category"]) {
+        return Ok((main, string_field(obj, &["sub_category"])));
+    }
+    if let (Some(map), Some(t)) = (categories, task_type) {
+        let (main, sub) = map.levels(t).ok_or_else(|| {
+            anyhow!(
+                "question {id}: task type {t:?} (washed: {:?}) is not in the task-type map given by --categories",
+                wash(t)
+            )
+        })?;
+        return Ok((main.to_string(), sub.map(String::from)));
+    }
+    if let Some(Value::Array(level)) = obj.get("level") {
+        let name = |i: usize| level.get(i).and_then(|x| x.as_str()).map(|s| s.trim().to_string());
+        if let Some(main) = name(0).filter(|m| !m.is_empty()) {
+            return Ok((main, name(1).filter(|s| !s.is_empty())));
+        }
+    }
+    let main = string_field(obj, &["category"])
+        .or_else(|| task_type.map(String::from))
+        .unwrap_or_else(|| "uncategorized".into());
+    Ok((main, None))
 }
 
 /// The JSONL file behind `src`: a local file, or `hf://datasets/...` fetched through hf-hub
@@ -236,14 +305,53 @@ mod tests {
         let line = r#"{"id": 7, "messages": [{"role": "user", "content": "Sort a list in Go"}], "difficulty": "easy",
             "programming_language": ["Go"], "task_type": "Sorting Algorithms", "gpt-4-turbo-2024-04-09_response": "Use sort.Ints"}"#;
         let mut cats = Categories::default();
-        cats.0
-            .insert("sorting algorithms".into(), "Development and Programming".into());
+        cats.0.insert(
+            "sorting algorithms".into(),
+            ("Development and Programming".into(), None),
+        );
         let q = parse_question(line, Some(&cats)).unwrap();
         assert_eq!(q.id, "7");
         assert_eq!(q.category, "Development and Programming");
         assert_eq!(q.baselines["gpt-4-turbo-2024-04-09"], "Use sort.Ints");
         assert_eq!(q.languages, ["Go"]);
         assert_eq!(parse_question(line, None).unwrap().category, "Sorting Algorithms");
+    }
+
+    /// A record in the published schema (fields as in `CSJianYang/CodeArena`, text ours).
+    const REAL: &str = r#"{"id": 12, "messages": [{"role": "user", "content": "Fix my Rust borrow error"}],
+        "meta": {"parsed": {"task_type": ["Code-Debugging", "other"]}}, "level": ["Level Main", "Level Sub"],
+        "programming_language": ["Rust"], "difficulty": "hard", "input": "x", "prompt_len": 5,
+        "gpt-4-turbo-2024-04-09_response": "Use clone", "gpt-4-turbo-2024-04-09_response_len": 2}"#;
+
+    #[test]
+    fn reads_the_published_schema_with_the_official_wash() {
+        let mut cats = Categories::default();
+        cats.0
+            .insert("code debugging".into(), ("Main A".into(), Some("Sub B".into())));
+        let q = parse_question(REAL, Some(&cats)).unwrap();
+        assert_eq!((q.id.as_str(), q.task_type.as_deref()), ("12", Some("Code-Debugging")));
+        assert_eq!(
+            (q.category.as_str(), q.sub_category.as_deref()),
+            ("Main A", Some("Sub B"))
+        );
+        assert_eq!(q.baselines["gpt-4-turbo-2024-04-09"], "Use clone");
+        assert_eq!(q.baselines.len(), 1, "`_response_len` is not an answer");
+        // Without a map, `level` gives both.
+        let q = parse_question(REAL, None).unwrap();
+        assert_eq!(
+            (q.category.as_str(), q.sub_category.as_deref()),
+            ("Level Main", Some("Level Sub"))
+        );
+        // A task type the map lacks names the question.
+        let e = parse_question(REAL, Some(&Categories::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("question 12") && e.contains("code debugging"), "{e}");
+        let bad = REAL.replace(r#"["Code-Debugging", "other"]"#, "3");
+        assert!(parse_question(&bad, None)
+            .unwrap_err()
+            .to_string()
+            .contains("meta.parsed.task_type"));
     }
 
     #[test]

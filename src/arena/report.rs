@@ -18,6 +18,9 @@ pub const UNKNOWN: &str = "unknown";
 pub struct QuestionResult {
     pub id: String,
     pub category: String,
+    /// The official sub-category, where the questions give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_category: Option<String>,
     pub languages: Vec<String>,
     pub difficulty: Option<String>,
     pub games: Vec<GameVerdict>,
@@ -70,6 +73,9 @@ pub struct Report {
     pub judge: String,
     pub overall: GroupStats,
     pub by_category: Vec<GroupStats>,
+    /// Questions with a sub-category, grouped by it (empty when none has one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_sub_category: Vec<GroupStats>,
     pub by_language: Vec<GroupStats>,
     pub by_difficulty: Vec<GroupStats>,
     /// Questions scored (`results.len()`).
@@ -122,7 +128,8 @@ where
         .collect()
 }
 
-/// Builds the report: overall statistics and groups by category, language (a question with
+/// Builds the report: overall statistics and groups by category, sub-category (questions that
+/// have one), language (a question with
 /// several languages counts in each; one without languages counts as "unknown") and
 /// difficulty (`None` → "unknown"), each sorted by name.
 pub fn build_report(input: &ReportInput) -> Report {
@@ -139,6 +146,7 @@ pub fn build_report(input: &ReportInput) -> Report {
         judge: input.judge.clone(),
         overall: group_stats("overall", &all, input.resamples, input.seed),
         by_category: grouped(input, |q| BTreeSet::from([q.category.clone()])),
+        by_sub_category: grouped(input, |q| q.sub_category.iter().cloned().collect()),
         by_language: grouped(input, |q| {
             if q.languages.is_empty() {
                 BTreeSet::from([UNKNOWN.to_string()])
@@ -227,6 +235,10 @@ pub fn render_markdown(r: &Report) -> String {
     md_table(&mut out, "Group", std::slice::from_ref(&r.overall));
     out.push_str("## By category\n\n");
     md_table(&mut out, "Category", &r.by_category);
+    if !r.by_sub_category.is_empty() {
+        out.push_str("## By sub-category\n\n");
+        md_table(&mut out, "Sub-category", &r.by_sub_category);
+    }
     out.push_str("## By language\n\n");
     md_table(&mut out, "Language", &r.by_language);
     out.push_str("## By difficulty\n\n");
@@ -371,6 +383,7 @@ mod tests {
         QuestionResult {
             id: id.to_string(),
             category: category.to_string(),
+            sub_category: None,
             languages: langs.iter().map(|s| s.to_string()).collect(),
             difficulty: difficulty.map(str::to_string),
             games: vec![
@@ -422,6 +435,20 @@ mod tests {
 
     fn counts(g: &GroupStats) -> (&str, usize, usize, usize, usize) {
         (g.name.as_str(), g.n, g.wins, g.ties, g.losses)
+    }
+
+    #[test]
+    fn sub_categories_group_only_the_questions_that_have_one() {
+        let mut inp = input();
+        assert!(build_report(&inp).by_sub_category.is_empty());
+        assert!(!render_markdown(&build_report(&inp)).contains("sub-category"));
+        inp.results[0].sub_category = Some("s1".into());
+        inp.results[5].sub_category = Some("s1".into());
+        inp.results[1].sub_category = Some("s2".into());
+        let r = build_report(&inp);
+        let subs: Vec<(&str, usize)> = r.by_sub_category.iter().map(|g| (g.name.as_str(), g.n)).collect();
+        assert_eq!(subs, vec![("s1", 2), ("s2", 1)]);
+        assert!(render_markdown(&r).contains("## By sub-category"));
     }
 
     #[test]
