@@ -57,6 +57,10 @@ pub struct GroupStats {
     pub loss_rate: f64,
     /// (wins + ½ ties) / n.
     pub score: f64,
+    /// The leaderboard's cell: win % / tie %, each rounded to one decimal as the official
+    /// `round(x * 100, 1)` rounds it (`"41.2/10.5"`).
+    #[serde(default)]
+    pub wt: String,
     /// 95% bootstrap CI of the score, `[lo, hi]`.
     pub score_ci: [f64; 2],
     /// Bradley–Terry win probability; `None` when the group has no parsable game.
@@ -71,6 +75,9 @@ pub struct Report {
     pub model: String,
     pub opponent: String,
     pub judge: String,
+    /// What the `wt` cells measure, named as the leaderboard names it.
+    #[serde(default)]
+    pub metric: String,
     pub overall: GroupStats,
     pub by_category: Vec<GroupStats>,
     /// Questions with a sub-category, grouped by it (empty when none has one).
@@ -88,6 +95,15 @@ pub struct Report {
     pub seed: u64,
 }
 
+/// The leaderboard's questions: the 397 of CodeArena minus those of 1024 words or more.
+pub const LEADERBOARD_N: usize = 392;
+
+/// `"W/T"`: win and tie rates as percentages rounded to one decimal, half to even on the exact
+/// binary value (what Python's `round(x * 100, 1)` gives).
+pub fn wt_cell(win_rate: f64, tie_rate: f64) -> String {
+    format!("{:.1}/{:.1}", win_rate * 100.0, tie_rate * 100.0)
+}
+
 /// Statistics of the questions in `members`.
 pub fn group_stats(name: &str, members: &[&QuestionResult], resamples: usize, seed: u64) -> GroupStats {
     let outcomes: Vec<Outcome> = members.iter().map(|q| question_outcome(&q.games)).collect();
@@ -96,6 +112,7 @@ pub fn group_stats(name: &str, members: &[&QuestionResult], resamples: usize, se
     let (lo, hi) = bootstrap_score_ci(&outcomes, resamples, seed);
     GroupStats {
         name: name.to_string(),
+        wt: wt_cell(tally.win_rate(), tally.tie_rate()),
         n: tally.n,
         wins: tally.wins,
         ties: tally.ties,
@@ -144,6 +161,7 @@ pub fn build_report(input: &ReportInput) -> Report {
         model: input.model.clone(),
         opponent: input.opponent.clone(),
         judge: input.judge.clone(),
+        metric: format!("win/tie vs {}, judge {}", input.opponent, input.judge),
         overall: group_stats("overall", &all, input.resamples, input.seed),
         by_category: grouped(input, |q| BTreeSet::from([q.category.clone()])),
         by_sub_category: grouped(input, |q| q.sub_category.iter().cloned().collect()),
@@ -215,6 +233,36 @@ fn md_table(out: &mut String, first: &str, groups: &[GroupStats]) {
     out.push('\n');
 }
 
+/// The leaderboard's row: the model, then `W/T` overall and per main category, then per
+/// sub-category where there are any, with what it measures and over how many questions.
+fn leaderboard_table(out: &mut String, r: &Report) {
+    let _ = writeln!(
+        out,
+        "## Leaderboard form\n\n{} (win % / tie %, as the CodeArena leaderboard):\n",
+        r.metric
+    );
+    let groups: Vec<&GroupStats> = std::iter::once(&r.overall).chain(&r.by_category).collect();
+    let head: Vec<String> = groups.iter().map(|g| md_cell(&g.name)).collect();
+    let _ = writeln!(out, "| Model | {} |", head.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(groups.len()));
+    let cells: Vec<&str> = groups.iter().map(|g| g.wt.as_str()).collect();
+    let _ = writeln!(out, "| {} | {} |\n", md_cell(&r.model), cells.join(" | "));
+    if !r.by_sub_category.is_empty() {
+        let subs: Vec<String> = r
+            .by_sub_category
+            .iter()
+            .map(|g| format!("{} {}", md_cell(&g.name), g.wt))
+            .collect();
+        let _ = writeln!(out, "Sub-categories: {}.\n", subs.join("; "));
+    }
+    let _ = writeln!(
+        out,
+        "N = {} questions scored (the leaderboard's N is {LEADERBOARD_N}: CodeArena's 397 less those of \
+         1024 words or more); {} not judged in both games; {} skipped as too long.\n",
+        r.questions, r.missing, r.skipped_too_long
+    );
+}
+
 /// The report as Markdown: title, explanation, the overall / category / language / difficulty
 /// tables and the counts of skipped, missing and unparsable items.
 pub fn render_markdown(r: &Report) -> String {
@@ -230,6 +278,12 @@ pub fn render_markdown(r: &Report) -> String {
          Bradley–Terry win probability of the model against the opponent (a strong verdict counts as \
          3 battles, a tie as half a win), with its bootstrap 95% CI.\n",
         r.judge, r.resamples, r.seed
+    );
+    leaderboard_table(&mut out, r);
+    out.push_str(
+        "The tables below are syncoder's additions to the leaderboard's numbers: loss rate, score, \
+         its bootstrap interval, the Bradley–Terry probability, and the language and difficulty \
+         groups.\n\n",
     );
     out.push_str("## Overall\n\n");
     md_table(&mut out, "Group", std::slice::from_ref(&r.overall));
@@ -449,6 +503,45 @@ mod tests {
         let subs: Vec<(&str, usize)> = r.by_sub_category.iter().map(|g| (g.name.as_str(), g.n)).collect();
         assert_eq!(subs, vec![("s1", 2), ("s2", 1)]);
         assert!(render_markdown(&r).contains("## By sub-category"));
+    }
+
+    /// Cells round as Python's `round(x * 100, 1)` (values from Python 3).
+    #[test]
+    fn wt_cells_round_like_python() {
+        assert_eq!(wt_cell(0.0025, 0.0075), "0.2/0.8");
+        assert_eq!(wt_cell(0.1225, 0.0035), "12.2/0.4"); // 0.0035 * 100 = 0.35000000000000003
+        assert_eq!(wt_cell(0.125, 0.0625), "12.5/6.2");
+        for (k, n, want) in [
+            (1, 3, "33.3"),
+            (2, 3, "66.7"),
+            (1, 6, "16.7"),
+            (5, 12, "41.7"),
+            (7, 392, "1.8"),
+            (131, 392, "33.4"),
+        ] {
+            assert_eq!(wt_cell(k as f64 / n as f64, 1.0), format!("{want}/100.0"), "{k}/{n}");
+        }
+    }
+
+    /// The leaderboard row against a hand count of `input()`: overall 2 wins, 2 ties of 6;
+    /// `debug` 1 win, 2 ties of 3; `gen` 1 win, 0 ties of 3.
+    #[test]
+    fn the_leaderboard_row_is_a_hand_count() {
+        let r = build_report(&input());
+        assert_eq!(r.overall.wt, "33.3/33.3");
+        let cells: Vec<(&str, &str)> = r.by_category.iter().map(|g| (g.name.as_str(), g.wt.as_str())).collect();
+        assert_eq!(cells, vec![("debug", "33.3/66.7"), ("gen", "33.3/0.0")]);
+        let md = render_markdown(&r);
+        assert!(
+            md.contains(&format!(
+                "| Model | overall | debug | gen |\n|---|---:|---:|---:|\n| {} | 33.3/33.3 | 33.3/66.7 | 33.3/0.0 |",
+                r.model
+            )),
+            "{md}"
+        );
+        assert!(md.contains(&format!("win/tie vs {}, judge {}", r.opponent, r.judge)));
+        assert!(md.contains("N = 6 questions scored (the leaderboard's N is 392"));
+        assert!(md.contains("syncoder's additions"));
     }
 
     #[test]
