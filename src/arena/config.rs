@@ -5,6 +5,7 @@
 
 use super::answers::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS};
 use super::judge_settings::JudgeSettings;
+use super::protocol::ProtocolKind;
 use crate::config::{ensure, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -91,6 +92,10 @@ struct ArenaKeys {
     judge_model: String,
     #[serde(default)]
     judge_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    protocol: ProtocolKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    judge_config: Option<PathBuf>,
     #[serde(default)]
     judge_prompt: Option<PathBuf>,
     #[serde(default = "default_opponents")]
@@ -115,6 +120,12 @@ struct ArenaKeys {
     backoff_cap_s: Option<f64>,
     #[serde(default)]
     judge_max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    judge_temperature: Option<f64>,
+}
+
+fn is_default(p: &ProtocolKind) -> bool {
+    *p == ProtocolKind::default()
 }
 
 fn default_opponents() -> Vec<RunOpponent> {
@@ -129,6 +140,10 @@ impl From<ArenaKeys> for ArenaConfig {
     fn from(k: ArenaKeys) -> Self {
         let mut judge = JudgeSettings::new(k.judge_url, k.judge_model);
         judge.prompt = k.judge_prompt;
+        judge.protocol = k.protocol;
+        judge.judge_config = k.judge_config;
+        judge.max_tokens = k.judge_max_tokens;
+        judge.temperature = k.judge_temperature;
         if let Some(v) = k.judge_key_env {
             judge.key_env = v;
         }
@@ -146,9 +161,6 @@ impl From<ArenaKeys> for ArenaConfig {
         }
         if let Some(v) = k.backoff_cap_s {
             judge.backoff_cap_s = v;
-        }
-        if let Some(v) = k.judge_max_tokens {
-            judge.max_tokens = v;
         }
         Self {
             questions: k.questions,
@@ -172,6 +184,8 @@ impl From<ArenaConfig> for ArenaKeys {
             judge_url: j.url,
             judge_model: j.model,
             judge_key_env: Some(j.key_env),
+            protocol: j.protocol,
+            judge_config: j.judge_config,
             judge_prompt: j.prompt,
             opponents: c.opponents,
             every_checkpoints: c.every_checkpoints,
@@ -183,7 +197,8 @@ impl From<ArenaConfig> for ArenaKeys {
             max_retries: Some(j.max_retries),
             backoff_s: Some(j.backoff_s),
             backoff_cap_s: Some(j.backoff_cap_s),
-            judge_max_tokens: Some(j.max_tokens),
+            judge_max_tokens: j.max_tokens,
+            judge_temperature: j.temperature,
         }
     }
 }

@@ -12,7 +12,7 @@
 use super::answers::read_answers;
 use super::games::{pending, run_games, GameJob, GameMeta, Judgment, JudgmentLog};
 use super::judge_client::JudgeClient;
-use super::judge_prompt::JudgePrompt;
+use super::protocol::Protocol;
 use super::questions::{Question, QuestionMeta};
 use super::report::{build_report, render_markdown, render_svg, QuestionResult, Report, ReportInput};
 use super::score::GameVerdict;
@@ -102,7 +102,7 @@ pub fn judge(
     model: &str,
     opponent: &Opponent,
     client: &JudgeClient,
-    prompt: &JudgePrompt,
+    protocol: &Protocol,
     concurrency: usize,
 ) -> Result<JudgeSummary> {
     write_questions_meta(eval_dir, questions)?;
@@ -161,8 +161,8 @@ pub fn judge(
     let judge_name = client.config().model.clone();
     let log_path = judgments_path(eval_dir, &judge_name, model, opponent);
     let (mut log, done) = JudgmentLog::open(&log_path)?;
-    let protocol = super::protocol::digest(prompt, client.config());
-    super::protocol::ensure_same(&log_path, &done, &protocol)?;
+    let digest = super::protocol::digest(protocol, client.config());
+    super::protocol::ensure_same(&log_path, &done, &digest)?;
     let total = jobs.len();
     let todo = pending(jobs, &done);
     summary.already_done = total - todo.len();
@@ -175,9 +175,11 @@ pub fn judge(
         model: model.to_string(),
         opponent: opponent.name().to_string(),
         judge: judge_name,
-        protocol,
+        protocol: digest,
     };
-    let run = run_games(client, prompt, todo, &meta, concurrency, &mut log, &mut |_| bar.inc(1))?;
+    let run = run_games(client, protocol, todo, &meta, concurrency, &mut log, &mut |_| {
+        bar.inc(1)
+    })?;
     bar.finish_and_clear();
     summary.judged = run.judged;
     summary.failed = run.failed.len();

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::judge_client::{ChatMessage, JudgeClient};
-use super::judge_prompt::{JudgePrompt, REASK};
-use super::verdict::{candidates, parse_label, Label, Position};
+use super::judge_prompt::REASK;
+use super::protocol::Protocol;
+use super::verdict::{Label, Position};
 
 /// One game to judge: the model's answer and the opponent's, already placed in positions A and B.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,37 +97,45 @@ pub struct GameOutcome {
     pub judge_reported: Option<String>,
 }
 
-/// Plays one game: renders the prompt, asks the judge, and parses the label. When the reply has
-/// no verdict candidate at all (see `verdict`), the conversation is continued once with the reply and [`REASK`], and the
-/// answer to that is parsed instead. A reply with two different labels is unparsable (`None`)
-/// and is not re-asked: the judge did answer, just inconsistently. A failed request (after the
-/// client's retries), the re-ask included, fails the whole game.
-pub fn judge_game(client: &JudgeClient, prompt: &JudgePrompt, job: &GameJob) -> anyhow::Result<GameOutcome> {
-    let mut messages = prompt.render(&job.question, &job.answer_a, &job.answer_b);
-    let first = client.complete(&messages)?;
-    let mut usage: Vec<Value> = first.usage.into_iter().collect();
-    let label = parse_label(&first.text);
-    if label.is_some() || !candidates(&first.text).is_empty() {
-        return Ok(GameOutcome {
-            label,
-            judgment: first.text,
-            reask: None,
-            usage,
-            judge_reported: first.model,
-        });
+/// Plays one game: renders the protocol's messages, asks the judge, and finds the verdict. While
+/// a reply has no verdict candidate at all (and the protocol allows more attempts: two for
+/// `syncoder`), the conversation is continued with the reply and [`REASK`] and the answer to that
+/// is parsed instead. A reply with two different candidates is unparsable (`None`) and is not
+/// re-asked: the judge did answer, just inconsistently. A failed request (after the client's
+/// retries), a re-ask included, fails the whole game.
+pub fn judge_game(client: &JudgeClient, protocol: &Protocol, job: &GameJob) -> anyhow::Result<GameOutcome> {
+    let mut messages = protocol.render(&job.question, &job.answer_a, &job.answer_b)?;
+    let mut usage: Vec<Value> = Vec::new();
+    let mut replies: Vec<String> = Vec::new();
+    let mut judge_reported = None;
+    let attempts = protocol.attempts().max(1);
+    for attempt in 0..attempts {
+        let reply = if attempt == 0 {
+            client.complete(&messages)?
+        } else {
+            client
+                .complete(&messages)
+                .context("the re-ask for a verdict label failed")?
+        };
+        usage.extend(reply.usage);
+        judge_reported = judge_reported.or(reply.model);
+        let found = !protocol.candidates(&reply.text).is_empty();
+        replies.push(reply.text);
+        if found || attempt + 1 == attempts {
+            break;
+        }
+        messages.push(ChatMessage::assistant(replies[replies.len() - 1].clone()));
+        messages.push(ChatMessage::user(REASK));
     }
-    messages.push(ChatMessage::assistant(first.text.clone()));
-    messages.push(ChatMessage::user(REASK));
-    let second = client
-        .complete(&messages)
-        .context("the re-ask for a verdict label failed")?;
-    usage.extend(second.usage);
+    let label = protocol.label(&replies[replies.len() - 1]);
+    let judgment = replies.remove(0);
+    let reask = (!replies.is_empty()).then(|| replies.join("\n"));
     Ok(GameOutcome {
-        label: parse_label(&second.text),
-        judgment: first.text,
-        reask: Some(second.text),
+        label,
+        judgment,
+        reask,
         usage,
-        judge_reported: first.model.or(second.model),
+        judge_reported,
     })
 }
 
@@ -178,7 +187,7 @@ pub struct RunSummary {
 /// run pass only [`pending`] jobs.
 pub fn run_games(
     client: &JudgeClient,
-    prompt: &JudgePrompt,
+    protocol: &Protocol,
     jobs: Vec<GameJob>,
     meta: &GameMeta,
     concurrency: usize,
@@ -188,7 +197,7 @@ pub fn run_games(
     let workers = concurrency.max(1).min(jobs.len());
     let queue = Mutex::new(VecDeque::from(jobs));
     let stop = AtomicBool::new(false);
-    let digest = prompt.digest();
+    let digest = protocol.prompt_digest();
     let mut summary = RunSummary::default();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel::<(GameJob, anyhow::Result<GameOutcome>)>();
@@ -204,7 +213,7 @@ pub fn run_games(
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .pop_front();
                 let Some(job) = next else { break };
-                let outcome = judge_game(client, prompt, &job);
+                let outcome = judge_game(client, protocol, &job);
                 if tx.send((job, outcome)).is_err() {
                     break;
                 }
@@ -252,6 +261,7 @@ pub fn run_games(
 
 #[cfg(test)]
 mod tests {
+    use super::super::judge_prompt::JudgePrompt;
     use super::super::judge_settings::JudgeSettings;
     use super::super::judge_test_server::{temp_dir, unique_name, ScriptServer};
     use super::*;
@@ -307,17 +317,46 @@ mod tests {
         }
     }
 
+    /// A judge configuration in the arena-hard format drives the game: its system prompt and
+    /// template reach the judge, its pattern finds the verdict, and it may re-ask up to its
+    /// number of attempts.
+    #[test]
+    fn a_codearena_config_renders_parses_and_reasks_up_to_its_attempts() {
+        let yaml = "number_of_judgment_attempts: 3\nsystem_prompt: \"SYS\"\n\
+                    prompt_template: [\"Q={question_1}|A={answer_1}|B={answer_2}\"]\n\
+                    regex_pattern: \\[\\[([AB<>=]+)\\]\\]\n";
+        let proto = Protocol::Codearena(super::super::judge_config::JudgeConfig::parse(yaml).unwrap());
+        let server = ScriptServer::start();
+        let o = judge_game(&client(&server), &proto, &job("q", 1, "ca L:B<A")).unwrap();
+        assert_eq!(o.label, Some(Label::ABetter), "the mirror of A>B");
+        let body = &server.bodies("ca")[0];
+        assert_eq!(body["messages"][0]["content"], "SYS");
+        let user = body["messages"][1]["content"].as_str().unwrap();
+        assert!(
+            user.starts_with("Q=How do I reverse a list?") && user.contains("|B=Use list[::-1]."),
+            "{user}"
+        );
+        let o = judge_game(&client(&server), &proto, &job("q", 1, "three none none L:A>>B")).unwrap();
+        assert_eq!((o.label, server.count("three")), (Some(Label::AMuchBetter), 3));
+        let reask = o.reask.unwrap();
+        assert!(
+            reask.contains("hard to say") && reask.contains("[[A>>B]]"),
+            "both re-ask replies kept: {reask}"
+        );
+    }
+
     #[test]
     fn verdicts_are_parsed_in_both_positions() {
         let server = ScriptServer::start();
         let c = client(&server);
         let p = JudgePrompt::builtin();
-        let o = judge_game(&c, &p, &job("q1", 1, "v1 L:A>>B")).unwrap();
+        let proto = Protocol::Syncoder(p.clone());
+        let o = judge_game(&c, &proto, &job("q1", 1, "v1 L:A>>B")).unwrap();
         assert_eq!(o.judge_reported.as_deref(), Some("judge-model-2024-01-01"));
         let (label, text, reask, usage) = (o.label, o.judgment, o.reask, o.usage);
         assert_eq!(label, Some(Label::AMuchBetter));
         assert!(text.contains("[[A>>B]]") && reask.is_none() && usage.len() == 1);
-        let label = judge_game(&c, &p, &job("q1", 2, "v2 L:B>A")).unwrap().label;
+        let label = judge_game(&c, &proto, &job("q1", 2, "v2 L:B>A")).unwrap().label;
         assert_eq!(label, Some(Label::BBetter));
         // The answers reach the judge literally, in their positions.
         let body = &server.bodies("v1")[0];
@@ -332,7 +371,7 @@ mod tests {
         let server = ScriptServer::start();
         let o = judge_game(
             &client(&server),
-            &JudgePrompt::builtin(),
+            &Protocol::Syncoder(JudgePrompt::builtin()),
             &job("q", 1, "re none L:B>>A"),
         )
         .unwrap();
@@ -353,7 +392,12 @@ mod tests {
     #[test]
     fn a_second_labelless_reply_is_unparsable() {
         let server = ScriptServer::start();
-        let o = judge_game(&client(&server), &JudgePrompt::builtin(), &job("q", 1, "twice none")).unwrap();
+        let o = judge_game(
+            &client(&server),
+            &Protocol::Syncoder(JudgePrompt::builtin()),
+            &job("q", 1, "twice none"),
+        )
+        .unwrap();
         let (label, reask) = (o.label, o.reask);
         assert_eq!(label, None);
         assert!(reask.is_some());
@@ -365,7 +409,7 @@ mod tests {
         let server = ScriptServer::start();
         let o = judge_game(
             &client(&server),
-            &JudgePrompt::builtin(),
+            &Protocol::Syncoder(JudgePrompt::builtin()),
             &job("q", 1, "clash conflict"),
         )
         .unwrap();
@@ -427,6 +471,7 @@ mod tests {
         let server = ScriptServer::start();
         let c = client(&server);
         let p = JudgePrompt::builtin();
+        let proto = Protocol::Syncoder(p.clone());
         let dir = temp_dir("judge-run");
         let path = dir.join("run/judgments.jsonl");
         // g3 fails (400) in the first run and works in the second; the others work at once.
@@ -453,7 +498,7 @@ mod tests {
         let todo = pending(jobs.clone(), &done);
         assert_eq!(todo.len(), 12);
         let mut seen = Vec::new();
-        let summary = run_games(&c, &p, todo, &meta(), 3, &mut log, &mut |j| {
+        let summary = run_games(&c, &proto, todo, &meta(), 3, &mut log, &mut |j| {
             seen.push(j.question_id.clone())
         })
         .unwrap();
@@ -478,7 +523,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("q3", 1), ("q3", 2)]
         );
-        let summary = run_games(&c, &p, todo, &meta(), 3, &mut log, &mut |_| {}).unwrap();
+        let summary = run_games(&c, &proto, todo, &meta(), 3, &mut log, &mut |_| {}).unwrap();
         assert_eq!((summary.judged, summary.failed.len()), (2, 0));
         drop(log);
 
@@ -529,7 +574,16 @@ mod tests {
             job("bad", 1, "k-bad r401echo"),
             job("bad5", 1, "k-bad5 r500echo"),
         ];
-        let summary = run_games(&c, &JudgePrompt::builtin(), jobs, &meta(), 2, &mut log, &mut |_| {}).unwrap();
+        let summary = run_games(
+            &c,
+            &Protocol::Syncoder(JudgePrompt::builtin()),
+            jobs,
+            &meta(),
+            2,
+            &mut log,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(summary.judged, 1);
         assert_eq!(summary.failed.len(), 2);
         for (_, _, e) in &summary.failed {

@@ -181,8 +181,8 @@ impl JudgeClient {
         let request = ChatRequest {
             model: &self.cfg.model,
             messages,
-            temperature: self.cfg.temperature,
-            max_tokens: self.cfg.max_tokens,
+            temperature: self.cfg.temperature(),
+            max_tokens: self.cfg.max_tokens(),
             stream: false,
         };
         let attempts = self.cfg.max_retries.saturating_add(1);

@@ -3,7 +3,7 @@
 //! [`JudgeClient`](super::judge_client::JudgeClient) is built from. Every default is written here.
 
 use super::judge_client::JudgeClient;
-use super::judge_prompt::JudgePrompt;
+use super::protocol::{Protocol, ProtocolKind};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,6 @@ pub const DEFAULT_TIMEOUT_S: u64 = 300;
 pub const DEFAULT_MAX_RETRIES: u32 = 6;
 pub const DEFAULT_BACKOFF_S: f64 = 1.0;
 pub const DEFAULT_BACKOFF_CAP_S: f64 = 60.0;
-pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The judge endpoint and how it is called.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
@@ -29,6 +28,14 @@ pub struct JudgeSettings {
     /// Environment variable holding the API key (unset: no key, for local servers).
     #[arg(id = "judge_key_env", long = "judge-key-env", value_name = "JUDGE_KEY_ENV", default_value = DEFAULT_KEY_ENV)]
     pub key_env: String,
+    /// The judging protocol: syncoder's prompt, or the official CodeArena judge configuration
+    /// (read from --judge-config).
+    #[arg(long, value_enum, default_value_t)]
+    pub protocol: ProtocolKind,
+    /// The official judge configuration file (`judge_config.yaml`, arena-hard format) for
+    /// --protocol codearena.
+    #[arg(id = "judge_config", long = "judge-config", value_name = "JUDGE_CONFIG")]
+    pub judge_config: Option<PathBuf>,
     /// A judge prompt template with {question}, {answer_a}, {answer_b} (system prompt above a `===` line).
     #[arg(id = "judge_prompt", long = "judge-prompt", value_name = "JUDGE_PROMPT")]
     pub prompt: Option<PathBuf>,
@@ -47,12 +54,16 @@ pub struct JudgeSettings {
     /// Longest backoff between retries, in seconds.
     #[arg(long, default_value_t = DEFAULT_BACKOFF_CAP_S)]
     pub backoff_cap_s: f64,
-    /// Longest judge reply, in tokens.
-    #[arg(id = "judge_max_tokens", long = "judge-max-tokens", value_name = "JUDGE_MAX_TOKENS", default_value_t = DEFAULT_MAX_TOKENS)]
-    pub max_tokens: u32,
-    /// Sampling temperature sent to the judge (0: the deterministic judging of the protocol).
-    #[arg(skip)]
-    pub temperature: f64,
+    /// Longest judge reply, in tokens [default: the protocol's: 4096 syncoder, 16384 codearena].
+    #[arg(id = "judge_max_tokens", long = "judge-max-tokens", value_name = "JUDGE_MAX_TOKENS")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature sent to the judge [default: the protocol's: 0 syncoder, 0.2 codearena].
+    #[arg(
+        id = "judge_temperature",
+        long = "judge-temperature",
+        value_name = "JUDGE_TEMPERATURE"
+    )]
+    pub temperature: Option<f64>,
 }
 
 impl JudgeSettings {
@@ -62,15 +73,27 @@ impl JudgeSettings {
             url: url.into(),
             model: model.into(),
             key_env: DEFAULT_KEY_ENV.into(),
+            protocol: ProtocolKind::default(),
+            judge_config: None,
             prompt: None,
             concurrency: DEFAULT_CONCURRENCY,
             timeout_s: DEFAULT_TIMEOUT_S,
             max_retries: DEFAULT_MAX_RETRIES,
             backoff_s: DEFAULT_BACKOFF_S,
             backoff_cap_s: DEFAULT_BACKOFF_CAP_S,
-            max_tokens: DEFAULT_MAX_TOKENS,
-            temperature: 0.0,
+            max_tokens: None,
+            temperature: None,
         }
+    }
+
+    /// The temperature sent: as set, or the protocol's.
+    pub fn temperature(&self) -> f64 {
+        self.temperature.unwrap_or(self.protocol.sampling().0)
+    }
+
+    /// The max_tokens sent: as set, or the protocol's.
+    pub fn max_tokens(&self) -> u32 {
+        self.max_tokens.unwrap_or(self.protocol.sampling().1)
     }
 
     /// The limit for one whole request (at least a second).
@@ -93,12 +116,9 @@ impl JudgeSettings {
         self.concurrency.max(1)
     }
 
-    /// The client (its key read from `$key_env`) and the prompt these settings name.
-    pub fn client(&self) -> Result<(JudgeClient, JudgePrompt)> {
-        let prompt = match &self.prompt {
-            Some(p) => JudgePrompt::from_file(p)?,
-            None => JudgePrompt::builtin(),
-        };
-        Ok((JudgeClient::new(self.clone())?, prompt))
+    /// The client (its key read from `$key_env`) and the protocol these settings name.
+    pub fn client(&self) -> Result<(JudgeClient, Protocol)> {
+        let protocol = Protocol::load(self)?;
+        Ok((JudgeClient::new(self.clone())?, protocol))
     }
 }

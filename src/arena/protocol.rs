@@ -1,26 +1,166 @@
-//! The judging protocol of a pairing — the prompt text, the judge model and its sampling
-//! (temperature, max_tokens) — and its digest. Every judgment records the digest, so that a
-//! judging run resumed in an existing evaluation directory refuses to mix its verdicts with
-//! verdicts given under another protocol, and a report never mixes them either.
+//! The judging protocol of a pairing and its digest. A protocol is the prompt (how a game's
+//! messages are rendered), how a verdict is found in a reply, how many requests a game may make,
+//! and the judge's sampling; two exist:
+//!
+//! - `syncoder`: syncoder's own prompt (`judge_prompt.rs`, or `--judge-prompt FILE`), the
+//!   official verdict pattern, one re-ask; temperature 0, 4096 tokens.
+//! - `codearena`: the official CodeArena judge configuration, read from the arena-hard YAML file
+//!   (`--judge-config FILE`, see `judge_config.rs`); temperature 0.2 and 16384 tokens, as the
+//!   official `judge_models.py` sends them.
+//!
+//! Every judgment records the digest, so that a judging run resumed in an existing evaluation
+//! directory refuses to mix its verdicts with verdicts given under another protocol, and a
+//! report never mixes them either.
 
 use super::games::Judgment;
+use super::judge_client::ChatMessage;
+use super::judge_config::JudgeConfig;
 use super::judge_prompt::JudgePrompt;
 use super::judge_settings::JudgeSettings;
+use super::verdict::{self, Label};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// The protocol's digest: 16 hex digits of the SHA-256 of the prompt's system and user texts,
-/// the judge model's name, the temperature and the max_tokens sent with every request.
-pub fn digest(prompt: &JudgePrompt, judge: &JudgeSettings) -> String {
+/// Which protocol (`--protocol`, `[arena] protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolKind {
+    /// syncoder's own prompt (the default until the official file can be fetched).
+    #[default]
+    Syncoder,
+    /// The official CodeArena judge configuration (`--judge-config FILE`).
+    Codearena,
+}
+
+impl ProtocolKind {
+    /// The protocol's judge temperature and max_tokens unless overridden.
+    pub fn sampling(self) -> (f64, u32) {
+        match self {
+            ProtocolKind::Syncoder => (0.0, 4096),
+            ProtocolKind::Codearena => (0.2, 16384),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Syncoder => "syncoder",
+            ProtocolKind::Codearena => "codearena",
+        }
+    }
+}
+
+/// A protocol ready to play games.
+#[derive(Clone, Debug)]
+pub enum Protocol {
+    Syncoder(JudgePrompt),
+    Codearena(JudgeConfig),
+}
+
+impl Protocol {
+    /// The protocol `judge` names, its prompt or configuration file read.
+    pub fn load(judge: &JudgeSettings) -> Result<Self> {
+        match judge.protocol {
+            ProtocolKind::Syncoder => {
+                if judge.judge_config.is_some() {
+                    bail!(
+                        "--judge-config belongs to --protocol codearena (the syncoder protocol takes --judge-prompt)"
+                    );
+                }
+                Ok(Protocol::Syncoder(match &judge.prompt {
+                    Some(p) => JudgePrompt::from_file(p)?,
+                    None => JudgePrompt::builtin(),
+                }))
+            }
+            ProtocolKind::Codearena => {
+                if judge.prompt.is_some() {
+                    bail!(
+                        "--judge-prompt belongs to --protocol syncoder (the codearena protocol reads --judge-config)"
+                    );
+                }
+                let Some(path) = &judge.judge_config else {
+                    bail!(
+                        "--protocol codearena reads the official judge configuration: download \
+                         qwencoder-eval/instruct/CodeArena/utils/judge_config.yaml of QwenLM/Qwen2.5-Coder \
+                         (commit d5ead97fea36bca3744e1a4c49e882f6fa2f406a) and pass --judge-config FILE \
+                         (fetching it by itself is not built yet)"
+                    );
+                };
+                Ok(Protocol::Codearena(JudgeConfig::from_file(path)?))
+            }
+        }
+    }
+
+    /// The messages of one game (question, answer in position A, answer in position B).
+    pub fn render(&self, question: &str, answer_a: &str, answer_b: &str) -> Result<Vec<ChatMessage>> {
+        match self {
+            Protocol::Syncoder(p) => Ok(p.render(question, answer_a, answer_b)),
+            Protocol::Codearena(c) => c.render(question, answer_a, answer_b),
+        }
+    }
+
+    /// The verdict candidates of a reply.
+    pub fn candidates<'a>(&self, text: &'a str) -> Vec<&'a str> {
+        match self {
+            Protocol::Syncoder(_) => verdict::candidates(text),
+            Protocol::Codearena(c) => c.candidates(text),
+        }
+    }
+
+    /// The verdict of a reply (`None`: unparsable).
+    pub fn label(&self, text: &str) -> Option<Label> {
+        verdict::verdict(&self.candidates(text))
+    }
+
+    /// Requests a game may make: the first, then re-asks while replies hold no candidate.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Protocol::Syncoder(_) => 2,
+            Protocol::Codearena(c) => c.attempts,
+        }
+    }
+
+    /// A digest of the prompt text alone (recorded as `prompt_digest`).
+    pub fn prompt_digest(&self) -> String {
+        match self {
+            Protocol::Syncoder(p) => p.digest(),
+            Protocol::Codearena(c) => short_sha(&[&c.system, &c.templates.join("\0"), &c.pattern_text]),
+        }
+    }
+}
+
+/// The protocol's digest: 16 hex digits of the SHA-256 of its kind, prompt, verdict pattern,
+/// attempts, the judge model's name, and the temperature and max_tokens sent with every request.
+pub fn digest(protocol: &Protocol, judge: &JudgeSettings) -> String {
+    let (kind, texts): (&str, Vec<String>) = match protocol {
+        // The syncoder protocol's digest is what it was before protocols had kinds.
+        Protocol::Syncoder(p) => ("", vec![p.system.clone(), p.template.clone()]),
+        Protocol::Codearena(c) => (
+            "codearena",
+            vec![
+                c.system.clone(),
+                c.templates.join("\0"),
+                c.pattern_text.clone(),
+                c.attempts.to_string(),
+            ],
+        ),
+    };
+    let mut parts: Vec<String> = texts;
+    parts.push(judge.model.clone());
+    parts.push(judge.temperature().to_bits().to_string());
+    parts.push(judge.max_tokens().to_string());
+    if !kind.is_empty() {
+        parts.push(kind.to_string());
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    short_sha(&refs)
+}
+
+/// 16 hex digits of the SHA-256 of length-prefixed parts.
+fn short_sha(parts: &[&str]) -> String {
     let mut h = Sha256::new();
-    for part in [
-        prompt.system.as_str(),
-        prompt.template.as_str(),
-        judge.model.as_str(),
-        &judge.temperature.to_bits().to_string(),
-        &judge.max_tokens.to_string(),
-    ] {
+    for part in parts {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
@@ -70,29 +210,46 @@ mod tests {
 
     #[test]
     fn every_part_of_the_protocol_changes_the_digest() {
-        let p = JudgePrompt::builtin();
+        let p = Protocol::Syncoder(JudgePrompt::builtin());
         let j = JudgeSettings::new("http://x/v1", "judge");
         let base = digest(&p, &j);
         assert_eq!(base.len(), 16);
         assert_eq!(base, digest(&p, &j.clone()));
-        let mut other = p.clone();
+        let mut other = JudgePrompt::builtin();
         other.template.push(' ');
-        assert_ne!(digest(&other, &j), base);
-        let mut other = p.clone();
+        assert_ne!(digest(&Protocol::Syncoder(other), &j), base);
+        let mut other = JudgePrompt::builtin();
         other.system.push(' ');
-        assert_ne!(digest(&other, &j), base);
+        assert_ne!(digest(&Protocol::Syncoder(other), &j), base);
         for change in [
             |j: &mut JudgeSettings| j.model.push('x'),
-            |j: &mut JudgeSettings| j.temperature = 0.2,
-            |j: &mut JudgeSettings| j.max_tokens += 1,
+            |j: &mut JudgeSettings| j.temperature = Some(0.2),
+            |j: &mut JudgeSettings| j.max_tokens = Some(4097),
         ] {
             let mut k = j.clone();
             change(&mut k);
             assert_ne!(digest(&p, &k), base);
         }
+        // The protocol's own defaults written out are the same protocol.
+        let mut k = j.clone();
+        (k.temperature, k.max_tokens) = (Some(0.0), Some(4096));
+        assert_eq!(digest(&p, &k), base);
         // Transport settings are not the protocol.
         let mut k = j.clone();
         (k.url, k.concurrency, k.max_retries) = ("http://y/v1".into(), 1, 0);
         assert_eq!(digest(&p, &k), base);
+    }
+
+    #[test]
+    fn each_protocol_takes_only_its_own_prompt_source() {
+        let mut j = JudgeSettings::new("http://x/v1", "judge");
+        j.protocol = ProtocolKind::Codearena;
+        let e = format!("{:#}", Protocol::load(&j).unwrap_err());
+        assert!(e.contains("--judge-config") && e.contains("d5ead97f"), "{e}");
+        j.prompt = Some("p.txt".into());
+        assert!(format!("{:#}", Protocol::load(&j).unwrap_err()).contains("--judge-prompt"));
+        let mut j = JudgeSettings::new("http://x/v1", "judge");
+        j.judge_config = Some("c.yaml".into());
+        assert!(format!("{:#}", Protocol::load(&j).unwrap_err()).contains("--protocol codearena"));
     }
 }

@@ -34,7 +34,7 @@ impl Label {
     }
 
     /// The label a candidate's text names, mirrored forms included.
-    fn from_inner(s: &str) -> Option<Self> {
+    pub fn from_candidate(s: &str) -> Option<Self> {
         Some(match s {
             "A>>B" | "B<<A" => Label::AMuchBetter,
             "A>B" | "B<A" => Label::ABetter,
@@ -103,12 +103,17 @@ pub fn candidates(text: &str) -> Vec<&str> {
 /// The verdict of a judge reply: the label of its one distinct candidate; `None` (unparsable)
 /// with no candidate, with two different ones, or with one that names no label.
 pub fn parse_label(text: &str) -> Option<Label> {
-    let found = candidates(text);
+    verdict(&candidates(text))
+}
+
+/// The verdict of a reply's candidates (from any pattern): the label of the one distinct
+/// candidate; `None` with none, with two different ones, or with one that names no label.
+pub fn verdict(found: &[&str]) -> Option<Label> {
     let first = *found.first()?;
     if found.iter().any(|c| *c != first) {
         return None;
     }
-    Label::from_inner(first)
+    Label::from_candidate(first)
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ fn questions() -> PathBuf {
 struct Judge {
     seen: HashMap<(String, u8), usize>,
     bad_auth: usize,
+    /// Every request body, in arrival order.
+    bodies: Vec<serde_json::Value>,
 }
 
 /// The scripted verdicts: per question, (game 1 reply, game 2 reply). Game 1 has the baseline
@@ -93,6 +95,7 @@ fn start_judge(delay: Duration) -> (String, Arc<Mutex<Judge>>) {
                 if !auth_ok {
                     s.bad_auth += 1;
                 }
+                s.bodies.push(v.clone());
                 let n = s.seen.entry((q.clone(), game)).or_insert(0);
                 *n += 1;
                 *n
@@ -366,6 +369,61 @@ fn a_changed_protocol_refuses_to_resume() {
         "nothing left to ask"
     );
     ok(&syncoder(&["arena", "report"], &[]).arg(&eval).output().unwrap());
+}
+
+/// `--protocol codearena` reads a judge configuration in the official format: its prompt reaches
+/// the judge with the protocol's sampling (0.2, 16384 tokens), the verdicts are scored, and the
+/// judgments carry a digest other than the syncoder protocol's. Without `--judge-config` it says
+/// where the official file is.
+#[test]
+fn the_codearena_protocol_reads_an_official_format_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    let (url, state) = start_judge(Duration::ZERO);
+    let out = judge_cmd(&eval, &url, "4")
+        .args(["--protocol", "codearena"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--judge-config") && err.contains("judge_config.yaml"),
+        "{err}"
+    );
+    assert_eq!(state.lock().unwrap().seen.values().sum::<usize>(), 0);
+    let out = judge_cmd(&eval, &url, "4")
+        .args(["--protocol", "codearena", "--judge-config"])
+        .arg(fixtures().join("codearena/judge_config.yaml"))
+        .output()
+        .unwrap();
+    ok(&out);
+    let s = state.lock().unwrap();
+    let body = s.bodies.first().expect("the judge was asked");
+    assert!(body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("You are a test judge."));
+    assert!(body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("<|User Prompt|>\n"));
+    assert_eq!(
+        (body["temperature"].as_f64(), body["max_tokens"].as_u64()),
+        (Some(0.2), Some(16384))
+    );
+    drop(s);
+    let file = eval.join("model_judgment/scripted-judge/tuned.jsonl");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    assert!(lines.iter().filter(|j| !j["label"].is_null()).count() >= 10);
+    // The syncoder protocol may not resume these judgments.
+    let out = judge_cmd(&eval, &url, "4").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protocol"));
 }
 
 #[test]
