@@ -445,7 +445,11 @@ mod tests {
         assert_eq!(reply.usage.unwrap()["total_tokens"], 15);
         let body = &server.bodies("plain")[0];
         assert_eq!(body["model"], "judge-model");
-        assert_eq!(body["temperature"], 0.0);
+        // The default (codearena) protocol's sampling, as the official script sends it.
+        assert_eq!(
+            (body["temperature"].as_f64(), body["max_tokens"].as_u64()),
+            (Some(0.2), Some(16384))
+        );
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["content"], "question SCRIPT(plain L:A>B)");
     }

@@ -13,6 +13,7 @@ pub mod judge_prompt;
 pub mod judge_settings;
 #[cfg(test)]
 mod judge_test_server;
+pub mod official_files;
 pub mod protocol;
 pub mod questions;
 pub mod report;

@@ -4,8 +4,9 @@
 //!
 //! - `syncoder`: syncoder's own prompt (`judge_prompt.rs`, or `--judge-prompt FILE`), the
 //!   official verdict pattern, one re-ask; temperature 0, 4096 tokens.
-//! - `codearena`: the official CodeArena judge configuration, read from the arena-hard YAML file
-//!   (`--judge-config FILE`, see `judge_config.rs`); temperature 0.2 and 16384 tokens, as the
+//! - `codearena` (the default): the official CodeArena judge configuration, read from the
+//!   arena-hard YAML file (`--judge-config FILE`, or fetched at the pinned commit by
+//!   `official_files.rs`; see `judge_config.rs`); temperature 0.2 and 16384 tokens, as the
 //!   official `judge_models.py` sends them.
 //!
 //! Every judgment records the digest, so that a judging run resumed in an existing evaluation
@@ -17,8 +18,9 @@ use super::judge_client::ChatMessage;
 use super::judge_config::JudgeConfig;
 use super::judge_prompt::JudgePrompt;
 use super::judge_settings::JudgeSettings;
+use super::official_files;
 use super::verdict::{self, Label};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -27,10 +29,10 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProtocolKind {
-    /// syncoder's own prompt (the default until the official file can be fetched).
-    #[default]
+    /// syncoder's own prompt.
     Syncoder,
-    /// The official CodeArena judge configuration (`--judge-config FILE`).
+    /// The official CodeArena judge configuration (`--judge-config FILE`, or fetched).
+    #[default]
     Codearena,
 }
 
@@ -79,15 +81,12 @@ impl Protocol {
                         "--judge-prompt belongs to --protocol syncoder (the codearena protocol reads --judge-config)"
                     );
                 }
-                let Some(path) = &judge.judge_config else {
-                    bail!(
-                        "--protocol codearena reads the official judge configuration: download \
-                         qwencoder-eval/instruct/CodeArena/utils/judge_config.yaml of QwenLM/Qwen2.5-Coder \
-                         (commit d5ead97fea36bca3744e1a4c49e882f6fa2f406a) and pass --judge-config FILE \
-                         (fetching it by itself is not built yet)"
-                    );
+                let path = match &judge.judge_config {
+                    Some(p) => p.clone(),
+                    None => official_files::fetch(&official_files::JUDGE_CONFIG)
+                        .context("the codearena protocol reads the official judge configuration")?,
                 };
-                Ok(Protocol::Codearena(JudgeConfig::from_file(path)?))
+                Ok(Protocol::Codearena(JudgeConfig::from_file(&path)?))
             }
         }
     }
@@ -211,7 +210,8 @@ mod tests {
     #[test]
     fn every_part_of_the_protocol_changes_the_digest() {
         let p = Protocol::Syncoder(JudgePrompt::builtin());
-        let j = JudgeSettings::new("http://x/v1", "judge");
+        let mut j = JudgeSettings::new("http://x/v1", "judge");
+        j.protocol = ProtocolKind::Syncoder;
         let base = digest(&p, &j);
         assert_eq!(base.len(), 16);
         assert_eq!(base, digest(&p, &j.clone()));
@@ -243,12 +243,15 @@ mod tests {
     #[test]
     fn each_protocol_takes_only_its_own_prompt_source() {
         let mut j = JudgeSettings::new("http://x/v1", "judge");
-        j.protocol = ProtocolKind::Codearena;
-        let e = format!("{:#}", Protocol::load(&j).unwrap_err());
-        assert!(e.contains("--judge-config") && e.contains("d5ead97f"), "{e}");
+        assert_eq!(
+            j.protocol,
+            ProtocolKind::Codearena,
+            "the official protocol is the default"
+        );
         j.prompt = Some("p.txt".into());
         assert!(format!("{:#}", Protocol::load(&j).unwrap_err()).contains("--judge-prompt"));
         let mut j = JudgeSettings::new("http://x/v1", "judge");
+        j.protocol = ProtocolKind::Syncoder;
         j.judge_config = Some("c.yaml".into());
         assert!(format!("{:#}", Protocol::load(&j).unwrap_err()).contains("--protocol codearena"));
     }

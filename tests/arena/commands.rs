@@ -122,6 +122,9 @@ fn start_judge(delay: Duration) -> (String, Arc<Mutex<Judge>>) {
 fn syncoder(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_syncoder"));
     c.args(args).env("OPENAI_API_KEY", SECRET);
+    // Never the network or the user's cache for the official files: a closed port.
+    c.env("SYNCODER_OFFICIAL_BASE_URL", "http://127.0.0.1:9")
+        .env("SYNCODER_CACHE", std::env::temp_dir().join("syncoder-test-no-cache"));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -168,7 +171,16 @@ fn write_answers(eval: &Path) {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
 }
 
+/// `arena judge` under the default (codearena) protocol with the project-written judge config.
 fn judge_cmd(eval: &Path, url: &str, concurrency: &str) -> Command {
+    let mut c = judge_base(eval, url, concurrency);
+    c.arg("--judge-config")
+        .arg(fixtures().join("codearena/judge_config.yaml"));
+    c
+}
+
+/// `arena judge` without protocol arguments.
+fn judge_base(eval: &Path, url: &str, concurrency: &str) -> Command {
     let mut c = syncoder(&["arena", "judge", "--out"], &[]);
     c.arg(eval)
         .arg("--questions")
@@ -371,30 +383,27 @@ fn a_changed_protocol_refuses_to_resume() {
     ok(&syncoder(&["arena", "report"], &[]).arg(&eval).output().unwrap());
 }
 
-/// `--protocol codearena` reads a judge configuration in the official format: its prompt reaches
-/// the judge with the protocol's sampling (0.2, 16384 tokens), the verdicts are scored, and the
-/// judgments carry a digest other than the syncoder protocol's. Without `--judge-config` it says
-/// where the official file is.
+/// The codearena protocol (the default) reads a judge configuration in the official format: its
+/// prompt reaches the judge with the protocol's sampling (0.2, 16384 tokens), the verdicts are
+/// scored, and the judgments carry a digest other than the syncoder protocol's. Without
+/// `--judge-config` and without network it says where the official file goes.
 #[test]
 fn the_codearena_protocol_reads_an_official_format_config() {
     let tmp = tempfile::tempdir().unwrap();
     let eval = tmp.path().join("eval");
     write_answers(&eval);
     let (url, state) = start_judge(Duration::ZERO);
-    let out = judge_cmd(&eval, &url, "4")
-        .args(["--protocol", "codearena"])
-        .output()
-        .unwrap();
+    // Offline (a closed port stands for the official server) it says where the file goes.
+    let out = judge_base(&eval, &url, "4").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--judge-config") && err.contains("judge_config.yaml"),
+        err.contains("--judge-config") && err.contains("syncoder-test-no-cache") && err.contains("d5ead97f"),
         "{err}"
     );
     assert_eq!(state.lock().unwrap().seen.values().sum::<usize>(), 0);
     let out = judge_cmd(&eval, &url, "4")
-        .args(["--protocol", "codearena", "--judge-config"])
-        .arg(fixtures().join("codearena/judge_config.yaml"))
+        .args(["--protocol", "codearena"])
         .output()
         .unwrap();
     ok(&out);
@@ -422,7 +431,10 @@ fn the_codearena_protocol_reads_an_official_format_config() {
     assert_eq!(lines.len(), 12);
     assert!(lines.iter().filter(|j| !j["label"].is_null()).count() >= 10);
     // The syncoder protocol may not resume these judgments.
-    let out = judge_cmd(&eval, &url, "4").output().unwrap();
+    let out = judge_base(&eval, &url, "4")
+        .args(["--protocol", "syncoder"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("protocol"));
 }
 
@@ -503,6 +515,8 @@ fn compare_judges_tuned_against_base_in_both_orders() {
             .arg("--categories")
             .arg(fixtures().join("codearena/categories.json"))
             .args(["--baseline", BASELINE, "--judge-url", &url, "--judge-model", "a-lover"])
+            .arg("--judge-config")
+            .arg(fixtures().join("codearena/judge_config.yaml"))
             // At most 4 connections: tiny_http (the scripted judge) stalls on more.
             .args([
                 "--max-new-tokens",

@@ -130,6 +130,8 @@ fn a_served_checkpoint_can_be_the_judge() {
             &s.1,
             "--judge-model",
             "tiny",
+            "--protocol",
+            "syncoder",
             "--judge-max-tokens",
             "6",
             "--concurrency",

@@ -68,6 +68,7 @@ questions = "{r}/tests/fixtures/codearena/questions.jsonl"
 categories = "{r}/tests/fixtures/codearena/categories.json"
 judge_url = "{url}"
 judge_model = "tie-judge"
+judge_config = "{r}/tests/fixtures/codearena/judge_config.yaml"
 opponents = ["base", "baseline:gpt-4-turbo-2024-04-09"]
 every_checkpoints = 1
 max_new_tokens = 4
