@@ -53,7 +53,9 @@ impl Trainer {
     fn stage_total(&self, i: usize, files: &[PathBuf]) -> Result<u64> {
         let s = &self.cfg.stages[i];
         let Some(epochs) = s.epochs else {
-            return Ok(s.steps.expect("validated: steps or epochs"));
+            return s
+                .steps
+                .ok_or_else(|| anyhow::anyhow!("key `stage[{i}].steps`: give `steps` or `epochs`"));
         };
         self.progress.note(&format!(
             "stage {}: counting one epoch of the data for the LR schedule (give stage.steps to skip this)",
