@@ -7,8 +7,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 fn main() {
+    // Output piped into `head` and closed early ends the process quietly, as for any Unix tool,
+    // instead of a panic in `println!` (sockets are unaffected: they write with MSG_NOSIGNAL).
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = syncoder::cli::Cli::parse();
     if let Err(e) = syncoder::cli::run(cli) {
+        if let Some(stop) = e.downcast_ref::<syncoder::train::Stopped>() {
+            eprintln!("{stop}");
+            std::process::exit(stop.exit_code());
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -1,6 +1,6 @@
 //! `syncoder train`: runs or resumes a fine-tuning run from a TOML config.
 
-use crate::train::{print_summary, run, TrainOptions};
+use crate::train::{dry_run, print_summary, run, TrainOptions};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -19,19 +19,29 @@ pub struct TrainArgs {
     /// The run directory name under run.output_dir (overrides run.name).
     #[arg(long)]
     pub run_name: Option<String>,
-    /// Resume even if keys that change the run's numbers differ from the checkpoint's.
+    /// Resume even if keys that change the run's numbers differ from the checkpoint's, or into a
+    /// --run-name directory that holds checkpoints of another run.
     #[arg(long)]
     pub force: bool,
+    /// Load and check the config, data paths, tokenizer and model, print the resolved config and
+    /// the plan (parameters, tokens per step, steps, run directory), and exit writing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub fn run_cmd(args: TrainArgs) -> Result<()> {
-    let summary = run(TrainOptions {
+    let opts = TrainOptions {
         config: args.config,
         sets: args.sets,
         resume: args.resume,
         run_name: args.run_name,
         force: args.force,
-    })?;
+        dry_run: args.dry_run,
+    };
+    if opts.dry_run {
+        return dry_run(&opts);
+    }
+    let summary = run(opts)?;
     print_summary(&summary);
     Ok(())
 }

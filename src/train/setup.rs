@@ -33,31 +33,50 @@ pub struct TrainOptions {
     /// `latest`, a run directory or a step directory.
     pub resume: Option<String>,
     pub run_name: Option<String>,
-    /// Resume even though the math-relevant config changed.
+    /// Resume even though the math-relevant config changed, or into a directory holding
+    /// another run's checkpoints.
     pub force: bool,
+    /// Check everything and print the plan, writing nothing.
+    pub dry_run: bool,
 }
 
-impl TrainOptions {
-    /// The command that continues this run after a stop.
-    pub fn resume_command(&self) -> String {
-        format!(
-            "syncoder train --config {} --resume latest{}",
-            self.config.display(),
-            self.run_name
-                .as_ref()
-                .map_or(String::new(), |n| format!(" --run-name {n}"))
-        )
-    }
+/// The command that continues the run in `run_dir` after a stop: its resolved config (every
+/// `--set` and the run name folded in) and `--resume latest`.
+pub fn resume_command(run_dir: &Path) -> String {
+    format!(
+        "syncoder train --config {} --resume latest",
+        shell_word(&run_dir.join("run.toml").display().to_string())
+    )
 }
 
-impl Trainer {
-    /// Everything a run needs before its first step (or its first step after a resume).
-    pub fn setup(opts: TrainOptions) -> Result<Self> {
-        let cfg = resolve_config(&opts)?;
+/// `word` quoted for a POSIX shell where it needs quoting.
+fn shell_word(word: &str) -> String {
+    shlex::try_quote(word).map_or_else(|_| word.to_string(), |q| q.into_owned())
+}
+
+/// Everything a run needs, checked and loaded before anything is written.
+pub(super) struct Plan {
+    pub cfg: RunConfig,
+    pub device: Device,
+    pub dir: PathBuf,
+    pub dirs: ModelDirs,
+    pub builder: Arc<SampleBuilder>,
+    pub model: Qwen2,
+    pub opt: AdamW,
+    pub state: TrainerState,
+    /// The checkpoint resumed from.
+    pub resumed: Option<PathBuf>,
+    pub validation: Option<Validation>,
+}
+
+impl Plan {
+    /// Config, device, run directory, tokenizer, model, optimizer and state, and the data
+    /// sources of every stage: read and checked, nothing written.
+    pub fn make(opts: &TrainOptions) -> Result<Self> {
+        let mut cfg = resolve_config(opts)?;
         let (device, dtype) = open_device(&cfg)?;
+        let resumed = resumed_checkpoint(&mut cfg, opts)?;
         let dir = cfg.run_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
-        checkpoint::remove_stale(&dir)?;
         let dirs = model_dirs(&cfg.model)?;
         let builder = Arc::new(SampleBuilder::from_dir(
             &dirs.tokenizer,
@@ -68,12 +87,64 @@ impl Trainer {
             let model_cfg = Qwen2Config::from_file(&dirs.config_path(&cfg.model)?)?;
             super::memory::check_host_memory(&cfg, &model_cfg)?;
         }
-        let (mut model, opt, state) = match &opts.resume {
-            Some(spec) => resume(&cfg, &opts, spec, &dir, dtype, &device)?,
+        let (mut model, opt, state) = match &resumed {
+            Some(ckpt) => resume(&cfg, opts, ckpt, dtype, &device)?,
             None => fresh(&cfg, &dir, &dirs, dtype, &device)?,
         };
         model.loss_chunk_tokens = cfg.model.loss_chunk_tokens;
         check_vocab(&model, &builder)?;
+        for (i, stage) in cfg.stages.iter().enumerate().skip(state.stage) {
+            resolve_training_sources(&stage.data, &builder)
+                .with_context(|| format!("stage {}", stage.name))
+                .key_context(format!("stage[{i}].data"))?;
+        }
+        let validation = validation(&cfg, &builder)?;
+        Ok(Self {
+            cfg,
+            device,
+            dir,
+            dirs,
+            builder,
+            model,
+            opt,
+            state,
+            resumed,
+            validation,
+        })
+    }
+}
+
+impl Trainer {
+    /// Everything a run needs before its first step (or its first step after a resume). A
+    /// start that fails leaves no run directory behind if it made one.
+    pub fn setup(opts: TrainOptions) -> Result<Self> {
+        let plan = Plan::make(&opts)?;
+        super::plan::print(&plan, &opts);
+        let dir = plan.dir.clone();
+        let created = !dir.exists();
+        Self::start(plan).inspect_err(|_| {
+            if created {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        })
+    }
+
+    /// Writes the run directory's files and opens its logs.
+    fn start(plan: Plan) -> Result<Self> {
+        let Plan {
+            cfg,
+            device,
+            dir,
+            dirs,
+            builder,
+            model,
+            opt,
+            state,
+            resumed,
+            validation,
+        } = plan;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+        checkpoint::remove_stale(&dir)?;
         write_atomic(&dir.join("run.toml"), cfg.to_toml()?.as_bytes())?;
         let files = CheckpointFiles {
             tokenizer_files: model_source::tokenizer_files(&dirs.tokenizer, &builder)?,
@@ -81,7 +152,6 @@ impl Trainer {
             max_shard_bytes: cfg.checkpoint.max_shard_bytes,
             keep_last: cfg.checkpoint.keep_last,
         };
-        let validation = validation(&cfg, &builder)?;
         let arena = match &cfg.arena {
             Some(a) => Some(ArenaEval::new(a.clone(), &dir, dirs.model.clone())?),
             None => None,
@@ -90,13 +160,12 @@ impl Trainer {
             metrics: MetricsLog::open(&dir, state.step)?,
             progress: Progress::new(&cfg.log),
             stop: StopRequest::install()?,
-            last_saved: opts.resume.as_ref().map(|_| state.step),
+            last_saved: resumed.as_ref().map(|_| state.step),
             last_val_step: None,
             first_loss: None,
             clock: None,
             arena,
             cfg,
-            opts,
             dir,
             device,
             model,
@@ -107,6 +176,65 @@ impl Trainer {
             validation,
         })
     }
+}
+
+/// The checkpoint `--resume` names, and the run directory it continues: `latest` is the
+/// config's run; a run or step directory continues in that run's own directory unless
+/// `--run-name` names another, which must not hold checkpoints of its own (unless `--force`).
+fn resumed_checkpoint(cfg: &mut RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>> {
+    let Some(spec) = opts.resume.as_deref() else {
+        return Ok(None);
+    };
+    if spec == "latest" {
+        return checkpoint::resolve(spec, &cfg.run_dir()).map(Some);
+    }
+    if !Path::new(spec).exists() {
+        bail!("--resume {spec}: does not exist");
+    }
+    let ckpt = checkpoint::resolve(spec, Path::new(spec))?;
+    let own = std::fs::canonicalize(&ckpt)
+        .with_context(|| format!("--resume {spec}"))?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("--resume {spec}: a checkpoint lies in a run directory"))?;
+    let target = cfg.run_dir();
+    let same = std::fs::canonicalize(&target).is_ok_and(|t| t == own);
+    if same {
+        return Ok(Some(ckpt));
+    }
+    if opts.run_name.is_none() {
+        // Continue the checkpoint's own run, wherever the config would have put a new one.
+        let name = own.file_name().map(|n| n.to_string_lossy().to_string());
+        let parent = own.parent().map(Path::to_path_buf);
+        let (Some(name), Some(parent)) = (name, parent) else {
+            bail!("--resume {spec}: {} is not a run directory", own.display());
+        };
+        eprintln!(
+            "continuing the run in {} (the checkpoint's own run directory)",
+            own.display()
+        );
+        cfg.run.name = name;
+        cfg.run.output_dir = parent;
+        return Ok(Some(ckpt));
+    }
+    if let Some(latest) = checkpoint::latest(&target)? {
+        if !opts.force {
+            bail!(
+                "--resume {spec} --run-name {}: {} already holds checkpoints of its own (latest: {}); \
+                 continuing another run there would overwrite them. Leave out --run-name to continue {} in its \
+                 own directory, choose a new --run-name, or pass --force",
+                cfg.run.name,
+                target.display(),
+                latest.display(),
+                own.display()
+            );
+        }
+        eprintln!(
+            "warning: --force: writing into {}, which holds checkpoints of another run",
+            target.display()
+        );
+    }
+    Ok(Some(ckpt))
 }
 
 /// The run config with `--run-name` applied, refused where this build cannot run it.
@@ -157,16 +285,15 @@ fn fresh(
     Ok((model, opt, TrainerState::fresh(cfg)))
 }
 
-/// Model, optimizer and state restored from the checkpoint `spec` names.
+/// Model, optimizer and state restored from checkpoint `ckpt`.
 fn resume(
     cfg: &RunConfig,
     opts: &TrainOptions,
-    spec: &str,
-    dir: &Path,
+    ckpt: &Path,
     dtype: DType,
     device: &Device,
 ) -> Result<(Qwen2, AdamW, TrainerState)> {
-    let ckpt = checkpoint::resolve(spec, dir)?;
+    let ckpt = ckpt.to_path_buf();
     let mut state = checkpoint::read_state(&ckpt)?;
     if state.config_hash != cfg.math_hash() {
         let mut changed = vec![];
@@ -200,7 +327,7 @@ fn resume(
     Ok((model, opt, state))
 }
 
-/// The keys whose values differ between two `math` JSON trees.
+/// The keys whose values differ between two `math` JSON trees, as `key: old → new`.
 fn changed_keys(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -224,7 +351,7 @@ fn changed_keys(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
                 changed_keys(u, v, &format!("{prefix}[{i}]"), out);
             }
         }
-        _ if a != b => out.push(prefix.to_string()),
+        _ if a != b => out.push(format!("{prefix}: {a} → {b}")),
         _ => {}
     }
 }

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use signal_hook::consts::{SIGINT, SIGTERM};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -31,6 +32,30 @@ impl StopRequest {
             Some("SIGINT")
         } else {
             None
+        }
+    }
+}
+
+/// A run stopped on request (SIGINT/SIGTERM) with its state saved: not a failure. The binary
+/// prints it without `error:` and exits with 130 (SIGINT) or 143 (SIGTERM), the shell's codes
+/// for those signals, so a requeue script can tell a pre-emption from a crash (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {signal} after step {step}; checkpoint {} saved — continue with: {resume}", .checkpoint.display())]
+pub struct Stopped {
+    pub signal: &'static str,
+    pub step: u64,
+    pub checkpoint: PathBuf,
+    /// A command that continues the run, verbatim.
+    pub resume: String,
+}
+
+impl Stopped {
+    /// The process's exit code: 128 + the signal's number.
+    pub fn exit_code(&self) -> i32 {
+        if self.signal == "SIGTERM" {
+            143
+        } else {
+            130
         }
     }
 }

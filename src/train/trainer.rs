@@ -14,8 +14,8 @@ use super::metrics::{finite, MetricsLog, StepMetrics};
 use super::optimizer::AdamW;
 use super::progress::Progress;
 use super::schedule::lr_at;
-use super::setup::TrainOptions;
-use super::signals::StopRequest;
+use super::setup::{resume_command, TrainOptions};
+use super::signals::{StopRequest, Stopped};
 use super::stage::StageRun;
 use super::step::{step_gradients, MicroBatch};
 use super::{fault, memory};
@@ -38,7 +38,6 @@ pub fn run(opts: TrainOptions) -> Result<Summary> {
 /// A run in progress: its components and counters.
 pub struct Trainer {
     pub(super) cfg: RunConfig,
-    pub(super) opts: TrainOptions,
     pub(super) dir: PathBuf,
     pub(super) device: Device,
     pub(super) model: Qwen2,
@@ -226,14 +225,16 @@ impl Trainer {
                 self.arena = Some(arena);
             }
         }
-        if let Some(sig) = self.stop.requested() {
-            let dir = self.saved_or_save()?;
+        if let Some(signal) = self.stop.requested() {
+            let checkpoint = self.saved_or_save()?;
             self.progress.finish();
-            bail!(
-                "stopped by {sig} after step {step}; checkpoint {} — continue with: {}",
-                dir.display(),
-                self.opts.resume_command()
-            );
+            return Err(Stopped {
+                signal,
+                step,
+                checkpoint,
+                resume: resume_command(&self.dir),
+            }
+            .into());
         }
         Ok(())
     }
