@@ -1,8 +1,10 @@
-//! `syncoder ckpt inspect`: what a checkpoint (or a run's latest) holds.
+//! `syncoder ckpt inspect`: what a checkpoint (or a run's latest) holds; `syncoder ckpt export`:
+//! a checkpoint's model alone (weights, config, tokenizer, generation config) in a new directory.
 
+use crate::io::fsync_dir;
 use crate::model::weights::WeightFiles;
 use crate::model::Qwen2Config;
-use crate::train::checkpoint::{self, OPTIMIZER};
+use crate::train::checkpoint::{self, OPTIMIZER, TRAINER_STATE, TRAINING_STATE_DIR};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -12,51 +14,142 @@ use std::path::{Path, PathBuf};
 pub enum CkptCommand {
     /// Print what a checkpoint holds (a step directory, or a run directory's latest).
     Inspect(InspectArgs),
+    /// Copy a checkpoint's model (weights, config, tokenizer, generation config) to a new
+    /// directory, without optimizer or trainer state: what to hand to vLLM, transformers or the Hub.
+    Export(ExportArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// A step directory, or a run directory (its latest checkpoint).
     pub dir: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With --json: the whole trainer state, the data loader's shuffle buffer included.
+    #[arg(long, requires = "json")]
+    pub full: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A step directory, or a run directory (its latest checkpoint).
+    pub dir: PathBuf,
+    /// The new model directory (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 pub fn run(cmd: CkptCommand) -> Result<()> {
     match cmd {
-        CkptCommand::Inspect(a) => inspect(&a.dir, a.json),
+        CkptCommand::Inspect(a) => inspect(&a.dir, a.json, a.full),
+        CkptCommand::Export(a) => export(&a.dir, &a.out),
     }
 }
 
+/// The step directory `dir` names: itself, or its run's latest.
+fn step_dir_of(dir: &Path) -> Result<PathBuf> {
+    if !dir.exists() {
+        anyhow::bail!("{}: does not exist", dir.display());
+    }
+    if dir.join("config.json").is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    checkpoint::latest(dir)?.with_context(|| {
+        format!(
+            "{}: neither a model directory (config.json) nor a run directory with `latest`",
+            dir.display()
+        )
+    })
+}
+
+/// Files of a step directory's root that belong to the model (not to resuming).
+fn model_files(step_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for e in std::fs::read_dir(step_dir).with_context(|| format!("listing {}", step_dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.file_type()?.is_file() && name != OPTIMIZER && name != TRAINER_STATE {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn export(dir: &Path, out: &Path) -> Result<()> {
+    let step_dir = step_dir_of(dir)?;
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        anyhow::bail!("--out {}: exists and is not empty", out.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".tmp-export-{name}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    let files = model_files(&step_dir)?;
+    for f in &files {
+        let to = tmp.join(f.file_name().expect("a listed file has a name"));
+        std::fs::copy(f, &to).with_context(|| format!("copying {} to {}", f.display(), to.display()))?;
+        std::fs::File::open(&to)?.sync_all()?;
+    }
+    fsync_dir(&tmp)?;
+    if out.exists() {
+        std::fs::remove_dir(out).with_context(|| format!("replacing the empty {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
+    fsync_dir(parent)?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
+        .collect();
+    println!(
+        "exported {} to {}: {}",
+        step_dir.display(),
+        out.display(),
+        names.join(" ")
+    );
+    Ok(())
+}
+
+/// Bytes of the files under `dir` (its sub-directories included).
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|it| {
+            it.flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some(if m.is_dir() { dir_size(&e.path()) } else { m.len() })
+                })
+                .sum()
+        })
         .unwrap_or(0)
 }
 
-fn inspect(dir: &Path, as_json: bool) -> Result<()> {
-    let step_dir = if dir.join("config.json").is_file() {
-        dir.to_path_buf()
-    } else {
-        checkpoint::latest(dir)?.with_context(|| {
-            format!(
-                "{}: neither a model directory (config.json) nor a run directory with `latest`",
-                dir.display()
-            )
-        })?
-    };
+fn inspect(dir: &Path, as_json: bool, full: bool) -> Result<()> {
+    let step_dir = step_dir_of(dir)?;
     let config = Qwen2Config::from_file(&step_dir.join("config.json"))?;
     let weights = WeightFiles::open(&step_dir)?;
     let names = weights.names();
-    let state = if step_dir.join(checkpoint::TRAINER_STATE).is_file() {
+    let state = if checkpoint::is_checkpoint(&step_dir) {
         Some(checkpoint::read_state(&step_dir)?)
     } else {
         None
     };
-    let optimizer_tensors = if step_dir.join(OPTIMIZER).is_file() {
-        let bytes = std::fs::read(step_dir.join(OPTIMIZER))?;
+    let optimizer = checkpoint::state_file(&step_dir, OPTIMIZER);
+    let optimizer_tensors = if optimizer.is_file() {
+        let bytes = std::fs::read(&optimizer)?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{}: corrupt", step_dir.join(OPTIMIZER).display()))?;
+            .with_context(|| format!("{}: corrupt", optimizer.display()))?;
         Some(st.names().len())
     } else {
         None
@@ -65,10 +158,23 @@ fn inspect(dir: &Path, as_json: bool) -> Result<()> {
         let mut v: Vec<String> = std::fs::read_dir(&step_dir)?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().to_string())
+            .map(|n| if n == TRAINING_STATE_DIR { format!("{n}/") } else { n })
             .collect();
         v.sort();
         v
     };
+    let mut state_json = serde_json::to_value(&state)?;
+    if !full {
+        // The loader's buffers (token ids of every buffered sample) only matter to resuming.
+        if let Some(loader) = state_json.get_mut("loader").and_then(|l| l.as_object_mut()) {
+            for key in ["buffer", "packer", "ready"] {
+                if let Some(v) = loader.get_mut(key) {
+                    let n = v.as_array().map_or(1, Vec::len);
+                    *v = json!(format!("({n} entries; --full shows them)"));
+                }
+            }
+        }
+    }
     let out = json!({
         "dir": step_dir,
         "files": files,
@@ -85,7 +191,7 @@ fn inspect(dir: &Path, as_json: bool) -> Result<()> {
             "tensors": names.len(),
         },
         "optimizer_tensors": optimizer_tensors,
-        "trainer_state": state,
+        "trainer_state": state_json,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,6 +1,9 @@
 //! Checkpoints of a run: `RUN/step-NNNNNNNN/` in Hugging Face layout (weights, `config.json`,
-//! tokenizer files, `generation_config.json`) plus `optimizer.safetensors` and
-//! `trainer_state.json`, and `RUN/latest` naming the newest complete one.
+//! tokenizer files, `generation_config.json`), its `training_state/` sub-directory
+//! (`optimizer.safetensors`, `trainer_state.json`), and `RUN/latest` naming the newest complete
+//! one. The step directory's root holds only what inference loaders take: vLLM loads every
+//! `*.safetensors` of a model directory without an index, so optimizer state there would break
+//! it. Checkpoints of the earlier layout (both files at the root) are read as well.
 //!
 //! A step directory is written under a temporary name with every file fsynced, renamed into
 //! place, and only then named by `latest` (itself replaced atomically), so a kill at any moment
@@ -23,6 +26,25 @@ use std::path::{Path, PathBuf};
 pub const LATEST: &str = "latest";
 pub const TRAINER_STATE: &str = "trainer_state.json";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
+/// The sub-directory of a step directory holding what only resuming needs.
+pub const TRAINING_STATE_DIR: &str = "training_state";
+
+/// Where `file` (`TRAINER_STATE` or `OPTIMIZER`) of a step directory is: in
+/// `training_state/`, or at the root in checkpoints of the earlier layout.
+pub fn state_file(step_dir: &Path, file: &str) -> PathBuf {
+    let new = step_dir.join(TRAINING_STATE_DIR).join(file);
+    let old = step_dir.join(file);
+    if !new.exists() && old.exists() {
+        old
+    } else {
+        new
+    }
+}
+
+/// Whether `dir` is a complete training checkpoint (it has a trainer state).
+pub fn is_checkpoint(dir: &Path) -> bool {
+    state_file(dir, TRAINER_STATE).is_file()
+}
 const STATE_FORMAT: u32 = 1;
 
 /// `[checkpoint]`: how often a run is saved and how many saves it keeps.
@@ -192,15 +214,18 @@ pub fn save(
         ("updates".to_string(), opt.steps.to_string()),
     ]);
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    write_atomic(&tmp.join(OPTIMIZER), &safetensors::serialize(refs, Some(meta))?)?;
+    let training = tmp.join(TRAINING_STATE_DIR);
+    std::fs::create_dir_all(&training).with_context(|| format!("creating {}", training.display()))?;
+    write_atomic(&training.join(OPTIMIZER), &safetensors::serialize(refs, Some(meta))?)?;
     for (file, bytes) in &files.tokenizer_files {
         write_atomic(&tmp.join(file), bytes)?;
     }
     write_atomic(&tmp.join("generation_config.json"), &files.generation_config)?;
     write_atomic(
-        &tmp.join(TRAINER_STATE),
+        &training.join(TRAINER_STATE),
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
+    fsync_dir(&training)?;
     fsync_dir(&tmp)?;
     if final_dir.exists() {
         // The same step saved again (e.g. the final save of a resumed, already finished
@@ -252,7 +277,7 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
                 bail!("{}: does not name a step directory ({name:?})", path.display());
             }
             let dir = run_dir.join(name);
-            if !dir.join(TRAINER_STATE).is_file() {
+            if !is_checkpoint(&dir) {
                 bail!(
                     "{} names {}, which is not a complete checkpoint",
                     path.display(),
@@ -274,7 +299,7 @@ pub fn resolve(spec: &str, run_dir: &Path) -> Result<PathBuf> {
     } else {
         PathBuf::from(spec)
     };
-    if dir.join(TRAINER_STATE).is_file() {
+    if is_checkpoint(&dir) {
         return Ok(dir);
     }
     match latest(&dir)? {
@@ -290,7 +315,7 @@ pub fn resolve(spec: &str, run_dir: &Path) -> Result<PathBuf> {
 }
 
 pub fn read_state(step_dir: &Path) -> Result<TrainerState> {
-    let path = step_dir.join(TRAINER_STATE);
+    let path = state_file(step_dir, TRAINER_STATE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let state: TrainerState =
         serde_json::from_str(&text).with_context(|| format!("{}: not a valid trainer state", path.display()))?;
@@ -306,7 +331,7 @@ pub fn read_state(step_dir: &Path) -> Result<TrainerState> {
 
 /// The optimizer tensors of a checkpoint.
 pub fn read_optimizer(step_dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let path = step_dir.join(OPTIMIZER);
+    let path = state_file(step_dir, OPTIMIZER);
     if !path.is_file() {
         bail!("{}: missing (not a training checkpoint?)", path.display());
     }

@@ -40,15 +40,22 @@ impl Trainer {
             arena.at_finish(self.state.step, &ckpt, self);
             self.arena = Some(arena);
         }
-        let all: Vec<StepMetrics> = read_steps(self.metrics.path())?;
-        let title = format!("{} — loss per optimizer step", self.cfg.run.name);
-        write_atomic(&loss_svg(&self.dir), super::loss_curve::render(&all, &title).as_bytes())?;
+        let all = self.write_loss_curve()?;
         let summary = self.summary(ckpt, &all);
         write_atomic(
             &self.dir.join("summary.json"),
             serde_json::to_string_pretty(&summary)?.as_bytes(),
         )?;
         Ok(summary)
+    }
+
+    /// Draws `loss.svg` from `metrics.jsonl` (at every checkpoint and at the end); returns the
+    /// steps read.
+    pub(super) fn write_loss_curve(&self) -> Result<Vec<StepMetrics>> {
+        let all: Vec<StepMetrics> = read_steps(self.metrics.path())?;
+        let title = format!("{} — loss per optimizer step", self.cfg.run.name);
+        write_atomic(&loss_svg(&self.dir), super::loss_curve::render(&all, &title).as_bytes())?;
+        Ok(all)
     }
 
     /// The final checkpoint, with its trainer state marking the run complete.
@@ -59,7 +66,7 @@ impl Trainer {
         // Already saved at this step: only record that the run is complete.
         let dir = self.dir.join(checkpoint::step_dir_name(self.state.step));
         write_atomic(
-            &dir.join(TRAINER_STATE),
+            &checkpoint::state_file(&dir, TRAINER_STATE),
             serde_json::to_string_pretty(&self.state)?.as_bytes(),
         )?;
         Ok(dir)

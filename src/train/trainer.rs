@@ -245,6 +245,9 @@ impl Trainer {
             .with_context(|| format!("saving the checkpoint of step {}", self.state.step))?;
         self.last_saved = Some(self.state.step);
         self.progress.note(&format!("saved {}", dir.display()));
+        if let Err(e) = self.write_loss_curve() {
+            self.progress.note(&format!("could not draw loss.svg: {e:#}"));
+        }
         Ok(dir)
     }
 

@@ -260,6 +260,7 @@ fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
         state.step,
         "the checkpoint is the last finished step"
     );
+    assert!(dir.join("loss.svg").is_file(), "loss.svg is drawn at every checkpoint");
     // The printed command continues the run verbatim (the `--set` it was started with included).
     let hint = err
         .lines()
@@ -453,4 +454,155 @@ fn ckpt_inspect_describes_a_checkpoint() {
     assert_eq!(v["trainer_state"]["step"], 9);
     assert_eq!(v["trainer_state"]["complete"], false);
     assert!(v["trainer_state"]["loader"]["stats"]["records"].as_u64().unwrap() > 0);
+    // Concise by default: the shuffle buffer's token ids only with --full.
+    assert!(v["trainer_state"]["loader"]["buffer"].is_string(), "{v}");
+    let full = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["ckpt", "inspect", "--json", "--full"])
+        .arg(run_dir.join("step-00000009"))
+        .output()
+        .unwrap();
+    ok(&full);
+    let f: serde_json::Value = serde_json::from_slice(&full.stdout).unwrap();
+    assert!(!f["trainer_state"]["loader"]["buffer"].as_array().unwrap().is_empty());
+    assert!(full.stdout.len() > 4 * out.stdout.len());
+}
+
+/// The weight files an inference loader takes from a model directory, as vLLM's default
+/// loader picks them: every `*.safetensors` at the root, narrowed to the files of
+/// `model.safetensors.index.json` only when that index exists.
+fn vllm_weight_files(dir: &Path) -> Vec<String> {
+    let mut all: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    all.sort();
+    let index = dir.join("model.safetensors.index.json");
+    if let Ok(text) = std::fs::read_to_string(index) {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let listed: std::collections::BTreeSet<String> = v["weight_map"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        all.retain(|f| listed.contains(f));
+    }
+    all
+}
+
+/// The weight files transformers' `from_pretrained` takes: `model.safetensors`, else the
+/// index's files.
+fn transformers_weight_files(dir: &Path) -> Vec<String> {
+    if dir.join("model.safetensors").is_file() {
+        return vec!["model.safetensors".into()];
+    }
+    let text = std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let set: std::collections::BTreeSet<String> = v["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Every tensor in `files` is a parameter of the model `dir/config.json` describes, and every
+/// parameter is there once.
+fn assert_only_model_tensors(dir: &Path, files: &[String]) {
+    let cfg = syncoder::model::Qwen2Config::from_file(&dir.join("config.json")).unwrap();
+    let mut expected: Vec<String> = syncoder::model::qwen2::param_specs(&cfg)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    expected.sort();
+    let mut found: Vec<String> = vec![];
+    for f in files {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        found.extend(st.names().into_iter().map(|n| n.to_string()));
+    }
+    found.sort();
+    assert_eq!(found, expected, "{}: the loaders would read {files:?}", dir.display());
+}
+
+#[test]
+fn checkpoints_hold_only_model_weights_where_vllm_and_transformers_look() {
+    let b = baseline();
+    let out_dir = b.cfg.parent().unwrap();
+    // A single-file checkpoint and a sharded one (with an index).
+    killed(&train(&b.cfg, "layout", &[], Some("kill-after-save:3")));
+    killed(&train(
+        &b.cfg,
+        "sharded",
+        &["--set", "checkpoint.max_shard_bytes=400000"],
+        Some("kill-after-save:3"),
+    ));
+    for run in ["layout", "sharded"] {
+        let step = out_dir.join(run).join("step-00000003");
+        let v = vllm_weight_files(&step);
+        assert_only_model_tensors(&step, &v);
+        assert_only_model_tensors(&step, &transformers_weight_files(&step));
+        assert!(step.join("training_state/optimizer.safetensors").is_file());
+    }
+    assert!(vllm_weight_files(&out_dir.join("sharded/step-00000003")).len() > 1);
+
+    // `ckpt export`: the model alone, in a new directory.
+    let exported = out_dir.join("exported");
+    ok(&Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["ckpt", "export"])
+        .arg(out_dir.join("layout"))
+        .arg("--out")
+        .arg(&exported)
+        .output()
+        .unwrap());
+    let mut names: Vec<String> = std::fs::read_dir(&exported)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    assert!(
+        std::fs::read(exported.join("model.safetensors")).unwrap()
+            == std::fs::read(out_dir.join("layout/step-00000003/model.safetensors")).unwrap()
+    );
+    // Not over an existing, non-empty directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["ckpt", "export"])
+        .arg(out_dir.join("layout"))
+        .arg("--out")
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn checkpoints_of_the_earlier_layout_still_resume_exactly() {
+    let b = baseline();
+    let run = "old-layout";
+    let dir = b.cfg.parent().unwrap().join(run);
+    killed(&train(&b.cfg, run, &[], Some("kill-after-save:6")));
+    // Optimizer and trainer state at the step directory's root, as syncoder wrote them before.
+    let step = dir.join("step-00000006");
+    for f in ["optimizer.safetensors", "trainer_state.json"] {
+        std::fs::rename(step.join("training_state").join(f), step.join(f)).unwrap();
+    }
+    std::fs::remove_dir(step.join("training_state")).unwrap();
+    ok(&train(&b.cfg, run, &["--resume", "latest"], None));
+    assert_eq!(losses(&dir), b.losses);
+    assert!(final_weights(&dir) == b.weights);
 }
