@@ -66,7 +66,7 @@ impl DeviceSpec {
         if !cfg!(feature = "cuda") {
             bail!(
                 "{:?}: this binary was built without the `cuda` feature; rebuild with \
-                 `cargo build --release --features cuda` (see docs/gpu.md) or set run.device = \"cpu\"",
+                 `cargo build --release --features cuda` (see docs/gpu.md) or run on the CPU (`cpu`)",
                 self.to_string()
             );
         }

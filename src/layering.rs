@@ -13,8 +13,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("device", &["ops"]),
     ("model", &["io", "ops"]),
     ("data", &["io", "config"]),
-    ("infer", &["io", "ops", "model", "data"]),
-    ("arena", &["io", "config", "model", "data", "infer"]),
+    ("infer", &["io", "ops", "device", "model", "data"]),
+    ("arena", &["io", "config", "device", "model", "data", "infer"]),
     (
         "train",
         &["io", "config", "ops", "device", "model", "data", "infer", "arena"],

@@ -1,15 +1,20 @@
 //! Model answers to the questions: `EVAL_DIR/model_answer/NAME.jsonl`, one line per question
-//! (id, answer, token count, generation settings), appended and fsynced as each batch is
-//! produced; questions already answered are skipped, so a killed run resumes.
+//! (id, answer, token count, generation settings, and what produced it: the SHA-256 of the
+//! weights and of the tokenizer and chat template), appended and fsynced as each batch is
+//! produced; questions already answered are skipped, so a killed run resumes. Answers of another
+//! model, tokenizer or generation settings under the same name are never reused: the command
+//! refuses, naming both, unless told to overwrite them (which also drops the judgments made
+//! of them).
 
 use super::questions::Question;
-use crate::infer::{generate, ChatFormat, FinishReason, GenerationSettings, Sampling};
+use crate::infer::model_ref::tokenizer_dir;
+use crate::infer::{generate, FinishReason, GenerationSettings, InferDevice, LoadedModel, Sampling};
 use crate::io::jsonl::{self, AppendLog};
-use crate::model::Qwen2;
-use anyhow::{Context, Result};
-use candle_core::{DType, Device};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,6 +31,87 @@ pub struct Answer {
     pub sampling: Sampling,
     /// The model directory the answer came from.
     pub model_dir: PathBuf,
+    /// What produced the answer (absent in answers written before it was recorded).
+    #[serde(default, flatten)]
+    pub provenance: Provenance,
+}
+
+/// What produced an answer: digests of the weights and of the tokenizer and chat template.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// SHA-256 over the model's weight files (`*.safetensors` and the index), in name order.
+    #[serde(default)]
+    pub weights_sha256: String,
+    /// SHA-256 over tokenizer.json, tokenizer_config.json, chat_template.jinja (when present)
+    /// and the model's generation_config.json (its stop tokens).
+    #[serde(default)]
+    pub tokenizer_sha256: String,
+}
+
+impl Provenance {
+    /// The digests of the model in `model_dir` with the tokenizer of `tokenizer_dir`.
+    pub fn of(model_dir: &Path, tokenizer_dir: &Path) -> Result<Self> {
+        let mut weights: Vec<PathBuf> = std::fs::read_dir(model_dir)
+            .with_context(|| format!("listing {}", model_dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                n.ends_with(".safetensors") || n == "model.safetensors.index.json"
+            })
+            .collect();
+        weights.sort();
+        if weights.is_empty() {
+            bail!("{}: no *.safetensors weights", model_dir.display());
+        }
+        let tokenizer: Vec<PathBuf> = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
+            .iter()
+            .map(|f| tokenizer_dir.join(f))
+            .chain([model_dir.join("generation_config.json")])
+            .filter(|p| p.is_file())
+            .collect();
+        Ok(Self {
+            weights_sha256: digest_files(&weights)?,
+            tokenizer_sha256: digest_files(&tokenizer)?,
+        })
+    }
+}
+
+/// SHA-256 over each file's name and bytes, streamed.
+fn digest_files(files: &[PathBuf]) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        h.update(
+            f.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
+        h.update([0]);
+        let mut file = std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The model that answers: its directory, tokenizer and where it runs.
+#[derive(Clone, Debug)]
+pub struct AnswerModel {
+    pub dir: PathBuf,
+    /// The tokenizer's directory (default: the model's).
+    pub tokenizer: Option<PathBuf>,
+    pub device: InferDevice,
 }
 
 pub fn answers_path(eval_dir: &Path, name: &str) -> PathBuf {
@@ -50,29 +136,56 @@ pub struct AnswerSettings {
     pub sampling: Sampling,
     /// Questions generated together.
     pub batch_size: usize,
+    /// Replace answers of `name` that another model, tokenizer or setting produced (and drop
+    /// the judgments made of them) instead of refusing.
+    pub overwrite: bool,
 }
 
 /// Answers every question not answered yet (too-long questions are skipped); returns how many
-/// were generated now.
+/// were generated now. Answers already there from another model, tokenizer or setting are
+/// refused (or, with `overwrite`, replaced).
 pub fn answer_questions(
-    model_dir: &Path,
+    m: &AnswerModel,
     name: &str,
     questions: &[Question],
     eval_dir: &Path,
     s: &AnswerSettings,
 ) -> Result<usize> {
-    let (mut log, done) = AppendLog::open::<Answer>(&answers_path(eval_dir, name))?;
+    let path = answers_path(eval_dir, name);
+    let tok_dir = tokenizer_dir(&m.dir, m.tokenizer.as_deref())?;
+    let provenance = Provenance::of(&m.dir, &tok_dir)?;
+    let existing: Vec<Answer> = jsonl::read(&path)?;
+    if let Some(old) = existing
+        .iter()
+        .find(|a| a.provenance != provenance || a.max_new_tokens != s.max_new_tokens || a.sampling != s.sampling)
+    {
+        let was = describe(&old.model_dir, &old.provenance, old.max_new_tokens, &old.sampling);
+        let now = describe(&m.dir, &provenance, s.max_new_tokens, &s.sampling);
+        if !s.overwrite {
+            bail!(
+                "{} holds answers of {name:?} produced by {was}; you asked for {now}. Use another name (--name, \
+                 or another --out), or pass --overwrite to replace them",
+                path.display()
+            );
+        }
+        eprintln!("{name}: replacing the answers of {was} (--overwrite)");
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        drop_judgments_of(eval_dir, name)?;
+    }
+    let (mut log, done) = AppendLog::open::<Answer>(&path)?;
     let done: std::collections::HashSet<String> = done.into_iter().map(|a| a.question_id).collect();
     let todo: Vec<&Question> = questions
         .iter()
         .filter(|q| !q.too_long() && !done.contains(&q.id))
         .collect();
     if todo.is_empty() {
+        eprintln!("{name}: 0 new answers, {} present ({})", done.len(), path.display());
         return Ok(0);
     }
-    let format = ChatFormat::from_dir(model_dir)?;
-    let model = Qwen2::load(model_dir, DType::F32, &Device::Cpu, false)
-        .with_context(|| format!("loading {} for answering", model_dir.display()))?;
+    let spec = m.dir.to_string_lossy().to_string();
+    let loaded = LoadedModel::load(&spec, m.tokenizer.as_deref(), &m.device)
+        .with_context(|| format!("loading {} for answering", m.dir.display()))?;
+    let format = &loaded.format;
     let prompts: Vec<Vec<u32>> = todo
         .iter()
         .map(|q| format.chat_ids(&q.messages))
@@ -89,7 +202,7 @@ pub fn answer_questions(
         .chunks(s.batch_size.max(1))
         .zip(prompts.chunks(s.batch_size.max(1)))
     {
-        let out = generate(&model, batch, &settings)?;
+        let out = generate(&loaded.model, batch, &settings)?;
         for (q, g) in qs.iter().zip(out) {
             let answer = Answer {
                 question_id: q.id.clone(),
@@ -99,7 +212,8 @@ pub fn answer_questions(
                 finish_reason: g.finish_reason,
                 max_new_tokens: s.max_new_tokens,
                 sampling: s.sampling,
-                model_dir: model_dir.to_path_buf(),
+                model_dir: m.dir.clone(),
+                provenance: provenance.clone(),
             };
             log.append(&answer)?;
             produced += 1;
@@ -108,9 +222,57 @@ pub fn answer_questions(
     }
     bar.finish_and_clear();
     eprintln!(
-        "{name}: {produced} answers in {:.1} s ({} already there)",
+        "{name}: {produced} new answers in {:.1} s, {} present before",
         started.elapsed().as_secs_f64(),
         done.len()
     );
     Ok(produced)
+}
+
+/// "DIR (weights sha256 abcd1234…, tokenizer 5678abcd…, max_new_tokens N, greedy)".
+fn describe(dir: &Path, p: &Provenance, max_new_tokens: usize, sampling: &Sampling) -> String {
+    let short = |d: &str| {
+        if d.is_empty() {
+            "not recorded".to_string()
+        } else {
+            format!("{}…", &d[..d.len().min(12)])
+        }
+    };
+    let sampling = if sampling.is_greedy() {
+        "greedy".to_string()
+    } else {
+        format!(
+            "temperature {}, top_p {}, seed {}",
+            sampling.temperature, sampling.top_p, sampling.seed
+        )
+    };
+    format!(
+        "{} (weights sha256 {}, tokenizer {}, max_new_tokens {max_new_tokens}, {sampling})",
+        dir.display(),
+        short(&p.weights_sha256),
+        short(&p.tokenizer_sha256)
+    )
+}
+
+/// Removes the judgment files in which `name` is the model or the opponent (they judged
+/// answers that are being replaced).
+fn drop_judgments_of(eval_dir: &Path, name: &str) -> Result<()> {
+    let root = eval_dir.join("model_judgment");
+    let Ok(judges) = std::fs::read_dir(&root) else {
+        return Ok(());
+    };
+    for judge in judges.flatten().filter(|e| e.path().is_dir()) {
+        for file in std::fs::read_dir(judge.path())?.flatten() {
+            let p = file.path();
+            let Ok(list) = jsonl::read::<serde_json::Value>(&p) else {
+                continue;
+            };
+            let involved = list.iter().any(|j| j["model"] == name || j["opponent"] == name);
+            if involved {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+                eprintln!("{name}: removed {} (it judged the replaced answers)", p.display());
+            }
+        }
+    }
+    Ok(())
 }

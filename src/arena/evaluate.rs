@@ -89,9 +89,17 @@ pub struct JudgeSummary {
     pub judged: usize,
     pub already_done: usize,
     pub failed: usize,
+    /// The errors of the failed games.
+    pub failures: Vec<String>,
     /// Questions left out because an answer is missing.
     pub missing_answers: usize,
     pub skipped_too_long: usize,
+    /// Games of the pairing judged so far (before and now).
+    pub total_judged: usize,
+    /// Of those, games whose verdict could not be parsed.
+    pub unparsable: usize,
+    /// The judge's reply of one unparsable game, to show.
+    pub unparsable_sample: Option<String>,
 }
 
 /// Judges `model`'s answers against `opponent` on every question (two games each, positions
@@ -163,6 +171,7 @@ pub fn judge(
     let (mut log, done) = JudgmentLog::open(&log_path)?;
     let digest = super::protocol::digest(protocol, client.config());
     super::protocol::ensure_same(&log_path, &done, &digest)?;
+    ensure_same_answers(&log_path, &jobs, &done)?;
     let total = jobs.len();
     let todo = pending(jobs, &done);
     summary.already_done = total - todo.len();
@@ -177,16 +186,56 @@ pub fn judge(
         judge: judge_name,
         protocol: digest,
     };
-    let run = run_games(client, protocol, todo, &meta, concurrency, &mut log, &mut |_| {
+    summary.unparsable = done.iter().filter(|j| j.label.is_none()).count();
+    summary.unparsable_sample = done.iter().find(|j| j.label.is_none()).map(|j| j.judgment.clone());
+    let (mut unparsable_now, mut sample_now) = (0, None);
+    let run = run_games(client, protocol, todo, &meta, concurrency, &mut log, &mut |j| {
+        if j.label.is_none() {
+            unparsable_now += 1;
+            sample_now.get_or_insert_with(|| j.judgment.clone());
+        }
         bar.inc(1)
     })?;
     bar.finish_and_clear();
+    summary.unparsable += unparsable_now;
+    summary.unparsable_sample = sample_now.or(summary.unparsable_sample);
+    summary.total_judged = summary.already_done + run.judged;
     summary.judged = run.judged;
     summary.failed = run.failed.len();
+    summary.failures = run.failed.iter().map(|f| f.2.clone()).collect();
     for (id, game, err) in run.failed.iter().take(5) {
         eprintln!("question {id} game {game}: {err}");
     }
     Ok(summary)
+}
+
+/// Refuses to resume a judgment file whose games judged other answers than today's (an
+/// answers file rewritten since, e.g. with another model under the same name).
+fn ensure_same_answers(log_path: &Path, jobs: &[GameJob], done: &[Judgment]) -> Result<()> {
+    let now: BTreeMap<(&str, u8), String> = jobs
+        .iter()
+        .map(|j| ((j.question_id.as_str(), j.game), j.answers_digest()))
+        .collect();
+    let stale: Vec<String> = done
+        .iter()
+        .filter(|j| !j.answers_sha256.is_empty())
+        .filter(|j| {
+            now.get(&(j.question_id.as_str(), j.game))
+                .is_some_and(|d| *d != j.answers_sha256)
+        })
+        .map(|j| format!("{} game {}", j.question_id, j.game))
+        .collect();
+    if !stale.is_empty() {
+        bail!(
+            "{}: {} games were judged on answers that have changed since ({}{}); their verdicts do not apply to \
+             today's answers. Remove that file to judge again, or judge into another --out",
+            log_path.display(),
+            stale.len(),
+            stale.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            if stale.len() > 3 { ", …" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 /// Reports of every judgment file under `EVAL_DIR/model_judgment/` (of `only_model`'s pairings
@@ -263,6 +312,7 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
                 missing,
                 resamples,
                 seed,
+                min_valid_share: super::report::MIN_VALID_SHARE,
             }));
         }
     }

@@ -35,6 +35,19 @@ pub struct GameJob {
     pub answer_b: String,
 }
 
+impl GameJob {
+    /// SHA-256 of the question and both answers in their positions.
+    pub fn answers_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.question, &self.answer_a, &self.answer_b] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        format!("{:x}", h.finalize())
+    }
+}
+
 /// Names recorded with every judgment of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GameMeta {
@@ -80,6 +93,10 @@ pub struct Judgment {
     /// The model the judge's API said answered (its reply's `model` field), when it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge_reported: Option<String>,
+    /// `GameJob::answers_digest` of the answers judged; empty in logs written before it was
+    /// recorded. A judgment whose answers have changed since is not reused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub answers_sha256: String,
 }
 
 /// What [`judge_game`] returns.
@@ -229,7 +246,9 @@ pub fn run_games(
                     usage,
                     judge_reported,
                 }) => {
+                    let answers_sha256 = job.answers_digest();
                     let j = Judgment {
+                        answers_sha256,
                         question_id: job.question_id,
                         game: job.game,
                         model: meta.model.clone(),
@@ -314,6 +333,7 @@ mod tests {
             prompt_digest: "0123".into(),
             protocol: "p1".into(),
             judge_reported: None,
+            answers_sha256: String::new(),
         }
     }
 

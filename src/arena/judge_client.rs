@@ -201,10 +201,19 @@ impl JudgeClient {
                     ))));
                 }
                 Err(AttemptError::Retry { message, retry_after }) => {
-                    last = message;
                     if attempt + 1 < attempts {
-                        std::thread::sleep(self.delay(attempt, retry_after));
+                        let wait = self.delay(attempt, retry_after);
+                        eprintln!(
+                            "{}",
+                            self.redact(&format!(
+                                "judge: attempt {} of {attempts} failed ({message}); retrying in {:.1} s",
+                                attempt + 1,
+                                wait.as_secs_f64()
+                            ))
+                        );
+                        std::thread::sleep(wait);
                     }
+                    last = message;
                 }
             }
         }
@@ -212,6 +221,73 @@ impl JudgeClient {
             "judge request to {} (model {}) failed after {} attempt(s); last error: {}",
             self.url, self.cfg.model, attempts, last
         ))))
+    }
+
+    /// One cheap request before any work: `GET {base}/models`, within 10 s. An unreachable
+    /// server, a 401/403, a 404 (no OpenAI-compatible API at that URL) or a model list without
+    /// the judge model fails at once with advice fitted to what happened; other statuses only
+    /// warn (the server is there).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let base = self.url.trim_end_matches("/chat/completions");
+        let url = format!("{base}/models");
+        let mut request = self.http.get(&url).timeout(Duration::from_secs(10));
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = match request.send() {
+            Ok(r) => r,
+            Err(e) => bail!(self.redact(&format!(
+                "the judge at {base} cannot be reached: {}; check --judge-url (is the server running there?)",
+                render_reqwest_error(e)
+            ))),
+        };
+        let status = response.status();
+        let body = read_body_lossy(response);
+        let key = if self.cfg.key_env.is_empty() {
+            "no key variable set (--judge-key-env)".to_string()
+        } else {
+            format!(
+                "${} (set: {})",
+                self.cfg.key_env,
+                if self.has_key() { "yes" } else { "no" }
+            )
+        };
+        match status.as_u16() {
+            200 => {
+                let served: Vec<String> = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("data").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                if !served.is_empty() && !served.iter().any(|m| m == &self.cfg.model) {
+                    let mut list = served.clone();
+                    list.truncate(20);
+                    bail!(
+                        "the judge at {base} does not serve model {:?} (--judge-model); it serves: {}{}",
+                        self.cfg.model,
+                        list.join(", "),
+                        if served.len() > 20 { ", …" } else { "" }
+                    );
+                }
+                Ok(())
+            }
+            401 | 403 => bail!(self.redact(&format!(
+                "HTTP {status} from the judge at {base}: check the API key in {key}: {}",
+                self.excerpt(&body)
+            ))),
+            404 => {
+                bail!("HTTP 404 for {url}: no OpenAI-compatible API there; check --judge-url (it usually ends in /v1)")
+            }
+            _ => {
+                eprintln!(
+                    "warning: the judge at {base} answered GET /models with HTTP {status}: {}",
+                    self.excerpt(&body)
+                );
+                Ok(())
+            }
+        }
     }
 
     /// The sleep before retry number `attempt` (0-based).

@@ -140,6 +140,11 @@ fn chat_reply(text: &str) -> String {
 }
 
 fn handle(mut request: tiny_http::Request, seen: &Mutex<HashMap<String, Seen>>) {
+    if *request.method() == tiny_http::Method::Get {
+        // The client's check: an empty model list.
+        let _ = request.respond(Response::from_string(r#"{"object":"list","data":[]}"#));
+        return;
+    }
     let mut raw = String::new();
     let _ = request.as_reader().read_to_string(&mut raw);
     let auth = request

@@ -42,6 +42,13 @@ pub struct ReportInput {
     pub resamples: usize,
     /// Seed of the bootstrap generator (the same seed is used for every group).
     pub seed: u64,
+    /// The share of parsed verdicts below which a group's rates are shown as "n/a".
+    #[serde(default = "default_min_valid_share")]
+    pub min_valid_share: f64,
+}
+
+fn default_min_valid_share() -> f64 {
+    MIN_VALID_SHARE
 }
 
 /// Statistics of one group of questions. Rates are fractions in 0..=1.
@@ -67,6 +74,30 @@ pub struct GroupStats {
     pub bt_win_prob: Option<f64>,
     /// 95% bootstrap CI of the Bradley–Terry win probability.
     pub bt_ci: Option<[f64; 2]>,
+    /// Games of the group (two per question).
+    #[serde(default)]
+    pub games: usize,
+    /// Of those, games whose verdict could not be parsed (they count as ties).
+    #[serde(default)]
+    pub unparsable_games: usize,
+    /// Enough games have a verdict for the rates to mean anything (else they show as "n/a").
+    #[serde(default = "yes")]
+    pub available: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The default share of games with a parsed verdict below which a group's score is shown as
+/// "n/a": unparsable games count 0 points, so many of them pull every score towards a tie.
+pub const MIN_VALID_SHARE: f64 = 0.9;
+
+impl GroupStats {
+    /// Whether enough of the group's games have a verdict for its rates to mean anything.
+    pub fn reliable(&self) -> bool {
+        self.available
+    }
 }
 
 /// The full report.
@@ -91,6 +122,9 @@ pub struct Report {
     pub missing: usize,
     /// Games whose judge reply was unparsable (they count 0 points).
     pub unparsable_games: usize,
+    /// See `ReportInput::min_valid_share`.
+    #[serde(default = "default_min_valid_share")]
+    pub min_valid_share: f64,
     pub resamples: usize,
     pub seed: u64,
 }
@@ -105,11 +139,19 @@ pub fn wt_cell(win_rate: f64, tie_rate: f64) -> String {
 }
 
 /// Statistics of the questions in `members`.
-pub fn group_stats(name: &str, members: &[&QuestionResult], resamples: usize, seed: u64) -> GroupStats {
+pub fn group_stats(
+    name: &str,
+    members: &[&QuestionResult],
+    resamples: usize,
+    seed: u64,
+    min_valid_share: f64,
+) -> GroupStats {
     let outcomes: Vec<Outcome> = members.iter().map(|q| question_outcome(&q.games)).collect();
     let games: Vec<Vec<GameVerdict>> = members.iter().map(|q| q.games.clone()).collect();
     let tally = Tally::from_outcomes(&outcomes);
     let (lo, hi) = bootstrap_score_ci(&outcomes, resamples, seed);
+    let n_games: usize = games.iter().map(Vec::len).sum();
+    let n_unparsable = games.iter().flatten().filter(|g| g.label.is_none()).count();
     GroupStats {
         name: name.to_string(),
         wt: wt_cell(tally.win_rate(), tally.tie_rate()),
@@ -124,6 +166,9 @@ pub fn group_stats(name: &str, members: &[&QuestionResult], resamples: usize, se
         score_ci: [lo, hi],
         bt_win_prob: bradley_terry(&games).map(|fit| fit.win_prob),
         bt_ci: bootstrap_bt_ci(&games, resamples, seed).map(|(lo, hi)| [lo, hi]),
+        games: n_games,
+        unparsable_games: n_unparsable,
+        available: n_games == 0 || (n_games - n_unparsable) as f64 >= min_valid_share * n_games as f64,
     }
 }
 
@@ -141,7 +186,7 @@ where
     }
     groups
         .iter()
-        .map(|(name, members)| group_stats(name, members, input.resamples, input.seed))
+        .map(|(name, members)| group_stats(name, members, input.resamples, input.seed, input.min_valid_share))
         .collect()
 }
 
@@ -162,7 +207,7 @@ pub fn build_report(input: &ReportInput) -> Report {
         opponent: input.opponent.clone(),
         judge: input.judge.clone(),
         metric: format!("win/tie vs {}, judge {}", input.opponent, input.judge),
-        overall: group_stats("overall", &all, input.resamples, input.seed),
+        overall: group_stats("overall", &all, input.resamples, input.seed, input.min_valid_share),
         by_category: grouped(input, |q| BTreeSet::from([q.category.clone()])),
         by_sub_category: grouped(input, |q| q.sub_category.iter().cloned().collect()),
         by_language: grouped(input, |q| {
@@ -179,6 +224,7 @@ pub fn build_report(input: &ReportInput) -> Report {
         skipped_too_long: input.skipped_too_long,
         missing: input.missing,
         unparsable_games,
+        min_valid_share: input.min_valid_share,
         resamples: input.resamples,
         seed: input.seed,
     }
@@ -213,21 +259,25 @@ fn md_table(out: &mut String, first: &str, groups: &[GroupStats]) {
     }
     let _ = writeln!(
         out,
-        "| {first} | N | Win % | Tie % | Loss % | Score | 95% CI | BT win prob [CI] |"
+        "| {first} | N | Win % | Tie % | Loss % | Score | 95% CI | BT win prob [CI] | Unparsable games |"
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---|---|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---|---|---:|\n");
     for g in groups {
+        let na = "n/a".to_string();
+        let ok = g.reliable();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.3} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |",
             md_cell(&g.name),
             g.n,
-            pct(g.win_rate),
-            pct(g.tie_rate),
-            pct(g.loss_rate),
-            g.score,
-            ci(g.score_ci),
-            bt_cell(g)
+            if ok { pct(g.win_rate) } else { na.clone() },
+            if ok { pct(g.tie_rate) } else { na.clone() },
+            if ok { pct(g.loss_rate) } else { na.clone() },
+            if ok { format!("{:.3}", g.score) } else { na.clone() },
+            if ok { ci(g.score_ci) } else { na.clone() },
+            bt_cell(g),
+            g.unparsable_games,
+            g.games
         );
     }
     out.push('\n');
@@ -245,7 +295,10 @@ fn leaderboard_table(out: &mut String, r: &Report) {
     let head: Vec<String> = groups.iter().map(|g| md_cell(&g.name)).collect();
     let _ = writeln!(out, "| Model | {} |", head.join(" | "));
     let _ = writeln!(out, "|---|{}", "---:|".repeat(groups.len()));
-    let cells: Vec<&str> = groups.iter().map(|g| g.wt.as_str()).collect();
+    let cells: Vec<&str> = groups
+        .iter()
+        .map(|g| if g.reliable() { g.wt.as_str() } else { "n/a" })
+        .collect();
     let _ = writeln!(out, "| {} | {} |\n", md_cell(&r.model), cells.join(" | "));
     if !r.by_sub_category.is_empty() {
         let subs: Vec<String> = r
@@ -268,6 +321,19 @@ fn leaderboard_table(out: &mut String, r: &Report) {
 pub fn render_markdown(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# CodeArena: {} vs {}\n", r.model, r.opponent);
+    let games = r.overall.games;
+    if r.unparsable_games > 0 {
+        let _ = writeln!(
+            out,
+            "> **Warning: {} of {games} games ({:.0}%) have a judge reply whose verdict could not be parsed.** \
+             They count as ties (0 points), pulling every score towards 0.5; rates of groups where fewer than \
+             {:.0}% of the games have a verdict are shown as n/a. Check the judge model and protocol \
+             (`judgment` in the judgment file shows the replies).\n",
+            r.unparsable_games,
+            100.0 * r.unparsable_games as f64 / games.max(1) as f64,
+            100.0 * r.min_valid_share
+        );
+    }
     let _ = writeln!(
         out,
         "Judge: `{}`. Each question is judged in two games with the answer positions swapped; per game \
@@ -276,7 +342,8 @@ pub fn render_markdown(r: &Report) -> String {
          games are > 0, a **tie** at 0 and a **loss** below 0. **Score** = (wins + ½ ties) / N. \
          **95% CI** is a percentile bootstrap over questions ({} resamples, seed {}). **BT** is the \
          Bradley–Terry win probability of the model against the opponent (a strong verdict counts as \
-         3 battles, a tie as half a win), with its bootstrap 95% CI.\n",
+         3 battles, a tie as half a win), with its bootstrap 95% CI; \"–\" where the group has no \
+         parsable game to fit it on.\n",
         r.judge, r.resamples, r.seed
     );
     leaderboard_table(&mut out, r);
@@ -337,6 +404,22 @@ fn svg_x(v: f64) -> f64 {
 fn svg_row(out: &mut String, row: usize, g: &GroupStats, fill: &str) {
     let y = SVG_TOP + row as f64 * SVG_ROW_H;
     let cy = y + SVG_BAR_H / 2.0;
+    if !g.reliable() {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" dominant-baseline="middle">{} (n={})</text>"#,
+            SVG_BAR_X - 8.0,
+            cy,
+            xml_escape(&svg_label(&g.name)),
+            g.n
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{SVG_BAR_X:.1}" y="{cy:.1}" dominant-baseline="middle">n/a: {} of {} verdicts unparsable</text>"#,
+            g.unparsable_games, g.games
+        );
+        return;
+    }
     let (x0, x, lo, hi) = (SVG_BAR_X, svg_x(g.score), svg_x(g.score_ci[0]), svg_x(g.score_ci[1]));
     let _ = writeln!(
         out,
@@ -484,6 +567,8 @@ mod tests {
             missing: 1,
             resamples: 500,
             seed: 42,
+            // 3 of 12 games unparsable: the hand counts below show every rate.
+            min_valid_share: 0.0,
         }
     }
 
@@ -593,7 +678,38 @@ mod tests {
         let r = build_report(&inp);
         assert_eq!(r.overall.bt_win_prob, None);
         assert_eq!(r.overall.bt_ci, None);
-        assert!(render_markdown(&r).contains("| overall | 1 | 0.0 | 100.0 | 0.0 | 0.500 | [0.500, 0.500] | – |"));
+        assert!(
+            render_markdown(&r).contains("| overall | 1 | 0.0 | 100.0 | 0.0 | 0.500 | [0.500, 0.500] | – | 2 of 2 |")
+        );
+    }
+
+    /// Unparsable verdicts are loud: a banner above everything, rates shown as n/a where fewer
+    /// than the set share of games have a verdict, and the count in every table.
+    #[test]
+    fn mostly_unparsable_groups_show_no_score() {
+        let mut inp = input();
+        inp.min_valid_share = MIN_VALID_SHARE;
+        let r = build_report(&inp);
+        // Overall 9 of 12 games have a verdict (75% < 90%): n/a; "gen" has 5 of 6 (83%): n/a;
+        // "debug" 4 of 6: n/a. Python (q1, q2, q5) has all 6: shown.
+        assert!(!r.overall.available);
+        let md = render_markdown(&r);
+        assert!(
+            md.starts_with("# CodeArena: syncoder-7b vs gpt-4o\n\n> **Warning: 3 of 12 games (25%)"),
+            "{md}"
+        );
+        assert!(md.contains("| overall | 6 | n/a | n/a | n/a | n/a | n/a |"), "{md}");
+        assert!(
+            md.contains("| Model | overall | debug | gen |\n|---|---:|---:|---:|\n| syncoder-7b | n/a | n/a | n/a |"),
+            "{md}"
+        );
+        let py = r.by_language.iter().find(|g| g.name == "python").unwrap();
+        assert!(py.available && py.unparsable_games == 0 && py.games == 6);
+        assert!(md.contains("| 3 of 12 |"), "{md}");
+        assert!(render_svg(&r).contains("n/a: 3 of 12 verdicts unparsable"));
+        // With every verdict parsed there is no banner.
+        inp.results.retain(|q| q.games.iter().all(|g| g.label.is_some()));
+        assert!(!render_markdown(&build_report(&inp)).contains("Warning"));
     }
 
     #[test]

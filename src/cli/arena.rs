@@ -2,11 +2,13 @@
 //! and the question and generation options shared with `syncoder compare` (the judge's are
 //! `arena::JudgeSettings`).
 
-use crate::arena::answers::{answer_questions, AnswerSettings, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS};
+use crate::arena::answers::{
+    answer_questions, AnswerModel, AnswerSettings, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
+};
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::questions::{self, Categories, Question};
 use crate::arena::JudgeSettings;
-use crate::infer::Sampling;
+use crate::infer::{locate_model, InferDevice, Sampling};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -42,6 +44,7 @@ impl QuestionArgs {
 /// Generation options of answering.
 #[derive(Args, Debug, Clone)]
 pub struct GenerationArgs {
+    /// Tokens an answer may have (answers cut here are marked `finish_reason: length`).
     #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Questions generated together.
@@ -50,10 +53,16 @@ pub struct GenerationArgs {
     /// Sample instead of greedy decoding (the protocol is greedy).
     #[arg(long)]
     pub temperature: Option<f64>,
+    /// Nucleus sampling mass (with --temperature).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f64,
+    /// Seed of the sampling streams (with --temperature).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace answers already filed under the name that another model, tokenizer or setting
+    /// produced (their judgments are removed too); without it such a mismatch is refused.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 impl GenerationArgs {
@@ -67,20 +76,33 @@ impl GenerationArgs {
             Some(t) if t < 0.0 => bail!("--temperature must be positive"),
             _ => Sampling::greedy(),
         };
+        if self.top_p <= 0.0 || self.top_p > 1.0 {
+            bail!("--top-p must be in (0, 1]");
+        }
         Ok(AnswerSettings {
             max_new_tokens: self.max_new_tokens,
             sampling,
             batch_size: self.batch_size,
+            overwrite: self.overwrite,
         })
     }
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  syncoder arena answer --model checkpoints/my-run --name my-run --questions hf://datasets/CSJianYang/CodeArena --out eval/
+  syncoder arena answer --model Qwen/Qwen2.5-Coder-1.5B-Instruct --name base --questions q.jsonl --out eval/ --device cuda")]
 pub struct AnswerArgs {
-    /// The model directory (a checkpoint step directory works).
+    /// The model: a model or checkpoint step directory, a run directory (its latest checkpoint),
+    /// or a Hugging Face Hub id (from the HF cache; HF_HUB_OFFLINE honoured).
     #[arg(long)]
-    pub model: PathBuf,
-    /// The name the answers are filed under.
+    pub model: String,
+    /// A directory with tokenizer.json and tokenizer_config.json (default: the model's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: InferDevice,
+    /// The name the answers are filed under (model_answer/NAME.jsonl).
     #[arg(long)]
     pub name: String,
     #[command(flatten)]
@@ -93,14 +115,18 @@ pub struct AnswerArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  OPENAI_API_KEY=... syncoder arena judge --out eval/ --questions q.jsonl --name my-run --baseline gpt-4-turbo-2024-04-09
+  syncoder arena judge --out eval/ --questions q.jsonl --name my-run --vs base --judge-url http://127.0.0.1:8000/v1 --judge-model judge")]
 pub struct JudgeArgs {
+    /// The evaluation directory (where `arena answer` wrote model_answer/).
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
     pub questions: QuestionArgs,
-    /// The model whose answers are judged (its name in model_answer/).
-    #[arg(long)]
-    pub model: String,
+    /// The name whose answers are judged (model_answer/NAME.jsonl; `--model` is the same).
+    #[arg(long = "name", alias = "model")]
+    pub name: String,
     /// Judge against the stored answers of this baseline (e.g. gpt-4-turbo-2024-04-09).
     #[arg(long, conflicts_with = "vs", required_unless_present = "vs")]
     pub baseline: Option<String>,
@@ -109,7 +135,14 @@ pub struct JudgeArgs {
     pub vs: Option<String>,
     #[command(flatten)]
     pub judge: JudgeSettings,
+    /// Exit with an error (the judged games stay saved) when more than this share of the
+    /// pairing's verdicts cannot be parsed.
+    #[arg(long, default_value_t = DEFAULT_MAX_UNPARSABLE)]
+    pub max_unparsable: f64,
 }
+
+/// The share of unparsable verdicts above which judging ends in an error.
+pub const DEFAULT_MAX_UNPARSABLE: f64 = 0.1;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -118,6 +151,7 @@ pub struct ReportArgs {
     /// Bootstrap resamples of the questions.
     #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
+    /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -126,8 +160,14 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
     match cmd {
         ArenaCommand::Answer(a) => {
             let qs = a.questions.load()?;
+            let settings = a.generation.settings()?;
+            let model = AnswerModel {
+                dir: locate_model(&a.model)?,
+                tokenizer: a.tokenizer,
+                device: a.device,
+            };
             write_questions_meta(&a.out, &qs)?;
-            answer_questions(&a.model, &a.name, &qs, &a.out, &a.generation.settings()?)?;
+            answer_questions(&model, &a.name, &qs, &a.out, &settings)?;
             Ok(())
         }
         ArenaCommand::Judge(a) => {
@@ -137,7 +177,7 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
                 (None, Some(v)) => Opponent::Model(v),
                 _ => bail!("give exactly one of --baseline and --vs"),
             };
-            run_judge(&a.out, &qs, &a.model, &opponent, &a.judge)
+            run_judge(&a.out, &qs, &a.name, &opponent, &a.judge, a.max_unparsable)
         }
         ArenaCommand::Report(a) => {
             let rs = reports(&a.eval_dir, a.resamples.max(1), a.seed, None)?;
@@ -147,15 +187,18 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
     }
 }
 
-/// Judges one pairing and reports failures plainly (finished games stay written).
+/// Judges one pairing (after checking the judge answers at all) and reports failures and
+/// unparsable verdicts plainly (finished games stay written).
 pub fn run_judge(
     out: &std::path::Path,
     qs: &[Question],
     model: &str,
     opponent: &Opponent,
     settings: &JudgeSettings,
+    max_unparsable: f64,
 ) -> Result<()> {
     let (client, prompt) = settings.client()?;
+    client.check()?;
     let s = judge(out, qs, model, opponent, &client, &prompt, settings.parallel())?;
     eprintln!(
         "{model} vs {}: {} games judged now, {} already judged, {} skipped (too long), {} without both answers",
@@ -167,9 +210,53 @@ pub fn run_judge(
     );
     if s.failed > 0 {
         bail!(
-            "{} games failed after retries (the judged ones are saved): run the same command again to finish them",
-            s.failed
+            "{} games failed after retries (the judged ones are saved): {}",
+            s.failed,
+            failure_advice(&s.failures, settings)
         );
     }
+    if s.unparsable > 0 {
+        let share = s.unparsable as f64 / s.total_judged.max(1) as f64;
+        let sample = s.unparsable_sample.as_deref().unwrap_or("");
+        let flat: String = sample.split_whitespace().collect::<Vec<_>>().join(" ");
+        let cut: String = flat.chars().take(300).collect();
+        eprintln!(
+            "{model} vs {}: {} of {} verdicts unparsable ({:.0}%); one such reply: {cut:?}{}",
+            opponent.name(),
+            s.unparsable,
+            s.total_judged,
+            share * 100.0,
+            if flat.chars().count() > 300 { "…" } else { "" }
+        );
+        if share > max_unparsable {
+            bail!(
+                "{:.0}% of the verdicts could not be parsed (more than --max-unparsable {}): the judge does not \
+                 answer in the protocol's format (is --judge-model a capable instruction-following model?). The \
+                 games are saved; `arena report` marks the scores unreliable",
+                share * 100.0,
+                max_unparsable
+            );
+        }
+    }
     Ok(())
+}
+
+/// What to do about failed judge requests, from their errors.
+fn failure_advice(errors: &[String], settings: &JudgeSettings) -> String {
+    let has = |code: &str| errors.iter().any(|e| e.contains(&format!("HTTP {code}")));
+    if has("401") || has("403") {
+        let set = std::env::var(&settings.key_env).is_ok_and(|v| !v.trim().is_empty());
+        format!(
+            "the judge refused the credentials: check ${} (set: {})",
+            settings.key_env,
+            if set { "yes" } else { "no" }
+        )
+    } else if has("404") || has("400") {
+        format!(
+            "the judge rejected the request: check --judge-url ({}) and --judge-model ({})",
+            settings.url, settings.model
+        )
+    } else {
+        "run the same command again to finish them".to_string()
+    }
 }

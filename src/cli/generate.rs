@@ -2,33 +2,44 @@
 
 use crate::data::record::parse_message;
 use crate::data::{Message, Role};
-use crate::infer::{generate, ChatFormat, GenerationSettings, Sampling};
-use crate::model::Qwen2;
+use crate::infer::{generate, GenerationSettings, InferDevice, LoadedModel, Sampling};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device};
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  syncoder generate --model checkpoints/smoke --prompt \"Write a Python function that reverses a string.\"
+  syncoder generate --model Qwen/Qwen2.5-Coder-0.5B-Instruct --device cuda --messages conv.json --temperature 0.7")]
 pub struct GenerateArgs {
-    /// A Hugging Face model directory (a checkpoint step directory works).
+    /// The model: a model or checkpoint step directory, a run directory (its latest checkpoint),
+    /// or a Hugging Face Hub id (from the HF cache).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
+    /// A directory with tokenizer.json and tokenizer_config.json (default: the model's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: InferDevice,
     /// The user's message (or, with --raw, the exact text to continue).
     #[arg(long, conflicts_with = "messages", required_unless_present = "messages")]
     pub prompt: Option<String>,
     /// A JSON file with a conversation: `[{"role": ..., "content": ...}, ...]` or `{"messages": [...]}`.
     #[arg(long)]
     pub messages: Option<PathBuf>,
+    /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
     /// Greedy decoding (the default unless --temperature is given).
     #[arg(long, conflicts_with_all = ["temperature", "top_p"])]
     pub greedy: bool,
+    /// Sample at this temperature (0: greedy).
     #[arg(long)]
     pub temperature: Option<f64>,
-    #[arg(long)]
+    /// Nucleus sampling mass, in (0, 1] (needs --temperature).
+    #[arg(long, requires = "temperature")]
     pub top_p: Option<f64>,
+    /// Seed of the sampling stream.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Continue the prompt text as it is, without the chat template.
@@ -78,7 +89,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&sampling.top_p) || sampling.top_p == 0.0 {
         bail!("--top-p must be in (0, 1]");
     }
-    let format = ChatFormat::from_dir(&args.model)?;
+    let loaded = LoadedModel::load(&args.model, args.tokenizer.as_deref(), &args.device)?;
+    let format = &loaded.format;
     let ids = match (&args.prompt, &args.messages) {
         (Some(p), _) if args.raw => format.encode(p)?,
         (Some(p), _) => format.chat_ids(&[Message {
@@ -88,13 +100,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, Some(path)) => format.chat_ids(&read_messages(path)?)?,
         (None, None) => bail!("give --prompt or --messages"),
     };
-    let model = Qwen2::load(&args.model, DType::F32, &Device::Cpu, false)?;
+    let model = &loaded.model;
     let settings = GenerationSettings {
         max_new_tokens: args.max_new_tokens,
         sampling,
         stop_ids: format.stop_ids().to_vec(),
     };
-    let out = generate(&model, &[ids], &settings)?.remove(0);
+    let out = generate(model, &[ids], &settings)?.remove(0);
     let text = format.decode(&out.token_ids)?;
     if args.json {
         let v = serde_json::json!({"text": text, "token_ids": out.token_ids, "finish_reason": out.finish_reason});

@@ -2,18 +2,25 @@
 
 use crate::data::sample::Overflow;
 use crate::data::SampleBuilder;
+use crate::infer::model_ref::tokenizer_dir;
+use crate::infer::{locate_model, InferDevice};
 use crate::model::Qwen2;
 use crate::train::loss_eval::mean_loss;
-use anyhow::Result;
-use candle_core::{DType, Device};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct LossArgs {
-    /// A Hugging Face model directory (config.json, weights, tokenizer.json, tokenizer_config.json).
+    /// The model: a model or checkpoint step directory, a run directory (its latest checkpoint),
+    /// or a Hugging Face Hub id (from the HF cache).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
+    /// A directory with tokenizer.json and tokenizer_config.json (default: the model's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: InferDevice,
     /// Shard files or directories.
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
@@ -23,8 +30,11 @@ pub struct LossArgs {
 }
 
 pub fn run(args: LossArgs) -> Result<()> {
-    let model = Qwen2::load(&args.model, DType::F32, &Device::Cpu, false)?;
-    let builder = SampleBuilder::from_dir(&args.model, args.max_seq_len, Overflow::Truncate)?;
+    let dir = locate_model(&args.model)?;
+    let tok = tokenizer_dir(&dir, args.tokenizer.as_deref())?;
+    let (device, dtype) = args.device.open()?;
+    let model = Qwen2::load(&dir, dtype, &device, false).with_context(|| format!("loading {}", dir.display()))?;
+    let builder = SampleBuilder::from_dir(&tok, args.max_seq_len, Overflow::Truncate)?;
     let report = mean_loss(&model, &builder, &args.data)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -17,7 +17,14 @@ impl ChatFormat {
     /// Qwen2.5 ChatML one), and the stop tokens: `<|im_end|>`, `<|endoftext|>` and the
     /// `eos_token_id` of `generation_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let builder = SampleBuilder::from_dir(dir, usize::MAX, Overflow::Truncate)?;
+        Self::load(dir, dir)
+    }
+
+    /// The tokenizer and template of `tokenizer_dir`, the stop tokens of `model_dir`'s
+    /// `generation_config.json` besides `<|im_end|>` and `<|endoftext|>`.
+    pub fn load(tokenizer_dir: &Path, model_dir: &Path) -> Result<Self> {
+        let dir = model_dir;
+        let builder = SampleBuilder::from_dir(tokenizer_dir, usize::MAX, Overflow::Truncate)?;
         let mut stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
             .iter()
             .filter_map(|t| builder.tokenizer.token_to_id(t))

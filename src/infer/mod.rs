@@ -1,11 +1,13 @@
 //! Inference: batched generation with per-sequence KV caches, greedy or sampled decoding, and
-//! chat prompts formatted as in training.
+//! chat prompts formatted as in training, and the model of an inference command (`model_ref`).
 
 pub mod chat;
 pub mod engine;
+pub mod model_ref;
 pub mod sampling;
 pub mod server;
 
 pub use chat::ChatFormat;
 pub use engine::{generate, FinishReason, Generated, GenerationSettings};
+pub use model_ref::{locate_model, InferDevice, LoadedModel};
 pub use sampling::Sampling;

@@ -20,6 +20,8 @@ pub struct ChatService {
     pub model: Qwen2,
     pub format: ChatFormat,
     pub default_max_tokens: usize,
+    /// The key clients must send as `Authorization: Bearer KEY`, if any.
+    pub api_key: Option<String>,
 }
 
 /// Why a request failed, as the client is told.

@@ -4,11 +4,12 @@
 //! never stops training: the step is reported, kept in this evaluator's queue, and tried again
 //! at the next evaluation and at the end of the run.
 
-use crate::arena::answers::{answer_questions, AnswerSettings};
+use crate::arena::answers::{answer_questions, AnswerModel, AnswerSettings};
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::questions::{self, Categories, Question};
 use crate::arena::{ArenaConfig, RunOpponent};
 use crate::config::{ConfigError, KeyContext};
+use crate::infer::InferDevice;
 use crate::infer::Sampling;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -52,7 +53,10 @@ pub trait ArenaSink {
 pub struct ArenaEval {
     cfg: ArenaConfig,
     eval_dir: PathBuf,
-    base_dir: Option<PathBuf>,
+    /// The run's base model (with its tokenizer), on the run's device.
+    base: Option<AnswerModel>,
+    /// Where checkpoints answer: the run's device and precision.
+    device: InferDevice,
     questions: Option<Vec<Question>>,
     /// Steps whose evaluation failed, to try again.
     pending: Vec<(u64, PathBuf)>,
@@ -63,8 +67,13 @@ pub struct ArenaEval {
 }
 
 impl ArenaEval {
-    pub fn new(cfg: ArenaConfig, run_dir: &Path, base_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
-        if cfg.opponents.contains(&RunOpponent::Base) && base_dir.is_none() {
+    pub fn new(
+        cfg: ArenaConfig,
+        run_dir: &Path,
+        base: Option<AnswerModel>,
+        device: InferDevice,
+    ) -> Result<Self, ConfigError> {
+        if cfg.opponents.contains(&RunOpponent::Base) && base.is_none() {
             return Err(ConfigError::new(
                 "arena.opponents",
                 "\"base\" needs a base model (model.path or model.hub), not a random init",
@@ -73,7 +82,8 @@ impl ArenaEval {
         Ok(Self {
             cfg,
             eval_dir: run_dir.join("eval"),
-            base_dir,
+            base,
+            device,
             questions: None,
             pending: vec![],
             saved: 0,
@@ -147,19 +157,25 @@ impl ArenaEval {
             max_new_tokens: self.cfg.max_new_tokens,
             sampling: Sampling::greedy(),
             batch_size: self.cfg.batch_size,
+            overwrite: false,
         };
         let qs = self.questions()?.to_vec();
         let (eval_dir, cfg) = (&self.eval_dir, &self.cfg);
         write_questions_meta(eval_dir, &qs)?;
         let name = format!("step-{step:08}");
-        answer_questions(ckpt, &name, &qs, eval_dir, &settings)?;
+        let me = AnswerModel {
+            dir: ckpt.to_path_buf(),
+            tokenizer: None,
+            device: self.device.clone(),
+        };
+        answer_questions(&me, &name, &qs, eval_dir, &settings)?;
         let (client, prompt) = cfg.judge.client()?;
         for o in &cfg.opponents {
             let opp = match o {
                 RunOpponent::Baseline(b) => Opponent::Baseline(b.clone()),
                 RunOpponent::Base => {
-                    let dir = self.base_dir.as_deref().context("no base model directory")?;
-                    answer_questions(dir, "base", &qs, eval_dir, &settings)?;
+                    let base = self.base.as_ref().context("no base model directory")?;
+                    answer_questions(base, "base", &qs, eval_dir, &settings)?;
                     Opponent::Model("base".into())
                 }
             };

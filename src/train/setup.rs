@@ -13,10 +13,12 @@ use super::optimizer::AdamW;
 use super::progress::Progress;
 use super::signals::StopRequest;
 use super::trainer::Trainer;
+use crate::arena::answers::AnswerModel;
 use crate::config::{ConfigError, KeyContext};
 use crate::data::loader::LoaderConfig;
 use crate::data::prepared::resolve_training_sources;
 use crate::data::SampleBuilder;
+use crate::infer::InferDevice;
 use crate::io::write_atomic;
 use crate::model::{Qwen2, Qwen2Config};
 use anyhow::{bail, Context, Result};
@@ -67,6 +69,7 @@ pub(super) struct Plan {
     /// The checkpoint resumed from.
     pub resumed: Option<PathBuf>,
     pub validation: Option<Validation>,
+    pub arena: Option<ArenaEval>,
 }
 
 impl Plan {
@@ -99,7 +102,20 @@ impl Plan {
                 .key_context(format!("stage[{i}].data"))?;
         }
         let validation = validation(&cfg, &builder)?;
+        let arena = match &cfg.arena {
+            Some(a) => {
+                let device = InferDevice::new(cfg.run.device, Some(cfg.run.dtype));
+                let base = dirs.model.clone().map(|d| AnswerModel {
+                    tokenizer: Some(dirs.tokenizer.clone()),
+                    dir: d,
+                    device: device.clone(),
+                });
+                Some(ArenaEval::new(a.clone(), &dir, base, device)?)
+            }
+            None => None,
+        };
         Ok(Self {
+            arena,
             cfg,
             device,
             dir,
@@ -142,6 +158,7 @@ impl Trainer {
             state,
             resumed,
             validation,
+            arena,
         } = plan;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
         checkpoint::remove_stale(&dir)?;
@@ -151,10 +168,6 @@ impl Trainer {
             generation_config: model_source::generation_config(dirs.model.as_deref(), &builder)?,
             max_shard_bytes: cfg.checkpoint.max_shard_bytes,
             keep_last: cfg.checkpoint.keep_last,
-        };
-        let arena = match &cfg.arena {
-            Some(a) => Some(ArenaEval::new(a.clone(), &dir, dirs.model.clone())?),
-            None => None,
         };
         Ok(Self {
             metrics: MetricsLog::open(&dir, state.step)?,

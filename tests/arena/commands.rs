@@ -50,14 +50,26 @@ fn script(q: &str, game: u8, attempt: usize) -> (u16, String) {
     }
 }
 
-/// Starts the scripted judge; returns its base URL and shared state.
+/// Answers the client's check (`GET /v1/models`) with an empty list; gives back any other
+/// request.
+fn unless_models_list(req: tiny_http::Request) -> Option<tiny_http::Request> {
+    if *req.method() != tiny_http::Method::Get {
+        return Some(req);
+    }
+    let _ = req.respond(tiny_http::Response::from_string(r#"{"object":"list","data":[]}"#));
+    None
+}
+
 fn start_judge(delay: Duration) -> (String, Arc<Mutex<Judge>>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let port = server.server_addr().to_ip().unwrap().port();
     let state = Arc::new(Mutex::new(Judge::default()));
     let st = state.clone();
     std::thread::spawn(move || {
-        for mut req in server.incoming_requests() {
+        for req in server.incoming_requests() {
+            let Some(mut req) = unless_models_list(req) else {
+                continue;
+            };
             let mut body = String::new();
             req.as_reader().read_to_string(&mut body).unwrap();
             let auth_ok = req
@@ -488,7 +500,10 @@ fn start_fixed_judge(reply: &'static str) -> (String, Arc<Mutex<usize>>) {
     let count = Arc::new(Mutex::new(0usize));
     let c = count.clone();
     std::thread::spawn(move || {
-        for mut req in server.incoming_requests() {
+        for req in server.incoming_requests() {
+            let Some(mut req) = unless_models_list(req) else {
+                continue;
+            };
             let mut body = String::new();
             req.as_reader().read_to_string(&mut body).unwrap();
             *c.lock().unwrap() += 1;
@@ -602,4 +617,203 @@ fn answering_resumes_where_it_stopped() {
         })
         .collect();
     assert_eq!(ids.len(), 6);
+}
+
+/// `arena answer` of `model` under `name` into `eval`.
+fn answer(eval: &Path, model: &Path, name: &str, extra: &[&str]) -> Output {
+    syncoder(&["arena", "answer", "--model"], &[])
+        .arg(model)
+        .args(["--name", name, "--out"])
+        .arg(eval)
+        .arg("--questions")
+        .arg(questions())
+        .args(if extra.contains(&"--max-new-tokens") {
+            &[][..]
+        } else {
+            &["--max-new-tokens", "6"][..]
+        })
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A copy of the fixture model with one weight changed.
+fn other_model(dir: &Path) -> PathBuf {
+    let src = fixtures().join("loss_model");
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01; // a low mantissa bit of the last weight
+    std::fs::write(&path, bytes).unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn answers_of_another_model_or_setting_are_never_reused_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    let first = fixtures().join("loss_model");
+    ok(&answer(&eval, &first, "x", &[]));
+    let path = eval.join("model_answer/x.jsonl");
+    let before = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(before.lines().next().unwrap()).unwrap();
+    assert_eq!(v["weights_sha256"].as_str().unwrap().len(), 64, "{v}");
+    assert_eq!(v["tokenizer_sha256"].as_str().unwrap().len(), 64, "{v}");
+
+    // Nothing to do: said so.
+    let out = answer(&eval, &first, "x", &[]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("x: 0 new answers, 6 present"), "{err}");
+
+    // Another model, or another setting, under the same name: refused, naming both.
+    let second = other_model(&tmp.path().join("other"));
+    let out = answer(&eval, &second, "x", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("loss_model") && err.contains("other") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let out = answer(&eval, &first, "x", &["--max-new-tokens", "7"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("max_new_tokens 6") && err.contains("max_new_tokens 7"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        before,
+        "the answers are untouched"
+    );
+
+    // Judged, then overwritten: the judgments of the replaced answers go too.
+    let (url, _count) = start_fixed_judge("Fine. [[A=B]]");
+    let judge = |eval: &Path| {
+        syncoder(&["arena", "judge", "--out"], &[])
+            .arg(eval)
+            .arg("--questions")
+            .arg(questions())
+            .args([
+                "--name",
+                "x",
+                "--baseline",
+                BASELINE,
+                "--judge-url",
+                &url,
+                "--judge-model",
+                "j",
+            ])
+            .args(["--concurrency", "2"])
+            .args(["--judge-config"])
+            .arg(fixtures().join("codearena/judge_config.yaml"))
+            .output()
+            .unwrap()
+    };
+    ok(&judge(&eval));
+    let judged = eval.join("model_judgment/j/x.jsonl");
+    assert!(judged.is_file());
+    ok(&answer(&eval, &second, "x", &["--overwrite"]));
+    assert!(!judged.exists(), "judgments of replaced answers are removed");
+    let now = std::fs::read_to_string(&path).unwrap();
+    assert!(now.lines().all(|l| l.contains("other")), "{now}");
+
+    // Answers edited under a judgment file: the stale verdicts are not reused.
+    ok(&judge(&eval));
+    let edited: Vec<String> = now
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["answer"] = format!("edited {}", v["answer"].as_str().unwrap()).into();
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let out = judge(&eval);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("answers that have changed since"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_or_refusing_judge_fails_in_seconds_before_any_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    // Nothing listens on port 9.
+    let t0 = std::time::Instant::now();
+    let out = judge_cmd(&eval, "http://127.0.0.1:9/v1", "2").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot be reached"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+
+    // `compare` checks the judge before generating anything.
+    let cmp = tmp.path().join("cmp");
+    let out = syncoder(&["compare", "--base"], &[])
+        .arg(fixtures().join("loss_model"))
+        .arg("--tuned")
+        .arg(fixtures().join("loss_model"))
+        .arg("--out")
+        .arg(&cmp)
+        .arg("--questions")
+        .arg(questions())
+        .args([
+            "--judge-url",
+            "http://127.0.0.1:9/v1",
+            "--judge-model",
+            "j",
+            "--judge-config",
+        ])
+        .arg(fixtures().join("codearena/judge_config.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot be reached"), "{err}");
+    assert!(
+        !cmp.join("model_answer").exists(),
+        "answers were generated before the judge was checked"
+    );
+
+    // A judge that refuses the key: advice about the key, not "run again".
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let _ = req.respond(tiny_http::Response::from_string("{\"error\":\"bad key\"}").with_status_code(401));
+        }
+    });
+    let out = judge_cmd(&eval, &format!("http://127.0.0.1:{port}/v1"), "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("HTTP 401") && err.contains("$OPENAI_API_KEY (set: yes)"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET));
+
+    // A judge listing its models, none of them the one asked for.
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let _ = req.respond(tiny_http::Response::from_string(
+                r#"{"data":[{"id":"gpt-4o"},{"id":"qwen"}]}"#,
+            ));
+        }
+    });
+    let out = judge_cmd(&eval, &format!("http://127.0.0.1:{port}/v1"), "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not serve model \"scripted-judge\"") && err.contains("gpt-4o, qwen"),
+        "{err}"
+    );
 }

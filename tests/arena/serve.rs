@@ -140,9 +140,22 @@ fn a_served_checkpoint_can_be_the_judge() {
         .env_remove("OPENAI_API_KEY")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every verdict unparsable: said loudly, with a sample reply, and not a success.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("12 of 12 verdicts unparsable (100%); one such reply: \""),
+        "{err}"
+    );
     let lines = std::fs::read_to_string(eval.join("model_judgment/tiny/m.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 12);
+    assert_eq!(lines.lines().count(), 12, "the judged games are saved");
+    let out = Command::new(bin).args(["arena", "report"]).arg(&eval).output().unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("> **Warning: 12 of 12 games (100%)"), "{md}");
+    assert!(
+        md.contains("| overall | 6 | n/a | n/a | n/a | n/a | n/a | – | 12 of 12 |"),
+        "{md}"
+    );
     // A random tiny model writes no verdict label, even when asked again.
     for l in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();

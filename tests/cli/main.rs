@@ -1,10 +1,11 @@
-//! Commands tested through the binary: `data inspect / decontam`, `init`, `loss`, `selftest`
-//! and `bench train`.
+//! Commands tested through the binary: `data inspect / decontam`, `init`, `loss`, `selftest`,
+//! `bench train`, and how inference commands find their model.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod data_commands;
+mod inference_models;
 mod init;
 mod loss;
 mod selftest;
