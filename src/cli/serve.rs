@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// `max_tokens` when a request gives none.
     #[arg(long, default_value_t = 1024)]
     pub max_tokens: usize,
+    /// Prompt + new tokens allowed per request [default: the model's max_position_embeddings];
+    /// beyond that the model runs on positions it was not trained on.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
     /// Environment variable holding a key clients must send (`Authorization: Bearer KEY`);
     /// required when binding an address other than loopback.
     #[arg(long)]
@@ -72,7 +76,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let loaded = LoadedModel::load(&args.model, args.tokenizer.as_deref(), &args.device)?;
     let name = args.name.clone().unwrap_or_else(|| default_name(&loaded.dir));
+    let context = args
+        .max_model_len
+        .unwrap_or(loaded.model.config.max_position_embeddings);
     let service = ChatService {
+        context,
         format: loaded.format,
         model: loaded.model,
         name,

@@ -1,6 +1,8 @@
 //! Batched generation: one prefill forward over every prompt of the batch (prompts of any
 //! lengths, each with its own KV cache and positions), then one decode forward per step over
-//! the sequences still running, each stopping at a stop token or after `max_new_tokens`.
+//! the sequences still running, each stopping at a stop token, after its `max_new_tokens`, or
+//! when the caller's per-token callback says so (stop strings, a client gone). Each sequence has
+//! its own settings and sampling stream, so requests of a server batch together.
 
 use super::sampling::{argmax, sample, Sampling};
 use crate::model::{KvCache, Qwen2};
@@ -35,6 +37,22 @@ pub struct GenerationSettings {
     pub stop_ids: Vec<u32>,
 }
 
+/// One sequence to generate: its prompt, its settings, and the seed of its sampling stream.
+#[derive(Clone, Copy, Debug)]
+pub struct Job<'a> {
+    pub prompt: &'a [u32],
+    pub settings: &'a GenerationSettings,
+    pub seed: u64,
+}
+
+/// What the per-token callback decides for a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// End this sequence now (`FinishReason::Stop`).
+    Stop,
+}
+
 /// Generates a continuation of every prompt. Sequence `i` samples from its own stream seeded
 /// with `seed + i`, so results do not depend on batch composition.
 ///
@@ -42,46 +60,77 @@ pub struct GenerationSettings {
 /// decode step then split work inside the pool instead of each handing off from, and waking,
 /// the calling thread.
 pub fn generate(model: &Qwen2, prompts: &[Vec<u32>], s: &GenerationSettings) -> Result<Vec<Generated>> {
-    rayon::scope(|_| generate_on_pool(model, prompts, s))
+    let jobs: Vec<Job> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Job {
+            prompt: p,
+            settings: s,
+            seed: s.sampling.seed.wrapping_add(i as u64),
+        })
+        .collect();
+    generate_jobs(model, &jobs, &mut |_, _| Next::Continue)
 }
 
-fn generate_on_pool(model: &Qwen2, prompts: &[Vec<u32>], s: &GenerationSettings) -> Result<Vec<Generated>> {
-    if prompts.iter().any(|p| p.is_empty()) {
+/// Generates every job together; `on_token(job, tokens so far)` runs after each new token and
+/// may end that job's sequence.
+pub fn generate_jobs(
+    model: &Qwen2,
+    jobs: &[Job],
+    on_token: &mut (dyn FnMut(usize, &[u32]) -> Next + Send),
+) -> Result<Vec<Generated>> {
+    rayon::scope(|_| generate_on_pool(model, jobs, on_token))
+}
+
+fn generate_on_pool(
+    model: &Qwen2,
+    jobs: &[Job],
+    on_token: &mut (dyn FnMut(usize, &[u32]) -> Next + Send),
+) -> Result<Vec<Generated>> {
+    if jobs.iter().any(|j| j.prompt.is_empty()) {
         bail!("a prompt has no tokens");
     }
     let cfg = &model.config;
     let row = cfg.num_kv_heads() * cfg.head_dim();
-    let mut caches: Vec<KvCache> = prompts
+    let mut caches: Vec<KvCache> = jobs
         .iter()
-        .map(|p| KvCache::new(cfg.num_hidden_layers, row, p.len() + s.max_new_tokens))
+        .map(|j| KvCache::new(cfg.num_hidden_layers, row, j.prompt.len() + j.settings.max_new_tokens))
         .collect();
-    let mut rngs: Vec<ChaCha8Rng> = (0..prompts.len())
-        .map(|i| ChaCha8Rng::seed_from_u64(s.sampling.seed.wrapping_add(i as u64)))
-        .collect();
-    let mut out: Vec<Generated> = prompts
+    let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.seed)).collect();
+    let mut out: Vec<Generated> = jobs
         .iter()
         .map(|_| Generated {
             token_ids: vec![],
             finish_reason: FinishReason::Length,
         })
         .collect();
-    if s.max_new_tokens == 0 {
+    // Jobs with no tokens to generate are finished before they start.
+    let mut active: Vec<usize> = (0..jobs.len())
+        .filter(|&i| jobs[i].settings.max_new_tokens > 0)
+        .collect();
+    if active.is_empty() {
         return Ok(out);
     }
-    let inputs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
-    let mut logits = model.forward_cached(&inputs, &mut caches)?;
-    let mut active: Vec<usize> = (0..prompts.len()).collect();
+    let inputs: Vec<&[u32]> = active.iter().map(|&i| jobs[i].prompt).collect();
+    let mut taken: Vec<KvCache> = active.iter().map(|&i| std::mem::take(&mut caches[i])).collect();
+    let result = model.forward_cached(&inputs, &mut taken);
+    for (&i, c) in active.iter().zip(taken) {
+        caches[i] = c;
+    }
+    let mut logits = result?;
     loop {
         let rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         let mut still = Vec::with_capacity(active.len());
         for (r, &i) in active.iter().enumerate() {
+            let s = jobs[i].settings;
             let tok = if s.sampling.is_greedy() {
                 argmax(&rows[r])
             } else {
                 sample(&rows[r], s.sampling.temperature, s.sampling.top_p, &mut rngs[i])
             };
             out[i].token_ids.push(tok);
-            if s.stop_ids.contains(&tok) {
+            let next = on_token(i, &out[i].token_ids);
+            if s.stop_ids.contains(&tok) || next == Next::Stop {
                 out[i].finish_reason = FinishReason::Stop;
             } else if out[i].token_ids.len() < s.max_new_tokens {
                 still.push(i);

@@ -1,18 +1,34 @@
-//! `syncoder serve`: an OpenAI-compatible HTTP endpoint over a model directory —
-//! `POST /v1/chat/completions` and `GET /v1/models` — so a local checkpoint can serve as the
-//! CodeArena judge or be used by other tools. axum takes any number of (keep-alive)
-//! connections; generations run one at a time (each already uses every core); `stream` is not
-//! supported and says so.
+//! `syncoder serve`: an OpenAI-compatible HTTP endpoint over a model — `POST
+//! /v1/chat/completions` (whole replies, or streamed as server-sent events in OpenAI's chunk
+//! format with a final usage chunk), `GET /v1/models` and `/health` — so a local checkpoint can
+//! be the CodeArena judge or be used by the OpenAI SDK, Open WebUI or Continue.
+//!
+//! One generation thread owns the model: requests that arrive together (up to `MAX_BATCH`)
+//! are generated in one batch, each with its own settings. `stop` strings are honoured, fields
+//! the server cannot honour (`n > 1`, `logprobs`, tools) are refused with a 400 naming them, an
+//! unknown `model` is a 404, prompt + `max_tokens` beyond the model's context is a 400 naming
+//! the numbers, and with a key (`--api-key-env`) every `/v1` request must carry it. Each request
+//! is logged as one line on standard error.
 
-use super::{generate, ChatFormat, GenerationSettings, Sampling};
+use super::engine::{generate_jobs, FinishReason, GenerationSettings, Job, Next};
+use super::{ChatFormat, Sampling};
 use crate::data::{Message, Role};
 use crate::model::Qwen2;
 use anyhow::{bail, Context, Result};
 use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+/// Requests generated together at most.
+pub const MAX_BATCH: usize = 16;
 
 /// A loaded model ready to answer.
 pub struct ChatService {
@@ -22,6 +38,9 @@ pub struct ChatService {
     pub default_max_tokens: usize,
     /// The key clients must send as `Authorization: Bearer KEY`, if any.
     pub api_key: Option<String>,
+    /// Prompt + new tokens allowed per request (the model's `max_position_embeddings` unless
+    /// told otherwise).
+    pub context: usize,
 }
 
 /// Why a request failed, as the client is told.
@@ -30,6 +49,12 @@ pub enum ApiError {
     /// 400: the request cannot be answered as sent.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no key, or the wrong one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404: no such model.
+    #[error("{0}")]
+    NotFound(String),
     /// 500: generation itself failed.
     #[error("{0}")]
     Internal(String),
@@ -40,93 +65,209 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::NotFound(_) => 404,
             Self::Internal(_) => 500,
         }
     }
 }
 
+/// A request checked and tokenised, ready to generate.
+#[derive(Debug)]
+pub struct ChatRequest {
+    pub ids: Vec<u32>,
+    pub settings: GenerationSettings,
+    /// Strings that end the reply (not included in it).
+    pub stop: Vec<String>,
+    pub stream: bool,
+}
+
+/// What a finished generation returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub text: String,
+    pub finish_reason: &'static str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Request fields this server cannot honour, refused rather than ignored.
+const UNSUPPORTED: &[&str] = &[
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+];
+
 impl ChatService {
-    /// Answers one chat-completions request body.
-    pub fn chat(&self, body: &Value) -> std::result::Result<Value, ApiError> {
+    /// Checks and tokenises one chat-completions request body.
+    pub fn parse(&self, body: &Value) -> std::result::Result<ChatRequest, ApiError> {
         let bad = ApiError::BadRequest;
-        if body.get("stream").and_then(|s| s.as_bool()) == Some(true) {
-            return Err(bad("`stream: true` is not supported by syncoder serve".into()));
+        if !body.is_object() {
+            return Err(bad("the body must be a JSON object".into()));
         }
-        let msgs = body
-            .get("messages")
-            .and_then(|m| m.as_array())
-            .ok_or_else(|| bad("`messages`: expected a list".into()))?;
-        let mut messages = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
-            let role = match m.get("role").and_then(|r| r.as_str()) {
-                Some("system") | Some("developer") => Role::System,
-                Some("user") => Role::User,
-                Some("assistant") => Role::Assistant,
-                other => return Err(bad(format!("`messages[{i}].role`: unsupported {other:?}"))),
-            };
-            let content = match m.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                // The list-of-parts form: keep the text parts.
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(""),
-                _ => return Err(bad(format!("`messages[{i}].content`: expected a string"))),
-            };
-            messages.push(Message { role, content });
+        if let Some(m) = body.get("model").and_then(Value::as_str) {
+            if m != self.name {
+                return Err(ApiError::NotFound(format!(
+                    "the model `{m}` does not exist; this server serves `{}`",
+                    self.name
+                )));
+            }
         }
+        let unsupported: Vec<&str> = UNSUPPORTED
+            .iter()
+            .copied()
+            .filter(|k| body.get(*k).is_some_and(|v| !v.is_null() && *v != Value::Bool(false)))
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(bad(format!(
+                "not supported by syncoder serve: {}",
+                unsupported.join(", ")
+            )));
+        }
+        if body.get("n").is_some_and(|n| n.as_u64() != Some(1) && !n.is_null()) {
+            return Err(bad("`n`: only 1 choice per request is supported".into()));
+        }
+        let messages = parse_messages(body)?;
         let num = |k: &str| body.get(k).and_then(|v| v.as_f64());
-        let max_tokens = body
-            .get("max_completion_tokens")
-            .or_else(|| body.get("max_tokens"))
-            .and_then(|v| v.as_u64())
-            .map_or(self.default_max_tokens, |v| v as usize);
+        let max_tokens = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
+            None | Some(Value::Null) => self.default_max_tokens,
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => n as usize,
+                _ => return Err(bad(format!("`max_tokens` must be a positive integer, not {v}"))),
+            },
+        };
         let temperature = num("temperature").unwrap_or(0.0);
         let top_p = num("top_p").unwrap_or(1.0);
         if !((0.0..=2.0).contains(&temperature) && top_p > 0.0 && top_p <= 1.0) {
             return Err(bad("`temperature` must be in [0, 2] and `top_p` in (0, 1]".into()));
         }
-        let sampling = Sampling {
-            temperature,
-            top_p,
-            seed: body.get("seed").and_then(|s| s.as_u64()).unwrap_or(0),
+        let stop = match body.get("stop") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => {
+                a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()
+            }
+            Some(_) => return Err(bad("`stop`: a string or a list of up to 4 strings".into())),
         };
+        if stop.iter().any(String::is_empty) {
+            return Err(bad("`stop`: empty strings cannot stop anything".into()));
+        }
         let ids = self.format.chat_ids(&messages).map_err(|e| bad(format!("{e:#}")))?;
-        let settings = GenerationSettings {
-            max_new_tokens: max_tokens,
-            sampling,
-            stop_ids: self.format.stop_ids().to_vec(),
+        let context = self.context;
+        if ids.len() + max_tokens > context {
+            return Err(bad(format!(
+                "the prompt ({} tokens) plus `max_tokens` ({max_tokens}) exceed the model's context of {context} tokens",
+                ids.len()
+            )));
+        }
+        Ok(ChatRequest {
+            ids,
+            settings: GenerationSettings {
+                max_new_tokens: max_tokens,
+                sampling: Sampling {
+                    temperature,
+                    top_p,
+                    seed: body.get("seed").and_then(|s| s.as_u64()).unwrap_or(0),
+                },
+                stop_ids: self.format.stop_ids().to_vec(),
+            },
+            stop,
+            stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+        })
+    }
+
+    /// Generates a batch of requests together, streaming deltas to the sinks that want them;
+    /// returns each request's outcome.
+    fn generate_batch(&self, batch: Vec<Work>) -> Vec<std::result::Result<Outcome, ApiError>> {
+        let jobs: Vec<Job> = batch
+            .iter()
+            .map(|w| Job {
+                prompt: &w.req.ids,
+                settings: &w.req.settings,
+                seed: w.req.settings.sampling.seed,
+            })
+            .collect();
+        let mut texts: Vec<TextState> = batch
+            .iter()
+            .map(|w| TextState {
+                stop: w.req.stop.clone(),
+                stream: match &w.sink {
+                    Sink::Stream(tx) => Some(tx.clone()),
+                    _ => None,
+                },
+                sent: 0,
+                cut: None,
+            })
+            .collect();
+        let format = &self.format;
+        let result = generate_jobs(&self.model, &jobs, &mut |i, tokens| texts[i].on_token(format, tokens));
+        let generated = match result {
+            Ok(g) => g,
+            Err(e) => {
+                let msg = format!("generation failed: {e:#}");
+                for t in &texts {
+                    if let Some(tx) = &t.stream {
+                        let _ = tx.send(Chunk::Failed(msg.clone()));
+                    }
+                }
+                return batch.iter().map(|_| Err(ApiError::Internal(msg.clone()))).collect();
+            }
         };
-        let out = generate(&self.model, std::slice::from_ref(&ids), &settings)
-            .map_err(|e| ApiError::Internal(format!("{e:#}")))?
-            .remove(0);
-        let text = self
-            .format
-            .decode(&out.token_ids)
-            .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Ok(json!({
+        generated
+            .into_iter()
+            .zip(texts.iter_mut())
+            .zip(&batch)
+            .map(|((g, t), w)| {
+                let mut text = format
+                    .decode(&g.token_ids)
+                    .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+                if let Some(cut) = t.cut.or_else(|| first_stop(&text, &t.stop)) {
+                    text.truncate(cut);
+                }
+                let finish_reason = match (g.finish_reason, t.cut.is_some()) {
+                    (FinishReason::Stop, _) | (_, true) => "stop",
+                    (FinishReason::Length, false) => "length",
+                };
+                if let Some(tx) = &t.stream {
+                    if text.len() > t.sent {
+                        let _ = tx.send(Chunk::Delta(text[t.sent..].to_string()));
+                    }
+                }
+                let outcome = Outcome {
+                    text,
+                    finish_reason,
+                    prompt_tokens: w.req.ids.len(),
+                    completion_tokens: g.token_ids.len(),
+                };
+                if let Some(tx) = &t.stream {
+                    let _ = tx.send(Chunk::Done(outcome.clone()));
+                }
+                Ok(outcome)
+            })
+            .collect()
+    }
+
+    fn completion_body(&self, o: &Outcome) -> Value {
+        let created = unix_now();
+        json!({
             "id": format!("chatcmpl-syncoder-{created}"),
             "object": "chat.completion",
             "created": created,
             "model": self.name,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": match out.finish_reason {
-                    super::FinishReason::Stop => "stop",
-                    super::FinishReason::Length => "length",
-                },
+                "message": {"role": "assistant", "content": o.text},
+                "finish_reason": o.finish_reason,
             }],
-            "usage": {
-                "prompt_tokens": ids.len(),
-                "completion_tokens": out.token_ids.len(),
-                "total_tokens": ids.len() + out.token_ids.len(),
-            },
-        }))
+            "usage": usage(o),
+        })
     }
 
     pub fn models(&self) -> Value {
@@ -134,50 +275,312 @@ impl ChatService {
     }
 }
 
+fn parse_messages(body: &Value) -> std::result::Result<Vec<Message>, ApiError> {
+    let bad = ApiError::BadRequest;
+    let msgs = body
+        .get("messages")
+        .and_then(|m| m.as_array())
+        .ok_or_else(|| bad("`messages`: expected a list".into()))?;
+    let mut messages = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = match m.get("role").and_then(|r| r.as_str()) {
+            Some("system") | Some("developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => return Err(bad(format!("`messages[{i}].role`: unsupported {other:?}"))),
+        };
+        let content = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            // The list-of-parts form: keep the text parts.
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => return Err(bad(format!("`messages[{i}].content`: expected a string"))),
+        };
+        messages.push(Message { role, content });
+    }
+    Ok(messages)
+}
+
+/// The byte offset of the earliest stop string in `text`.
+fn first_stop(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
+/// One sequence's text as it grows: how much was streamed, and where a stop string cut it.
+struct TextState {
+    stop: Vec<String>,
+    stream: Option<tmpsc::UnboundedSender<Chunk>>,
+    /// Bytes of the decoded text already sent.
+    sent: usize,
+    /// The stop string's offset, once found.
+    cut: Option<usize>,
+}
+
+impl TextState {
+    /// After a new token: ends the sequence at a stop string (or when the client left), and
+    /// streams what can no longer change — holding back an incomplete character and any tail
+    /// that could still become a stop string.
+    fn on_token(&mut self, format: &ChatFormat, tokens: &[u32]) -> Next {
+        if self.stop.is_empty() && self.stream.is_none() {
+            return Next::Continue;
+        }
+        let Ok(text) = format.decode(tokens) else {
+            return Next::Continue;
+        };
+        if let Some(cut) = first_stop(&text, &self.stop) {
+            self.cut = Some(cut);
+            return Next::Stop;
+        }
+        let Some(tx) = &self.stream else {
+            return Next::Continue;
+        };
+        let hold = self.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
+        let mut safe = text.len().saturating_sub(hold);
+        while safe > 0 && !text.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        let ready = text[..safe].trim_end_matches('\u{FFFD}').len();
+        if ready > self.sent {
+            if tx.send(Chunk::Delta(text[self.sent..ready].to_string())).is_err() {
+                return Next::Stop; // the client is gone
+            }
+            self.sent = ready;
+        }
+        Next::Continue
+    }
+}
+
+/// A piece of a streamed reply.
+#[derive(Debug)]
+enum Chunk {
+    Delta(String),
+    Done(Outcome),
+    Failed(String),
+}
+
+/// Where a request's result goes.
+enum Sink {
+    /// Only returned by `generate_batch` (the generation thread delivers it to `Reply`).
+    Collect,
+    Reply(oneshot::Sender<std::result::Result<Outcome, ApiError>>),
+    Stream(tmpsc::UnboundedSender<Chunk>),
+}
+
+/// One request for the generation thread.
+struct Work {
+    req: ChatRequest,
+    sink: Sink,
+}
+
+fn usage(o: &Outcome) -> Value {
+    json!({
+        "prompt_tokens": o.prompt_tokens,
+        "completion_tokens": o.completion_tokens,
+        "total_tokens": o.prompt_tokens + o.completion_tokens,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The generation thread: takes every request waiting (up to `MAX_BATCH`), generates them
+/// together, delivers the results, and repeats until the server ends.
+fn generation_loop(service: Arc<ChatService>, queue: mpsc::Receiver<Work>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut replies = vec![];
+        let batch: Vec<Work> = batch
+            .into_iter()
+            .map(|mut w| {
+                replies.push(std::mem::replace(&mut w.sink, Sink::Collect));
+                if let Sink::Stream(tx) = &replies[replies.len() - 1] {
+                    w.sink = Sink::Stream(tx.clone());
+                }
+                w
+            })
+            .collect();
+        let outcomes = service.generate_batch(batch);
+        for (sink, outcome) in replies.into_iter().zip(outcomes) {
+            if let Sink::Reply(tx) = sink {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
+
 fn error_body(status: u16, message: &str) -> Value {
-    let kind = if status >= 500 {
-        "server_error"
-    } else {
-        "invalid_request_error"
+    let kind = match status {
+        401 => "authentication_error",
+        404 => "not_found_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
     };
     json!({"error": {"message": message, "type": kind}})
 }
 
-/// The service plus the lock that lets one generation run at a time (it uses every core).
-struct Shared {
-    service: ChatService,
-    busy: std::sync::Mutex<()>,
-}
-
-fn reply(status: u16, body: Value) -> axum::response::Response {
-    use axum::response::IntoResponse;
+fn reply(status: u16, body: Value) -> Response {
     let code = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(body)).into_response()
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> axum::response::Response {
+fn error_reply(e: &ApiError) -> Response {
+    reply(e.status(), error_body(e.status(), &e.to_string()))
+}
+
+/// What the handlers share.
+struct Shared {
+    service: Arc<ChatService>,
+    queue: std::sync::Mutex<mpsc::Sender<Work>>,
+}
+
+impl Shared {
+    fn submit(&self, work: Work) -> std::result::Result<(), ApiError> {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue
+            .send(work)
+            .map_err(|_| ApiError::Internal("the generation thread has stopped".into()))
+    }
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return reply(400, error_body(400, &format!("invalid JSON: {e}"))),
     };
-    let result = tokio::task::spawn_blocking(move || {
-        let _one_at_a_time = shared.busy.lock().unwrap_or_else(|p| p.into_inner());
-        shared.service.chat(&body)
-    })
-    .await;
-    match result {
-        Ok(Ok(v)) => reply(200, v),
-        Ok(Err(e)) => reply(e.status(), error_body(e.status(), &e.to_string())),
-        Err(e) => reply(500, error_body(500, &format!("generation failed: {e}"))),
+    let req = match shared.service.parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error_reply(&e),
+    };
+    if req.stream {
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let (tx, rx) = tmpsc::unbounded_channel();
+        if let Err(e) = shared.submit(Work {
+            req,
+            sink: Sink::Stream(tx),
+        }) {
+            return error_reply(&e);
+        }
+        return stream_reply(shared.service.name.clone(), rx, include_usage);
+    }
+    let (tx, rx) = oneshot::channel();
+    if let Err(e) = shared.submit(Work {
+        req,
+        sink: Sink::Reply(tx),
+    }) {
+        return error_reply(&e);
+    }
+    match rx.await {
+        Ok(Ok(outcome)) => reply(200, shared.service.completion_body(&outcome)),
+        Ok(Err(e)) => error_reply(&e),
+        Err(_) => reply(500, error_body(500, "the generation thread dropped the request")),
     }
 }
 
-async fn models(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+/// A streamed reply: a first chunk with the role, one chunk per text delta, a last chunk with
+/// the finish reason, a usage chunk (`choices: []`, as OpenAI sends with `include_usage`), and
+/// `[DONE]`.
+fn stream_reply(model: String, rx: tmpsc::UnboundedReceiver<Chunk>, include_usage: bool) -> Response {
+    let created = unix_now();
+    let id = format!("chatcmpl-syncoder-{created}");
+    let chunk = move |delta: Value, finish: Value| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    let state = (
+        rx,
+        VecDeque::from([Event::default().data(first.to_string())]),
+        false,
+        chunk,
+    );
+    let stream = futures_util::stream::unfold(state, move |(mut rx, mut pending, mut ended, chunk)| async move {
+        loop {
+            if let Some(ev) = pending.pop_front() {
+                return Some((Ok::<Event, Infallible>(ev), (rx, pending, ended, chunk)));
+            }
+            if ended {
+                return None;
+            }
+            match rx.recv().await {
+                Some(Chunk::Delta(text)) => {
+                    pending.push_back(Event::default().data(chunk(json!({"content": text}), Value::Null).to_string()));
+                }
+                Some(Chunk::Done(o)) => {
+                    pending.push_back(Event::default().data(chunk(json!({}), json!(o.finish_reason)).to_string()));
+                    if include_usage {
+                        let mut u = chunk(json!({}), Value::Null);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage(&o);
+                        pending.push_back(Event::default().data(u.to_string()));
+                    }
+                    pending.push_back(Event::default().data("[DONE]"));
+                    ended = true;
+                }
+                Some(Chunk::Failed(msg)) => {
+                    pending.push_back(Event::default().data(error_body(500, &msg).to_string()));
+                    ended = true;
+                }
+                None => return None,
+            }
+        }
+    });
+    Sse::new(stream).into_response()
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
     reply(200, shared.service.models())
 }
 
-async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+async fn not_found(uri: axum::http::Uri) -> Response {
     reply(404, error_body(404, &format!("no route {uri}")))
+}
+
+/// Refuses `/v1` requests without the server's key; logs one line per request.
+async fn guard_and_log(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = match &shared.service.api_key {
+        Some(key) if path.starts_with("/v1") => {
+            let sent = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if sent == Some(key.as_str()) {
+                next.run(request).await
+            } else {
+                error_reply(&ApiError::Unauthorized(
+                    "missing or wrong API key (send `Authorization: Bearer KEY`)".into(),
+                ))
+            }
+        }
+        _ => next.run(request).await,
+    };
+    eprintln!(
+        "{method} {path} {} {:.3}s",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64()
+    );
+    response
 }
 
 /// Serves on `addr` until the process ends; `on_ready` gets the bound address.
@@ -187,6 +590,15 @@ pub fn serve(service: ChatService, addr: &str, on_ready: impl FnOnce(std::net::S
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
+    let service = Arc::new(service);
+    let (queue, work) = mpsc::channel();
+    {
+        let service = service.clone();
+        std::thread::Builder::new()
+            .name("generation".into())
+            .spawn(move || generation_loop(service, work))
+            .context("starting the generation thread")?;
+    }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -194,13 +606,14 @@ pub fn serve(service: ChatService, addr: &str, on_ready: impl FnOnce(std::net::S
         on_ready(listener.local_addr()?, &service.name);
         let shared = Arc::new(Shared {
             service,
-            busy: std::sync::Mutex::new(()),
+            queue: std::sync::Mutex::new(queue),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
             .fallback(not_found)
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), guard_and_log))
             .with_state(shared);
         axum::serve(listener, app).await.context("serving")?;
         bail!("the server stopped")

@@ -5,7 +5,8 @@ use crate::common::fixtures;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-struct Server(Child, String);
+/// A running server: the process, its base URL, and the lines it writes to standard error.
+struct Server(Child, String, std::sync::mpsc::Receiver<String>);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -14,19 +15,38 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// The log lines written so far.
+    fn log(&self) -> Vec<String> {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.2.try_iter().collect()
+    }
+}
+
 /// Starts `syncoder serve` on a free port and returns its base URL.
 fn serve() -> Server {
+    serve_with(&[], &[])
+}
+
+fn serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_syncoder"))
         .args(["serve", "--model"])
         .arg(fixtures().join("loss_model"))
         .args(["--port", "0", "--name", "tiny"])
+        .args(extra)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    reader.read_line(&mut line).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in reader.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
     let url = line
         .split("http://")
         .nth(1)
@@ -35,7 +55,7 @@ fn serve() -> Server {
         .next()
         .unwrap()
         .to_string();
-    Server(child, format!("http://{url}"))
+    Server(child, format!("http://{url}"), rx)
 }
 
 #[test]
@@ -83,12 +103,6 @@ fn chat_completions_answer_like_generate() {
     assert_eq!(bad.status().as_u16(), 400);
     let v: serde_json::Value = bad.json().unwrap();
     assert!(v["error"]["message"].as_str().unwrap().contains("messages"));
-    let stream = client
-        .post(format!("{}/chat/completions", s.1))
-        .json(&serde_json::json!({"messages": [], "stream": true}))
-        .send()
-        .unwrap();
-    assert_eq!(stream.status().as_u16(), 400);
     assert_eq!(
         client.get(format!("{}/nothing", s.1)).send().unwrap().status().as_u16(),
         404
@@ -97,7 +111,8 @@ fn chat_completions_answer_like_generate() {
 
 #[test]
 fn a_served_checkpoint_can_be_the_judge() {
-    let s = serve();
+    // The judge prompt is longer than the tiny model's 1024 positions.
+    let s = serve_with(&["--max-model-len", "4096"], &[]);
     let tmp = tempfile::tempdir().unwrap();
     let eval = tmp.path().join("eval");
     let q = fixtures().join("codearena/questions.jsonl");
@@ -162,4 +177,206 @@ fn a_served_checkpoint_can_be_the_judge() {
         assert!(v["label"].is_null());
         assert!(v["reask"].is_string());
     }
+}
+
+fn post(s: &Server, body: serde_json::Value) -> reqwest::blocking::Response {
+    post_to(&s.1, body)
+}
+
+fn post_to(base: &str, body: serde_json::Value) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+/// The `data:` payloads of a server-sent-events body.
+fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn streaming_stop_strings_and_refusals_behave_as_openai_clients_expect() {
+    let s = serve();
+    let ask = |extra: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Write a function that adds two numbers."}],
+            "max_tokens": 40,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let whole: serde_json::Value = post(&s, ask(serde_json::json!({}))).json().unwrap();
+    let text = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(text.chars().count() > 8, "{text:?}");
+
+    // Streamed: the deltas add up to the same text; then the finish reason, usage and [DONE].
+    let r = post(&s, ask(serde_json::json!({"stream": true})));
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let data = sse_data(&r.text().unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "tiny"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, text);
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(
+        finish["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], serde_json::json!([]));
+    assert_eq!(usage["usage"], whole["usage"]);
+
+    // A stop string ends the reply before it, in both modes.
+    let cut: String = text.chars().skip(4).take(3).collect();
+    let expect: String = text[..text.find(&cut).unwrap()].to_string();
+    let stopped: serde_json::Value = post(&s, ask(serde_json::json!({"stop": [cut.clone()]})))
+        .json()
+        .unwrap();
+    assert_eq!(stopped["choices"][0]["message"]["content"], expect.as_str());
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    let data = sse_data(
+        &post(&s, ask(serde_json::json!({"stop": cut, "stream": true})))
+            .text()
+            .unwrap(),
+    );
+    let streamed: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(streamed, expect);
+
+    // Refusals that name what is wrong.
+    let status_and_message = |body: serde_json::Value| {
+        let r = post(&s, body);
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().unwrap();
+        (status, v["error"]["message"].as_str().unwrap_or("").to_string())
+    };
+    let (st, msg) = status_and_message(ask(serde_json::json!({"model": "gpt-4o"})));
+    assert!(
+        st == 404 && msg.contains("gpt-4o") && msg.contains("tiny"),
+        "{st} {msg}"
+    );
+    let (st, msg) = status_and_message(ask(serde_json::json!({"n": 2})));
+    assert!(st == 400 && msg.contains("`n`"), "{st} {msg}");
+    let (st, msg) = status_and_message(ask(serde_json::json!({"logprobs": true})));
+    assert!(st == 400 && msg.contains("logprobs"), "{st} {msg}");
+    let (st, msg) = status_and_message(ask(serde_json::json!({"max_tokens": -5})));
+    assert!(st == 400 && msg.contains("max_tokens"), "{st} {msg}");
+    let (st, msg) = status_and_message(ask(serde_json::json!({"max_tokens": 1_000_000_000_000u64})));
+    assert!(st == 400 && msg.contains("context"), "{st} {msg}");
+
+    // One log line per request.
+    let log = s.log();
+    assert!(
+        log.iter().any(|l| l.starts_with("POST /v1/chat/completions 200")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.starts_with("POST /v1/chat/completions 404")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn requests_that_arrive_together_get_the_answers_they_get_alone() {
+    let s = serve();
+    let prompts = [
+        "Write a function that adds two numbers.",
+        "Reverse a string.",
+        "hello",
+        "Sort a list.",
+    ];
+    let body = |p: &str, seed: u64| {
+        serde_json::json!({"messages": [{"role": "user", "content": p}], "max_tokens": 12 + seed as usize,
+                           "temperature": if seed.is_multiple_of(2) { 0.0 } else { 0.8 }, "seed": seed})
+    };
+    let alone: Vec<serde_json::Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| post(&s, body(p, i as u64)).json().unwrap())
+        .collect();
+    let together: Vec<serde_json::Value> = std::thread::scope(|sc| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let base = s.1.as_str();
+                sc.spawn(move || post_to(base, body(p, i as u64)).json::<serde_json::Value>().unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (a, t) in alone.iter().zip(&together) {
+        assert_eq!(a["choices"], t["choices"]);
+        assert_eq!(a["usage"], t["usage"]);
+    }
+}
+
+#[test]
+fn a_key_guards_the_api_and_a_public_bind_requires_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["serve", "--model"])
+        .arg(fixtures().join("loss_model"))
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--api-key-env"), "{err}");
+    let s = serve_with(&["--api-key-env", "SERVE_TEST_KEY"], &[("SERVE_TEST_KEY", "k-123")]);
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/models", s.1);
+    assert_eq!(client.get(&url).send().unwrap().status().as_u16(), 401);
+    let wrong = client.get(&url).bearer_auth("nope").send().unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = client.get(&url).bearer_auth("k-123").send().unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+    assert!(s.log().iter().all(|l| !l.contains("k-123")));
+}
+
+#[test]
+fn a_checkpoint_is_served_as_run_slash_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let step = tmp.path().join("my-run/step-00000042");
+    std::fs::create_dir_all(&step).unwrap();
+    for e in std::fs::read_dir(fixtures().join("loss_model")).unwrap().flatten() {
+        std::fs::copy(e.path(), step.join(e.file_name())).unwrap();
+    }
+    std::fs::write(tmp.path().join("my-run/latest"), "step-00000042\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(tmp.path().join("my-run"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("serving my-run/step-00000042 on"), "{line}");
 }
