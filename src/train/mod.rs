@@ -24,6 +24,7 @@ pub mod setup;
 pub mod signals;
 mod stage;
 pub mod step;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::RunConfig;

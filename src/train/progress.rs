@@ -24,6 +24,8 @@ pub struct LogConfig {
     /// Print a log line every this many steps (log-line mode).
     pub every_steps: u64,
     pub progress: ProgressStyle,
+    /// Also write TensorBoard event files to `RUN/tensorboard/`.
+    pub tensorboard: bool,
 }
 
 impl Default for LogConfig {
@@ -31,6 +33,7 @@ impl Default for LogConfig {
         Self {
             every_steps: 10,
             progress: ProgressStyle::Auto,
+            tensorboard: false,
         }
     }
 }

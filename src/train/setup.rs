@@ -169,7 +169,16 @@ impl Trainer {
             max_shard_bytes: cfg.checkpoint.max_shard_bytes,
             keep_last: cfg.checkpoint.keep_last,
         };
+        let tensorboard = if cfg.log.tensorboard {
+            Some(super::tensorboard::EventWriter::create(
+                &dir,
+                resumed.as_ref().map(|_| state.step),
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
+            tensorboard,
             metrics: MetricsLog::open(&dir, state.step)?,
             progress: Progress::new(&cfg.log),
             stop: StopRequest::install()?,

@@ -46,6 +46,8 @@ pub struct Trainer {
     pub(super) state: TrainerState,
     pub(super) files: CheckpointFiles,
     pub(super) metrics: MetricsLog,
+    /// TensorBoard event file (`[log] tensorboard`).
+    pub(super) tensorboard: Option<super::tensorboard::EventWriter>,
     pub(super) validation: Option<Validation>,
     pub(super) progress: Progress,
     pub(super) stop: StopRequest,
@@ -177,6 +179,9 @@ impl Trainer {
             mfu: self.mfu(tokens_per_s),
         };
         self.metrics.append(&m)?;
+        if let Some(tb) = &mut self.tensorboard {
+            tb.step(&m)?;
+        }
         self.progress.step(&m, self.state.stage_step, stage.total);
         if !o.applied {
             self.progress.note(&format!(

@@ -606,3 +606,66 @@ fn checkpoints_of_the_earlier_layout_still_resume_exactly() {
     assert_eq!(losses(&dir), b.losses);
     assert!(final_weights(&dir) == b.weights);
 }
+
+/// The events of a TensorBoard event file, every record's framing and checksums verified.
+fn read_events(path: &Path) -> Vec<syncoder::train::tensorboard::Event> {
+    use prost::Message;
+    use syncoder::train::tensorboard::{masked_crc, Event};
+    let bytes = std::fs::read(path).unwrap();
+    let (mut out, mut at) = (vec![], 0);
+    while at < bytes.len() {
+        let len_bytes = &bytes[at..at + 8];
+        let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+        assert_eq!(crc, masked_crc(len_bytes), "length checksum");
+        let data = &bytes[at + 12..at + 12 + len];
+        let crc = u32::from_le_bytes(bytes[at + 12 + len..at + 16 + len].try_into().unwrap());
+        assert_eq!(crc, masked_crc(data), "data checksum");
+        out.push(Event::decode(data).unwrap());
+        at += 16 + len;
+    }
+    out
+}
+
+#[test]
+fn tensorboard_events_carry_each_steps_scalars_and_a_resume_marks_its_step() {
+    let b = baseline();
+    let run = "tb";
+    let dir = b.cfg.parent().unwrap().join(run);
+    let tb = ["--set", "log.tensorboard=true"];
+    killed(&train(&b.cfg, run, &tb, Some("kill-after-save:6")));
+    let mut args = vec!["--resume", "latest"];
+    args.extend(tb);
+    ok(&train(&b.cfg, run, &args, None));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("tensorboard"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let (mut first, mut second) = (read_events(&files[0]), read_events(&files[1]));
+    if first.iter().any(|e| e.session_log.is_some()) {
+        std::mem::swap(&mut first, &mut second);
+    }
+    assert_eq!(first[0].file_version.as_deref(), Some("brain.Event:2"));
+    // The resumed process marks step 6: TensorBoard drops the first file's later steps.
+    let start = second[1].session_log.as_ref().expect("a SessionLog after the version");
+    assert_eq!((start.status, second[1].step), (1, 6));
+    // Every step's loss, as metrics.jsonl has it (rounded to f32), in the events.
+    let loss_at = |events: &[syncoder::train::tensorboard::Event], step: i64| {
+        events.iter().filter(|e| e.step == step).find_map(|e| {
+            e.summary
+                .as_ref()?
+                .value
+                .iter()
+                .find(|v| v.tag == "train/loss")?
+                .simple_value
+        })
+    };
+    for (step, loss, _, _) in losses(&dir) {
+        let events = if step <= 6 { &first } else { &second };
+        let want = loss.parse::<f64>().unwrap() as f32;
+        assert_eq!(loss_at(events, step as i64), Some(want), "step {step}");
+    }
+}
