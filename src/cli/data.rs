@@ -58,21 +58,60 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  syncoder data prepare shards/ --config configs/qwen2.5-coder-0.5b.toml --out prepared/
+  syncoder data prepare shards/ --tokenizer data/sample/tokenizer --max-seq-len 4096 --out prepared/")]
 pub struct PrepareArgs {
     /// Shard files, directories or glob patterns.
     #[arg(required = true)]
     pub sources: Vec<PathBuf>,
-    #[command(flatten)]
-    pub tokenizer: TokenizerArgs,
+    /// A run config: take the tokenizer, the length (data.max_seq_len or data.seq_len), the
+    /// overflow rule and the bad-record rule from it, so the shards suit that run.
+    #[arg(long, conflicts_with_all = ["tokenizer", "max_seq_len", "overflow"])]
+    pub config: Option<PathBuf>,
+    /// A model or tokenizer directory holding tokenizer.json (and tokenizer_config.json with
+    /// its chat template).
+    #[arg(long, required_unless_present = "config")]
+    pub tokenizer: Option<PathBuf>,
+    /// Samples longer than this many tokens are handled by --overflow [default: 32768].
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// truncate: keep the first --max-seq-len tokens; drop: skip the sample [default: truncate].
+    #[arg(long, value_enum)]
+    pub overflow: Option<Overflow>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
     /// Samples per prepared shard file.
     #[arg(long, default_value_t = 100_000)]
     pub docs_per_shard: usize,
-    /// fail: stop at the first bad record (naming file and line); skip: skip and count.
-    #[arg(long, value_enum, default_value_t = OnBadRecord::Fail)]
-    pub on_bad_record: OnBadRecord,
+    /// fail: stop at the first bad record (naming file and line); skip: skip and count
+    /// [default: fail, or the run config's].
+    #[arg(long, value_enum)]
+    pub on_bad_record: Option<OnBadRecord>,
+}
+
+impl PrepareArgs {
+    /// The sample builder and the bad-record rule: from the run config, or from the flags.
+    fn builder(&self) -> Result<(crate::data::SampleBuilder, OnBadRecord)> {
+        if let Some(path) = &self.config {
+            let cfg = crate::train::RunConfig::load(path, &[])?;
+            let dirs = crate::train::model_source::model_dirs(&cfg.model)?;
+            let b =
+                crate::data::SampleBuilder::from_dir(&dirs.tokenizer, cfg.data.max_sample_len(), cfg.data.overflow)?;
+            return Ok((b, self.on_bad_record.unwrap_or(cfg.data.on_bad_record)));
+        }
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .expect("clap requires --tokenizer without --config");
+        let b = crate::data::SampleBuilder::from_dir(
+            tokenizer,
+            self.max_seq_len.unwrap_or(32768),
+            self.overflow.unwrap_or(Overflow::Truncate),
+        )?;
+        Ok((b, self.on_bad_record.unwrap_or(OnBadRecord::Fail)))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -83,9 +122,15 @@ pub struct DecontamArgs {
     /// Benchmark questions (JSONL; user turns of `messages`, or `question` / `prompt`).
     #[arg(long)]
     pub against: PathBuf,
-    /// Output directory for the kept records (and dropped.txt).
+    /// Output directory for the kept records and dropped.jsonl (written whole or not at all).
     #[arg(long)]
     pub out: PathBuf,
+    /// Words per n-gram: a sample sharing any n consecutive words with a question is dropped.
+    #[arg(long, default_value_t = crate::data::decontam::NGRAM)]
+    pub ngram: usize,
+    /// Replace a non-empty --out directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -151,8 +196,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Prepare(a) => {
-            let skip = a.on_bad_record == OnBadRecord::Skip;
-            let builder = a.tokenizer.builder()?;
+            let (builder, on_bad) = a.builder()?;
+            let skip = on_bad == OnBadRecord::Skip;
             let m = crate::data::prepared::prepare(&a.sources, &builder, &a.out, a.docs_per_shard.max(1), skip)?;
             let tokens: u64 = m.shards.iter().map(|s| s.tokens).sum();
             let docs: u64 = m.shards.iter().map(|s| s.docs).sum();
@@ -169,14 +214,26 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Decontam(a) => {
-            let r = crate::data::decontam::decontaminate(&a.sources, &a.against, &a.out)?;
+            let r = crate::data::decontam::decontaminate(&a.sources, &a.against, &a.out, a.ngram, a.force)?;
+            if !r.too_short.is_empty() {
+                let shown: Vec<&str> = r.too_short.iter().take(10).map(String::as_str).collect();
+                eprintln!(
+                    "warning: {} benchmark questions have fewer than {} words and cannot be matched: {}{} \
+                     (a smaller --ngram catches them, at the price of more false matches)",
+                    r.too_short.len(),
+                    a.ngram,
+                    shown.join(", "),
+                    if r.too_short.len() > 10 { ", …" } else { "" }
+                );
+            }
             println!(
-                "{} records: kept {}, dropped {} sharing a {}-gram with {}",
+                "{} records: kept {}, dropped {} sharing a {}-gram with {} (see {})",
                 r.records,
                 r.kept,
                 r.dropped,
-                crate::data::decontam::NGRAM,
-                a.against.display()
+                a.ngram,
+                a.against.display(),
+                a.out.join("dropped.jsonl").display()
             );
             Ok(())
         }

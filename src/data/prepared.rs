@@ -281,9 +281,11 @@ pub fn resolve_training_sources(sources: &[PathBuf], builder: &SampleBuilder) ->
             }
             if m.max_seq_len > builder.max_seq_len {
                 bail!(
-                    "{}: prepared with max_seq_len {} > this run's {}",
+                    "{}: prepared with max_seq_len {} > this run's {}: prepare the shards again for this run \
+                     (`syncoder data prepare SOURCES --config RUN.toml --out DIR`, or `--max-seq-len {}`)",
                     src.display(),
                     m.max_seq_len,
+                    builder.max_seq_len,
                     builder.max_seq_len
                 );
             }

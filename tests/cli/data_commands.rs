@@ -88,10 +88,70 @@ fn decontam_drops_exactly_the_overlapping_samples() {
     );
     let kept = std::fs::read_to_string(out_dir.join("train.jsonl")).unwrap();
     assert!(kept.contains("\"clean\"") && kept.contains("\"nine\"") && !kept.contains("\"leak\""));
+    let dropped: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(out_dir.join("dropped.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!(dropped["id"], "leak");
+    assert_eq!(dropped["question"], "1");
     assert_eq!(
-        std::fs::read_to_string(out_dir.join("dropped.txt")).unwrap().trim(),
-        "leak"
+        dropped["ngram"],
+        "given an array of integers nums and an integer target,"
     );
+
+    // A used --out is not overwritten without --force; --ngram 9 also catches "nine".
+    let decontam = |extra: &[&str]| {
+        let mut args = vec![
+            "data",
+            "decontam",
+            data.to_str().unwrap(),
+            "--against",
+            bench.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        syncoder(&args)
+    };
+    assert!(!decontam(&[]).status.success());
+    let out = decontam(&["--ngram", "9", "--force"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept 1, dropped 2"));
+
+    // A question shorter than n words is named: no n-gram can match it.
+    let short = tmp.path().join("short.jsonl");
+    std::fs::write(&short, "{\"id\": \"s1\", \"question\": \"add two numbers\"}\n").unwrap();
+    let out = syncoder(&[
+        "data",
+        "decontam",
+        data.to_str().unwrap(),
+        "--against",
+        short.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o2").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("1 benchmark questions have fewer than 10 words") && err.contains("s1"),
+        "{err}"
+    );
+
+    // A bad record stops it, leaving no partial output.
+    let broken = tmp.path().join("broken.jsonl");
+    std::fs::write(&broken, rows[0].to_string() + "\n{\"messages\": 3}\n").unwrap();
+    let o3 = tmp.path().join("o3");
+    let out = syncoder(&[
+        "data",
+        "decontam",
+        broken.to_str().unwrap(),
+        "--against",
+        bench.to_str().unwrap(),
+        "--out",
+        o3.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("broken.jsonl:2"));
+    assert!(!o3.exists());
+    assert!(std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with(".tmp")));
 
     std::fs::write(&bench, "{\"id\": 1}\n").unwrap();
     let out = syncoder(&[
@@ -105,4 +165,54 @@ fn decontam_drops_exactly_the_overlapping_samples() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bench.jsonl:1"));
+}
+
+#[test]
+fn prepare_takes_its_lengths_from_a_run_config_and_a_mismatch_says_how_to_fix_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fits = tmp.path().join("fits");
+    let out = syncoder(&[
+        "data",
+        "prepare",
+        "data/sample",
+        "--config",
+        "configs/smoke.toml",
+        "--out",
+        fits.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fits.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["max_seq_len"], 256, "the smoke run's data.seq_len");
+    let dry = |dir: &std::path::Path| {
+        syncoder(&[
+            "train",
+            "--config",
+            "configs/smoke.toml",
+            "--set",
+            &format!("stage.0.data=[\"{}\"]", dir.display()),
+            "--dry-run",
+        ])
+    };
+    let out = dry(&fits);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The default length (32768) makes shards the smoke run refuses, saying how to fix it.
+    let long = tmp.path().join("long");
+    let out = syncoder(&[
+        "data",
+        "prepare",
+        "data/sample",
+        "--tokenizer",
+        "data/sample/tokenizer",
+        "--out",
+        long.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dry(&long);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--config RUN.toml") && err.contains("--max-seq-len 256"),
+        "{err}"
+    );
 }
