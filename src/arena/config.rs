@@ -230,7 +230,11 @@ mod tests {
         let again: Doc = crate::config::parse_toml(&toml::to_string(&doc).unwrap(), &[]).unwrap();
         assert_eq!(again.arena, doc.arena);
         let e = crate::config::parse_toml::<Doc>(text, &["arena.timeout_s=\"x\"".into()]).unwrap_err();
-        assert!(e.to_string().starts_with("key `arena.timeout_s`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--set arena.timeout_s=\"x\": key `arena.timeout_s`"),
+            "{e}"
+        );
         let e = crate::config::parse_toml::<Doc>(text, &["arena.judge_temprature=1".into()]).unwrap_err();
         assert!(e.to_string().contains("judge_temprature"), "{e}");
         let e = crate::config::parse_toml::<Doc>(text, &["arena.opponents=[\"best\"]".into()]).unwrap_err();

@@ -22,6 +22,7 @@ pub struct BenchTrainArgs {
     /// A Hugging Face `config.json` of the model shape (e.g. configs/models/qwen2.5-coder-0.5b.json).
     #[arg(long)]
     pub model_config: PathBuf,
+    /// Tokens per row.
     #[arg(long, default_value_t = 4096)]
     pub seq_len: usize,
     /// Rows per step (one micro-batch).

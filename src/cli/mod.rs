@@ -16,10 +16,26 @@ mod train;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// `--version`: the crate version, the commit it was built from, and whether it has CUDA.
+#[cfg(feature = "cuda")]
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SYNCODER_COMMIT"),
+    "; features: cuda)"
+);
+#[cfg(not(feature = "cuda"))]
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SYNCODER_COMMIT"),
+    "; features: none, CPU only)"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "syncoder",
-    version,
+    version = VERSION,
     about = "Fine-tune and evaluate Qwen2.5-Coder-style code models"
 )]
 pub struct Cli {
@@ -82,5 +98,46 @@ mod tests {
     #[test]
     fn every_subcommand_has_consistent_arguments() {
         Cli::command().debug_assert();
+    }
+
+    /// Every flag and positional argument of every command says what it is.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), "syncoder", &mut missing);
+        assert!(missing.is_empty(), "arguments without a description: {missing:#?}");
+    }
+
+    /// The main commands' --help ends with examples.
+    #[test]
+    fn main_commands_show_examples() {
+        let cli = Cli::command();
+        for path in [
+            &["train"][..],
+            &["generate"],
+            &["serve"],
+            &["compare"],
+            &["arena", "answer"],
+            &["arena", "judge"],
+            &["data", "prepare"],
+        ] {
+            let mut cmd = &cli;
+            for name in path {
+                cmd = cmd.find_subcommand(name).unwrap();
+            }
+            let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(after.contains("Example"), "{path:?} has no examples");
+        }
     }
 }

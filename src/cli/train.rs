@@ -6,11 +6,20 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  syncoder train --config configs/smoke.toml                       # the CPU smoke fine-tune
+  syncoder train --config configs/qwen2.5-coder-0.5b.toml --dry-run  # check everything, print the plan
+  syncoder train --config configs/smoke.toml --set optim.lr=1e-4 --set stage.0.steps=100 --run-name lr1e-4
+  syncoder train --config checkpoints/lr1e-4/run.toml --resume latest  # after Ctrl-C / pre-emption
+
+Exit codes: 0 done; 1 failed; 130 / 143 stopped by SIGINT / SIGTERM with a checkpoint saved.
+Config keys: docs/config.md; every key's resolved value: --dry-run.")]
 pub struct TrainArgs {
     /// The run config (see docs/config.md), e.g. configs/smoke.toml.
     #[arg(long)]
     pub config: PathBuf,
-    /// Override a config key, e.g. `--set optim.lr=1e-4 --set stage.0.steps=100` (repeatable).
+    /// Override a config key, e.g. `--set optim.lr=1e-4 --set stage.0.steps=100` (repeatable;
+    /// `--set model.init_config=` removes an optional key).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Resume from `latest` (the run's newest checkpoint), a run directory or a step directory.

@@ -5,6 +5,7 @@
 mod common;
 
 mod data_commands;
+mod hygiene;
 mod inference_models;
 mod init;
 mod loss;
