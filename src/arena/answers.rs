@@ -154,7 +154,7 @@ pub fn answer_questions(
     let path = answers_path(eval_dir, name);
     let tok_dir = tokenizer_dir(&m.dir, m.tokenizer.as_deref())?;
     let provenance = Provenance::of(&m.dir, &tok_dir)?;
-    let existing: Vec<Answer> = jsonl::read(&path)?;
+    let mut existing: Vec<Answer> = jsonl::read(&path)?;
     if let Some(old) = existing
         .iter()
         .find(|a| a.provenance != provenance || a.max_new_tokens != s.max_new_tokens || a.sampling != s.sampling)
@@ -171,9 +171,9 @@ pub fn answer_questions(
         eprintln!("{name}: replacing the answers of {was} (--overwrite)");
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         drop_judgments_of(eval_dir, name)?;
+        existing.clear();
     }
-    let (mut log, done) = AppendLog::open::<Answer>(&path)?;
-    let done: std::collections::HashSet<String> = done.into_iter().map(|a| a.question_id).collect();
+    let done: std::collections::HashSet<String> = existing.into_iter().map(|a| a.question_id).collect();
     let todo: Vec<&Question> = questions
         .iter()
         .filter(|q| !q.too_long() && !done.contains(&q.id))
@@ -182,9 +182,12 @@ pub fn answer_questions(
         eprintln!("{name}: 0 new answers, {} present ({})", done.len(), path.display());
         return Ok(0);
     }
+    // The model loads before the answers file is touched: a model that fails to load leaves
+    // nothing behind.
     let spec = m.dir.to_string_lossy().to_string();
     let loaded = LoadedModel::load(&spec, m.tokenizer.as_deref(), &m.device)
         .with_context(|| format!("loading {} for answering", m.dir.display()))?;
+    let (mut log, _) = AppendLog::open::<Answer>(&path)?;
     let format = &loaded.format;
     let prompts: Vec<Vec<u32>> = todo
         .iter()

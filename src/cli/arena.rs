@@ -166,8 +166,8 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
                 tokenizer: a.tokenizer,
                 device: a.device,
             };
-            write_questions_meta(&a.out, &qs)?;
             answer_questions(&model, &a.name, &qs, &a.out, &settings)?;
+            write_questions_meta(&a.out, &qs)?;
             Ok(())
         }
         ArenaCommand::Judge(a) => {
