@@ -236,7 +236,11 @@ fn scores_are_exact_on_the_fixture() {
     assert_eq!(answers.lines().count(), 6, "q6 is too long and skipped");
     let (url, state) = start_judge(Duration::ZERO);
     let t0 = Instant::now();
-    ok(&judge_cmd(&eval, &url, "4").output().unwrap());
+    let out = judge_cmd(&eval, &url, "4").output().unwrap();
+    ok(&out);
+    // Q5's 429s are retried, each retry said as it happens.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HTTP 429") && err.contains("retrying in"), "{err}");
     assert!(t0.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
     {
         let s = state.lock().unwrap();

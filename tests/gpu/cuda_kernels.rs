@@ -77,3 +77,27 @@ fn training_on_gpu_writes_mfu_and_device_memory() {
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!(last["peak_device_memory_gib"].as_f64().unwrap() > 0.0, "{last}");
 }
+
+/// `generate --device cuda` in f32 gives the CPU's greedy tokens; in bf16 it runs and stops
+/// where it should.
+#[test]
+fn generation_on_the_gpu_matches_the_cpu() {
+    let Some(_dev) = cuda_or_skip() else { return };
+    let model = crate::common::fixtures().join("loss_model");
+    let gen = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncoder"))
+            .args(["generate", "--model"])
+            .arg(&model)
+            .args(["--prompt", "Write a function that adds two numbers.", "--max-new-tokens", "24", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let cpu = gen(&[]);
+    let gpu = gen(&["--device", "cuda", "--dtype", "f32"]);
+    assert_eq!(cpu["token_ids"], gpu["token_ids"]);
+    let bf16 = gen(&["--device", "cuda"]);
+    assert!(!bf16["token_ids"].as_array().unwrap().is_empty());
+}
