@@ -1,7 +1,7 @@
 //! `syncoder ckpt inspect`: what a checkpoint (or a run's latest) holds; `syncoder ckpt export`:
 //! a checkpoint's model alone (weights, config, tokenizer, generation config) in a new directory.
 
-use crate::io::fsync_dir;
+use crate::io::write_dir_atomic;
 use crate::model::weights::WeightFiles;
 use crate::model::Qwen2Config;
 use crate::train::checkpoint::{self, OPTIMIZER, TRAINER_STATE, TRAINING_STATE_DIR};
@@ -79,35 +79,16 @@ fn model_files(step_dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn export(dir: &Path, out: &Path) -> Result<()> {
     let step_dir = step_dir_of(dir)?;
-    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        anyhow::bail!("--out {}: exists and is not empty", out.display());
-    }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".tmp-export-{name}"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir_all(&tmp)?;
     let files = model_files(&step_dir)?;
-    for f in &files {
-        let to = tmp.join(f.file_name().expect("a listed file has a name"));
-        std::fs::copy(f, &to).with_context(|| format!("copying {} to {}", f.display(), to.display()))?;
-        std::fs::File::open(&to)?.sync_all()?;
-    }
-    fsync_dir(&tmp)?;
-    if out.exists() {
-        std::fs::remove_dir(out).with_context(|| format!("replacing the empty {}", out.display()))?;
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-    fsync_dir(parent)?;
+    write_dir_atomic(out, false, |tmp| {
+        for f in &files {
+            let to = tmp.join(f.file_name().expect("a listed file has a name"));
+            std::fs::copy(f, &to).with_context(|| format!("copying {} to {}", f.display(), to.display()))?;
+            std::fs::File::open(&to)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .context("--out")?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))

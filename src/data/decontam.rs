@@ -152,35 +152,9 @@ pub fn decontaminate(sources: &[PathBuf], against: &Path, out: &Path, n: usize, 
             out.display()
         );
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".tmp-decontam-{name}"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = write_kept(sources, &bench, &tmp);
-    match result {
-        Ok(mut report) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
-            }
-            std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-            report.too_short = bench.too_short;
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    let mut report = crate::io::write_dir_atomic(out, force, |tmp| write_kept(sources, &bench, tmp))?;
+    report.too_short = bench.too_short;
+    Ok(report)
 }
 
 fn write_kept(sources: &[PathBuf], bench: &Benchmark, dir: &Path) -> Result<DecontamReport> {

@@ -7,5 +7,5 @@ pub mod jsonl;
 pub mod progress;
 pub mod svg;
 
-pub use atomic::{fsync_dir, write_atomic};
+pub use atomic::{fsync_dir, write_atomic, write_dir_atomic};
 pub use jsonl::AppendLog;

@@ -1,15 +1,6 @@
 //! `syncoder data inspect` and `syncoder data decontam` on the project's sample shard.
 
-use crate::common::repo;
-use std::process::Command;
-
-fn syncoder(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_syncoder"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::common::syncoder_in_repo as syncoder;
 
 #[test]
 fn inspect_counts_tokens_and_languages() {

@@ -1,16 +1,8 @@
 //! The command line's manners: `--version` names the commit and features; a `--set` mistake
 //! is blamed on the `--set`, in words, with the closest key; `--set key=` unsets a key.
 
-use crate::common::repo;
+use crate::common::{repo, syncoder_in_repo as syncoder};
 use std::process::Command;
-
-fn syncoder(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_syncoder"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn version_names_the_commit_and_the_features() {

@@ -68,13 +68,22 @@ fn a_run_directory_a_bare_model_with_tokenizer_and_a_missing_path() {
     // A Hub id goes to the Hugging Face cache (here offline and empty: a clear error).
     let home = tmp.path().join("hf-home");
     let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
-        .args(["generate", "--model", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "--prompt", "hi"])
+        .args([
+            "generate",
+            "--model",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            "--prompt",
+            "hi",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", &home)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Hugging Face") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("Hugging Face") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
 
     // `loss` takes the run directory too.
     let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))

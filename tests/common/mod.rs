@@ -27,6 +27,11 @@ pub fn syncoder_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_syncoder"))
 }
 
+/// Runs the `syncoder` binary in the repository root (where the configs' relative paths hold).
+pub fn syncoder_in_repo(args: &[&str]) -> Output {
+    syncoder_bin().current_dir(repo()).args(args).output().unwrap()
+}
+
 /// Asserts a finished command succeeded, showing its output if not.
 pub fn ok(out: &Output) {
     assert!(

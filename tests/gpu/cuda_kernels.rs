@@ -88,7 +88,13 @@ fn generation_on_the_gpu_matches_the_cpu() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncoder"))
             .args(["generate", "--model"])
             .arg(&model)
-            .args(["--prompt", "Write a function that adds two numbers.", "--max-new-tokens", "24", "--json"])
+            .args([
+                "--prompt",
+                "Write a function that adds two numbers.",
+                "--max-new-tokens",
+                "24",
+                "--json",
+            ])
             .args(extra)
             .output()
             .unwrap();
