@@ -225,7 +225,7 @@ mod tests {
             }
         );
         assert_eq!(doc.arena.opponents, default_opponents());
-        assert_eq!((doc.arena.max_new_tokens, doc.arena.batch_size), (1024, 8));
+        assert_eq!((doc.arena.max_new_tokens, doc.arena.batch_size), (16384, 8));
         // What run.toml holds reads back to the same settings.
         let again: Doc = crate::config::parse_toml(&toml::to_string(&doc).unwrap(), &[]).unwrap();
         assert_eq!(again.arena, doc.arena);

@@ -285,6 +285,18 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
             if only_model.is_some_and(|m| m != model) {
                 continue;
             }
+            // Answers of the scored questions cut at the token limit (model's, and opponent's
+            // when it is a model of this directory).
+            let truncated = |name: &str| -> Result<usize> {
+                Ok(read_answers(eval_dir, name)?
+                    .values()
+                    .filter(|a| {
+                        a.finish_reason == crate::infer::FinishReason::Length && by_q.contains_key(&a.question_id)
+                    })
+                    .count())
+            };
+            let truncated_answers = truncated(&model)?;
+            let opponent_truncated = truncated(&opponent)?;
             let mut results = Vec::new();
             let mut missing = 0;
             for m in metas
@@ -313,6 +325,8 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
                 resamples,
                 seed,
                 min_valid_share: super::report::MIN_VALID_SHARE,
+                truncated_answers,
+                opponent_truncated,
             }));
         }
     }

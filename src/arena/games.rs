@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::judge_client::{ChatMessage, JudgeClient};
-use super::judge_prompt::REASK;
 use super::protocol::Protocol;
 use super::verdict::{Label, Position};
 
@@ -116,7 +115,7 @@ pub struct GameOutcome {
 
 /// Plays one game: renders the protocol's messages, asks the judge, and finds the verdict. While
 /// a reply has no verdict candidate at all (and the protocol allows more attempts: two for
-/// `syncoder`), the conversation is continued with the reply and [`REASK`] and the answer to that
+/// `syncoder`), the conversation is continued with the reply and the protocol's re-ask and the answer to that
 /// is parsed instead. A reply with two different candidates is unparsable (`None`) and is not
 /// re-asked: the judge did answer, just inconsistently. A failed request (after the client's
 /// retries), a re-ask included, fails the whole game.
@@ -142,7 +141,7 @@ pub fn judge_game(client: &JudgeClient, protocol: &Protocol, job: &GameJob) -> a
             break;
         }
         messages.push(ChatMessage::assistant(replies[replies.len() - 1].clone()));
-        messages.push(ChatMessage::user(REASK));
+        messages.push(ChatMessage::user(protocol.reask()));
     }
     let label = protocol.label(&replies[replies.len() - 1]);
     let judgment = replies.remove(0);
@@ -280,7 +279,7 @@ pub fn run_games(
 
 #[cfg(test)]
 mod tests {
-    use super::super::judge_prompt::JudgePrompt;
+    use super::super::judge_prompt::{JudgePrompt, REASK};
     use super::super::judge_settings::JudgeSettings;
     use super::super::judge_test_server::{temp_dir, unique_name, ScriptServer};
     use super::*;
@@ -345,7 +344,10 @@ mod tests {
         let yaml = "number_of_judgment_attempts: 3\nsystem_prompt: \"SYS\"\n\
                     prompt_template: [\"Q={question_1}|A={answer_1}|B={answer_2}\"]\n\
                     regex_pattern: \\[\\[([AB<>=]+)\\]\\]\n";
-        let proto = Protocol::Codearena(super::super::judge_config::JudgeConfig::parse(yaml).unwrap());
+        let proto = Protocol::Codearena(
+            super::super::judge_config::JudgeConfig::parse(yaml).unwrap(),
+            "THE SCRIPT'S RE-ASK".into(),
+        );
         let server = ScriptServer::start();
         let o = judge_game(&client(&server), &proto, &job("q", 1, "ca L:B<A")).unwrap();
         assert_eq!(o.label, Some(Label::ABetter), "the mirror of A>B");
@@ -358,6 +360,10 @@ mod tests {
         );
         let o = judge_game(&client(&server), &proto, &job("q", 1, "three none none L:A>>B")).unwrap();
         assert_eq!((o.label, server.count("three")), (Some(Label::AMuchBetter), 3));
+        // The re-ask is the protocol's (the official script's sentence).
+        let last = &server.bodies("three")[2]["messages"];
+        assert_eq!(last[3]["content"], "THE SCRIPT'S RE-ASK");
+        assert_eq!(last[5]["content"], "THE SCRIPT'S RE-ASK");
         let reask = o.reask.unwrap();
         assert!(
             reask.contains("hard to say") && reask.contains("[[A>>B]]"),

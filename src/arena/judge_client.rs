@@ -63,10 +63,45 @@ pub struct Completion {
     pub usage: Option<Value>,
     /// The model the server says answered (its `model` field), if it named one.
     pub model: Option<String>,
+    /// `choices[0].finish_reason` (`stop`, `length`, ...), if given.
+    pub finish_reason: Option<String>,
 }
+
+/// Sampling of one request, when not the settings' (answering through an endpoint).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestSampling {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: Option<u64>,
+    /// `None`: the server decides (vLLM: what is left of the model's context).
+    pub max_tokens: Option<u32>,
+}
+
+/// What a client is for, as its messages name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRole {
+    pub name: &'static str,
+    pub url_flag: &'static str,
+    pub model_flag: &'static str,
+}
+
+/// The LLM judge (`--judge-url`, `--judge-model`).
+pub const JUDGE: ClientRole = ClientRole {
+    name: "judge",
+    url_flag: "--judge-url",
+    model_flag: "--judge-model",
+};
+
+/// A server answering the questions (`arena answer --endpoint`).
+pub const ENDPOINT: ClientRole = ClientRole {
+    name: "endpoint",
+    url_flag: "--endpoint",
+    model_flag: "--endpoint-model",
+};
 
 /// A blocking chat-completions client; cheap to share between threads (`&JudgeClient` is `Sync`).
 pub struct JudgeClient {
+    role: ClientRole,
     cfg: JudgeSettings,
     url: String,
     http: Client,
@@ -91,7 +126,12 @@ struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     temperature: f64,
-    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
     stream: bool,
 }
 
@@ -150,12 +190,19 @@ impl JudgeClient {
             .build()
             .map_err(|e| anyhow!("cannot build the HTTP client for {url}: {}", render_reqwest_error(e)))?;
         Ok(JudgeClient {
+            role: JUDGE,
             cfg,
             url,
             http,
             auth,
             key,
         })
+    }
+
+    /// The same client, its messages naming it as `role`.
+    pub fn with_role(mut self, role: ClientRole) -> Self {
+        self.role = role;
+        self
     }
 
     /// The full endpoint URL, `{base_url}/chat/completions`.
@@ -178,11 +225,26 @@ impl JudgeClient {
     /// Other HTTP errors fail at once. Error messages name the URL, model and attempt, and the
     /// API key is replaced by `***` in them.
     pub fn complete(&self, messages: &[ChatMessage]) -> anyhow::Result<Completion> {
+        self.complete_with(
+            messages,
+            RequestSampling {
+                temperature: self.cfg.temperature(),
+                top_p: 1.0,
+                seed: None,
+                max_tokens: Some(self.cfg.max_tokens()),
+            },
+        )
+    }
+
+    /// `complete` with the request's own sampling.
+    pub fn complete_with(&self, messages: &[ChatMessage], sampling: RequestSampling) -> anyhow::Result<Completion> {
         let request = ChatRequest {
             model: &self.cfg.model,
             messages,
-            temperature: self.cfg.temperature(),
-            max_tokens: self.cfg.max_tokens(),
+            temperature: sampling.temperature,
+            top_p: (sampling.top_p < 1.0).then_some(sampling.top_p),
+            seed: sampling.seed,
+            max_tokens: sampling.max_tokens,
             stream: false,
         };
         let attempts = self.cfg.max_retries.saturating_add(1);
@@ -192,7 +254,8 @@ impl JudgeClient {
                 Ok(completion) => return Ok(completion),
                 Err(AttemptError::Fatal(message)) => {
                     return Err(anyhow!(self.redact(&format!(
-                        "judge request to {} (model {}) failed on attempt {} of {}: {}",
+                        "{} request to {} (model {}) failed on attempt {} of {}: {}",
+                        self.role.name,
                         self.url,
                         self.cfg.model,
                         attempt + 1,
@@ -206,7 +269,8 @@ impl JudgeClient {
                         eprintln!(
                             "{}",
                             self.redact(&format!(
-                                "judge: attempt {} of {attempts} failed ({message}); retrying in {:.1} s",
+                                "{}: attempt {} of {attempts} failed ({message}); retrying in {:.1} s",
+                                self.role.name,
                                 attempt + 1,
                                 wait.as_secs_f64()
                             ))
@@ -218,8 +282,8 @@ impl JudgeClient {
             }
         }
         Err(anyhow!(self.redact(&format!(
-            "judge request to {} (model {}) failed after {} attempt(s); last error: {}",
-            self.url, self.cfg.model, attempts, last
+            "{} request to {} (model {}) failed after {} attempt(s); last error: {}",
+            self.role.name, self.url, self.cfg.model, attempts, last
         ))))
     }
 
@@ -228,6 +292,12 @@ impl JudgeClient {
     /// the judge model fails at once with advice fitted to what happened; other statuses only
     /// warn (the server is there).
     pub fn check(&self) -> anyhow::Result<()> {
+        self.check_model().map(|_| ())
+    }
+
+    /// `check`, returning the served model's context length when the server lists one
+    /// (`max_model_len`, as vLLM and `syncoder serve` do).
+    pub fn check_model(&self) -> anyhow::Result<Option<usize>> {
         let base = self.url.trim_end_matches("/chat/completions");
         let url = format!("{base}/models");
         let mut request = self.http.get(&url).timeout(Duration::from_secs(10));
@@ -237,8 +307,10 @@ impl JudgeClient {
         let response = match request.send() {
             Ok(r) => r,
             Err(e) => bail!(self.redact(&format!(
-                "the judge at {base} cannot be reached: {}; check --judge-url (is the server running there?)",
-                render_reqwest_error(e)
+                "the {} at {base} cannot be reached: {}; check {} (is the server running there?)",
+                self.role.name,
+                render_reqwest_error(e),
+                self.role.url_flag
             ))),
         };
         let status = response.status();
@@ -254,10 +326,11 @@ impl JudgeClient {
         };
         match status.as_u16() {
             200 => {
-                let served: Vec<String> = serde_json::from_str::<Value>(&body)
+                let list: Vec<Value> = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| v.get("data").and_then(Value::as_array).cloned())
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                let served: Vec<String> = list
                     .iter()
                     .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
                     .collect();
@@ -265,16 +338,23 @@ impl JudgeClient {
                     let mut list = served.clone();
                     list.truncate(20);
                     bail!(
-                        "the judge at {base} does not serve model {:?} (--judge-model); it serves: {}{}",
+                        "the {} at {base} does not serve model {:?} ({}); it serves: {}{}",
+                        self.role.name,
                         self.cfg.model,
+                        self.role.model_flag,
                         list.join(", "),
                         if served.len() > 20 { ", …" } else { "" }
                     );
                 }
-                Ok(())
+                Ok(list
+                    .iter()
+                    .find(|m| m.get("id").and_then(Value::as_str) == Some(self.cfg.model.as_str()))
+                    .and_then(|m| m.get("max_model_len").and_then(Value::as_u64))
+                    .map(|n| n as usize))
             }
             401 | 403 => bail!(self.redact(&format!(
-                "HTTP {status} from the judge at {base}: check the API key in {key}: {}",
+                "HTTP {status} from the {} at {base}: check the API key in {key}: {}",
+                self.role.name,
                 self.excerpt(&body)
             ))),
             404 => {
@@ -282,10 +362,11 @@ impl JudgeClient {
             }
             _ => {
                 eprintln!(
-                    "warning: the judge at {base} answered GET /models with HTTP {status}: {}",
+                    "warning: the {} at {base} answered GET /models with HTTP {status}: {}",
+                    self.role.name,
                     self.excerpt(&body)
                 );
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -331,7 +412,16 @@ impl JudgeClient {
             .map_err(|problem| AttemptError::Fatal(format!("unusable reply: {problem}: {}", self.excerpt(&body))))?;
         let usage = json.get("usage").filter(|u| !u.is_null()).cloned();
         let model = json.get("model").and_then(Value::as_str).map(str::to_string);
-        Ok(Completion { text, usage, model })
+        let finish_reason = json
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(Completion {
+            text,
+            usage,
+            model,
+            finish_reason,
+        })
     }
 
     fn transport_error(&self, e: reqwest::Error) -> AttemptError {

@@ -215,3 +215,53 @@ model_list:
         assert!(e("just text").contains("arena-hard YAML"));
     }
 }
+
+/// The re-ask sentence of the official judging script (`judge_models.py`): the one user message
+/// it appends, as a string literal, when a reply holds no verdict —
+/// `conv.append({"role": "user", "content": "..."})`.
+pub fn reask_from_script(text: &str) -> Result<String> {
+    let re = Regex::new(r#"conv\.append\(\{\s*"role"\s*:\s*"user"\s*,\s*"content"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}\)"#)
+        .expect("a valid pattern");
+    let found: Vec<String> = re.captures_iter(text).map(|c| unescape(&c[1])).collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no re-ask sentence found (a `conv.append({{\"role\": \"user\", \"content\": \"...\"}})` with a literal)"
+        ),
+        _ => bail!("{} candidate re-ask sentences found; expected one", found.len()),
+    }
+}
+
+/// A Python double-quoted literal's common escapes undone.
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod reask_tests {
+    use super::*;
+
+    #[test]
+    fn the_reask_literal_is_found_and_unescaped() {
+        let script = "conv.append({\"role\": \"user\", \"content\": user_prompt})\n\
+                      conv.append({\"role\": \"user\", \"content\": \"say \\\"it\\\" now\"})\n";
+        assert_eq!(reask_from_script(script).unwrap(), "say \"it\" now");
+        assert!(reask_from_script("print(1)").is_err());
+        let twice = format!("{script}{script}");
+        assert!(reask_from_script(&twice).is_err());
+    }
+}

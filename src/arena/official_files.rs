@@ -24,12 +24,23 @@ pub struct OfficialFile {
     pub path: &'static str,
     /// Its SHA-256 at `COMMIT`, when pinned.
     pub sha256: Option<&'static str>,
+    /// How a user gives the file instead (named in the offline error).
+    pub instead: &'static str,
 }
 
 /// The judge configuration (arena-hard format) of the official evaluation.
 pub const JUDGE_CONFIG: OfficialFile = OfficialFile {
     path: "qwencoder-eval/instruct/CodeArena/utils/judge_config.yaml",
     sha256: Some("b6e9c9287ce89733a346b048d901ec1c20cecf73607d5d9e2093c17f016e1284"),
+    instead: "pass its path with --judge-config",
+};
+
+/// The official judging script, read for the one judging text not in the configuration: the
+/// re-ask sent when a reply holds no verdict.
+pub const JUDGE_SCRIPT: OfficialFile = OfficialFile {
+    path: "qwencoder-eval/instruct/CodeArena/judge_models.py",
+    sha256: Some("b1ace37d587f5c5c9f8a2b1c2e295190ca72dbe02b96cc09c288b9dcb927f497"),
+    instead: "put judge_models.py beside the file given to --judge-config",
 };
 
 impl OfficialFile {
@@ -72,9 +83,10 @@ pub fn fetch_into(file: &OfficialFile, base: &str, cache: &Path) -> Result<PathB
     let bytes = download(&url).with_context(|| {
         format!(
             "cannot fetch the official {} ({url}); without network, download it on another machine \
-             and put it at {} (or pass its path with --judge-config)",
+             and put it at {} (or {})",
             file.name(),
-            dest.display()
+            dest.display(),
+            file.instead
         )
     })?;
     check(file, &bytes).with_context(|| format!("{url}: not used"))?;
@@ -130,6 +142,7 @@ mod tests {
         let free = OfficialFile {
             path: "a/b/file.json",
             sha256: None,
+            instead: "",
         };
         let got = fetch_into(&free, &serve("{}"), dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&got).unwrap(), "{}");

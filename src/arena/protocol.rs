@@ -6,8 +6,9 @@
 //!   official verdict pattern, one re-ask; temperature 0, 4096 tokens.
 //! - `codearena` (the default): the official CodeArena judge configuration, read from the
 //!   arena-hard YAML file (`--judge-config FILE`, or fetched at the pinned commit by
-//!   `official_files.rs`; see `judge_config.rs`); temperature 0.2 and 16384 tokens, as the
-//!   official `judge_models.py` sends them.
+//!   `official_files.rs`; see `judge_config.rs`), and the re-ask sentence of the official
+//!   `judge_models.py` (beside the configuration file, or fetched); temperature 0.2 and 16384
+//!   tokens, as that script sends them.
 //!
 //! Every judgment records the digest, so that a judging run resumed in an existing evaluation
 //! directory refuses to mix its verdicts with verdicts given under another protocol, and a
@@ -15,8 +16,8 @@
 
 use super::games::Judgment;
 use super::judge_client::ChatMessage;
-use super::judge_config::JudgeConfig;
-use super::judge_prompt::JudgePrompt;
+use super::judge_config::{reask_from_script, JudgeConfig};
+use super::judge_prompt::{JudgePrompt, REASK};
 use super::judge_settings::JudgeSettings;
 use super::official_files;
 use super::verdict::{self, Label};
@@ -57,7 +58,8 @@ impl ProtocolKind {
 #[derive(Clone, Debug)]
 pub enum Protocol {
     Syncoder(JudgePrompt),
-    Codearena(JudgeConfig),
+    /// The configuration and the official script's re-ask sentence.
+    Codearena(JudgeConfig, String),
 }
 
 impl Protocol {
@@ -86,7 +88,18 @@ impl Protocol {
                     None => official_files::fetch(&official_files::JUDGE_CONFIG)
                         .context("the codearena protocol reads the official judge configuration")?,
                 };
-                Ok(Protocol::Codearena(JudgeConfig::from_file(&path)?))
+                let config = JudgeConfig::from_file(&path)?;
+                let script = judge_script_beside(&path).map_or_else(
+                    || {
+                        official_files::fetch(&official_files::JUDGE_SCRIPT)
+                            .context("the codearena protocol reads the re-ask sentence of the official judging script")
+                    },
+                    Ok,
+                )?;
+                let text = std::fs::read_to_string(&script)
+                    .with_context(|| format!("cannot read the judging script {}", script.display()))?;
+                let reask = reask_from_script(&text).with_context(|| format!("judging script {}", script.display()))?;
+                Ok(Protocol::Codearena(config, reask))
             }
         }
     }
@@ -95,7 +108,7 @@ impl Protocol {
     pub fn render(&self, question: &str, answer_a: &str, answer_b: &str) -> Result<Vec<ChatMessage>> {
         match self {
             Protocol::Syncoder(p) => Ok(p.render(question, answer_a, answer_b)),
-            Protocol::Codearena(c) => c.render(question, answer_a, answer_b),
+            Protocol::Codearena(c, _) => c.render(question, answer_a, answer_b),
         }
     }
 
@@ -103,7 +116,7 @@ impl Protocol {
     pub fn candidates<'a>(&self, text: &'a str) -> Vec<&'a str> {
         match self {
             Protocol::Syncoder(_) => verdict::candidates(text),
-            Protocol::Codearena(c) => c.candidates(text),
+            Protocol::Codearena(c, _) => c.candidates(text),
         }
     }
 
@@ -116,7 +129,15 @@ impl Protocol {
     pub fn attempts(&self) -> u32 {
         match self {
             Protocol::Syncoder(_) => 2,
-            Protocol::Codearena(c) => c.attempts,
+            Protocol::Codearena(c, _) => c.attempts,
+        }
+    }
+
+    /// The user message that asks again for a verdict.
+    pub fn reask(&self) -> &str {
+        match self {
+            Protocol::Syncoder(_) => REASK,
+            Protocol::Codearena(_, reask) => reask,
         }
     }
 
@@ -124,9 +145,18 @@ impl Protocol {
     pub fn prompt_digest(&self) -> String {
         match self {
             Protocol::Syncoder(p) => p.digest(),
-            Protocol::Codearena(c) => short_sha(&[&c.system, &c.templates.join("\0"), &c.pattern_text]),
+            Protocol::Codearena(c, _) => short_sha(&[&c.system, &c.templates.join("\0"), &c.pattern_text]),
         }
     }
+}
+
+/// `judge_models.py` beside a judge configuration file, or in the directory above it (the
+/// official layout keeps the configuration in `utils/`).
+fn judge_script_beside(config: &Path) -> Option<std::path::PathBuf> {
+    let dir = config.parent()?;
+    std::iter::once(dir.join("judge_models.py"))
+        .chain(dir.parent().map(|p| p.join("judge_models.py")))
+        .find(|p| p.is_file())
 }
 
 /// The protocol's digest: 16 hex digits of the SHA-256 of its kind, prompt, verdict pattern,
@@ -135,13 +165,14 @@ pub fn digest(protocol: &Protocol, judge: &JudgeSettings) -> String {
     let (kind, texts): (&str, Vec<String>) = match protocol {
         // The syncoder protocol's digest is what it was before protocols had kinds.
         Protocol::Syncoder(p) => ("", vec![p.system.clone(), p.template.clone()]),
-        Protocol::Codearena(c) => (
+        Protocol::Codearena(c, reask) => (
             "codearena",
             vec![
                 c.system.clone(),
                 c.templates.join("\0"),
                 c.pattern_text.clone(),
                 c.attempts.to_string(),
+                reask.clone(),
             ],
         ),
     };

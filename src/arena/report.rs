@@ -45,6 +45,12 @@ pub struct ReportInput {
     /// The share of parsed verdicts below which a group's rates are shown as "n/a".
     #[serde(default = "default_min_valid_share")]
     pub min_valid_share: f64,
+    /// The model's scored answers cut at the token limit (`finish_reason: length`).
+    #[serde(default)]
+    pub truncated_answers: usize,
+    /// The same of the opponent, when it is a model with an answers file.
+    #[serde(default)]
+    pub opponent_truncated: usize,
 }
 
 fn default_min_valid_share() -> f64 {
@@ -125,6 +131,11 @@ pub struct Report {
     /// See `ReportInput::min_valid_share`.
     #[serde(default = "default_min_valid_share")]
     pub min_valid_share: f64,
+    /// See `ReportInput::truncated_answers`.
+    #[serde(default)]
+    pub truncated_answers: usize,
+    #[serde(default)]
+    pub opponent_truncated: usize,
     pub resamples: usize,
     pub seed: u64,
 }
@@ -225,6 +236,8 @@ pub fn build_report(input: &ReportInput) -> Report {
         missing: input.missing,
         unparsable_games,
         min_valid_share: input.min_valid_share,
+        truncated_answers: input.truncated_answers,
+        opponent_truncated: input.opponent_truncated,
         resamples: input.resamples,
         seed: input.seed,
     }
@@ -311,8 +324,17 @@ fn leaderboard_table(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "N = {} questions scored (the leaderboard's N is {LEADERBOARD_N}: CodeArena's 397 less those of \
-         1024 words or more); {} not judged in both games; {} skipped as too long.\n",
-        r.questions, r.missing, r.skipped_too_long
+         1024 words or more); {} not judged in both games; {} skipped as too long; {} of the model's \
+         answers cut at the token limit{}.\n",
+        r.questions,
+        r.missing,
+        r.skipped_too_long,
+        r.truncated_answers,
+        if r.opponent_truncated > 0 {
+            format!(" ({} of the opponent's)", r.opponent_truncated)
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -369,6 +391,11 @@ pub fn render_markdown(r: &Report) -> String {
     let _ = writeln!(out, "- Skipped (prompt too long): {}", r.skipped_too_long);
     let _ = writeln!(out, "- Missing (not judged in both games): {}", r.missing);
     let _ = writeln!(out, "- Unparsable games (counted 0 points): {}", r.unparsable_games);
+    let _ = writeln!(
+        out,
+        "- Answers cut at the token limit: {} (model), {} (opponent)",
+        r.truncated_answers, r.opponent_truncated
+    );
     out
 }
 
@@ -569,6 +596,8 @@ mod tests {
             seed: 42,
             // 3 of 12 games unparsable: the hand counts below show every rate.
             min_valid_share: 0.0,
+            truncated_answers: 0,
+            opponent_truncated: 0,
         }
     }
 

@@ -3,7 +3,7 @@
 //! `arena::JudgeSettings`).
 
 use crate::arena::answers::{
-    answer_questions, AnswerModel, AnswerSettings, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
+    answer_questions, AnswerModel, AnswerSettings, AnswerSource, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
 };
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::questions::{self, Categories, Question};
@@ -44,10 +44,12 @@ impl QuestionArgs {
 /// Generation options of answering.
 #[derive(Args, Debug, Clone)]
 pub struct GenerationArgs {
-    /// Tokens an answer may have (answers cut here are marked `finish_reason: length`).
+    /// Tokens an answer may have (the official 16384 by default; each answer is also capped by
+    /// what the model's context leaves after the question; answers cut short are marked
+    /// `finish_reason: length` and counted in the report).
     #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
-    /// Questions generated together.
+    /// Questions generated together (with --endpoint: requests in flight).
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Sample instead of greedy decoding (the protocol is greedy).
@@ -95,8 +97,18 @@ impl GenerationArgs {
 pub struct AnswerArgs {
     /// The model: a model or checkpoint step directory, a run directory (its latest checkpoint),
     /// or a Hugging Face Hub id (from the HF cache; HF_HUB_OFFLINE honoured).
+    #[arg(long, required_unless_present = "endpoint", conflicts_with = "endpoint")]
+    pub model: Option<String>,
+    /// Answer through an OpenAI-compatible server instead (vLLM, `syncoder serve`, ...), e.g.
+    /// http://127.0.0.1:8000/v1; it applies the model's chat template.
+    #[arg(long, requires = "endpoint_model")]
+    pub endpoint: Option<String>,
+    /// The model name the server serves (with --endpoint).
     #[arg(long)]
-    pub model: String,
+    pub endpoint_model: Option<String>,
+    /// Environment variable holding the server's API key (with --endpoint; unset: no key).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub endpoint_key_env: String,
     /// A directory with tokenizer.json and tokenizer_config.json (default: the model's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -161,12 +173,22 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
         ArenaCommand::Answer(a) => {
             let qs = a.questions.load()?;
             let settings = a.generation.settings()?;
-            let model = AnswerModel {
-                dir: locate_model(&a.model)?,
-                tokenizer: a.tokenizer,
-                device: a.device,
+            let source = match (&a.model, &a.endpoint) {
+                (Some(model), None) => AnswerSource::Local(AnswerModel {
+                    dir: locate_model(model)?,
+                    tokenizer: a.tokenizer,
+                    device: a.device,
+                }),
+                (None, Some(url)) => {
+                    let model = a.endpoint_model.clone().unwrap_or_default();
+                    let mut cfg = JudgeSettings::new(url.clone(), model);
+                    cfg.key_env = a.endpoint_key_env.clone();
+                    cfg.concurrency = settings.batch_size.max(1);
+                    AnswerSource::Endpoint(cfg)
+                }
+                _ => bail!("give one of --model and --endpoint"),
             };
-            answer_questions(&model, &a.name, &qs, &a.out, &settings)?;
+            answer_questions(&source, &a.name, &qs, &a.out, &settings)?;
             write_questions_meta(&a.out, &qs)?;
             Ok(())
         }

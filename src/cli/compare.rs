@@ -3,7 +3,7 @@
 //! baseline, and reports.
 
 use super::arena::{run_judge, GenerationArgs, QuestionArgs};
-use crate::arena::answers::{answer_questions, AnswerModel};
+use crate::arena::answers::{answer_questions, AnswerModel, AnswerSource};
 use crate::arena::evaluate::{reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::JudgeSettings;
 use crate::infer::{locate_model, InferDevice};
@@ -58,14 +58,14 @@ pub struct CompareArgs {
 }
 
 /// The model `spec` names, for `flag`.
-fn model(spec: &str, flag: &str, a: &CompareArgs) -> Result<AnswerModel> {
+fn model(spec: &str, flag: &str, a: &CompareArgs) -> Result<AnswerSource> {
     let dir = locate_model(spec).with_context(|| flag.to_string())?;
     let tokenizer = a.tokenizer.clone().filter(|_| !dir.join("tokenizer.json").is_file());
-    Ok(AnswerModel {
+    Ok(AnswerSource::Local(AnswerModel {
         dir,
         tokenizer,
         device: a.device.clone(),
-    })
+    }))
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {

@@ -136,10 +136,10 @@ impl ChatService {
         }
         let messages = parse_messages(body)?;
         let num = |k: &str| body.get(k).and_then(|v| v.as_f64());
-        let max_tokens = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
-            None | Some(Value::Null) => self.default_max_tokens,
+        let asked = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
+            None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => n as usize,
+                Some(n) if n > 0 => Some(n as usize),
                 _ => return Err(bad(format!("`max_tokens` must be a positive integer, not {v}"))),
             },
         };
@@ -161,6 +161,8 @@ impl ChatService {
         }
         let ids = self.format.chat_ids(&messages).map_err(|e| bad(format!("{e:#}")))?;
         let context = self.context;
+        // Without `max_tokens`: the default, or what the context leaves, whichever is less.
+        let max_tokens = asked.unwrap_or(self.default_max_tokens.min(context.saturating_sub(ids.len())).max(1));
         if ids.len() + max_tokens > context {
             return Err(bad(format!(
                 "the prompt ({} tokens) plus `max_tokens` ({max_tokens}) exceed the model's context of {context} tokens",
@@ -271,7 +273,8 @@ impl ChatService {
     }
 
     pub fn models(&self) -> Value {
-        json!({"object": "list", "data": [{"id": self.name, "object": "model", "owned_by": "syncoder"}]})
+        json!({"object": "list", "data": [{"id": self.name, "object": "model", "owned_by": "syncoder",
+                                           "max_model_len": self.context}]})
     }
 }
 

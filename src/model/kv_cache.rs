@@ -1,6 +1,10 @@
 //! The key/value cache of one sequence during generation: per layer, the keys and values of
 //! every token so far as f32 rows `[tokens, kv_heads * head_dim]` (keys after RoPE), grown in
-//! place with room reserved up front.
+//! place with room reserved up front for at most `RESERVE_TOKENS` tokens (it grows beyond that
+//! as tokens come: a long `max_new_tokens` costs nothing until it is used).
+
+/// Tokens of room reserved when a cache is made.
+pub const RESERVE_TOKENS: usize = 4096;
 
 /// Keys and values of one sequence.
 #[derive(Clone, Debug, Default)]
@@ -11,8 +15,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `layers` layers with room for `capacity` tokens of `row` floats.
+    /// An empty cache for `layers` layers with room for `capacity` tokens of `row` floats (at
+    /// most `RESERVE_TOKENS` of them reserved now).
     pub fn new(layers: usize, row: usize, capacity: usize) -> Self {
+        let capacity = capacity.min(RESERVE_TOKENS);
         Self {
             keys: (0..layers).map(|_| Vec::with_capacity(row * capacity)).collect(),
             values: (0..layers).map(|_| Vec::with_capacity(row * capacity)).collect(),

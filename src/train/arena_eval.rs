@@ -4,7 +4,7 @@
 //! never stops training: the step is reported, kept in this evaluator's queue, and tried again
 //! at the next evaluation and at the end of the run.
 
-use crate::arena::answers::{answer_questions, AnswerModel, AnswerSettings};
+use crate::arena::answers::{answer_questions, AnswerModel, AnswerSettings, AnswerSource};
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::questions::{self, Categories, Question};
 use crate::arena::{ArenaConfig, RunOpponent};
@@ -163,19 +163,19 @@ impl ArenaEval {
         let (eval_dir, cfg) = (&self.eval_dir, &self.cfg);
         write_questions_meta(eval_dir, &qs)?;
         let name = format!("step-{step:08}");
-        let me = AnswerModel {
+        let me = AnswerSource::Local(AnswerModel {
             dir: ckpt.to_path_buf(),
             tokenizer: None,
             device: self.device.clone(),
-        };
+        });
         answer_questions(&me, &name, &qs, eval_dir, &settings)?;
         let (client, prompt) = cfg.judge.client()?;
         for o in &cfg.opponents {
             let opp = match o {
                 RunOpponent::Baseline(b) => Opponent::Baseline(b.clone()),
                 RunOpponent::Base => {
-                    let base = self.base.as_ref().context("no base model directory")?;
-                    answer_questions(base, "base", &qs, eval_dir, &settings)?;
+                    let base = self.base.clone().context("no base model directory")?;
+                    answer_questions(&AnswerSource::Local(base), "base", &qs, eval_dir, &settings)?;
                     Opponent::Model("base".into())
                 }
             };

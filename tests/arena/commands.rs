@@ -437,6 +437,20 @@ fn the_codearena_protocol_reads_an_official_format_config() {
         (body["temperature"].as_f64(), body["max_tokens"].as_u64()),
         (Some(0.2), Some(16384))
     );
+    // Q3's first reply has no verdict: the re-ask is the judging script's sentence (read from
+    // the judge_models.py beside the configuration).
+    let reasks: Vec<&serde_json::Value> = s
+        .bodies
+        .iter()
+        .filter(|b| b["messages"].as_array().is_some_and(|m| m.len() > 3))
+        .collect();
+    assert!(!reasks.is_empty());
+    for b in reasks {
+        assert_eq!(
+            b["messages"][3]["content"],
+            "TEST RE-ASK: now end with one verdict label"
+        );
+    }
     drop(s);
     let file = eval.join("model_judgment/scripted-judge/tuned.jsonl");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)

@@ -380,3 +380,145 @@ fn a_checkpoint_is_served_as_run_slash_step() {
     let _ = child.wait();
     assert!(line.contains("serving my-run/step-00000042 on"), "{line}");
 }
+
+/// `arena answer` of the fixture questions into `eval` under `name`.
+fn answer(eval: &std::path::Path, name: &str, how: &[&str], max_new_tokens: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args([
+            "arena",
+            "answer",
+            "--name",
+            name,
+            "--max-new-tokens",
+            max_new_tokens,
+            "--out",
+        ])
+        .arg(eval)
+        .arg("--questions")
+        .arg(fixtures().join("codearena/questions.jsonl"))
+        .args(how)
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut answers: Vec<serde_json::Value> = std::fs::read_to_string(eval.join(format!("model_answer/{name}.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    answers.sort_by_key(|a| a["question_id"].as_str().unwrap().to_string());
+    answers
+}
+
+#[test]
+fn answers_through_an_endpoint_equal_the_built_in_greedy_answers() {
+    let s = serve();
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    let model = fixtures().join("loss_model");
+    let here = answer(&eval, "here", &["--model", model.to_str().unwrap()], "12");
+    let there = answer(&eval, "there", &["--endpoint", &s.1, "--endpoint-model", "tiny"], "12");
+    assert_eq!(here.len(), 6);
+    assert_eq!(here.len(), there.len());
+    for (h, t) in here.iter().zip(&there) {
+        assert_eq!(h["question_id"], t["question_id"]);
+        assert_eq!(h["answer"], t["answer"]);
+        assert_eq!(h["tokens"], t["tokens"]);
+        assert_eq!(h["finish_reason"], t["finish_reason"]);
+    }
+    assert!(
+        there[0]["endpoint"].as_str().unwrap().ends_with("model tiny"),
+        "{}",
+        there[0]
+    );
+    assert!(there[0].get("weights_sha256").is_none_or(|w| w == ""), "{}", there[0]);
+}
+
+#[test]
+fn answers_may_run_to_the_end_of_the_models_context_and_are_counted_when_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    let model = fixtures().join("loss_model");
+    // Far beyond the fixture model's 1024 positions: each answer stops at its stop token or where
+    // the context ends, never beyond.
+    let answers = answer(&eval, "long", &["--model", model.to_str().unwrap()], "100000");
+    let cut = answers.iter().filter(|a| a["finish_reason"] == "length").count();
+    for a in &answers {
+        assert!(a["tokens"].as_u64().unwrap() < 1024, "{a}");
+        assert_eq!(a["max_new_tokens"], 100000);
+    }
+    assert!(
+        cut > 0,
+        "the random tiny model should run into its context at least once"
+    );
+    // The report counts the cut answers of the scored questions.
+    let (url, _) = {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        std::thread::spawn(move || {
+            for req in server.incoming_requests() {
+                let body = if *req.method() == tiny_http::Method::Get {
+                    r#"{"data":[]}"#.to_string()
+                } else {
+                    serde_json::json!({"choices": [{"message": {"role": "assistant", "content": "[[A=B]]"}}]})
+                        .to_string()
+                };
+                let _ = req.respond(tiny_http::Response::from_string(body));
+            }
+        });
+        (format!("http://127.0.0.1:{port}/v1"), ())
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args([
+            "arena",
+            "judge",
+            "--name",
+            "long",
+            "--baseline",
+            "gpt-4-turbo-2024-04-09",
+            "--out",
+        ])
+        .arg(&eval)
+        .arg("--questions")
+        .arg(fixtures().join("codearena/questions.jsonl"))
+        .args([
+            "--judge-url",
+            &url,
+            "--judge-model",
+            "j",
+            "--concurrency",
+            "2",
+            "--judge-config",
+        ])
+        .arg(fixtures().join("codearena/judge_config.yaml"))
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap_or_else(|_| {
+            let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+                .args(["arena", "report"])
+                .arg(&eval)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            std::fs::read_to_string(eval.join("report.json")).unwrap()
+        }))
+        .unwrap();
+    let scored: std::collections::BTreeSet<String> = std::fs::read_to_string(eval.join("model_judgment/j/long.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["question_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let want = answers
+        .iter()
+        .filter(|a| a["finish_reason"] == "length" && scored.contains(a["question_id"].as_str().unwrap()))
+        .count();
+    assert_eq!(report[0]["truncated_answers"], want);
+}
