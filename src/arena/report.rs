@@ -431,15 +431,15 @@ fn svg_x(v: f64) -> f64 {
 fn svg_row(out: &mut String, row: usize, g: &GroupStats, fill: &str) {
     let y = SVG_TOP + row as f64 * SVG_ROW_H;
     let cy = y + SVG_BAR_H / 2.0;
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="end" dominant-baseline="middle">{} (n={})</text>"#,
+        SVG_BAR_X - 8.0,
+        cy,
+        xml_escape(&svg_label(&g.name)),
+        g.n
+    );
     if !g.reliable() {
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" dominant-baseline="middle">{} (n={})</text>"#,
-            SVG_BAR_X - 8.0,
-            cy,
-            xml_escape(&svg_label(&g.name)),
-            g.n
-        );
         let _ = writeln!(
             out,
             r#"<text x="{SVG_BAR_X:.1}" y="{cy:.1}" dominant-baseline="middle">n/a: {} of {} verdicts unparsable</text>"#,
@@ -448,14 +448,6 @@ fn svg_row(out: &mut String, row: usize, g: &GroupStats, fill: &str) {
         return;
     }
     let (x0, x, lo, hi) = (SVG_BAR_X, svg_x(g.score), svg_x(g.score_ci[0]), svg_x(g.score_ci[1]));
-    let _ = writeln!(
-        out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="end" dominant-baseline="middle">{} (n={})</text>"#,
-        x0 - 8.0,
-        cy,
-        xml_escape(&svg_label(&g.name)),
-        g.n
-    );
     let _ = writeln!(
         out,
         r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{SVG_BAR_H:.1}" fill="{fill}"/>"#,
