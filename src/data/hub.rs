@@ -1,6 +1,7 @@
-//! `hf://datasets/ORG/NAME[/GLOB]` data sources through the Hugging Face Hub client (hf-hub):
-//! the matching files are downloaded into (or, offline, found in) the Hugging Face cache, then
-//! read like local shards. `HF_HOME`, `HF_HUB_CACHE` and `HF_TOKEN` are honoured by the client;
+//! `hf://datasets/ORG/NAME[@REVISION][/GLOB]` data sources through the Hugging Face Hub client
+//! (hf-hub): the matching files of the revision (a branch, tag or commit; the default branch when
+//! absent) are downloaded into (or, offline, found in) the Hugging Face cache, then read like
+//! local shards. `HF_HOME`, `HF_HUB_CACHE` and `HF_TOKEN` are honoured by the client;
 //! `HF_HUB_OFFLINE=1` restricts resolution to the cache.
 
 use anyhow::{bail, Context, Result};
@@ -8,11 +9,15 @@ use std::path::PathBuf;
 
 pub const PREFIX: &str = "hf://datasets/";
 
-/// A parsed `hf://datasets/ORG/NAME[/GLOB]`.
+const SHAPE: &str = "a Hub data source looks like hf://datasets/ORG/NAME[@REVISION][/GLOB]";
+
+/// A parsed `hf://datasets/ORG/NAME[@REVISION][/GLOB]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubSource {
     pub owner: String,
     pub name: String,
+    /// The branch, tag or commit (`None`: the default branch).
+    pub revision: Option<String>,
     /// Files to take, relative to the repository root (`None`: every shard file).
     pub pattern: Option<String>,
 }
@@ -20,17 +25,23 @@ pub struct HubSource {
 impl HubSource {
     pub fn parse(s: &str) -> Result<Self> {
         let Some(rest) = s.strip_prefix(PREFIX) else {
-            bail!("{s}: a Hub data source looks like hf://datasets/ORG/NAME[/GLOB]");
+            bail!("{s}: {SHAPE}");
         };
         let mut parts = rest.splitn(3, '/');
         let (owner, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (name, revision) = match name.split_once('@') {
+            Some((name, rev)) if !rev.is_empty() => (name, Some(rev.to_string())),
+            Some(_) => bail!("{s}: nothing after `@`: {SHAPE}"),
+            None => (name, None),
+        };
         if owner.is_empty() || name.is_empty() {
-            bail!("{s}: a Hub data source looks like hf://datasets/ORG/NAME[/GLOB]");
+            bail!("{s}: {SHAPE}");
         }
         let pattern = parts.next().filter(|p| !p.is_empty()).map(str::to_string);
         Ok(Self {
             owner: owner.into(),
             name: name.into(),
+            revision,
             pattern,
         })
     }
@@ -45,13 +56,17 @@ fn offline() -> bool {
 /// glob of the wanted files inside it.
 pub fn fetch(src: &str) -> Result<PathBuf> {
     let hub = HubSource::parse(src)?;
-    let repo = format!("{}/{}", hub.owner, hub.name);
+    let repo = match &hub.revision {
+        Some(rev) => format!("{}/{} at revision {rev}", hub.owner, hub.name),
+        None => format!("{}/{}", hub.owner, hub.name),
+    };
     let client = hf_hub::HFClientSync::new().context("setting up the Hugging Face Hub client")?;
     let offline = offline();
     let result = client
         .dataset(hub.owner.clone(), hub.name.clone())
         .snapshot_download()
         .local_files_only(offline)
+        .maybe_revision(hub.revision.clone())
         .maybe_allow_patterns(hub.pattern.clone().map(|p| vec![p]))
         .send();
     let dir = match result {

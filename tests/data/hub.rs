@@ -45,6 +45,22 @@ fn offline_reads_the_cached_snapshot() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // `@REVISION` reads that revision's snapshot (the cache maps the name to its commit).
+    let older = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::write(repo.join("refs/v1"), older).unwrap();
+    let snap = repo.join("snapshots").join(older).join("data");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::write(snap.join("train-0.jsonl"), format!("{rec}\n")).unwrap();
+    let out = validate("hf://datasets/acme/code-sft@v1", tmp.path());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 records in 1 files, 0 bad"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = validate("hf://datasets/acme/code-sft@v2", tmp.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at revision v2"));
 }
 
 #[test]
@@ -57,4 +73,10 @@ fn hub_sources_parse() {
     assert_eq!(HubSource::parse("hf://datasets/a/b").unwrap().pattern, None);
     assert!(HubSource::parse("hf://datasets/onlyowner").is_err());
     assert!(HubSource::parse("hf://models/a/b").is_err());
+    let s = HubSource::parse("hf://datasets/CSJianYang/CodeArena@05a5f4c/CodeArena.jsonl").unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.revision.as_deref(), s.pattern.as_deref()),
+        ("CodeArena", Some("05a5f4c"), Some("CodeArena.jsonl"))
+    );
+    assert!(HubSource::parse("hf://datasets/a/b@").is_err());
 }
