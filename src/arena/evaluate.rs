@@ -245,6 +245,7 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
         .into_iter()
         .map(|m| (m.id.clone(), m))
         .collect();
+    let source = super::questions::read_source(eval_dir)?.map(|s| s.describe());
     let root = eval_dir.join("model_judgment");
     let mut files: Vec<PathBuf> = Vec::new();
     for judge in
@@ -315,7 +316,7 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
                     _ => missing += 1,
                 }
             }
-            out.push(build_report(&ReportInput {
+            let mut report = build_report(&ReportInput {
                 model,
                 opponent,
                 judge,
@@ -327,7 +328,9 @@ pub fn reports(eval_dir: &Path, resamples: usize, seed: u64, only_model: Option<
                 min_valid_share: super::report::MIN_VALID_SHARE,
                 truncated_answers,
                 opponent_truncated,
-            }));
+            });
+            report.questions_source = source.clone();
+            out.push(report);
         }
     }
     if out.is_empty() {

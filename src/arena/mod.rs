@@ -7,6 +7,7 @@ pub mod answers;
 pub mod config;
 pub mod evaluate;
 pub mod games;
+pub mod interchange;
 pub mod judge_client;
 pub mod judge_config;
 pub mod judge_prompt;

@@ -43,6 +43,13 @@ pub const JUDGE_SCRIPT: OfficialFile = OfficialFile {
     instead: "put judge_models.py beside the file given to --judge-config",
 };
 
+/// The official map from a (washed) task type to its `[main, sub]` categories.
+pub const TASKTYPE_TO_LEVELS: OfficialFile = OfficialFile {
+    path: "qwencoder-eval/instruct/CodeArena/utils/tasktype_to_levels.json",
+    sha256: Some("56839adef0ab3dc9218e52ca3f82d5c90efcbdf408442af50c8885ac6158cc10"),
+    instead: "pass its path with --categories",
+};
+
 impl OfficialFile {
     /// The file's name.
     pub fn name(&self) -> &'static str {

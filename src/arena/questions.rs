@@ -239,8 +239,86 @@ fn categories_of(
     Ok((main, None))
 }
 
+/// The official CodeArena questions on the Hugging Face Hub.
+pub const CODEARENA_DATASET: &str = "hf://datasets/CSJianYang/CodeArena";
+
+/// The revision of the official questions the leaderboard was computed on; used whenever
+/// `CODEARENA_DATASET` is given without an `@REVISION` of its own.
+pub const CODEARENA_REVISION: &str = "05a5f4c";
+
+/// Whether `src` names the official dataset (at any revision, any file of it).
+pub fn is_official(src: &str) -> bool {
+    src.strip_prefix(CODEARENA_DATASET)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('@'))
+}
+
+/// `src`, with the pinned revision added when it names the official dataset without one.
+pub fn pinned(src: &str) -> String {
+    match src.strip_prefix(CODEARENA_DATASET) {
+        Some(rest) if is_official(src) && !rest.starts_with('@') => {
+            format!("{CODEARENA_DATASET}@{CODEARENA_REVISION}{rest}")
+        }
+        _ => src.to_string(),
+    }
+}
+
+/// Where a question set came from, recorded in `EVAL_DIR/questions_source.json` and named in
+/// the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuestionSource {
+    /// The source as read (the official dataset with its revision).
+    pub source: String,
+    /// The file's name.
+    pub file: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// The task-type map used (`official`, a path), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<String>,
+}
+
+impl QuestionSource {
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        let cats = match &self.categories {
+            Some(c) => format!("; categories from {c}"),
+            None => String::new(),
+        };
+        format!(
+            "`{}` ({}, SHA-256 {}…{cats})",
+            self.source,
+            self.file,
+            &self.sha256[..self.sha256.len().min(12)]
+        )
+    }
+}
+
+/// Where `record_source` keeps the source of an evaluation directory's questions.
+pub fn source_path(eval_dir: &Path) -> PathBuf {
+    eval_dir.join("questions_source.json")
+}
+
+/// Records where the questions of `eval_dir` came from.
+pub fn record_source(eval_dir: &Path, source: &QuestionSource) -> Result<()> {
+    std::fs::create_dir_all(eval_dir).with_context(|| format!("creating {}", eval_dir.display()))?;
+    crate::io::write_atomic(&source_path(eval_dir), serde_json::to_string_pretty(source)?.as_bytes())
+}
+
+/// The recorded source of `eval_dir`'s questions, if any (an unreadable record is an error).
+pub fn read_source(eval_dir: &Path) -> Result<Option<QuestionSource>> {
+    let path = source_path(eval_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!("{}: not a question source record", path.display())
+    })?))
+}
+
 /// The JSONL file behind `src`: a local file, or `hf://datasets/...` fetched through hf-hub
-/// (a repo without a file pattern gives its `CodeArena.jsonl`, or its only `.jsonl`).
+/// (a repo without a file pattern gives its `CodeArena.jsonl`, or its only `.jsonl`). The
+/// official dataset is read at `CODEARENA_REVISION` unless `src` names a revision.
 pub fn resolve(src: &str) -> Result<PathBuf> {
     if !src.starts_with("hf://") {
         let p = PathBuf::from(src);
@@ -249,7 +327,8 @@ pub fn resolve(src: &str) -> Result<PathBuf> {
         }
         return Ok(p);
     }
-    let path = crate::data::hub::fetch(src)?;
+    let src = pinned(src);
+    let path = crate::data::hub::fetch(&src)?;
     if path.is_file() {
         return Ok(path);
     }
@@ -273,12 +352,29 @@ pub fn resolve(src: &str) -> Result<PathBuf> {
     }
 }
 
+/// One question with the record it was read from (kept whole for `arena export`).
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub question: Question,
+    pub raw: serde_json::Map<String, Value>,
+}
+
 /// Reads every question of `src`; a bad record is an error naming the file, line and field,
 /// and so is a repeated id.
 pub fn load(src: &str, categories: Option<&Categories>) -> Result<Vec<Question>> {
+    Ok(load_records(src, categories)?
+        .0
+        .into_iter()
+        .map(|r| r.question)
+        .collect())
+}
+
+/// `load`, keeping each question's record, and where the set came from.
+pub fn load_records(src: &str, categories: Option<&Categories>) -> Result<(Vec<Record>, QuestionSource)> {
     let path = resolve(src)?;
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out: Vec<Question> = Vec::new();
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| anyhow!("{}: not UTF-8 text ({e})", path.display()))?;
+    let mut out: Vec<Record> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -288,12 +384,30 @@ pub fn load(src: &str, categories: Option<&Categories>) -> Result<Vec<Question>>
         if !seen.insert(q.id.clone()) {
             bail!("{}:{}: field `id`: {:?} appears twice", path.display(), i + 1, q.id);
         }
-        out.push(q);
+        let raw = match serde_json::from_str(line) {
+            Ok(Value::Object(m)) => m,
+            _ => bail!("{}:{}: expected a JSON object", path.display(), i + 1),
+        };
+        out.push(Record { question: q, raw });
     }
     if out.is_empty() {
         bail!("{}: holds no questions", path.display());
     }
-    Ok(out)
+    use sha2::{Digest, Sha256};
+    let source = QuestionSource {
+        source: if src.starts_with("hf://") {
+            pinned(src)
+        } else {
+            src.to_string()
+        },
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
+        categories: None,
+    };
+    Ok((out, source))
 }
 
 #[cfg(test)]

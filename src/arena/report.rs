@@ -138,6 +138,9 @@ pub struct Report {
     pub opponent_truncated: usize,
     pub resamples: usize,
     pub seed: u64,
+    /// Where the questions came from (`QuestionSource::describe`), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions_source: Option<String>,
 }
 
 /// The leaderboard's questions: the 397 of CodeArena minus those of 1024 words or more.
@@ -240,6 +243,7 @@ pub fn build_report(input: &ReportInput) -> Report {
         opponent_truncated: input.opponent_truncated,
         resamples: input.resamples,
         seed: input.seed,
+        questions_source: None,
     }
 }
 
@@ -317,7 +321,13 @@ fn leaderboard_table(out: &mut String, r: &Report) {
         let subs: Vec<String> = r
             .by_sub_category
             .iter()
-            .map(|g| format!("{} {}", md_cell(&g.name), g.wt))
+            .map(|g| {
+                format!(
+                    "{} {}",
+                    md_cell(&g.name),
+                    if g.reliable() { g.wt.as_str() } else { "n/a" }
+                )
+            })
             .collect();
         let _ = writeln!(out, "Sub-categories: {}.\n", subs.join("; "));
     }
@@ -368,6 +378,9 @@ pub fn render_markdown(r: &Report) -> String {
          parsable game to fit it on.\n",
         r.judge, r.resamples, r.seed
     );
+    if let Some(src) = &r.questions_source {
+        let _ = writeln!(out, "Questions: {src}.\n");
+    }
     leaderboard_table(&mut out, r);
     out.push_str(
         "The tables below are syncoder's additions to the leaderboard's numbers: loss rate, score, \

@@ -1,4 +1,5 @@
-//! `syncoder arena answer | judge | report`: the CodeArena steps over an evaluation directory,
+//! `syncoder arena answer | judge | report | export | import`: the CodeArena steps over an
+//! evaluation directory and its interchange with the official files,
 //! and the question and generation options shared with `syncoder compare` (the judge's are
 //! `arena::JudgeSettings`).
 
@@ -6,6 +7,7 @@ use crate::arena::answers::{
     answer_questions, AnswerModel, AnswerSettings, AnswerSource, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS,
 };
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
+use crate::arena::interchange;
 use crate::arena::questions::{self, Categories, Question};
 use crate::arena::JudgeSettings;
 use crate::infer::{locate_model, InferDevice, Sampling};
@@ -21,24 +23,67 @@ pub enum ArenaCommand {
     Judge(JudgeArgs),
     /// Scores, confidence intervals and Bradley–Terry win probability of every judged pairing.
     Report(ReportArgs),
+    /// Write a model's answers and judgments as the official results.jsonl and
+    /// results.jsonl.judge (which the official judge_models.py scores).
+    Export(ExportArgs),
+    /// Read the official results.jsonl (and results.jsonl.judge, if beside it) into an
+    /// evaluation directory, to report on them or judge them further.
+    Import(ImportArgs),
 }
 
 /// Where the questions come from.
 #[derive(Args, Debug, Clone)]
 pub struct QuestionArgs {
-    /// CodeArena-format JSONL, or hf://datasets/CSJianYang/CodeArena.
+    /// CodeArena-format JSONL, or hf://datasets/CSJianYang/CodeArena (read at the leaderboard's
+    /// revision 05a5f4c unless one is given as NAME@REVISION).
     #[arg(long)]
     pub questions: String,
-    /// JSON map from task type to main category (e.g. CodeArena's tasktype_to_levels.json).
+    /// JSON map from task type to [main, sub] categories, or `official` for the official
+    /// tasktype_to_levels.json (fetched at the pinned commit; the default for the official
+    /// dataset), or `none`.
     #[arg(long)]
-    pub categories: Option<PathBuf>,
+    pub categories: Option<String>,
 }
 
 impl QuestionArgs {
-    pub fn load(&self) -> Result<Vec<Question>> {
-        let cats = self.categories.as_deref().map(Categories::load).transpose()?;
-        questions::load(&self.questions, cats.as_ref())
+    /// The questions with their records, and where they came from.
+    pub fn load_records(&self) -> Result<(Vec<questions::Record>, questions::QuestionSource)> {
+        let (cats, named) = load_categories(self.categories.as_deref(), questions::is_official(&self.questions))?;
+        let (records, mut source) = questions::load_records(&self.questions, cats.as_ref())?;
+        source.categories = named;
+        Ok((records, source))
     }
+
+    /// Loads the questions and records their source in `eval_dir`.
+    pub fn load_into(&self, eval_dir: &std::path::Path) -> Result<Vec<Question>> {
+        let (records, source) = self.load_records()?;
+        questions::record_source(eval_dir, &source)?;
+        Ok(records.into_iter().map(|r| r.question).collect())
+    }
+}
+
+/// The task-type map `--categories` names (a path, `official`, `none`; unset: `official` when
+/// `official_default`), and the name to record for it.
+pub fn load_categories(spec: Option<&str>, official_default: bool) -> Result<(Option<Categories>, Option<String>)> {
+    let official = || -> Result<String> {
+        Ok(
+            crate::arena::official_files::fetch(&crate::arena::official_files::TASKTYPE_TO_LEVELS)?
+                .display()
+                .to_string(),
+        )
+    };
+    let (path, named) = match spec {
+        Some("none") => (None, None),
+        Some("official") => (Some(official()?), Some("official".to_string())),
+        Some(path) => (Some(path.to_string()), Some(path.to_string())),
+        None if official_default => (Some(official()?), Some("official".to_string())),
+        None => (None, None),
+    };
+    let cats = path
+        .as_deref()
+        .map(|p| Categories::load(std::path::Path::new(p)))
+        .transpose()?;
+    Ok((cats, named))
 }
 
 /// Generation options of answering.
@@ -168,10 +213,72 @@ pub struct ReportArgs {
     pub seed: u64,
 }
 
+/// The formats `arena export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// The official CodeArena files (`infer_vllm.py`'s results.jsonl, `judge_models.py`'s
+    /// results.jsonl.judge).
+    Codearena,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  syncoder arena export eval/ --format codearena --out official/my-run --questions hf://datasets/CSJianYang/CodeArena --name my-run --judge gpt-4o
+  python judge_models.py --evaluation_only --output_path official/my-run/results.jsonl.judge   # the official scores")]
+pub struct ExportArgs {
+    /// The evaluation directory.
+    pub eval_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "codearena")]
+    pub format: ExportFormat,
+    /// Where results.jsonl and results.jsonl.judge go.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub questions: QuestionArgs,
+    /// The model (its name in model_answer/).
+    #[arg(long)]
+    pub name: String,
+    /// The stored baseline it was judged against.
+    #[arg(long, default_value = "gpt-4-turbo-2024-04-09")]
+    pub baseline: String,
+    /// The judge (its name under model_judgment/).
+    #[arg(long, default_value = "gpt-4o")]
+    pub judge: String,
+    /// A judge configuration (arena-hard YAML) to render each game's `user_prompt` with;
+    /// without it `user_prompt` is null (the official scoring does not read it).
+    #[arg(long)]
+    pub judge_config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  syncoder arena import official/Qwen2.5-Coder-32B/ --out eval/ --name qwen32b-official --judge gpt-4o
+  syncoder arena report eval/")]
+pub struct ImportArgs {
+    /// results.jsonl, or the directory holding it (results.jsonl.judge beside it is read too).
+    pub from: PathBuf,
+    /// The evaluation directory to write into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The name to file the answers under.
+    #[arg(long)]
+    pub name: String,
+    /// The baseline the judgments compare with.
+    #[arg(long, default_value = "gpt-4-turbo-2024-04-09")]
+    pub baseline: String,
+    /// The judge the judgments came from (names the pairing).
+    #[arg(long, default_value = "gpt-4o")]
+    pub judge: String,
+    /// JSON map from task type to [main, sub] categories, `official`, or `none` (the default:
+    /// each record's `level`).
+    #[arg(long)]
+    pub categories: Option<String>,
+}
+
 pub fn run(cmd: ArenaCommand) -> Result<()> {
     match cmd {
         ArenaCommand::Answer(a) => {
-            let qs = a.questions.load()?;
+            let qs = a.questions.load_into(&a.out)?;
             let settings = a.generation.settings()?;
             let source = match (&a.model, &a.endpoint) {
                 (Some(model), None) => AnswerSource::Local(AnswerModel {
@@ -193,7 +300,7 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
             Ok(())
         }
         ArenaCommand::Judge(a) => {
-            let qs = a.questions.load()?;
+            let qs = a.questions.load_into(&a.out)?;
             let opponent = match (a.baseline, a.vs) {
                 (Some(b), None) => Opponent::Baseline(b),
                 (None, Some(v)) => Opponent::Model(v),
@@ -204,6 +311,67 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
         ArenaCommand::Report(a) => {
             let rs = reports(&a.eval_dir, a.resamples.max(1), a.seed, None)?;
             println!("{}", write_reports(&a.eval_dir, &rs)?);
+            Ok(())
+        }
+        ArenaCommand::Export(a) => {
+            let ExportFormat::Codearena = a.format;
+            let (records, _) = a.questions.load_records()?;
+            let prompt = a
+                .judge_config
+                .as_deref()
+                .map(crate::arena::judge_config::JudgeConfig::from_file)
+                .transpose()?;
+            let s = interchange::export(&interchange::ExportRequest {
+                eval_dir: &a.eval_dir,
+                records: &records,
+                model: &a.name,
+                baseline: &a.baseline,
+                judge: &a.judge,
+                prompt: prompt.as_ref(),
+                out_dir: &a.out,
+            })?;
+            eprintln!(
+                "wrote {} answers to {} and {} judged questions to {} ({} questions without an answer left out)",
+                s.answers,
+                a.out.join(interchange::RESULTS).display(),
+                s.judged,
+                a.out.join(interchange::JUDGE).display(),
+                s.unanswered
+            );
+            if s.judged == 0 {
+                eprintln!(
+                    "no judgments of {} vs {} by {}: only results.jsonl was written",
+                    a.name, a.baseline, a.judge
+                );
+            }
+            Ok(())
+        }
+        ArenaCommand::Import(a) => {
+            let (cats, named) = load_categories(a.categories.as_deref(), false)?;
+            let s = interchange::import(&interchange::ImportRequest {
+                from: &a.from,
+                eval_dir: &a.out,
+                name: &a.name,
+                baseline: &a.baseline,
+                judge: &a.judge,
+                categories: cats.as_ref(),
+                categories_name: named,
+            })?;
+            eprintln!(
+                "imported {} answers of {} into {}{}",
+                s.answers,
+                a.name,
+                a.out.display(),
+                match &s.judgments_file {
+                    Some(f) => format!(
+                        " and {} judged questions ({} games without a verdict) into {}",
+                        s.judged,
+                        s.unparsable,
+                        f.display()
+                    ),
+                    None => " (no results.jsonl.judge beside it)".to_string(),
+                }
+            );
             Ok(())
         }
     }

@@ -74,7 +74,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     let tuned = model(&a.tuned, "--tuned", &a)?;
     let base = model(&a.base, "--base", &a)?;
-    let qs = a.questions.load()?;
+    let qs = a.questions.load_into(&a.out)?;
     let settings = a.generation.settings()?;
     // The judge answers before hours of generation, not after.
     a.judge.client()?.0.check()?;

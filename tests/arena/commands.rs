@@ -211,6 +211,29 @@ fn judge_base(eval: &Path, url: &str, concurrency: &str) -> Command {
     c
 }
 
+/// The fixture's categories and their `W/T` cells, counted by hand from `script`.
+const HAND_CATEGORIES: &[(&str, &str)] = &[
+    ("Databases and Data Handling", "50.0/0.0"),        // Q3 win, Q4 loss
+    ("Development and Programming", "50.0/0.0"),        // Q1 win, Q2 loss
+    ("User Interface and User Experience", "0.0/50.0"), // Q5 tie, Q7 loss
+];
+const HAND_SUB_CATEGORIES: &[(&str, &str)] = &[
+    ("Algorithm Design and Implementation", "100.0/0.0"), // Q1
+    ("Database Management", "50.0/0.0"),                  // Q3, Q4
+    ("Front-End Development", "0.0/50.0"),                // Q5, Q7
+    ("Memory and Concurrency Management", "0.0/0.0"),     // Q2
+];
+
+/// `(name, wt)` of a report's groups.
+fn hand_cells(groups: &serde_json::Value) -> Vec<(&str, &str)> {
+    groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["name"].as_str().unwrap(), g["wt"].as_str().unwrap()))
+        .collect()
+}
+
 fn no_secret_in(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
@@ -282,6 +305,11 @@ fn scores_are_exact_on_the_fixture() {
     };
     let db = cat("Databases and Data Handling");
     assert_eq!((db["wins"].as_u64(), db["losses"].as_u64()), (Some(1), Some(1)));
+    // The leaderboard's cells against a hand count (categories from the records' `level`):
+    // wins Q1 Q3, tie Q5, losses Q2 Q4 Q7; Q6 (too long) nowhere.
+    assert_eq!(o["wt"], "33.3/16.7");
+    assert_eq!(hand_cells(&r["by_category"]), HAND_CATEGORIES);
+    assert_eq!(hand_cells(&r["by_sub_category"]), HAND_SUB_CATEGORIES);
     let langs: Vec<&str> = r["by_language"]
         .as_array()
         .unwrap()
@@ -291,6 +319,11 @@ fn scores_are_exact_on_the_fixture() {
     assert!(langs.contains(&"SQL") && langs.contains(&"Python"));
     let md = std::fs::read_to_string(eval.join("report.md")).unwrap();
     assert!(md.contains("Databases and Data Handling"));
+    // Q4's unparsable game leaves its groups under 90% parsed: n/a in the leaderboard form.
+    assert!(
+        md.contains("| n/a |") && md.contains("Database Management n/a;"),
+        "{md}"
+    );
     assert!(std::fs::read_to_string(eval.join("report.svg"))
         .unwrap()
         .starts_with("<svg"));
@@ -397,6 +430,261 @@ fn a_changed_protocol_refuses_to_resume() {
         "nothing left to ask"
     );
     ok(&syncoder(&["arena", "report"], &[]).arg(&eval).output().unwrap());
+}
+
+/// `arena export` writes the official files (games in the official order, replies joined as the
+/// official script joins them, `id` the line index), `arena import` reads them into a new
+/// directory with the same scores, category by category, and exporting the import gives the
+/// same bytes again; judging more into the imported pairing under a live protocol is refused.
+#[test]
+fn export_and_import_round_trip_the_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = tmp.path().join("eval");
+    write_answers(&eval);
+    let (url, _state) = start_judge(Duration::ZERO);
+    ok(&judge_cmd(&eval, &url, "4").output().unwrap());
+    let config = fixtures().join("codearena/judge_config.yaml");
+    let export = |from: &Path, questions: &Path, to: &Path| {
+        let out = syncoder(&["arena", "export"], &[])
+            .arg(from)
+            .args([
+                "--format",
+                "codearena",
+                "--name",
+                "tuned",
+                "--judge",
+                "scripted-judge",
+                "--out",
+            ])
+            .arg(to)
+            .arg("--questions")
+            .arg(questions)
+            .arg("--judge-config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        ok(&out);
+    };
+    let official = tmp.path().join("official");
+    export(&eval, &questions(), &official);
+    let read = |p: PathBuf| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let results = read(official.join("results.jsonl"));
+    let judged = read(official.join("results.jsonl.judge"));
+    assert_eq!((results.len(), judged.len()), (6, 6), "Q6 has no answer");
+    assert_eq!(results[0]["model"], "tuned");
+    assert!(results[0]["response"]
+        .as_str()
+        .unwrap()
+        .starts_with("model-answer-start"));
+    assert_eq!(
+        results[0]["level"][1], "Algorithm Design and Implementation",
+        "the record is kept"
+    );
+    let q1 = &judged[0];
+    assert_eq!(
+        (q1["id"].as_u64(), q1["question"][0].as_str()),
+        (Some(0), results[0]["messages"][0]["content"].as_str())
+    );
+    // The first official game has the baseline as A: Q1's scripted game 1 said B (the model) >> A.
+    assert_eq!(q1["games"][0]["score"], "B>>A");
+    assert_eq!(q1["games"][1]["score"], "A>>B");
+    let prompt = q1["games"][0]["user_prompt"].as_str().unwrap();
+    assert!(prompt.find("BASELINE-ANSWER-Q1").unwrap() < prompt.find("model-answer-start").unwrap());
+    // Q3's first game needed a re-ask: both replies, each after a newline.
+    let q3 = judged[2]["games"][0]["judgment"].as_str().unwrap();
+    assert!(
+        q3.starts_with("\nI think the second") && q3.contains("\nBoth answers") && q3.ends_with("[[B>A]]"),
+        "{q3}"
+    );
+    assert!(judged[3]["games"][0]["score"].is_null(), "Q4's conflicting labels");
+
+    let again = tmp.path().join("imported");
+    let out = syncoder(&["arena", "import"], &[])
+        .arg(&official)
+        .args(["--name", "tuned", "--judge", "scripted-judge", "--out"])
+        .arg(&again)
+        .arg("--categories")
+        .arg(fixtures().join("codearena/categories.json"))
+        .output()
+        .unwrap();
+    ok(&out);
+    let report = |dir: &Path| -> serde_json::Value {
+        ok(&syncoder(&["arena", "report"], &[]).arg(dir).output().unwrap());
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+            [0]
+        .clone()
+    };
+    let (a, b) = (report(&eval), report(&again));
+    for key in [
+        "overall",
+        "by_category",
+        "by_sub_category",
+        "by_language",
+        "by_difficulty",
+    ] {
+        let strip = |v: &serde_json::Value| -> Vec<(String, String, u64, u64, u64, u64)> {
+            let list = if v.is_array() {
+                v.as_array().unwrap().clone()
+            } else {
+                vec![v.clone()]
+            };
+            list.iter()
+                .map(|g| {
+                    (
+                        g["name"].to_string(),
+                        g["wt"].to_string(),
+                        g["n"].as_u64().unwrap(),
+                        g["wins"].as_u64().unwrap(),
+                        g["ties"].as_u64().unwrap(),
+                        g["unparsable_games"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(strip(&a[key]), strip(&b[key]), "{key}");
+    }
+    assert_eq!(b["overall"]["wt"], "33.3/16.7");
+    assert_eq!(hand_cells(&b["by_sub_category"]), HAND_SUB_CATEGORIES);
+    assert!(b["questions_source"].as_str().unwrap().contains("results.jsonl"));
+
+    // Exporting the import gives the same files.
+    let twice = tmp.path().join("twice");
+    export(&again, &official.join("results.jsonl"), &twice);
+    for f in ["results.jsonl", "results.jsonl.judge"] {
+        assert_eq!(
+            std::fs::read_to_string(official.join(f)).unwrap(),
+            std::fs::read_to_string(twice.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Importing again over it is refused; so is judging the imported pairing under a protocol.
+    let out = syncoder(&["arena", "import"], &[])
+        .arg(&official)
+        .args(["--name", "tuned", "--judge", "scripted-judge", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("exists"));
+    let out = judge_cmd(&again, &url, "4").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("imported:"), "{err}");
+}
+
+/// The official dataset is read at the leaderboard's revision (05a5f4c) from the Hugging Face
+/// cache, and with the official task-type map by default: offline without that map, the error
+/// says where to put it; with a map given, the answers are made and the source recorded.
+#[test]
+fn the_official_dataset_is_read_at_its_pinned_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hf/hub/datasets--CSJianYang--CodeArena");
+    let commit = "05a5f4c0000000000000000000000000000000aa";
+    std::fs::create_dir_all(hub.join("refs")).unwrap();
+    std::fs::write(hub.join("refs/05a5f4c"), commit).unwrap();
+    let snap = hub.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::copy(questions(), snap.join("CodeArena.jsonl")).unwrap();
+    let eval = tmp.path().join("eval");
+    let answer = |extra: &[&str]| {
+        syncoder(&["arena", "answer", "--model"], &[])
+            .arg(fixtures().join("loss_model"))
+            .args(["--name", "m", "--out"])
+            .arg(&eval)
+            .args([
+                "--questions",
+                "hf://datasets/CSJianYang/CodeArena",
+                "--max-new-tokens",
+                "2",
+            ])
+            .args(extra)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", tmp.path().join("hf"))
+            .env("HF_HUB_CACHE", tmp.path().join("hf/hub"))
+            .output()
+            .unwrap()
+    };
+    let out = answer(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tasktype_to_levels.json")
+            && err.contains("syncoder-test-no-cache")
+            && err.contains("--categories"),
+        "{err}"
+    );
+    let cats = fixtures().join("codearena/categories.json");
+    ok(&answer(&["--categories", cats.to_str().unwrap()]));
+    let source: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("questions_source.json")).unwrap()).unwrap();
+    assert_eq!(source["source"], "hf://datasets/CSJianYang/CodeArena@05a5f4c");
+    assert_eq!(source["file"], "CodeArena.jsonl");
+    let metas: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("questions.json")).unwrap()).unwrap();
+    assert!(metas
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["sub_category"] == "Memory and Concurrency Management"));
+}
+
+/// Bad official files are named by file, line and field.
+#[test]
+fn import_names_bad_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("official");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(questions())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["model"] = "m".into();
+            v["response"] = "an answer".into();
+            v.to_string()
+        })
+        .collect();
+    let import = || {
+        let out = syncoder(&["arena", "import"], &[])
+            .arg(&dir)
+            .args(["--name", "m", "--out"])
+            .arg(tmp.path().join(format!("eval-{}", rand_suffix())))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let mut broken = lines.clone();
+    broken[1] = broken[1].replace("\"response\"", "\"answer\"");
+    std::fs::write(dir.join("results.jsonl"), broken.join("\n")).unwrap();
+    let err = import();
+    assert!(err.contains("results.jsonl:2") && err.contains("`response`"), "{err}");
+    std::fs::write(dir.join("results.jsonl"), lines.join("\n")).unwrap();
+    // A judgment whose id names another question's line.
+    let mut judged: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    judged["id"] = 2.into();
+    judged["games"] = serde_json::json!([{"judgment": "x", "score": "A>B"}, {"judgment": "y", "score": null}]);
+    std::fs::write(dir.join("results.jsonl.judge"), judged.to_string() + "\n").unwrap();
+    let err = import();
+    assert!(
+        err.contains("results.jsonl.judge:1") && err.contains("question differs"),
+        "{err}"
+    );
+    judged["id"] = 0.into();
+    judged["games"] = serde_json::json!([{"judgment": "x", "score": "A>B"}]);
+    std::fs::write(dir.join("results.jsonl.judge"), judged.to_string() + "\n").unwrap();
+    let err = import();
+    assert!(err.contains("`games`"), "{err}");
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst).to_string()
 }
 
 /// The codearena protocol (the default) reads a judge configuration in the official format: its
