@@ -5,7 +5,7 @@
 //! its own settings and sampling stream, so requests of a server batch together.
 
 use super::sampling::{argmax, sample, Sampling};
-use crate::model::{KvCache, Qwen2};
+use crate::model::{KvCache, KvPlacement, Qwen2};
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -72,6 +72,26 @@ pub fn generate(model: &Qwen2, prompts: &[Vec<u32>], s: &GenerationSettings) -> 
     generate_jobs(model, &jobs, &mut |_, _| Next::Continue)
 }
 
+/// `generate` with the KV caches placed as told (the default places them on the model's
+/// device: host memory for a CPU model); tests run the device path on the CPU with it.
+pub fn generate_placed(
+    model: &Qwen2,
+    prompts: &[Vec<u32>],
+    s: &GenerationSettings,
+    placement: KvPlacement,
+) -> Result<Vec<Generated>> {
+    let jobs: Vec<Job> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Job {
+            prompt: p,
+            settings: s,
+            seed: s.sampling.seed.wrapping_add(i as u64),
+        })
+        .collect();
+    rayon::scope(|_| generate_on_pool(model, &jobs, placement, &mut |_, _| Next::Continue))
+}
+
 /// Generates every job together; `on_token(job, tokens so far)` runs after each new token and
 /// may end that job's sequence.
 pub fn generate_jobs(
@@ -79,12 +99,14 @@ pub fn generate_jobs(
     jobs: &[Job],
     on_token: &mut (dyn FnMut(usize, &[u32]) -> Next + Send),
 ) -> Result<Vec<Generated>> {
-    rayon::scope(|_| generate_on_pool(model, jobs, on_token))
+    let placement = KvPlacement::for_device(model.device());
+    rayon::scope(|_| generate_on_pool(model, jobs, placement, on_token))
 }
 
 fn generate_on_pool(
     model: &Qwen2,
     jobs: &[Job],
+    placement: KvPlacement,
     on_token: &mut (dyn FnMut(usize, &[u32]) -> Next + Send),
 ) -> Result<Vec<Generated>> {
     if jobs.iter().any(|j| j.prompt.is_empty()) {
@@ -94,7 +116,14 @@ fn generate_on_pool(
     let row = cfg.num_kv_heads() * cfg.head_dim();
     let mut caches: Vec<KvCache> = jobs
         .iter()
-        .map(|j| KvCache::new(cfg.num_hidden_layers, row, j.prompt.len() + j.settings.max_new_tokens))
+        .map(|j| {
+            KvCache::placed(
+                placement,
+                cfg.num_hidden_layers,
+                row,
+                j.prompt.len() + j.settings.max_new_tokens,
+            )
+        })
         .collect();
     let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.seed)).collect();
     let mut out: Vec<Generated> = jobs

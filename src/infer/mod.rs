@@ -8,6 +8,6 @@ pub mod sampling;
 pub mod server;
 
 pub use chat::ChatFormat;
-pub use engine::{generate, generate_jobs, FinishReason, Generated, GenerationSettings, Job, Next};
+pub use engine::{generate, generate_jobs, generate_placed, FinishReason, Generated, GenerationSettings, Job, Next};
 pub use model_ref::{locate_model, InferDevice, LoadedModel};
 pub use sampling::Sampling;

@@ -10,5 +10,5 @@ pub mod weights;
 
 pub use batch::PackedBatch;
 pub use config::Qwen2Config;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvPlacement};
 pub use qwen2::Qwen2;

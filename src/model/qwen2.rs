@@ -319,12 +319,17 @@ impl Qwen2 {
     /// One generation step over several sequences: `inputs[s]` are the new tokens of sequence
     /// `s` (its whole prompt at prefill, one token when decoding), placed after the
     /// `caches[s].len()` tokens its cache holds. Appends their keys and values to the caches and
-    /// returns the logits `[sequences, vocab]` of each sequence's last new token. The attention
-    /// runs on host f32 rows (`ops::cached_attention`).
+    /// returns the logits `[sequences, vocab]` of each sequence's last new token. With host
+    /// caches the attention runs on host f32 rows (`ops::cached_attention`); with device caches
+    /// it runs on the model's device, composed from tensor ops in f32.
     pub fn forward_cached(&self, inputs: &[&[u32]], caches: &mut [KvCache]) -> Result<Tensor> {
         let cfg = &self.config;
         if inputs.len() != caches.len() || inputs.iter().any(|t| t.is_empty()) {
             bail!("forward_cached: one non-empty token list per cache is needed");
+        }
+        let on_device = caches.first().is_some_and(KvCache::is_on_device);
+        if caches.iter().any(|c| c.is_on_device() != on_device) {
+            bail!("forward_cached: the caches of one step must all be on the host or all on the device");
         }
         let (hq, hkv, d) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
         let ids: Vec<u32> = inputs.iter().flat_map(|t| t.iter().copied()).collect();
@@ -351,31 +356,13 @@ impl Qwen2 {
                 .broadcast_add(&layer.k_b)?
                 .reshape((n, hkv, d))?;
             let v = linear(&h, &layer.v_w)?.broadcast_add(&layer.v_b)?;
-            let (q, k, v) = (host(&rope(&q, &table)?)?, host(&rope(&k, &table)?)?, host(&v)?);
-            let mut row = 0;
-            for (tokens, cache) in inputs.iter().zip(caches.iter_mut()) {
-                let kv_rows = row * hkv * d..(row + tokens.len()) * hkv * d;
-                cache.append(l, &k[kv_rows.clone()], &v[kv_rows]);
-                row += tokens.len();
-            }
-            let seqs: Vec<(&[f32], &[f32], usize, usize)> = inputs
-                .iter()
-                .zip(caches.iter())
-                .map(|(tokens, cache)| {
-                    let (ck, cv) = cache.layer(l);
-                    (ck, cv, cache.len(), tokens.len())
-                })
-                .collect();
-            let shape = crate::ops::cached_attention::CachedAttentionShape {
-                heads: hq,
-                kv_heads: hkv,
-                head_dim: d,
-                start: 0,
-                scale,
+            let (q, k) = (rope(&q, &table)?, rope(&k, &table)?);
+            let a = if on_device {
+                self.device_attention(l, inputs, caches, &q, &k, &v.reshape((n, hkv, d))?, scale)?
+            } else {
+                self.host_attention(l, inputs, caches, &host(&q)?, &host(&k)?, &host(&v)?, scale)?
             };
-            let mut out = vec![0f32; n * hq * d];
-            crate::ops::cached_attention::cached_attention_batch_cpu(&q, &seqs, shape, &mut out);
-            let a = Tensor::from_vec(out, (n, hq * d), &dev)?.to_dtype(x.dtype())?;
+            let a = a.reshape((n, hq * d))?.to_dtype(x.dtype())?;
             x = (x + linear(&a, &layer.o_w)?)?;
             let h = rms_norm(&x, &layer.post_norm, eps)?;
             let m = swiglu(&linear(&h, &layer.gate_w)?, &linear(&h, &layer.up_w)?)?;
@@ -391,6 +378,79 @@ impl Qwen2 {
         let last = x.index_select(&Tensor::new(last.as_slice(), &dev)?, 0)?;
         let h = rms_norm(&last, &self.norm, eps)?;
         Ok(h.matmul(&self.lm_head_weight().t()?)?)
+    }
+
+    /// Cached attention of layer `l` on host f32 rows: appends the new keys and values to the
+    /// host caches and returns `[n, heads * head_dim]` f32 on the model's device.
+    #[allow(clippy::too_many_arguments)]
+    fn host_attention(
+        &self,
+        l: usize,
+        inputs: &[&[u32]],
+        caches: &mut [KvCache],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scale: f32,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (hq, hkv, d) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
+        let mut row = 0;
+        for (tokens, cache) in inputs.iter().zip(caches.iter_mut()) {
+            let kv_rows = row * hkv * d..(row + tokens.len()) * hkv * d;
+            cache.append(l, &k[kv_rows.clone()], &v[kv_rows])?;
+            row += tokens.len();
+        }
+        let seqs = inputs
+            .iter()
+            .zip(caches.iter())
+            .map(|(tokens, cache)| {
+                let (ck, cv) = cache.layer(l)?;
+                Ok((ck, cv, cache.len(), tokens.len()))
+            })
+            .collect::<Result<Vec<(&[f32], &[f32], usize, usize)>>>()?;
+        let shape = crate::ops::cached_attention::CachedAttentionShape {
+            heads: hq,
+            kv_heads: hkv,
+            head_dim: d,
+            start: 0,
+            scale,
+        };
+        let mut out = vec![0f32; row * hq * d];
+        crate::ops::cached_attention::cached_attention_batch_cpu(q, &seqs, shape, &mut out);
+        Ok(Tensor::from_vec(out, (row, hq * d), self.device())?)
+    }
+
+    /// Cached attention of layer `l` on the device: appends each sequence's new keys and
+    /// values `[tokens, kv_heads, head_dim]` to its device cache and attends over it; returns
+    /// `[n, heads, head_dim]` f32.
+    #[allow(clippy::too_many_arguments)]
+    fn device_attention(
+        &self,
+        l: usize,
+        inputs: &[&[u32]],
+        caches: &mut [KvCache],
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let mut outs = Vec::with_capacity(inputs.len());
+        let mut row = 0;
+        for (tokens, cache) in inputs.iter().zip(caches.iter_mut()) {
+            let m = tokens.len();
+            let start = cache.len();
+            let (ck, cv) = cache.append_tensors(l, &k.narrow(0, row, m)?, &v.narrow(0, row, m)?)?;
+            outs.push(crate::ops::cached_attention::composed_cached_attention(
+                &q.narrow(0, row, m)?,
+                &ck,
+                &cv,
+                start,
+                scale as f64,
+            )?);
+            row += m;
+        }
+        Ok(Tensor::cat(&outs, 0)?)
     }
 
     /// Full logits `[tokens, vocab]` (for inference and tests; training uses `loss`).

@@ -70,31 +70,53 @@ pub fn cached_attention_batch_cpu(
     });
 }
 
-/// The composed reference of cached attention (the tests compare the CPU op with it).
-pub mod check {
-    use candle_core::{Result, Tensor, D};
-
-    /// Causal attention of `q [n, H, D]` (positions `start..start+n`) over all cached `k, v
-    /// [start+n, Hkv, D]`, composed from tensor ops.
-    pub fn cached_attention(q: &Tensor, k: &Tensor, v: &Tensor, start: usize, scale: f64) -> Result<Tensor> {
-        let (n, hq, d) = q.dims3()?;
-        let (t, hkv, _) = k.dims3()?;
-        let group = hq / hkv;
-        let repeat = |x: &Tensor| -> Result<Tensor> {
-            x.unsqueeze(2)?
-                .broadcast_as((t, hkv, group, d))?
-                .reshape((t, hq, d))?
-                .transpose(0, 1)?
-                .contiguous()
-        };
-        let (k, v) = (repeat(k)?, repeat(v)?);
-        let q = q.transpose(0, 1)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+/// The same attention composed from tensor ops on any device (the path of KV caches kept on
+/// the GPU): `q [n, H, D]` at positions `start..start+n` over the cached `k, v [start+n, Hkv,
+/// D]` in any dtype, computed in f32; returns `[n, H, D]` f32. GQA repeats the kv heads; the
+/// causal mask is only built when a block has more than one query.
+pub fn composed_cached_attention(
+    q: &candle_core::Tensor,
+    k: &candle_core::Tensor,
+    v: &candle_core::Tensor,
+    start: usize,
+    scale: f64,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Tensor};
+    let (q, k, v) = (
+        q.to_dtype(DType::F32)?,
+        k.to_dtype(DType::F32)?,
+        v.to_dtype(DType::F32)?,
+    );
+    let (n, hq, d) = q.dims3()?;
+    let (t, hkv, _) = k.dims3()?;
+    let group = hq / hkv;
+    let repeat = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.unsqueeze(2)?
+            .broadcast_as((t, hkv, group, d))?
+            .reshape((t, hq, d))?
+            .transpose(0, 1)?
+            .contiguous()
+    };
+    let (k, v) = (repeat(&k)?, repeat(&v)?);
+    let q = q.transpose(0, 1)?.contiguous()?;
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if n > 1 {
         let mask: Vec<f32> = (0..n)
             .flat_map(|i| (0..t).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY }))
             .collect();
-        let mask = Tensor::from_vec(mask, (1, n, t), q.device())?;
-        let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
-        probs.matmul(&v)?.transpose(0, 1)
+        scores = scores.broadcast_add(&Tensor::from_vec(mask, (1, n, t), q.device())?)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?;
+    probs.matmul(&v)?.transpose(0, 1)?.contiguous()
+}
+
+/// The composed reference of cached attention (the tests compare the CPU op with it).
+pub mod check {
+    use candle_core::{Result, Tensor};
+
+    /// Causal attention of `q [n, H, D]` (positions `start..start+n`) over all cached `k, v
+    /// [start+n, Hkv, D]`, composed from tensor ops (`super::composed_cached_attention`).
+    pub fn cached_attention(q: &Tensor, k: &Tensor, v: &Tensor, start: usize, scale: f64) -> Result<Tensor> {
+        super::composed_cached_attention(q, k, v, start, scale)
     }
 }

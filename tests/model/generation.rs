@@ -1,11 +1,13 @@
 //! Generation: greedy output equals transformers' greedy `generate` token for token on the
 //! fixture models (f32), batched prompts of different lengths give what each gives alone, the
-//! chat prompt is tokenised as transformers does, and sampling repeats for a seed.
+//! chat prompt is tokenised as transformers does, and sampling repeats for a seed. The KV caches
+//! of GPU generation (device tensors) are exercised here too, on the CPU.
 
 use crate::common::fixtures;
 use candle_core::{DType, Device};
 use std::process::Command;
-use syncoder::infer::{generate, ChatFormat, FinishReason, GenerationSettings, Sampling};
+use syncoder::infer::{generate, generate_placed, ChatFormat, FinishReason, GenerationSettings, Sampling};
+use syncoder::model::KvPlacement;
 use syncoder::model::Qwen2;
 
 fn cases() -> Vec<serde_json::Value> {
@@ -48,6 +50,10 @@ fn greedy_matches_transformers_batched_and_alone() {
             let alone = generate(&model, &[ids(&c["prompt_ids"])], &settings(24, vec![])).unwrap();
             assert_eq!(alone[0], *got, "alone vs batched");
         }
+        // The path of GPU generation (KV caches as device tensors, attention composed from
+        // tensor ops), run here on the CPU: the same tokens, batched.
+        let on_device = generate_placed(&model, &prompts, &settings(24, vec![]), KvPlacement::Device).unwrap();
+        assert_eq!(on_device, batched, "{name}: device-placed caches");
     }
 }
 
