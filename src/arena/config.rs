@@ -55,8 +55,10 @@ impl From<RunOpponent> for String {
 pub struct ArenaConfig {
     /// CodeArena-format JSONL or `hf://datasets/CSJianYang/CodeArena`.
     pub questions: String,
-    /// Task type → main category map (CodeArena's `tasktype_to_levels.json`).
-    pub categories: Option<PathBuf>,
+    /// The task-type map: a path to one (task type → `[[main, sub], ...]`), `official` (the
+    /// official `tasktype_to_levels.json`, fetched at the pinned commit; the default for the
+    /// official dataset) or `none` (each record's `level`).
+    pub categories: Option<String>,
     pub judge: JudgeSettings,
     pub opponents: Vec<RunOpponent>,
     /// Evaluate every this many checkpoints (0: only at the end).
@@ -87,7 +89,7 @@ impl ArenaConfig {
 struct ArenaKeys {
     questions: String,
     #[serde(default)]
-    categories: Option<PathBuf>,
+    categories: Option<String>,
     judge_url: String,
     judge_model: String,
     #[serde(default)]

@@ -352,6 +352,38 @@ pub fn resolve(src: &str) -> Result<PathBuf> {
     }
 }
 
+/// The task-type map `--categories` (or `[arena] categories`) names (a path, `official`, `none`; unset: `official` when
+/// `official_default`), and the name to record for it.
+pub fn load_categories(spec: Option<&str>, official_default: bool) -> Result<(Option<Categories>, Option<String>)> {
+    let official = || -> Result<String> {
+        Ok(
+            super::official_files::fetch(&super::official_files::TASKTYPE_TO_LEVELS)?
+                .display()
+                .to_string(),
+        )
+    };
+    let (path, named) = match spec {
+        Some("none") => (None, None),
+        Some("official") => (Some(official()?), Some("official".to_string())),
+        Some(path) => (Some(path.to_string()), Some(path.to_string())),
+        None if official_default => (Some(official()?), Some("official".to_string())),
+        None => (None, None),
+    };
+    let cats = path.as_deref().map(|p| Categories::load(Path::new(p))).transpose()?;
+    Ok((cats, named))
+}
+
+/// The questions of `src` with the task-type map `categories` names (see `load_categories`):
+/// the question file is found (downloaded) first, so that a missing dataset is the error given
+/// before a missing map.
+pub fn load_with_categories(src: &str, categories: Option<&str>) -> Result<(Vec<Record>, QuestionSource)> {
+    resolve(src)?;
+    let (cats, named) = load_categories(categories, is_official(src))?;
+    let (records, mut source) = load_records(src, cats.as_ref())?;
+    source.categories = named;
+    Ok((records, source))
+}
+
 /// One question with the record it was read from (kept whole for `arena export`).
 #[derive(Clone, Debug)]
 pub struct Record {

@@ -8,7 +8,7 @@ use crate::arena::answers::{
 };
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::interchange;
-use crate::arena::questions::{self, Categories, Question};
+use crate::arena::questions::{self, Question};
 use crate::arena::JudgeSettings;
 use crate::infer::{locate_model, InferDevice, Sampling};
 use anyhow::{bail, Result};
@@ -48,10 +48,7 @@ pub struct QuestionArgs {
 impl QuestionArgs {
     /// The questions with their records, and where they came from.
     pub fn load_records(&self) -> Result<(Vec<questions::Record>, questions::QuestionSource)> {
-        let (cats, named) = load_categories(self.categories.as_deref(), questions::is_official(&self.questions))?;
-        let (records, mut source) = questions::load_records(&self.questions, cats.as_ref())?;
-        source.categories = named;
-        Ok((records, source))
+        questions::load_with_categories(&self.questions, self.categories.as_deref())
     }
 
     /// Loads the questions and records their source in `eval_dir`.
@@ -60,30 +57,6 @@ impl QuestionArgs {
         questions::record_source(eval_dir, &source)?;
         Ok(records.into_iter().map(|r| r.question).collect())
     }
-}
-
-/// The task-type map `--categories` names (a path, `official`, `none`; unset: `official` when
-/// `official_default`), and the name to record for it.
-pub fn load_categories(spec: Option<&str>, official_default: bool) -> Result<(Option<Categories>, Option<String>)> {
-    let official = || -> Result<String> {
-        Ok(
-            crate::arena::official_files::fetch(&crate::arena::official_files::TASKTYPE_TO_LEVELS)?
-                .display()
-                .to_string(),
-        )
-    };
-    let (path, named) = match spec {
-        Some("none") => (None, None),
-        Some("official") => (Some(official()?), Some("official".to_string())),
-        Some(path) => (Some(path.to_string()), Some(path.to_string())),
-        None if official_default => (Some(official()?), Some("official".to_string())),
-        None => (None, None),
-    };
-    let cats = path
-        .as_deref()
-        .map(|p| Categories::load(std::path::Path::new(p)))
-        .transpose()?;
-    Ok((cats, named))
 }
 
 /// Generation options of answering.
@@ -350,7 +323,7 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
             Ok(())
         }
         ArenaCommand::Import(a) => {
-            let (cats, named) = load_categories(a.categories.as_deref(), false)?;
+            let (cats, named) = questions::load_categories(a.categories.as_deref(), false)?;
             let s = interchange::import(&interchange::ImportRequest {
                 from: &a.from,
                 eval_dir: &a.out,

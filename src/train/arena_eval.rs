@@ -6,7 +6,7 @@
 
 use crate::arena::answers::{answer_questions, AnswerModel, AnswerSettings, AnswerSource};
 use crate::arena::evaluate::{judge, reports, write_questions_meta, write_reports, Opponent};
-use crate::arena::questions::{self, Categories, Question};
+use crate::arena::questions::{self, Question};
 use crate::arena::{ArenaConfig, RunOpponent};
 use crate::config::{ConfigError, KeyContext};
 use crate::infer::InferDevice;
@@ -145,8 +145,11 @@ impl ArenaEval {
 
     fn questions(&mut self) -> Result<&[Question]> {
         if self.questions.is_none() {
-            let cats = self.cfg.categories.as_deref().map(Categories::load).transpose()?;
-            self.questions = Some(questions::load(&self.cfg.questions, cats.as_ref()).key_context("arena.questions")?);
+            let (records, source) =
+                questions::load_with_categories(&self.cfg.questions, self.cfg.categories.as_deref())
+                    .key_context("arena.questions")?;
+            questions::record_source(&self.eval_dir, &source)?;
+            self.questions = Some(records.into_iter().map(|r| r.question).collect());
         }
         Ok(self.questions.as_deref().unwrap_or_default())
     }
