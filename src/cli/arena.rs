@@ -186,6 +186,20 @@ pub struct ReportArgs {
     pub seed: u64,
 }
 
+/// The pairing an export or import is about: NAME vs a stored baseline, by a judge.
+#[derive(Args, Debug, Clone)]
+pub struct PairingArgs {
+    /// The model's name (model_answer/NAME.jsonl).
+    #[arg(long)]
+    pub name: String,
+    /// The stored baseline the model is judged against.
+    #[arg(long, default_value = "gpt-4-turbo-2024-04-09")]
+    pub baseline: String,
+    /// The judge's name (model_judgment/JUDGE/).
+    #[arg(long, default_value = "gpt-4o")]
+    pub judge: String,
+}
+
 /// The formats `arena export` writes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -201,6 +215,7 @@ pub enum ExportFormat {
 pub struct ExportArgs {
     /// The evaluation directory.
     pub eval_dir: PathBuf,
+    /// The files to write (the official CodeArena ones).
     #[arg(long, value_enum, default_value = "codearena")]
     pub format: ExportFormat,
     /// Where results.jsonl and results.jsonl.judge go.
@@ -208,15 +223,8 @@ pub struct ExportArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub questions: QuestionArgs,
-    /// The model (its name in model_answer/).
-    #[arg(long)]
-    pub name: String,
-    /// The stored baseline it was judged against.
-    #[arg(long, default_value = "gpt-4-turbo-2024-04-09")]
-    pub baseline: String,
-    /// The judge (its name under model_judgment/).
-    #[arg(long, default_value = "gpt-4o")]
-    pub judge: String,
+    #[command(flatten)]
+    pub pairing: PairingArgs,
     /// A judge configuration (arena-hard YAML) to render each game's `user_prompt` with;
     /// without it `user_prompt` is null (the official scoring does not read it).
     #[arg(long)]
@@ -233,15 +241,8 @@ pub struct ImportArgs {
     /// The evaluation directory to write into.
     #[arg(long)]
     pub out: PathBuf,
-    /// The name to file the answers under.
-    #[arg(long)]
-    pub name: String,
-    /// The baseline the judgments compare with.
-    #[arg(long, default_value = "gpt-4-turbo-2024-04-09")]
-    pub baseline: String,
-    /// The judge the judgments came from (names the pairing).
-    #[arg(long, default_value = "gpt-4o")]
-    pub judge: String,
+    #[command(flatten)]
+    pub pairing: PairingArgs,
     /// JSON map from task type to [main, sub] categories, `official`, or `none` (the default:
     /// each record's `level`).
     #[arg(long)]
@@ -300,9 +301,9 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
             let s = interchange::export(&interchange::ExportRequest {
                 eval_dir: &a.eval_dir,
                 records: &records,
-                model: &a.name,
-                baseline: &a.baseline,
-                judge: &a.judge,
+                model: &a.pairing.name,
+                baseline: &a.pairing.baseline,
+                judge: &a.pairing.judge,
                 prompt: prompt.as_ref(),
                 out_dir: &a.out,
             })?;
@@ -317,7 +318,7 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
             if s.judged == 0 {
                 eprintln!(
                     "no judgments of {} vs {} by {}: only results.jsonl was written",
-                    a.name, a.baseline, a.judge
+                    a.pairing.name, a.pairing.baseline, a.pairing.judge
                 );
             }
             Ok(())
@@ -327,16 +328,16 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
             let s = interchange::import(&interchange::ImportRequest {
                 from: &a.from,
                 eval_dir: &a.out,
-                name: &a.name,
-                baseline: &a.baseline,
-                judge: &a.judge,
+                name: &a.pairing.name,
+                baseline: &a.pairing.baseline,
+                judge: &a.pairing.judge,
                 categories: cats.as_ref(),
                 categories_name: named,
             })?;
             eprintln!(
                 "imported {} answers of {} into {}{}",
                 s.answers,
-                a.name,
+                a.pairing.name,
                 a.out.display(),
                 match &s.judgments_file {
                     Some(f) => format!(

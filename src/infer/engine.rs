@@ -60,16 +60,7 @@ pub enum Next {
 /// decode step then split work inside the pool instead of each handing off from, and waking,
 /// the calling thread.
 pub fn generate(model: &Qwen2, prompts: &[Vec<u32>], s: &GenerationSettings) -> Result<Vec<Generated>> {
-    let jobs: Vec<Job> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Job {
-            prompt: p,
-            settings: s,
-            seed: s.sampling.seed.wrapping_add(i as u64),
-        })
-        .collect();
-    generate_jobs(model, &jobs, &mut |_, _| Next::Continue)
+    generate_placed(model, prompts, s, KvPlacement::for_device(model.device()))
 }
 
 /// `generate` with the KV caches placed as told (the default places them on the model's
