@@ -93,11 +93,9 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary> {
         obj.insert("response".into(), Value::String(answer.answer.clone()));
         results.push_str(&Value::Object(obj.clone()).to_string());
         results.push('\n');
-        if let Some(games) = judged.get(&q.id) {
-            let (Some(first), Some(second)) = (games.get(&1), games.get(&2)) else {
-                n += 1;
-                continue;
-            };
+        // A question is written to the judgments when both its games were judged.
+        let both = judged.get(&q.id).and_then(|g| Some((g.get(&1)?, g.get(&2)?)));
+        if let Some((first, second)) = both {
             let baseline = q
                 .baselines
                 .get(req.baseline)
@@ -239,8 +237,8 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
             continue;
         }
         let at = |e: anyhow::Error| anyhow!("{}:{}: {e}", results.display(), i + 1);
-        let question = questions::parse_question(line, req.categories).map_err(at)?;
-        let raw: Map<String, Value> = serde_json::from_str(line).map_err(|e| at(e.into()))?;
+        let raw = questions::parse_object(line).map_err(at)?;
+        let question = questions::question_of(&raw, req.categories).map_err(at)?;
         let response = match raw.get("response") {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(at(anyhow!("field `response`: expected the answer's text"))),
@@ -267,16 +265,9 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
 
     let questions: Vec<_> = records.iter().map(|(r, _)| r.question.clone()).collect();
     write_questions_meta(req.eval_dir, &questions)?;
-    use sha2::{Digest, Sha256};
-    questions::record_source(
-        req.eval_dir,
-        &QuestionSource {
-            source: results.display().to_string(),
-            file: RESULTS.to_string(),
-            sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
-            categories: req.categories_name.clone(),
-        },
-    )?;
+    let mut source = QuestionSource::new(results.display().to_string(), &results, &text);
+    source.categories = req.categories_name.clone();
+    questions::record_source(req.eval_dir, &source)?;
     let mut lines = String::new();
     for (rec, response) in &records {
         let model = rec.raw.get("model").and_then(Value::as_str).unwrap_or("unknown");
@@ -297,8 +288,7 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
         lines.push_str(&serde_json::to_string(&answer)?);
         lines.push('\n');
     }
-    std::fs::create_dir_all(answers_file.parent().expect("answers live in a directory"))?;
-    write_atomic(&answers_file, lines.as_bytes())?;
+    write_new(&answers_file, &lines)?;
     let mut summary = ImportSummary {
         answers: records.len(),
         judged: 0,
@@ -311,13 +301,20 @@ pub fn import(req: &ImportRequest) -> Result<ImportSummary> {
             out.push_str(&serde_json::to_string(j)?);
             out.push('\n');
         }
-        std::fs::create_dir_all(judgments_file.parent().expect("judgments live in a directory"))?;
-        write_atomic(&judgments_file, out.as_bytes())?;
+        write_new(&judgments_file, &out)?;
         summary.judged = js.len() / 2;
         summary.unparsable = js.iter().filter(|j| j.label.is_none()).count();
         summary.judgments_file = Some(judgments_file);
     }
     Ok(summary)
+}
+
+/// Writes `text` to `path` whole, creating its directory.
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_atomic(path, text.as_bytes())
 }
 
 /// An error when `path` exists and is not empty.

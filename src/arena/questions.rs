@@ -142,10 +142,21 @@ fn string_field(obj: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<S
     })
 }
 
-/// Parses one record; errors name the field.
+/// Parses one record's line; errors name the field.
 pub fn parse_question(line: &str, categories: Option<&Categories>) -> Result<Question> {
-    let v: Value = serde_json::from_str(line).map_err(|e| anyhow!("invalid JSON: {e}"))?;
-    let obj = v.as_object().ok_or_else(|| anyhow!("expected a JSON object"))?;
+    question_of(&parse_object(line)?, categories)
+}
+
+/// One line as a JSON object.
+pub fn parse_object(line: &str) -> Result<serde_json::Map<String, Value>> {
+    match serde_json::from_str(line).map_err(|e| anyhow!("invalid JSON: {e}"))? {
+        Value::Object(m) => Ok(m),
+        _ => bail!("expected a JSON object"),
+    }
+}
+
+/// The question of a parsed record; errors name the field.
+pub fn question_of(obj: &serde_json::Map<String, Value>, categories: Option<&Categories>) -> Result<Question> {
     let id = string_field(obj, &["id", "question_id"]).ok_or_else(|| anyhow!("field `id`: missing"))?;
     let msgs = match obj.get("messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
@@ -278,6 +289,20 @@ pub struct QuestionSource {
 }
 
 impl QuestionSource {
+    /// The source `source` whose file `path` holds `text` (no task-type map yet).
+    pub fn new(source: String, path: &Path, text: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        Self {
+            source,
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
+            categories: None,
+        }
+    }
+
     /// One line for the report.
     pub fn describe(&self) -> String {
         let cats = match &self.categories {
@@ -377,9 +402,9 @@ pub fn load_categories(spec: Option<&str>, official_default: bool) -> Result<(Op
 /// the question file is found (downloaded) first, so that a missing dataset is the error given
 /// before a missing map.
 pub fn load_with_categories(src: &str, categories: Option<&str>) -> Result<(Vec<Record>, QuestionSource)> {
-    resolve(src)?;
+    let path = resolve(src)?;
     let (cats, named) = load_categories(categories, is_official(src))?;
-    let (records, mut source) = load_records(src, cats.as_ref())?;
+    let (records, mut source) = read_records(src, &path, cats.as_ref())?;
     source.categories = named;
     Ok((records, source))
 }
@@ -391,20 +416,10 @@ pub struct Record {
     pub raw: serde_json::Map<String, Value>,
 }
 
-/// Reads every question of `src`; a bad record is an error naming the file, line and field,
-/// and so is a repeated id.
-pub fn load(src: &str, categories: Option<&Categories>) -> Result<Vec<Question>> {
-    Ok(load_records(src, categories)?
-        .0
-        .into_iter()
-        .map(|r| r.question)
-        .collect())
-}
-
-/// `load`, keeping each question's record, and where the set came from.
-pub fn load_records(src: &str, categories: Option<&Categories>) -> Result<(Vec<Record>, QuestionSource)> {
-    let path = resolve(src)?;
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+/// Reads every question of `src` (its file resolved to `path`); a bad record is an error naming
+/// the file, line and field, and so is a repeated id.
+fn read_records(src: &str, path: &Path, categories: Option<&Categories>) -> Result<(Vec<Record>, QuestionSource)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| anyhow!("{}: not UTF-8 text ({e})", path.display()))?;
     let mut out: Vec<Record> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -412,34 +427,23 @@ pub fn load_records(src: &str, categories: Option<&Categories>) -> Result<(Vec<R
         if line.trim().is_empty() {
             continue;
         }
-        let q = parse_question(line, categories).map_err(|e| anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        let at = |e: anyhow::Error| anyhow!("{}:{}: {e}", path.display(), i + 1);
+        let raw = parse_object(line).map_err(at)?;
+        let q = question_of(&raw, categories).map_err(at)?;
         if !seen.insert(q.id.clone()) {
             bail!("{}:{}: field `id`: {:?} appears twice", path.display(), i + 1, q.id);
         }
-        let raw = match serde_json::from_str(line) {
-            Ok(Value::Object(m)) => m,
-            _ => bail!("{}:{}: expected a JSON object", path.display(), i + 1),
-        };
         out.push(Record { question: q, raw });
     }
     if out.is_empty() {
         bail!("{}: holds no questions", path.display());
     }
-    use sha2::{Digest, Sha256};
-    let source = QuestionSource {
-        source: if src.starts_with("hf://") {
-            pinned(src)
-        } else {
-            src.to_string()
-        },
-        file: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
-        categories: None,
+    let source = if src.starts_with("hf://") {
+        pinned(src)
+    } else {
+        src.to_string()
     };
-    Ok((out, source))
+    Ok((out, QuestionSource::new(source, path, &text)))
 }
 
 #[cfg(test)]
