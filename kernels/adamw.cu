@@ -11,7 +11,6 @@
 
 using namespace sc;
 
-
 template <typename G>
 __device__ void adamw_multi(const unsigned long long* __restrict__ table, const unsigned long long* __restrict__ chunks,
                             float step_size, float bc2_sqrt, float b1c, float b2, float b2c, float eps, float scale) {
@@ -40,12 +39,12 @@ __device__ void adamw_multi(const unsigned long long* __restrict__ table, const 
   }
 }
 
-extern "C" __global__ void adamw_multi_f32(const unsigned long long* table, const unsigned long long* chunks,
+extern "C" __global__ void __launch_bounds__(BLOCK) adamw_multi_f32(const unsigned long long* table, const unsigned long long* chunks,
                                            float step_size, float bc2_sqrt, float b1c, float b2, float b2c, float eps,
                                            float scale) {
   adamw_multi<float>(table, chunks, step_size, bc2_sqrt, b1c, b2, b2c, eps, scale);
 }
-extern "C" __global__ void adamw_multi_bf16(const unsigned long long* table, const unsigned long long* chunks,
+extern "C" __global__ void __launch_bounds__(BLOCK) adamw_multi_bf16(const unsigned long long* table, const unsigned long long* chunks,
                                             float step_size, float bc2_sqrt, float b1c, float b2, float b2c, float eps,
                                             float scale) {
   adamw_multi<bf16>(table, chunks, step_size, bc2_sqrt, b1c, b2, b2c, eps, scale);

@@ -6,10 +6,11 @@
 
 // Launch constants come from src/ops/kernel_constants.rs as -D flags (build.rs,
 // scripts/compile_kernels.sh), so a kernel and its launcher cannot disagree.
-#if !defined(BLOCK) || !defined(ADAMW_CHUNK) || !defined(SUMSQ_CHUNK)
-#error "BLOCK, ADAMW_CHUNK and SUMSQ_CHUNK are passed by build.rs from src/ops/kernel_constants.rs"
+#if !defined(BLOCK) || !defined(ADAMW_CHUNK) || !defined(SUMSQ_CHUNK) || !defined(SUM_PARTIALS_BLOCK)
+#error "BLOCK, ADAMW_CHUNK, SUMSQ_CHUNK and SUM_PARTIALS_BLOCK are passed by build.rs from src/ops/kernel_constants.rs"
 #endif
 static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "block reductions need whole warps, at most 1024 threads");
+static_assert(SUM_PARTIALS_BLOCK % 32 == 0 && SUM_PARTIALS_BLOCK <= 1024, "whole warps, at most 1024 threads");
 
 namespace sc {
 

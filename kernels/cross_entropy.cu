@@ -38,11 +38,11 @@ __device__ void cross_entropy_in_place(T* __restrict__ logits, const long long* 
   if (threadIdx.x == 0) row_loss[row] = m + logf(s) - picked;
 }
 
-extern "C" __global__ void cross_entropy_in_place_f32(float* logits, const long long* targets, float* row_loss,
+extern "C" __global__ void __launch_bounds__(BLOCK) cross_entropy_in_place_f32(float* logits, const long long* targets, float* row_loss,
                                                       int rows, int v, long long ignore_index) {
   cross_entropy_in_place<float>(logits, targets, row_loss, rows, v, ignore_index);
 }
-extern "C" __global__ void cross_entropy_in_place_bf16(bf16* logits, const long long* targets, float* row_loss,
+extern "C" __global__ void __launch_bounds__(BLOCK) cross_entropy_in_place_bf16(bf16* logits, const long long* targets, float* row_loss,
                                                        int rows, int v, long long ignore_index) {
   cross_entropy_in_place<bf16>(logits, targets, row_loss, rows, v, ignore_index);
 }

@@ -7,7 +7,6 @@
 
 using namespace sc;
 
-
 template <typename T>
 __device__ void sum_squares_multi(const unsigned long long* __restrict__ table,
                                   const unsigned long long* __restrict__ chunks, double* __restrict__ partials) {
@@ -27,17 +26,17 @@ __device__ void sum_squares_multi(const unsigned long long* __restrict__ table,
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
-extern "C" __global__ void sum_squares_multi_f32(const unsigned long long* table, const unsigned long long* chunks,
+extern "C" __global__ void __launch_bounds__(BLOCK) sum_squares_multi_f32(const unsigned long long* table, const unsigned long long* chunks,
                                                  double* partials) {
   sum_squares_multi<float>(table, chunks, partials);
 }
-extern "C" __global__ void sum_squares_multi_bf16(const unsigned long long* table, const unsigned long long* chunks,
+extern "C" __global__ void __launch_bounds__(BLOCK) sum_squares_multi_bf16(const unsigned long long* table, const unsigned long long* chunks,
                                                   double* partials) {
   sum_squares_multi<bf16>(table, chunks, partials);
 }
 
 // One block: out[0] = sum of partials[0..n).
-extern "C" __global__ void sum_partials(const double* __restrict__ partials, int n, double* __restrict__ out) {
+extern "C" __global__ void __launch_bounds__(SUM_PARTIALS_BLOCK) sum_partials(const double* __restrict__ partials, int n, double* __restrict__ out) {
   __shared__ double scratch[33];
   double acc = 0.0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partials[i];

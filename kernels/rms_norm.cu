@@ -90,23 +90,36 @@ __device__ void rms_norm_dw_reduce(const float* __restrict__ partial, T* __restr
   dw[i] = from_f<T>(s);
 }
 
-#define RMS_NORM_OPS(T, SUFFIX)                                                                    \
-  extern "C" __global__ void rms_norm_fwd_##SUFFIX(const T* x, const T* w, T* y, int rows, int h,   \
-                                                   float eps) {                                    \
-    rms_norm_fwd<T>(x, w, y, rows, h, eps);                                                         \
-  }                                                                                                \
-  extern "C" __global__ void rms_norm_bwd_##SUFFIX(const T* x, const T* w, const T* g, T* dx,       \
-                                                   float* partial, int rows, int h, float eps) {   \
-    rms_norm_bwd<T>(x, w, g, dx, partial, rows, h, eps);                                            \
-  }                                                                                                \
-  extern "C" __global__ void add_rms_norm_fwd_##SUFFIX(const T* x, const T* delta, const T* w, T* out,   \
-                                                       int rows, int h, float eps) {               \
-    add_rms_norm_fwd<T>(x, delta, w, out, rows, h, eps);                                            \
-  }                                                                                                \
-  extern "C" __global__ void rms_norm_dw_reduce_##SUFFIX(const float* partial, T* dw, int blocks,   \
-                                                         int h) {                                  \
-    rms_norm_dw_reduce<T>(partial, dw, blocks, h);                                                  \
-  }
+extern "C" __global__ void __launch_bounds__(BLOCK) rms_norm_fwd_f32(const float* x, const float* w, float* y, int rows,
+                                                                 int h, float eps) {
+  rms_norm_fwd<float>(x, w, y, rows, h, eps);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rms_norm_bwd_f32(const float* x, const float* w, const float* g, float* dx,
+                                                                 float* partial, int rows, int h, float eps) {
+  rms_norm_bwd<float>(x, w, g, dx, partial, rows, h, eps);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) add_rms_norm_fwd_f32(const float* x, const float* delta, const float* w,
+                                                                     float* out, int rows, int h, float eps) {
+  add_rms_norm_fwd<float>(x, delta, w, out, rows, h, eps);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rms_norm_dw_reduce_f32(const float* partial, float* dw, int blocks,
+                                                                       int h) {
+  rms_norm_dw_reduce<float>(partial, dw, blocks, h);
+}
 
-RMS_NORM_OPS(float, f32)
-RMS_NORM_OPS(bf16, bf16)
+extern "C" __global__ void __launch_bounds__(BLOCK) rms_norm_fwd_bf16(const bf16* x, const bf16* w, bf16* y, int rows,
+                                                                 int h, float eps) {
+  rms_norm_fwd<bf16>(x, w, y, rows, h, eps);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rms_norm_bwd_bf16(const bf16* x, const bf16* w, const bf16* g, bf16* dx,
+                                                                 float* partial, int rows, int h, float eps) {
+  rms_norm_bwd<bf16>(x, w, g, dx, partial, rows, h, eps);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) add_rms_norm_fwd_bf16(const bf16* x, const bf16* delta, const bf16* w,
+                                                                     bf16* out, int rows, int h, float eps) {
+  add_rms_norm_fwd<bf16>(x, delta, w, out, rows, h, eps);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rms_norm_dw_reduce_bf16(const float* partial, bf16* dw, int blocks,
+                                                                       int h) {
+  rms_norm_dw_reduce<bf16>(partial, dw, blocks, h);
+}

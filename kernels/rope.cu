@@ -25,11 +25,11 @@ __device__ void rope(const T* x, const float* __restrict__ cos_t, const float* _
   }
 }
 
-extern "C" __global__ void rope_f32(const float* x, const float* c, const float* s, float* y, int tokens,
+extern "C" __global__ void __launch_bounds__(BLOCK) rope_f32(const float* x, const float* c, const float* s, float* y, int tokens,
                                     int heads, int d, float sign) {
   rope<float>(x, c, s, y, tokens, heads, d, sign);
 }
-extern "C" __global__ void rope_bf16(const bf16* x, const float* c, const float* s, bf16* y, int tokens,
+extern "C" __global__ void __launch_bounds__(BLOCK) rope_bf16(const bf16* x, const float* c, const float* s, bf16* y, int tokens,
                                      int heads, int d, float sign) {
   rope<bf16>(x, c, s, y, tokens, heads, d, sign);
 }

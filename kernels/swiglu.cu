@@ -27,15 +27,15 @@ __device__ void swiglu_bwd(const T* __restrict__ g, const T* __restrict__ u, con
   }
 }
 
-extern "C" __global__ void swiglu_fwd_f32(const float* g, const float* u, float* y, long long n) {
+extern "C" __global__ void __launch_bounds__(BLOCK) swiglu_fwd_f32(const float* g, const float* u, float* y, long long n) {
   swiglu_fwd<float>(g, u, y, n);
 }
-extern "C" __global__ void swiglu_fwd_bf16(const bf16* g, const bf16* u, bf16* y, long long n) {
+extern "C" __global__ void __launch_bounds__(BLOCK) swiglu_fwd_bf16(const bf16* g, const bf16* u, bf16* y, long long n) {
   swiglu_fwd<bf16>(g, u, y, n);
 }
-extern "C" __global__ void swiglu_bwd_f32(const float* g, const float* u, const float* dy, float* out, long long n) {
+extern "C" __global__ void __launch_bounds__(BLOCK) swiglu_bwd_f32(const float* g, const float* u, const float* dy, float* out, long long n) {
   swiglu_bwd<float>(g, u, dy, out, n);
 }
-extern "C" __global__ void swiglu_bwd_bf16(const bf16* g, const bf16* u, const bf16* dy, bf16* out, long long n) {
+extern "C" __global__ void __launch_bounds__(BLOCK) swiglu_bwd_bf16(const bf16* g, const bf16* u, const bf16* dy, bf16* out, long long n) {
   swiglu_bwd<bf16>(g, u, dy, out, n);
 }

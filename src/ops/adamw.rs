@@ -134,20 +134,88 @@ pub struct AdamWSlot<'a> {
 /// Elements per block of the multi-tensor kernels (`ADAMW_CHUNK` in `kernels/adamw.cu`).
 pub use super::kernel_constants::ADAMW_CHUNK as MULTI_TENSOR_CHUNK;
 
+/// One parameter's entry of the multi-tensor AdamW table (`kernels/adamw.cu`): device
+/// addresses of its master, moments, gradient and (0 for none) the parameter written back.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWEntry {
+    pub master: u64,
+    pub m: u64,
+    pub v: u64,
+    pub grad: u64,
+    pub param: u64,
+    pub len: usize,
+    /// `1 - lr * weight_decay` of this parameter.
+    pub decay: f32,
+}
+
+/// The launch of `kernels/adamw.cu`, written once for every `KernelRunner`.
+pub mod launch {
+    use super::{AdamWEntry, AdamWStep, MULTI_TENSOR_CHUNK};
+    use crate::ops::kernel_launch::args::AdamwMulti;
+    use crate::ops::kernel_launch::{chunk_table, KernelFloat, KernelRunner, LaunchDims, BLOCK};
+    use candle_core::Result;
+
+    /// Updates every entry in place in one launch; `T` is the gradients' (and written-back
+    /// parameters') dtype. The uploaded tables may be freed once the launch is queued (the
+    /// device frees in stream order).
+    pub fn adamw_multi<R: KernelRunner, T: KernelFloat>(r: &R, entries: &[AdamWEntry], h: &AdamWStep) -> Result<()> {
+        let lens: Vec<usize> = entries.iter().map(|e| e.len).collect();
+        let chunks = chunk_table(&lens, MULTI_TENSOR_CHUNK)?;
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let table: Vec<u64> = entries
+            .iter()
+            .flat_map(|e| {
+                [
+                    e.master,
+                    e.m,
+                    e.v,
+                    e.grad,
+                    e.param,
+                    e.len as u64,
+                    e.decay.to_bits() as u64,
+                    0,
+                ]
+            })
+            .collect();
+        let (_, step_size, bc2_sqrt) = h.factors();
+        let table_d = r.upload(&table)?;
+        let chunks_d = r.upload(&chunks)?;
+        let args = AdamwMulti::<T> {
+            table: r.input(&table_d, 0),
+            chunks: r.input(&chunks_d, 0),
+            step_size: step_size as f32,
+            bc2_sqrt: bc2_sqrt as f32,
+            b1c: (1.0 - h.beta1) as f32,
+            b2: h.beta2 as f32,
+            b2c: (1.0 - h.beta2) as f32,
+            eps: h.eps as f32,
+            scale: h.grad_scale as f32,
+            dtype: std::marker::PhantomData,
+        };
+        let dims = LaunchDims {
+            grid: chunks.len() as u32,
+            block: BLOCK,
+            shared_bytes: 0,
+        };
+        r.launch(&args, dims)
+    }
+}
+
 /// Updates every slot in place on the GPU, one `kernels/adamw.cu` launch per gradient dtype
 /// (f32 parameters, bf16 parameters with fp32 masters). `h.weight_decay` is ignored: each slot
 /// carries its own.
 #[cfg(feature = "cuda")]
 pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
-    use super::cuda::{chunk_table, device_address, func, launch, ptx, BLOCK};
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use super::cuda::{device_address, CudaRunner};
     let Some(first) = slots.first() else {
         return Ok(());
     };
     let Some(dev) = super::cuda::cuda_device(first.master.device()).cloned() else {
         bail!("adamw_multi_cuda: expected CUDA tensors");
     };
-    let (_, step_size, bc2_sqrt) = h.factors();
+    let r = CudaRunner { dev: &dev };
     for dtype in [DType::F32, DType::BF16] {
         let group: Vec<&AdamWSlot> = slots.iter().filter(|s| s.grad.dtype() == dtype).collect();
         if group.is_empty() {
@@ -155,8 +223,7 @@ pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
         }
         // Contiguous gradients, kept alive until the kernel has been queued.
         let grads: Vec<Tensor> = group.iter().map(|s| s.grad.contiguous()).collect::<Result<_>>()?;
-        let mut table = Vec::with_capacity(group.len() * 8);
-        let mut lens = Vec::with_capacity(group.len());
+        let mut entries = Vec::with_capacity(group.len());
         for (s, g) in group.iter().zip(&grads) {
             let n = s.master.elem_count();
             for (name, t) in [("master", s.master), ("exp_avg", s.m), ("exp_avg_sq", s.v)] {
@@ -179,47 +246,21 @@ pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
                 None if dtype == DType::F32 => 0,
                 None => bail!("adamw: a {dtype:?} gradient needs the parameter to write back to"),
             };
-            let decay = (1.0 - h.lr * s.weight_decay) as f32;
-            table.extend_from_slice(&[
-                device_address("adamw", s.master)?,
-                device_address("adamw", s.m)?,
-                device_address("adamw", s.v)?,
-                device_address("adamw", g)?,
+            entries.push(AdamWEntry {
+                master: device_address("adamw", s.master)?,
+                m: device_address("adamw", s.m)?,
+                v: device_address("adamw", s.v)?,
+                grad: device_address("adamw", g)?,
                 param,
-                n as u64,
-                decay.to_bits() as u64,
-                0,
-            ]);
-            lens.push(n);
+                len: n,
+                decay: (1.0 - h.lr * s.weight_decay) as f32,
+            });
         }
-        let chunks = chunk_table(&lens, MULTI_TENSOR_CHUNK)?;
-        if chunks.is_empty() {
-            continue;
+        if dtype == DType::F32 {
+            launch::adamw_multi::<_, f32>(&r, &entries, h)?;
+        } else {
+            launch::adamw_multi::<_, half::bf16>(&r, &entries, h)?;
         }
-        let table_d = dev.clone_htod(&table)?;
-        let chunks_d = dev.clone_htod(&chunks)?;
-        let suffix = if dtype == DType::F32 { "f32" } else { "bf16" };
-        let f = func(&dev, "adamw", ptx::ADAMW, &format!("adamw_multi_{suffix}"))?;
-        let mut b = f.builder();
-        let scalars = [
-            step_size as f32,
-            bc2_sqrt as f32,
-            (1.0 - h.beta1) as f32,
-            h.beta2 as f32,
-            (1.0 - h.beta2) as f32,
-            h.eps as f32,
-            h.grad_scale as f32,
-        ];
-        b.arg(&table_d).arg(&chunks_d);
-        for s in &scalars {
-            b.arg(s);
-        }
-        let cfg = LaunchConfig {
-            grid_dim: (chunks.len() as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch(&mut b, cfg)?;
     }
     Ok(())
 }

@@ -3,14 +3,14 @@
 //! memory in use). Only built with the `cuda` feature; each op's `cuda_fwd` lives beside its CPU
 //! implementation in its own file.
 
-use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaStream, CudaView, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig,
+use super::kernel_launch::{
+    check_launch, ArgValue, DevPtr, KernelArgs, KernelElem, KernelFloat, KernelRunner, LaunchDims,
 };
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, DType, Device, Layout, Result, Storage, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// The PTX of each kernel file, as `RMS_NORM`, `ROPE`, `SWIGLU`, `CROSS_ENTROPY`, `ADAMW`,
 /// `GRAD_NORM`.
@@ -18,67 +18,77 @@ pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels_ptx.rs"));
 }
 
-/// Threads per block of the row kernels (a multiple of 32, see `common.cuh`).
-pub use super::kernel_constants::BLOCK;
+/// The storage dtypes the kernels are instantiated for, as candle's CUDA storage holds them.
+pub trait KernelDType: KernelFloat + CudaDType {}
+impl<T: KernelFloat + CudaDType> KernelDType for T {}
 
-/// Storage dtypes the kernels are instantiated for; `SUFFIX` names the `extern "C"` variant.
-pub trait KernelDType: CudaDType + DeviceRepr + candle_core::WithDType {
-    const SUFFIX: &'static str;
-}
-impl KernelDType for f32 {
-    const SUFFIX: &'static str = "f32";
-}
-impl KernelDType for half::bf16 {
-    const SUFFIX: &'static str = "bf16";
-}
-
-/// A loaded kernel and the device stream it launches on.
-pub struct Kernel {
-    stream: Arc<CudaStream>,
-    func: CudaFunction,
-}
-
-impl Kernel {
-    /// A launch on candle's stream of the device (so it orders with candle's own work).
-    pub fn builder(&self) -> LaunchArgs<'_> {
-        self.stream.launch_builder(&self.func)
-    }
-}
-
-/// Loads (once per device) kernel `name` of the module `module` with the given PTX.
-pub fn func(dev: &CudaDevice, module: &str, ptx: &str, name: &str) -> Result<Kernel> {
-    let f = dev.get_or_load_custom_func(name, &format!("syncoder_{module}"), ptx)?;
-    Ok(Kernel {
-        stream: dev.cuda_stream(),
-        func: f.into_cuda_function(),
+/// The compiled module of kernel file `file` (its stem, as `KernelArgs::file` names it).
+fn module_ptx(file: &str) -> Result<&'static str> {
+    Ok(match file {
+        "adamw" => ptx::ADAMW,
+        "cross_entropy" => ptx::CROSS_ENTROPY,
+        "grad_norm" => ptx::GRAD_NORM,
+        "rms_norm" => ptx::RMS_NORM,
+        "rope" => ptx::ROPE,
+        "swiglu" => ptx::SWIGLU,
+        other => bail!("no compiled kernel module `{other}`"),
     })
 }
 
-/// The contiguous elements of a storage as a device view, or a clear error naming the op.
-pub fn view<'a, T: KernelDType>(op: &str, s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
-    let Some((a, b)) = l.contiguous_offsets() else {
+/// Runs the launchers of `src/ops/*.rs` on a CUDA device, on candle's stream of the device (so
+/// kernels order with candle's own work). Buffers are cudarc slices.
+pub struct CudaRunner<'a> {
+    pub dev: &'a CudaDevice,
+}
+
+impl KernelRunner for CudaRunner<'_> {
+    type Buf<T: KernelElem> = CudaSlice<T>;
+
+    fn alloc<T: KernelElem>(&self, n: usize) -> Result<CudaSlice<T>> {
+        unsafe { self.dev.alloc::<T>(n.max(1)) }
+    }
+
+    fn upload<T: KernelElem>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        self.dev.clone_htod(data)
+    }
+
+    fn addr<T: KernelElem>(&self, buf: &CudaSlice<T>) -> u64 {
+        buf.device_ptr(&self.dev.cuda_stream()).0
+    }
+
+    fn launch(&self, args: &dyn KernelArgs, dims: LaunchDims) -> Result<()> {
+        check_launch(args, dims)?;
+        let name = args.name();
+        let f =
+            self.dev
+                .get_or_load_custom_func(&name, &format!("syncoder_{}", args.file()), module_ptx(args.file())?)?;
+        let values = args.values();
+        let mut b = f.builder();
+        for v in &values {
+            match v {
+                ArgValue::Ptr(p) => b.arg(p),
+                ArgValue::I32(x) => b.arg(x),
+                ArgValue::I64(x) => b.arg(x),
+                ArgValue::F32(x) => b.arg(x),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (dims.grid, 1, 1),
+            block_dim: (dims.block, 1, 1),
+            shared_mem_bytes: dims.shared_bytes,
+        };
+        unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Msg(format!("{name}: launch failed: {e}")))?;
+        Ok(())
+    }
+}
+
+/// The device address of a contiguous input given as a candle storage and layout.
+pub fn input<T: KernelElem + CudaDType>(op: &str, s: &CudaStorage, l: &Layout) -> Result<DevPtr<T>> {
+    let Some((a, _)) = l.contiguous_offsets() else {
         bail!("{op}: expected a contiguous input");
     };
-    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
-}
-
-/// One thread per element over `n` elements, grid-strided beyond a million blocks.
-pub fn elementwise_config(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-/// One block per row.
-pub fn row_config(rows: usize, shared_mem_bytes: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.max(1) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes,
-    }
+    let slice = s.as_cuda_slice::<T>()?;
+    Ok(DevPtr::new(slice.device_ptr(&s.device.cuda_stream()).0, a))
 }
 
 /// Calls `$f::<T>(...)` with `T` the kernel type of `$dtype` (f32 or bf16), or a clear error.
@@ -110,30 +120,6 @@ pub fn device_address(op: &str, t: &Tensor) -> Result<u64> {
         other => bail!("{op}: the CUDA kernel supports f32 and bf16, got {other:?}"),
     };
     Ok(base + (layout.start_offset() * elem) as u64)
-}
-
-/// Splits tensors of the given lengths into `(tensor << 40) | start` chunks of `chunk` elements
-/// (the layout `common.cuh` decodes).
-pub fn chunk_table(lens: &[usize], chunk: usize) -> Result<Vec<u64>> {
-    if lens.len() >= 1 << 24 {
-        bail!("multi-tensor kernel: too many tensors ({})", lens.len());
-    }
-    let mut out = Vec::new();
-    for (i, &n) in lens.iter().enumerate() {
-        if n as u64 >= 1 << 40 {
-            bail!("multi-tensor kernel: tensor {i} has {n} elements");
-        }
-        for start in (0..n).step_by(chunk) {
-            out.push(((i as u64) << 40) | start as u64);
-        }
-    }
-    Ok(out)
-}
-
-/// Launches with candle's error wrapping.
-pub fn launch(b: &mut LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
-    unsafe { b.launch(cfg) }.w()?;
-    Ok(())
 }
 
 /// The CUDA device behind `device`, if it is one.

@@ -43,17 +43,72 @@ pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
 /// Elements per block of `kernels/grad_norm.cu` (`SUMSQ_CHUNK`).
 pub use super::kernel_constants::SUMSQ_CHUNK as SUM_SQUARES_CHUNK;
 
+/// The launches of `kernels/grad_norm.cu`, written once for every `KernelRunner`.
+pub mod launch {
+    use super::SUM_SQUARES_CHUNK;
+    use crate::ops::kernel_constants::SUM_PARTIALS_BLOCK;
+    use crate::ops::kernel_launch::args::{SumPartials, SumSquaresMulti};
+    use crate::ops::kernel_launch::{chunk_table, int_arg, KernelFloat, KernelRunner, LaunchDims, BLOCK};
+    use candle_core::Result;
+
+    /// Σ x² over tensors of dtype `T` given as `(device address, elements)`: one block per
+    /// chunk writes a partial, one block adds them in order. Returns the one-element f64 sum
+    /// (`None` when there is nothing to add).
+    pub fn sum_squares<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        tensors: &[(u64, usize)],
+    ) -> Result<Option<R::Buf<f64>>> {
+        let lens: Vec<usize> = tensors.iter().map(|t| t.1).collect();
+        let chunks = chunk_table(&lens, SUM_SQUARES_CHUNK)?;
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let table: Vec<u64> = tensors.iter().flat_map(|&(a, n)| [a, n as u64]).collect();
+        let table_d = r.upload(&table)?;
+        let chunks_d = r.upload(&chunks)?;
+        let mut partials = r.alloc::<f64>(chunks.len())?;
+        let mut out = r.alloc::<f64>(1)?;
+        let multi = SumSquaresMulti::<T> {
+            table: r.input(&table_d, 0),
+            chunks: r.input(&chunks_d, 0),
+            partials: r.output(&mut partials, 0),
+            dtype: std::marker::PhantomData,
+        };
+        let dims = LaunchDims {
+            grid: chunks.len() as u32,
+            block: BLOCK,
+            shared_bytes: 0,
+        };
+        r.launch(&multi, dims)?;
+        let add = SumPartials {
+            partials: r.input(&partials, 0),
+            n: int_arg("sum_partials", "chunks", chunks.len())?,
+            out: r.output(&mut out, 0),
+        };
+        let one = LaunchDims {
+            grid: 1,
+            block: SUM_PARTIALS_BLOCK,
+            shared_bytes: 0,
+        };
+        r.launch(&add, one)?;
+        Ok(Some(out))
+    }
+}
+
 /// Σ x² over many CUDA tensors (f32 or bf16) with two deterministic launches per dtype.
 #[cfg(feature = "cuda")]
 pub fn sum_squares_cuda(tensors: &[Tensor]) -> Result<f64> {
-    use super::cuda::{chunk_table, device_address, func, launch, ptx, BLOCK};
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use super::cuda::{device_address, CudaRunner};
     let Some(first) = tensors.first() else {
         return Ok(0.0);
     };
     let Some(dev) = super::cuda::cuda_device(first.device()).cloned() else {
         candle_core::bail!("sum_squares_cuda: expected CUDA tensors");
     };
+    if let Some(t) = tensors.iter().find(|t| !matches!(t.dtype(), DType::F32 | DType::BF16)) {
+        candle_core::bail!("sum_squares_cuda: unsupported dtype {:?}", t.dtype());
+    }
+    let r = CudaRunner { dev: &dev };
     let mut total = 0f64;
     for dtype in [DType::F32, DType::BF16] {
         let group: Vec<Tensor> = tensors
@@ -61,54 +116,18 @@ pub fn sum_squares_cuda(tensors: &[Tensor]) -> Result<f64> {
             .filter(|t| t.dtype() == dtype)
             .map(|t| t.contiguous())
             .collect::<Result<_>>()?;
-        let mut table = Vec::with_capacity(group.len() * 2);
-        let mut lens = Vec::with_capacity(group.len());
-        for t in &group {
-            table.extend_from_slice(&[device_address("grad_norm", t)?, t.elem_count() as u64]);
-            lens.push(t.elem_count());
+        let table = group
+            .iter()
+            .map(|t| Ok((device_address("grad_norm", t)?, t.elem_count())))
+            .collect::<Result<Vec<_>>>()?;
+        let out = if dtype == DType::F32 {
+            launch::sum_squares::<_, f32>(&r, &table)?
+        } else {
+            launch::sum_squares::<_, half::bf16>(&r, &table)?
+        };
+        if let Some(out) = out {
+            total += dev.clone_dtoh(&out)?[0];
         }
-        let chunks = chunk_table(&lens, SUM_SQUARES_CHUNK)?;
-        if chunks.is_empty() {
-            continue;
-        }
-        let table_d = dev.clone_htod(&table)?;
-        let chunks_d = dev.clone_htod(&chunks)?;
-        let mut partials = dev.alloc_zeros::<f64>(chunks.len())?;
-        let mut out = dev.alloc_zeros::<f64>(1)?;
-        let suffix = if dtype == DType::F32 { "f32" } else { "bf16" };
-        {
-            let f = func(
-                &dev,
-                "grad_norm",
-                ptx::GRAD_NORM,
-                &format!("sum_squares_multi_{suffix}"),
-            )?;
-            let mut b = f.builder();
-            b.arg(&table_d).arg(&chunks_d).arg(&mut partials);
-            let cfg = LaunchConfig {
-                grid_dim: (chunks.len() as u32, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            launch(&mut b, cfg)?;
-        }
-        {
-            let f = func(&dev, "grad_norm", ptx::GRAD_NORM, "sum_partials")?;
-            let mut b = f.builder();
-            let n = chunks.len() as i32;
-            b.arg(&partials).arg(&n).arg(&mut out);
-            let cfg = LaunchConfig {
-                grid_dim: (1, 1, 1),
-                block_dim: (1024, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            launch(&mut b, cfg)?;
-        }
-        total += dev.clone_dtoh(&out)?[0];
-    }
-    let other = tensors.iter().find(|t| !matches!(t.dtype(), DType::F32 | DType::BF16));
-    if let Some(t) = other {
-        candle_core::bail!("sum_squares_cuda: unsupported dtype {:?}", t.dtype());
     }
     Ok(total)
 }

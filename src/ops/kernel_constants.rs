@@ -14,11 +14,15 @@ pub const ADAMW_CHUNK: usize = 65536;
 /// Elements one block of the multi-tensor sum-of-squares kernel reduces to one partial sum.
 pub const SUMSQ_CHUNK: usize = 65536;
 
+/// Threads of the one-block `sum_partials` launch that adds the gradient-norm partial sums.
+pub const SUM_PARTIALS_BLOCK: u32 = 1024;
+
 /// Every constant above as `(name, value)`: the `-D` flags nvcc gets.
 pub const NVCC_DEFINES: &[(&str, u64)] = &[
     ("BLOCK", BLOCK as u64),
     ("ADAMW_CHUNK", ADAMW_CHUNK as u64),
     ("SUMSQ_CHUNK", SUMSQ_CHUNK as u64),
+    ("SUM_PARTIALS_BLOCK", SUM_PARTIALS_BLOCK as u64),
 ];
 
 /// The `-DNAME=VALUE` flags for nvcc.

@@ -260,12 +260,41 @@ impl CustomOp2 for SavedLoss {
     }
 }
 
-/// Launch of `kernels/cross_entropy.cu`.
+/// The launch of `kernels/cross_entropy.cu`, written once for every `KernelRunner`.
+pub mod launch {
+    use super::IGNORE_INDEX;
+    use crate::ops::kernel_launch::args::CrossEntropyInPlace;
+    use crate::ops::kernel_launch::{int_arg, DevPtr, DevPtrMut, KernelFloat, KernelRunner, LaunchDims};
+    use candle_core::Result;
+
+    /// Overwrites `logits` `[rows, v]` with the gradient and returns the per-row losses (-1
+    /// where a target lies outside the vocabulary).
+    pub fn cross_entropy_in_place<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        logits: DevPtrMut<T>,
+        targets: DevPtr<i64>,
+        rows: usize,
+        v: usize,
+    ) -> Result<R::Buf<f32>> {
+        let mut row_loss = r.alloc::<f32>(rows.max(1))?;
+        let args = CrossEntropyInPlace {
+            logits,
+            targets,
+            row_loss: r.output(&mut row_loss, 0),
+            rows: int_arg("cross_entropy_in_place", "rows", rows)?,
+            v: int_arg("cross_entropy_in_place", "vocabulary", v)?,
+            ignore_index: IGNORE_INDEX,
+        };
+        r.launch(&args, LaunchDims::rows(rows, 0))?;
+        Ok(row_loss)
+    }
+}
+
+/// `kernels/cross_entropy.cu` on candle's CUDA storages.
 #[cfg(feature = "cuda")]
 mod cuda {
-    use super::IGNORE_INDEX;
-    use crate::ops::cuda::{func, launch, ptx, row_config, KernelDType};
-    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use crate::ops::cuda::{input, CudaRunner, KernelDType};
+    use crate::ops::kernel_launch::DevPtrMut;
     use candle_core::cuda_backend::CudaStorage;
     use candle_core::{bail, Layout, Result};
 
@@ -277,33 +306,19 @@ mod cuda {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<Vec<f32>> {
-        let dev = s1.device.clone();
         let (rows, v) = l1.shape().dims2()?;
-        let (Some((a, b)), Some((ta, tb))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            bail!("cross_entropy_in_place: expected contiguous logits and targets");
-        };
-        if tb - ta != rows {
-            bail!("cross_entropy_in_place: {} targets for {rows} rows", tb - ta);
+        if l2.shape().elem_count() != rows {
+            bail!(
+                "cross_entropy_in_place: {} targets for {rows} rows",
+                l2.shape().elem_count()
+            );
         }
-        let targets = s2.as_cuda_slice::<i64>()?.slice(ta..tb);
-        let mut logits = s1.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
-        let mut row_loss = dev.alloc_zeros::<f32>(rows.max(1))?;
-        let f = func(
-            &dev,
-            "cross_entropy",
-            ptx::CROSS_ENTROPY,
-            &format!("cross_entropy_in_place_{}", T::SUFFIX),
-        )?;
-        let mut bld = f.builder();
-        let (rows_i, v_i) = (rows as i32, v as i32);
-        bld.arg(&mut logits)
-            .arg(&targets)
-            .arg(&mut row_loss)
-            .arg(&rows_i)
-            .arg(&v_i)
-            .arg(&IGNORE_INDEX);
-        launch(&mut bld, row_config(rows, 0))?;
-        drop(bld);
+        let logits = input::<T>("cross_entropy_in_place", s1, l1)?;
+        let logits = DevPtrMut::<T>::new(logits.addr(), 0);
+        let targets = input::<i64>("cross_entropy_in_place (targets)", s2, l2)?;
+        let dev = s1.device.clone();
+        let r = CudaRunner { dev: &dev };
+        let row_loss = super::launch::cross_entropy_in_place(&r, logits, targets, rows, v)?;
         let mut out = dev.clone_dtoh(&row_loss)?;
         out.truncate(rows);
         Ok(out)

@@ -20,6 +20,10 @@ pub mod cuda;
 pub mod gemm;
 pub mod grad_norm;
 pub mod kernel_constants;
+pub mod kernel_launch;
+#[cfg(test)]
+#[allow(dead_code)]
+mod kernel_signatures;
 pub mod linear_cross_entropy;
 pub mod rms_norm;
 pub mod rope;

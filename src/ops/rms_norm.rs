@@ -254,19 +254,122 @@ impl CustomOp3 for RmsNormBwd {
 #[cfg(feature = "cuda")]
 use cuda::{bwd, fwd};
 
-/// Launches of `kernels/rms_norm.cu`.
-#[cfg(feature = "cuda")]
-mod cuda {
-    use crate::ops::cuda::{func, launch, ptx, row_config, view, KernelDType, BLOCK};
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-    use candle_core::cuda_backend::CudaStorage;
-    use candle_core::{bail, Layout, Result};
+/// The launches of `kernels/rms_norm.cu`, written once for every `KernelRunner` (the GPU and
+/// the CPU kernel harness of the tests).
+pub mod launch {
+    use crate::ops::kernel_launch::args::{AddRmsNormFwd, RmsNormBwd, RmsNormDwReduce, RmsNormFwd};
+    use crate::ops::kernel_launch::{int_arg, DevPtr, KernelFloat, KernelRunner, LaunchDims, MAX_DYNAMIC_SHARED};
+    use candle_core::{bail, Result};
 
     /// Blocks of the backward: each accumulates the weight gradient of its rows (a fixed
     /// function of the row count, so the summation order is reproducible).
-    const MAX_BWD_BLOCKS: usize = 1024;
-    /// The backward keeps one f32 weight-gradient accumulator per column in shared memory.
-    const MAX_HIDDEN: usize = 12 * 1024;
+    pub const MAX_BWD_BLOCKS: usize = 1024;
+    /// The backward keeps one f32 weight-gradient accumulator per column in dynamic shared
+    /// memory, beside the 33-float static reduction scratch, within the 48 KiB every GPU gives.
+    pub const MAX_HIDDEN: usize = (MAX_DYNAMIC_SHARED - 33 * 4) / 4;
+
+    /// `y = rmsnorm(x) * w` over `rows` rows of `h`.
+    pub fn fwd<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        x: DevPtr<T>,
+        w: DevPtr<T>,
+        rows: usize,
+        h: usize,
+        eps: f32,
+    ) -> Result<R::Buf<T>> {
+        let mut y = r.alloc::<T>(rows * h)?;
+        let args = RmsNormFwd {
+            x,
+            w,
+            y: r.output(&mut y, 0),
+            rows: int_arg("rms_norm", "rows", rows)?,
+            h: int_arg("rms_norm", "hidden", h)?,
+            eps,
+        };
+        r.launch(&args, LaunchDims::rows(rows, 0))?;
+        Ok(y)
+    }
+
+    /// `[x + delta | rmsnorm(x + delta) * w]`, `2 * rows * h` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_fwd<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        x: DevPtr<T>,
+        delta: DevPtr<T>,
+        w: DevPtr<T>,
+        rows: usize,
+        h: usize,
+        eps: f32,
+    ) -> Result<R::Buf<T>> {
+        let mut out = r.alloc::<T>(2 * rows * h)?;
+        let args = AddRmsNormFwd {
+            x,
+            delta,
+            w,
+            out: r.output(&mut out, 0),
+            rows: int_arg("add_rms_norm", "rows", rows)?,
+            h: int_arg("add_rms_norm", "hidden", h)?,
+            eps,
+        };
+        r.launch(&args, LaunchDims::rows(rows, 0))?;
+        Ok(out)
+    }
+
+    /// `[dx (rows x h) | dw (h)]`: the backward, then the fixed-order sum of the per-block
+    /// weight-gradient partials.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        x: DevPtr<T>,
+        w: DevPtr<T>,
+        g: DevPtr<T>,
+        rows: usize,
+        h: usize,
+        eps: f32,
+    ) -> Result<R::Buf<T>> {
+        if h > MAX_HIDDEN {
+            bail!("rms_norm_bwd: hidden size {h} is above the kernel's {MAX_HIDDEN}");
+        }
+        let blocks = rows.clamp(1, MAX_BWD_BLOCKS);
+        let mut out = r.alloc::<T>((rows + 1) * h)?;
+        let mut partial = r.alloc::<f32>(blocks * h)?;
+        let (rows_i, h_i) = (
+            int_arg("rms_norm_bwd", "rows", rows)?,
+            int_arg("rms_norm_bwd", "hidden", h)?,
+        );
+        let args = RmsNormBwd {
+            x,
+            w,
+            g,
+            dx: r.output(&mut out, 0),
+            partial: r.output(&mut partial, 0),
+            rows: rows_i,
+            h: h_i,
+            eps,
+        };
+        let dims = LaunchDims {
+            grid: blocks as u32,
+            block: crate::ops::kernel_launch::BLOCK,
+            shared_bytes: (h * 4) as u32,
+        };
+        r.launch(&args, dims)?;
+        let reduce = RmsNormDwReduce::<T> {
+            partial: r.input(&partial, 0),
+            dw: r.output(&mut out, rows * h),
+            blocks: blocks as i32,
+            h: h_i,
+        };
+        r.launch(&reduce, LaunchDims::elementwise(h))?;
+        Ok(out)
+    }
+}
+
+/// `kernels/rms_norm.cu` on candle's CUDA storages.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use crate::ops::cuda::{input, CudaRunner, KernelDType};
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{Layout, Result};
 
     pub fn fwd<T: KernelDType>(
         s1: &CudaStorage,
@@ -275,18 +378,12 @@ mod cuda {
         l2: &Layout,
         eps: f32,
     ) -> Result<CudaStorage> {
-        let dev = &s1.device;
-        let (x, w) = (view::<T>("rms_norm", s1, l1)?, view::<T>("rms_norm", s2, l2)?);
-        let h = w.len();
-        let rows = x.len() / h.max(1);
-        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
-        let f = func(dev, "rms_norm", ptx::RMS_NORM, &format!("rms_norm_fwd_{}", T::SUFFIX))?;
-        let mut b = f.builder();
-        b.arg(&x).arg(&w).arg(&mut y);
-        let (rows_i, h_i) = (rows as i32, h as i32);
-        b.arg(&rows_i).arg(&h_i).arg(&eps);
-        launch(&mut b, row_config(rows, 0))?;
-        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+        let r = CudaRunner { dev: &s1.device };
+        let h = l2.shape().elem_count();
+        let rows = l1.shape().elem_count() / h.max(1);
+        let (x, w) = (input::<T>("rms_norm", s1, l1)?, input::<T>("rms_norm", s2, l2)?);
+        let y = super::launch::fwd(&r, x, w, rows, h, eps)?;
+        Ok(CudaStorage::wrap_cuda_slice(y, s1.device.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -299,24 +396,14 @@ mod cuda {
         l3: &Layout,
         eps: f32,
     ) -> Result<CudaStorage> {
-        let dev = &s1.device;
-        let x = view::<T>("add_rms_norm", s1, l1)?;
-        let d = view::<T>("add_rms_norm", s2, l2)?;
-        let w = view::<T>("add_rms_norm", s3, l3)?;
-        let h = w.len();
-        let rows = x.len() / h.max(1);
-        let mut out = unsafe { dev.alloc::<T>(2 * x.len()) }?;
-        let f = func(
-            dev,
-            "rms_norm",
-            ptx::RMS_NORM,
-            &format!("add_rms_norm_fwd_{}", T::SUFFIX),
-        )?;
-        let mut b = f.builder();
-        let (rows_i, h_i) = (rows as i32, h as i32);
-        b.arg(&x).arg(&d).arg(&w).arg(&mut out).arg(&rows_i).arg(&h_i).arg(&eps);
-        launch(&mut b, row_config(rows, 0))?;
-        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        let r = CudaRunner { dev: &s1.device };
+        let h = l3.shape().elem_count();
+        let rows = l1.shape().elem_count() / h.max(1);
+        let x = input::<T>("add_rms_norm", s1, l1)?;
+        let d = input::<T>("add_rms_norm", s2, l2)?;
+        let w = input::<T>("add_rms_norm", s3, l3)?;
+        let out = super::launch::add_fwd(&r, x, d, w, rows, h, eps)?;
+        Ok(CudaStorage::wrap_cuda_slice(out, s1.device.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -329,45 +416,14 @@ mod cuda {
         l3: &Layout,
         eps: f32,
     ) -> Result<CudaStorage> {
-        let dev = &s1.device;
-        let x = view::<T>("rms_norm_bwd", s1, l1)?;
-        let w = view::<T>("rms_norm_bwd", s2, l2)?;
-        let g = view::<T>("rms_norm_bwd", s3, l3)?;
-        let h = w.len();
-        if h > MAX_HIDDEN {
-            bail!("rms_norm_bwd: hidden size {h} is above the kernel's {MAX_HIDDEN}");
-        }
-        let rows = x.len() / h.max(1);
-        let blocks = rows.clamp(1, MAX_BWD_BLOCKS);
-        let mut out = unsafe { dev.alloc::<T>((rows + 1) * h) }?;
-        let mut partial = unsafe { dev.alloc::<f32>(blocks * h) }?;
-        let (rows_i, h_i, blocks_i) = (rows as i32, h as i32, blocks as i32);
-        {
-            let mut dx = out.slice_mut(0..rows * h);
-            let f = func(dev, "rms_norm", ptx::RMS_NORM, &format!("rms_norm_bwd_{}", T::SUFFIX))?;
-            let mut b = f.builder();
-            b.arg(&x).arg(&w).arg(&g).arg(&mut dx).arg(&mut partial);
-            b.arg(&rows_i).arg(&h_i).arg(&eps);
-            let cfg = LaunchConfig {
-                grid_dim: (blocks as u32, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: (h * 4) as u32,
-            };
-            launch(&mut b, cfg)?;
-        }
-        {
-            let mut dw = out.slice_mut(rows * h..(rows + 1) * h);
-            let f = func(
-                dev,
-                "rms_norm",
-                ptx::RMS_NORM,
-                &format!("rms_norm_dw_reduce_{}", T::SUFFIX),
-            )?;
-            let mut b = f.builder();
-            b.arg(&partial).arg(&mut dw).arg(&blocks_i).arg(&h_i);
-            launch(&mut b, crate::ops::cuda::elementwise_config(h))?;
-        }
-        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        let r = CudaRunner { dev: &s1.device };
+        let h = l2.shape().elem_count();
+        let rows = l1.shape().elem_count() / h.max(1);
+        let x = input::<T>("rms_norm_bwd", s1, l1)?;
+        let w = input::<T>("rms_norm_bwd", s2, l2)?;
+        let g = input::<T>("rms_norm_bwd", s3, l3)?;
+        let out = super::launch::bwd(&r, x, w, g, rows, h, eps)?;
+        Ok(CudaStorage::wrap_cuda_slice(out, s1.device.clone()))
     }
 }
 

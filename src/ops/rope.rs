@@ -131,11 +131,45 @@ impl CustomOp3 for Rope {
     }
 }
 
-/// Launches of `kernels/rope.cu`.
+/// The launch of `kernels/rope.cu`, written once for every `KernelRunner`.
+pub mod launch {
+    use crate::ops::kernel_launch::args::Rope;
+    use crate::ops::kernel_launch::{int_arg, DevPtr, KernelFloat, KernelRunner, LaunchDims};
+    use candle_core::Result;
+
+    /// Rotates `x` `[tokens, heads, d]` by the per-token tables `[tokens, d/2]` (`sign` -1: the
+    /// backward).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        x: DevPtr<T>,
+        cos: DevPtr<f32>,
+        sin: DevPtr<f32>,
+        tokens: usize,
+        heads: usize,
+        d: usize,
+        sign: f32,
+    ) -> Result<R::Buf<T>> {
+        let mut y = r.alloc::<T>(tokens * heads * d)?;
+        let args = Rope {
+            x,
+            c: cos,
+            s: sin,
+            y: r.output(&mut y, 0),
+            tokens: int_arg("rope", "tokens", tokens)?,
+            heads: int_arg("rope", "heads", heads)?,
+            d: int_arg("rope", "head dim", d)?,
+            sign,
+        };
+        r.launch(&args, LaunchDims::elementwise(tokens * heads * d / 2))?;
+        Ok(y)
+    }
+}
+
+/// `kernels/rope.cu` on candle's CUDA storages.
 #[cfg(feature = "cuda")]
 mod cuda {
-    use crate::ops::cuda::{elementwise_config, func, launch, ptx, view, KernelDType};
-    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use crate::ops::cuda::{input, CudaRunner, KernelDType};
     use candle_core::cuda_backend::CudaStorage;
     use candle_core::{Layout, Result};
 
@@ -148,25 +182,13 @@ mod cuda {
         l3: &Layout,
         sign: f32,
     ) -> Result<CudaStorage> {
-        let dev = &s1.device;
+        let r = CudaRunner { dev: &s1.device };
         let (n, h, d) = l1.shape().dims3()?;
-        let x = view::<T>("rope", s1, l1)?;
-        let cos = view::<f32>("rope (cos table)", s2, l2)?;
-        let sin = view::<f32>("rope (sin table)", s3, l3)?;
-        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
-        let f = func(dev, "rope", ptx::ROPE, &format!("rope_{}", T::SUFFIX))?;
-        let mut b = f.builder();
-        let (n_i, h_i, d_i) = (n as i32, h as i32, d as i32);
-        b.arg(&x)
-            .arg(&cos)
-            .arg(&sin)
-            .arg(&mut y)
-            .arg(&n_i)
-            .arg(&h_i)
-            .arg(&d_i)
-            .arg(&sign);
-        launch(&mut b, elementwise_config(n * h * d / 2))?;
-        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+        let x = input::<T>("rope", s1, l1)?;
+        let cos = input::<f32>("rope (cos table)", s2, l2)?;
+        let sin = input::<f32>("rope (sin table)", s3, l3)?;
+        let y = super::launch::rope(&r, x, cos, sin, n, h, d, sign)?;
+        Ok(CudaStorage::wrap_cuda_slice(y, s1.device.clone()))
     }
 }
 

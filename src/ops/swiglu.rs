@@ -125,25 +125,58 @@ impl CustomOp3 for SwiGluBwd {
     }
 }
 
-/// Launches of `kernels/swiglu.cu`.
+/// The launches of `kernels/swiglu.cu`, written once for every `KernelRunner`.
+pub mod launch {
+    use crate::ops::kernel_launch::args::{SwigluBwd, SwigluFwd};
+    use crate::ops::kernel_launch::{DevPtr, KernelFloat, KernelRunner, LaunchDims};
+    use candle_core::Result;
+
+    /// `silu(g) * u` over `n` elements.
+    pub fn fwd<R: KernelRunner, T: KernelFloat>(r: &R, g: DevPtr<T>, u: DevPtr<T>, n: usize) -> Result<R::Buf<T>> {
+        let mut y = r.alloc::<T>(n)?;
+        let args = SwigluFwd {
+            g,
+            u,
+            y: r.output(&mut y, 0),
+            n: n as i64,
+        };
+        r.launch(&args, LaunchDims::elementwise(n))?;
+        Ok(y)
+    }
+
+    /// `[dgate | dup]`, `2 n` elements.
+    pub fn bwd<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        g: DevPtr<T>,
+        u: DevPtr<T>,
+        dy: DevPtr<T>,
+        n: usize,
+    ) -> Result<R::Buf<T>> {
+        let mut out = r.alloc::<T>(2 * n)?;
+        let args = SwigluBwd {
+            g,
+            u,
+            dy,
+            out: r.output(&mut out, 0),
+            n: n as i64,
+        };
+        r.launch(&args, LaunchDims::elementwise(n))?;
+        Ok(out)
+    }
+}
+
+/// `kernels/swiglu.cu` on candle's CUDA storages.
 #[cfg(feature = "cuda")]
 mod cuda {
-    use crate::ops::cuda::{elementwise_config, func, launch, ptx, view, KernelDType};
-    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use crate::ops::cuda::{input, CudaRunner, KernelDType};
     use candle_core::cuda_backend::CudaStorage;
     use candle_core::{Layout, Result};
 
     pub fn fwd<T: KernelDType>(s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<CudaStorage> {
-        let dev = &s1.device;
-        let (g, u) = (view::<T>("swiglu", s1, l1)?, view::<T>("swiglu", s2, l2)?);
-        let n = g.len();
-        let mut y = unsafe { dev.alloc::<T>(n) }?;
-        let f = func(dev, "swiglu", ptx::SWIGLU, &format!("swiglu_fwd_{}", T::SUFFIX))?;
-        let mut b = f.builder();
-        let n_i = n as i64;
-        b.arg(&g).arg(&u).arg(&mut y).arg(&n_i);
-        launch(&mut b, elementwise_config(n))?;
-        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+        let r = CudaRunner { dev: &s1.device };
+        let (g, u) = (input::<T>("swiglu", s1, l1)?, input::<T>("swiglu", s2, l2)?);
+        let y = super::launch::fwd(&r, g, u, l1.shape().elem_count())?;
+        Ok(CudaStorage::wrap_cuda_slice(y, s1.device.clone()))
     }
 
     pub fn bwd<T: KernelDType>(
@@ -154,18 +187,12 @@ mod cuda {
         s3: &CudaStorage,
         l3: &Layout,
     ) -> Result<CudaStorage> {
-        let dev = &s1.device;
-        let g = view::<T>("swiglu_bwd", s1, l1)?;
-        let u = view::<T>("swiglu_bwd", s2, l2)?;
-        let dy = view::<T>("swiglu_bwd", s3, l3)?;
-        let n = g.len();
-        let mut out = unsafe { dev.alloc::<T>(2 * n) }?;
-        let f = func(dev, "swiglu", ptx::SWIGLU, &format!("swiglu_bwd_{}", T::SUFFIX))?;
-        let mut b = f.builder();
-        let n_i = n as i64;
-        b.arg(&g).arg(&u).arg(&dy).arg(&mut out).arg(&n_i);
-        launch(&mut b, elementwise_config(n))?;
-        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        let r = CudaRunner { dev: &s1.device };
+        let g = input::<T>("swiglu_bwd", s1, l1)?;
+        let u = input::<T>("swiglu_bwd", s2, l2)?;
+        let dy = input::<T>("swiglu_bwd", s3, l3)?;
+        let out = super::launch::bwd(&r, g, u, dy, l1.shape().elem_count())?;
+        Ok(CudaStorage::wrap_cuda_slice(out, s1.device.clone()))
     }
 }
 

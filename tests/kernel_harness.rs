@@ -1,0 +1,525 @@
+//! Every kernel of `kernels/*.cu` executed on the CPU through the kernel harness
+//! (`tests/harness/`), forward and backward, against its CPU twin in `src/ops/`, on awkward
+//! sizes and under three thread orders. The launches are the ops' own launchers
+//! (`launch` in `src/ops/<op>.rs`), the same code the GPU runs, driven through `Harness`, a
+//! `KernelRunner` whose buffers are the harness's guarded, NaN-poisoned memory.
+//!
+//! `cargo test kernel_harness` runs exactly these; each kernel file `X.cu` has tests named
+//! `kernel_harness::X_...`.
+
+use ::kernel_harness as sim;
+use candle_core::{Device, Result, Tensor, Var};
+use half::bf16;
+use rand::{Rng, SeedableRng};
+use sim::{Buffer, Schedule};
+use syncoder::ops::kernel_launch::{
+    check_launch, DevPtr, DevPtrMut, KernelArgs, KernelElem, KernelFloat, KernelRunner, LaunchDims,
+};
+
+/// Runs launches through the harness with one thread schedule.
+struct Harness {
+    schedule: Schedule,
+}
+
+impl KernelRunner for Harness {
+    type Buf<T: KernelElem> = Buffer<T>;
+
+    fn alloc<T: KernelElem>(&self, n: usize) -> Result<Buffer<T>> {
+        Ok(Buffer::poisoned(
+            n,
+            &format!("launcher allocation of {n} x {}", std::any::type_name::<T>()),
+        ))
+    }
+
+    fn upload<T: KernelElem>(&self, data: &[T]) -> Result<Buffer<T>> {
+        Ok(Buffer::from_slice(
+            data,
+            &format!("launcher upload of {} x {}", data.len(), std::any::type_name::<T>()),
+        ))
+    }
+
+    fn addr<T: KernelElem>(&self, buf: &Buffer<T>) -> u64 {
+        buf.addr()
+    }
+
+    fn launch(&self, args: &dyn KernelArgs, dims: LaunchDims) -> Result<()> {
+        check_launch(args, dims)?;
+        let bits: Vec<u64> = args.values().iter().map(|v| v.to_bits()).collect();
+        sim::launch(
+            &args.name(),
+            dims.grid,
+            dims.block,
+            dims.shared_bytes,
+            &bits,
+            self.schedule,
+        )
+        .map_err(candle_core::Error::Msg)
+    }
+}
+
+const SCHEDULES: [Schedule; 3] = [Schedule::Forward, Schedule::Reverse, Schedule::Shuffled(0x5eed)];
+
+fn randn(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            // Sum of uniforms: roughly normal, cheap, deterministic.
+            let s: f32 = (0..4).map(|_| rng.random::<f32>() - 0.5).sum();
+            s * scale * 1.7
+        })
+        .collect()
+}
+
+/// A storage type under test: its values as the kernel stores them and back.
+trait Storage: KernelFloat {
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    /// Elementwise tolerance relative to the largest reference magnitude.
+    const TOL: f32;
+}
+impl Storage for f32 {
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    const TOL: f32 = 2e-5;
+}
+impl Storage for bf16 {
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    const TOL: f32 = 1.6e-2;
+}
+
+/// Values rounded to the storage type (what the kernel reads) and the buffer holding them.
+fn stored<T: Storage>(x: &[f32], label: &str) -> (Vec<f32>, Buffer<T>) {
+    let s: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+    (s.iter().map(|v| v.to_f32()).collect(), Buffer::from_slice(&s, label))
+}
+
+fn input<T: Copy>(b: &Buffer<T>) -> DevPtr<T> {
+    DevPtr::new(b.addr(), 0)
+}
+
+fn widen<T: Storage>(b: &Buffer<T>) -> Vec<f32> {
+    b.to_vec().into_iter().map(|v| v.to_f32()).collect()
+}
+
+/// Every element within `tol` of the reference, relative to the reference's largest
+/// magnitude (each element of a bf16 output is one rounding of an f32 value); NaN (poison that
+/// was never overwritten, or an unwritten shared value) always fails.
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let mut worst = (0usize, 0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            !g.is_nan(),
+            "{what}: element {i} is NaN (never written, or computed from poison)"
+        );
+        let e = (g - w).abs() / scale;
+        if e > worst.1 {
+            worst = (i, e);
+        }
+    }
+    assert!(
+        worst.1 <= tol,
+        "{what}: element {} is {} where the twin gives {} (error {:.2e} of the scale {scale}, tolerance {tol:.1e})",
+        worst.0,
+        got[worst.0],
+        want[worst.0],
+        worst.1
+    );
+}
+
+fn cpu(x: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap()
+}
+
+fn vec_of(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+mod kernel_harness {
+    use super::*;
+    use syncoder::ops::{linear_cross_entropy, rms_norm as rms, rope as rp, swiglu as sw};
+
+    // ---- rms_norm.cu ----
+
+    fn rms_norm_case<T: Storage>(rows: usize, h: usize) {
+        let eps = 1e-6;
+        let (x, xb) = stored::<T>(&randn(rows * h, 1.0, 1), "x");
+        let (w, wb) = stored::<T>(&randn(h, 0.5, 2).iter().map(|v| 1.0 + v).collect::<Vec<_>>(), "w");
+        let (g, gb) = stored::<T>(&randn(rows * h, 1.0, 3), "dy");
+        let (d, db) = stored::<T>(&randn(rows * h, 0.3, 4), "delta");
+        // The twin: the CPU op, forward and (through autograd) backward.
+        let xv = Var::from_tensor(&cpu(&x, &[rows, h])).unwrap();
+        let wv = Var::from_tensor(&cpu(&w, &[h])).unwrap();
+        let y = rms::rms_norm(xv.as_tensor(), wv.as_tensor(), eps).unwrap();
+        let grads = (&y * cpu(&g, &[rows, h]))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (want_dx, want_dw) = (vec_of(grads.get(&xv).unwrap()), vec_of(grads.get(&wv).unwrap()));
+        let (s, y2) = rms::add_rms_norm(&cpu(&x, &[rows, h]), &cpu(&d, &[rows, h]), &cpu(&w, &[h]), eps).unwrap();
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let tag = format!("{} rows {rows} h {h} {schedule:?}", T::SUFFIX);
+            let out = rms::launch::fwd(&r, input(&xb), input(&wb), rows, h, eps as f32).unwrap();
+            assert_close(&format!("rms_norm_fwd {tag}"), &widen(&out), &vec_of(&y), T::TOL);
+            let out = rms::launch::add_fwd(&r, input(&xb), input(&db), input(&wb), rows, h, eps as f32).unwrap();
+            let got = widen(&out);
+            assert_close(
+                &format!("add_rms_norm_fwd (sum) {tag}"),
+                &got[..rows * h],
+                &vec_of(&s),
+                T::TOL,
+            );
+            assert_close(
+                &format!("add_rms_norm_fwd (norm) {tag}"),
+                &got[rows * h..],
+                &vec_of(&y2),
+                T::TOL,
+            );
+            let out = rms::launch::bwd(&r, input(&xb), input(&wb), input(&gb), rows, h, eps as f32).unwrap();
+            let got = widen(&out);
+            assert_close(&format!("rms_norm_bwd dx {tag}"), &got[..rows * h], &want_dx, T::TOL);
+            assert_close(
+                &format!("rms_norm_dw_reduce dw {tag}"),
+                &got[rows * h..],
+                &want_dw,
+                T::TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn rms_norm_forward_backward_f32_matches_twin() {
+        rms_norm_case::<f32>(37, 300);
+    }
+
+    #[test]
+    fn rms_norm_forward_backward_bf16_matches_twin() {
+        rms_norm_case::<bf16>(5, 1000);
+    }
+
+    /// More rows than backward blocks: the grid-stride path real runs take.
+    #[test]
+    fn rms_norm_backward_strides_over_more_rows_than_blocks() {
+        rms_norm_case::<f32>(1100, 40);
+    }
+
+    /// The widest hidden size the launcher allows fits the 48 KiB of shared memory with the
+    /// static scratch (the harness refuses a launch that does not).
+    #[test]
+    fn rms_norm_backward_at_the_largest_hidden_size_fits_shared_memory() {
+        rms_norm_case::<f32>(2, rms::launch::MAX_HIDDEN);
+    }
+
+    // ---- rope.cu ----
+
+    fn rope_case<T: Storage>(n: usize, heads: usize, d: usize) {
+        let positions: Vec<u32> = (0..n as u32).map(|p| (p * 7) % 23).collect();
+        let table = rp::RopeTable::new(&positions, d, 1_000_000.0, &Device::Cpu).unwrap();
+        let (cos, sin) = (vec_of(&table.cos), vec_of(&table.sin));
+        let (x, xb) = stored::<T>(&randn(n * heads * d, 1.0, 5), "x");
+        let (g, gb) = stored::<T>(&randn(n * heads * d, 1.0, 6), "dy");
+        let (cb, sb) = (Buffer::from_slice(&cos, "cos"), Buffer::from_slice(&sin, "sin"));
+        let xv = Var::from_tensor(&cpu(&x, &[n, heads, d])).unwrap();
+        let y = rp::rope(xv.as_tensor(), &table).unwrap();
+        let grads = (&y * cpu(&g, &[n, heads, d]))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let want_dx = vec_of(grads.get(&xv).unwrap());
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let tag = format!("{} [{n}x{heads}x{d}] {schedule:?}", T::SUFFIX);
+            let out = rp::launch::rope(&r, input(&xb), input(&cb), input(&sb), n, heads, d, 1.0).unwrap();
+            assert_close(&format!("rope forward {tag}"), &widen(&out), &vec_of(&y), T::TOL);
+            let out = rp::launch::rope(&r, input(&gb), input(&cb), input(&sb), n, heads, d, -1.0).unwrap();
+            assert_close(&format!("rope backward {tag}"), &widen(&out), &want_dx, T::TOL);
+        }
+    }
+
+    #[test]
+    fn rope_forward_backward_f32_matches_twin() {
+        rope_case::<f32>(29, 3, 80);
+    }
+
+    #[test]
+    fn rope_forward_backward_bf16_matches_twin() {
+        rope_case::<bf16>(17, 2, 64);
+    }
+
+    // ---- swiglu.cu ----
+
+    fn swiglu_case<T: Storage>(n: usize) {
+        let (gt, gtb) = stored::<T>(&randn(n, 2.0, 7), "gate");
+        let (u, ub) = stored::<T>(&randn(n, 1.0, 8), "up");
+        let (dy, dyb) = stored::<T>(&randn(n, 1.0, 9), "dy");
+        let gv = Var::from_tensor(&cpu(&gt, &[n])).unwrap();
+        let uv = Var::from_tensor(&cpu(&u, &[n])).unwrap();
+        let y = sw::swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
+        let grads = (&y * cpu(&dy, &[n])).unwrap().sum_all().unwrap().backward().unwrap();
+        let (want_dg, want_du) = (vec_of(grads.get(&gv).unwrap()), vec_of(grads.get(&uv).unwrap()));
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let tag = format!("{} n {n} {schedule:?}", T::SUFFIX);
+            let out = sw::launch::fwd(&r, input(&gtb), input(&ub), n).unwrap();
+            assert_close(&format!("swiglu_fwd {tag}"), &widen(&out), &vec_of(&y), T::TOL);
+            let out = sw::launch::bwd(&r, input(&gtb), input(&ub), input(&dyb), n).unwrap();
+            let got = widen(&out);
+            assert_close(&format!("swiglu_bwd dgate {tag}"), &got[..n], &want_dg, T::TOL);
+            assert_close(&format!("swiglu_bwd dup {tag}"), &got[n..], &want_du, T::TOL);
+        }
+    }
+
+    #[test]
+    fn swiglu_forward_backward_f32_matches_twin() {
+        swiglu_case::<f32>(70_001);
+    }
+
+    #[test]
+    fn swiglu_forward_backward_bf16_matches_twin() {
+        swiglu_case::<bf16>(1_027);
+    }
+
+    // ---- cross_entropy.cu ----
+
+    fn cross_entropy_case<T: Storage>(rows: usize, v: usize) {
+        let (logits, _) = stored::<T>(&randn(rows * v, 3.0, 10), "logits");
+        let mut targets: Vec<i64> = (0..rows as i64).map(|i| (i * 7919 + 13) % v as i64).collect();
+        targets[1] = linear_cross_entropy::IGNORE_INDEX;
+        targets[rows - 1] = v as i64 - 1;
+        targets[2] = v as i64; // outside the vocabulary: loss -1, zero gradient
+        let tb = Buffer::from_slice(&targets, "targets");
+        // The twin, row by row (its error for the bad target is what the kernel's -1 reports).
+        let mut want_grad = logits.clone();
+        let mut want_loss = Vec::new();
+        for (row, &t) in want_grad.chunks_mut(v).zip(&targets) {
+            match linear_cross_entropy::cross_entropy_row(row, t) {
+                Ok(l) => want_loss.push(l),
+                Err(_) => {
+                    row.fill(0.0);
+                    want_loss.push(-1.0);
+                }
+            }
+        }
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let tag = format!("{} [{rows}x{v}] {schedule:?}", T::SUFFIX);
+            let (_, lb) = stored::<T>(&logits, "logits (in place)");
+            let loss = linear_cross_entropy::launch::cross_entropy_in_place(
+                &r,
+                DevPtrMut::<T>::new(lb.addr(), 0),
+                input(&tb),
+                rows,
+                v,
+            )
+            .unwrap();
+            assert_close(&format!("cross_entropy loss {tag}"), &loss.to_vec(), &want_loss, 2e-5);
+            assert_close(
+                &format!("cross_entropy gradient {tag}"),
+                &widen(&lb),
+                &want_grad,
+                T::TOL,
+            );
+        }
+    }
+
+    #[test]
+    fn cross_entropy_f32_matches_twin_with_ignored_and_bad_targets() {
+        cross_entropy_case::<f32>(13, 1000);
+    }
+
+    #[test]
+    fn cross_entropy_bf16_matches_twin_with_ignored_and_bad_targets() {
+        cross_entropy_case::<bf16>(6, 777);
+    }
+
+    // ---- adamw.cu ----
+
+    fn adamw_case<T: Storage>() {
+        use syncoder::ops::adamw::{adamw_cpu, launch, AdamWEntry, AdamWStep, MULTI_TENSOR_CHUNK};
+        let sizes = [1usize, MULTI_TENSOR_CHUNK + 5, 3000];
+        let h = AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 3,
+            grad_scale: 0.7,
+        };
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let mut bufs = Vec::new();
+            let mut entries = Vec::new();
+            let mut want = Vec::new();
+            for (i, &n) in sizes.iter().enumerate() {
+                let seed = 20 + i as u64 * 5;
+                let master = randn(n, 1.0, seed);
+                let m = randn(n, 0.01, seed + 1);
+                let v: Vec<f32> = randn(n, 0.001, seed + 2).iter().map(|x| x * x).collect();
+                let (grad, gb) = stored::<T>(&randn(n, 0.1, seed + 3), "grad");
+                let wd = if i % 2 == 0 { 0.1 } else { 0.0 };
+                let (mb, mmb, vb) = (
+                    Buffer::from_slice(&master, "master"),
+                    Buffer::from_slice(&m, "exp_avg"),
+                    Buffer::from_slice(&v, "exp_avg_sq"),
+                );
+                let pb = Buffer::<T>::poisoned(n, "param");
+                let (mut wm, mut wmm, mut wv) = (master.clone(), m.clone(), v.clone());
+                adamw_cpu(&mut wm, &mut wmm, &mut wv, &grad, &AdamWStep { weight_decay: wd, ..h });
+                entries.push(AdamWEntry {
+                    master: mb.addr(),
+                    m: mmb.addr(),
+                    v: vb.addr(),
+                    grad: gb.addr(),
+                    param: pb.addr(),
+                    len: n,
+                    decay: (1.0 - h.lr * wd) as f32,
+                });
+                want.push((wm, wmm, wv));
+                bufs.push((mb, mmb, vb, gb, pb));
+            }
+            launch::adamw_multi::<_, T>(&r, &entries, &h).unwrap();
+            for (i, ((mb, mmb, vb, _, pb), (wm, wmm, wv))) in bufs.iter().zip(&want).enumerate() {
+                let tag = format!("{} tensor {i} ({} elements) {schedule:?}", T::SUFFIX, sizes[i]);
+                assert_close(&format!("adamw master {tag}"), &mb.to_vec(), wm, 1e-6);
+                assert_close(&format!("adamw exp_avg {tag}"), &mmb.to_vec(), wmm, 1e-6);
+                assert_close(&format!("adamw exp_avg_sq {tag}"), &vb.to_vec(), wv, 1e-6);
+                let rounded: Vec<f32> = mb.to_vec().iter().map(|&x| T::from_f32(x).to_f32()).collect();
+                assert_eq!(widen(pb), rounded, "adamw param write-back {tag}");
+            }
+        }
+    }
+
+    #[test]
+    fn adamw_multi_f32_matches_twin() {
+        adamw_case::<f32>();
+    }
+
+    #[test]
+    fn adamw_multi_bf16_matches_twin_and_writes_back_rounded_params() {
+        adamw_case::<bf16>();
+    }
+
+    // ---- grad_norm.cu ----
+
+    fn grad_norm_case<T: Storage>() {
+        use syncoder::ops::grad_norm::{launch, sum_squares_cpu};
+        let sizes = [3usize, 65_536, 65_541, 140_000];
+        let data: Vec<(Vec<f32>, Buffer<T>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| stored::<T>(&randn(n, 1.0, 40 + i as u64), "gradient"))
+            .collect();
+        let want: f64 = data.iter().map(|(x, _)| sum_squares_cpu(x)).sum();
+        let table: Vec<(u64, usize)> = data.iter().map(|(x, b)| (b.addr(), x.len())).collect();
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let out = launch::sum_squares::<_, T>(&r, &table).unwrap().unwrap();
+            let got = out.to_vec()[0];
+            let err = (got - want).abs() / want;
+            assert!(
+                err < 1e-12,
+                "grad_norm sum_squares_multi + sum_partials {}: {got} vs {want} ({schedule:?})",
+                T::SUFFIX
+            );
+        }
+    }
+
+    #[test]
+    fn grad_norm_f32_matches_twin() {
+        grad_norm_case::<f32>();
+    }
+
+    #[test]
+    fn grad_norm_bf16_matches_twin() {
+        grad_norm_case::<bf16>();
+    }
+
+    // ---- the harness itself ----
+
+    /// Every entry point of every kernel file is compiled into the harness, and every kernel
+    /// file has tests here named after it.
+    #[test]
+    fn harness_covers_every_kernel_file_and_entry() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/kernels");
+        let this = include_str!("kernel_harness.rs");
+        let mut files = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "cu") {
+                files += 1;
+                let stem = p.file_stem().unwrap().to_string_lossy().to_string();
+                assert!(
+                    this.contains(&format!("fn {stem}_")),
+                    "kernels/{stem}.cu has no kernel_harness::{stem}_* test"
+                );
+                let text = std::fs::read_to_string(&p).unwrap();
+                let declared = text.matches("extern \"C\" __global__").count();
+                let compiled = sim::ENTRIES.iter().filter(|e| e.file == stem).count();
+                assert_eq!(
+                    declared, compiled,
+                    "kernels/{stem}.cu: entry points compiled into the harness"
+                );
+            }
+        }
+        assert!(files >= 6, "found {files} kernel files");
+    }
+
+    /// A deadlock (a barrier only some threads reach) is reported, not hung on; a launch with
+    /// the wrong argument count is refused.
+    #[test]
+    fn harness_reports_misuse_instead_of_hanging() {
+        let out = Buffer::<f32>::poisoned(4, "out");
+        let err = sim::launch("sum_partials", 1, 64, 0, &[0, 0], Schedule::Forward).unwrap_err();
+        assert!(err.contains("arguments"), "{err}");
+        // sum_partials with n = 0 reads nothing and writes out[0] = 0.
+        let partials = Buffer::<f64>::poisoned(1, "partials");
+        sim::launch(
+            "sum_partials",
+            1,
+            64,
+            0,
+            &[partials.addr(), 0, out.addr()],
+            Schedule::Forward,
+        )
+        .unwrap();
+        let err = sim::launch("no_such_kernel", 1, 32, 0, &[], Schedule::Forward).unwrap_err();
+        assert!(err.contains("no kernel entry"), "{err}");
+    }
+
+    /// bf16 conversion in the harness header rounds to nearest even like `half` (and the GPU).
+    #[test]
+    fn harness_bf16_rounding_matches_half() {
+        // rms_norm_fwd_bf16 with w = 1 and one-element rows is x / sqrt(x^2 + eps) rounded;
+        // compare the stored bits with half's rounding of the same f32 computation.
+        let n = 64;
+        let x: Vec<bf16> = (0..n).map(|i| bf16::from_f32(0.37 + i as f32 * 1.13)).collect();
+        let xb = Buffer::from_slice(&x, "x");
+        let wb = Buffer::from_slice(&[bf16::ONE], "w");
+        let r = Harness {
+            schedule: Schedule::Forward,
+        };
+        let y = rms::launch::fwd(&r, input(&xb), input(&wb), n, 1, 0.25).unwrap();
+        for (i, (got, xi)) in y.to_vec().iter().zip(&x).enumerate() {
+            let xf = xi.to_f32();
+            let want = bf16::from_f32(1.0 * (xf * (1.0 / (xf * xf / 1.0 + 0.25).sqrt())));
+            assert_eq!(got.to_bits(), want.to_bits(), "element {i}");
+        }
+    }
+}
