@@ -3,7 +3,7 @@
 //! bf16 peak (for MFU), and peak memory (the device's in use, or the process's resident set).
 //! Shared by the trainer, `bench` and `selftest`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -63,14 +63,16 @@ impl DeviceSpec {
             Self::Cpu => return Ok(Device::Cpu),
             Self::Cuda(n) => n.unwrap_or(0),
         };
-        if !cfg!(feature = "cuda") {
-            bail!(
-                "{:?}: this binary was built without the `cuda` feature; rebuild with \
-                 `cargo build --release --features cuda` (see docs/gpu.md) or run on the CPU (`cpu`)",
-                self.to_string()
-            );
-        }
-        Device::new_cuda(ordinal).with_context(|| format!("opening CUDA device {ordinal}"))
+        #[cfg(not(feature = "cuda"))]
+        anyhow::bail!(
+            "{:?}: this binary was built without the `cuda` feature (device {ordinal}); rebuild with \
+             `cargo build --release --features cuda` (see docs/gpu.md) or run on the CPU (`cpu`)",
+            self.to_string()
+        );
+        #[cfg(feature = "cuda")]
+        anyhow::Context::with_context(crate::ops::cuda::open_device(ordinal), || {
+            format!("opening CUDA device {ordinal}")
+        })
     }
 }
 
@@ -159,6 +161,7 @@ pub fn dense_bf16_peak_tflops(card: &str) -> Option<(f64, &'static str)> {
     let c = card.to_uppercase();
     let table: &[(&[&str], f64, &str)] = &[
         (&["GH200"], 989.4, "GH200 dense bf16"),
+        (&["H200", "NVL"], 835.0, "H200 NVL dense bf16"),
         (&["H200"], 989.4, "H200 SXM dense bf16"),
         (&["H100", "PCIE"], 756.0, "H100 PCIe dense bf16"),
         (&["H100", "NVL"], 835.0, "H100 NVL dense bf16"),
@@ -192,7 +195,7 @@ pub fn mfu(device: &Device, tokens_per_s: f64, flops_per_token: f64) -> Option<f
     Some(tokens_per_s * flops_per_token / (peak * 1e12))
 }
 
-/// The sampled peak of device memory in use since the last call, GiB (`None` on the CPU).
+/// The device memory pool's peak since the last call, GiB (`None` on the CPU).
 pub fn peak_device_memory_gib(device: &Device) -> Option<f64> {
     #[cfg(feature = "cuda")]
     return crate::ops::cuda::take_peak_memory(device).map(|b| b as f64 / (1u64 << 30) as f64);

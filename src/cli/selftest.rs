@@ -23,6 +23,15 @@ pub struct SelftestArgs {
 }
 
 pub fn run(args: SelftestArgs) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    if matches!(args.device, DeviceSpec::Cuda(_)) {
+        eprintln!(
+            "{}",
+            crate::ops::cuda::check_driver().context("checking the NVIDIA driver")?
+        );
+        // Every kernel output starts as NaN bytes, whatever the allocator hands out.
+        crate::ops::cuda::poison_outputs(true);
+    }
     let device = args.device.open().context("--device")?;
     let label = describe_device(&device, &args.device.to_string());
     eprintln!("selftest on {label}");

@@ -7,15 +7,20 @@ use super::kernel_launch::{
     check_launch, ArgValue, DevPtr, KernelArgs, KernelElem, KernelFloat, KernelRunner, LaunchDims,
 };
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{result, sys};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, DType, Device, Layout, Result, Storage, Tensor};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// The PTX of each kernel file, as `RMS_NORM`, `ROPE`, `SWIGLU`, `CROSS_ENTROPY`, `ADAMW`,
-/// `GRAD_NORM`.
-pub mod ptx {
-    include!(concat!(env!("OUT_DIR"), "/kernels_ptx.rs"));
+/// The fatbin (sm_80 and sm_90a SASS, sm_80 PTX) of each kernel file, as `RMS_NORM`, `ROPE`,
+/// `SWIGLU`, `CROSS_ENTROPY`, `ADAMW`, `GRAD_NORM`.
+pub mod fatbin {
+    include!(concat!(env!("OUT_DIR"), "/kernels_fatbin.rs"));
 }
 
 /// The storage dtypes the kernels are instantiated for, as candle's CUDA storage holds them.
@@ -23,16 +28,54 @@ pub trait KernelDType: KernelFloat + CudaDType {}
 impl<T: KernelFloat + CudaDType> KernelDType for T {}
 
 /// The compiled module of kernel file `file` (its stem, as `KernelArgs::file` names it).
-fn module_ptx(file: &str) -> Result<&'static str> {
+fn module_image(file: &str) -> Result<&'static [u8]> {
     Ok(match file {
-        "adamw" => ptx::ADAMW,
-        "cross_entropy" => ptx::CROSS_ENTROPY,
-        "grad_norm" => ptx::GRAD_NORM,
-        "rms_norm" => ptx::RMS_NORM,
-        "rope" => ptx::ROPE,
-        "swiglu" => ptx::SWIGLU,
+        "adamw" => fatbin::ADAMW,
+        "cross_entropy" => fatbin::CROSS_ENTROPY,
+        "grad_norm" => fatbin::GRAD_NORM,
+        "rms_norm" => fatbin::RMS_NORM,
+        "rope" => fatbin::ROPE,
+        "swiglu" => fatbin::SWIGLU,
         other => bail!("no compiled kernel module `{other}`"),
     })
+}
+
+type ModuleKey = (candle_core::cuda_backend::DeviceId, &'static str);
+
+/// Loaded kernel modules, once per device and file.
+static MODULES: Mutex<Vec<(ModuleKey, Arc<CudaModule>)>> = Mutex::new(Vec::new());
+
+/// Kernel `name` of file `file`, loading the file's fatbin on first use on this device.
+fn kernel_function(dev: &CudaDevice, file: &'static str, name: &str) -> Result<CudaFunction> {
+    let key = (dev.id(), file);
+    let mut modules = MODULES
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("kernel modules: poisoned lock".into()))?;
+    let module = match modules.iter().find(|(k, _)| *k == key) {
+        Some((_, m)) => m.clone(),
+        None => {
+            let image = Ptx::from_binary(module_image(file)?.to_vec());
+            let m = dev
+                .cuda_stream()
+                .context()
+                .load_module(image)
+                .map_err(|e| candle_core::Error::Msg(format!("loading kernels/{file}.cu's fatbin: {e}")))?;
+            modules.push((key, m.clone()));
+            m
+        }
+    };
+    module
+        .load_function(name)
+        .map_err(|e| candle_core::Error::Msg(format!("kernel {name} in kernels/{file}.cu: {e}")))
+}
+
+static POISON: AtomicBool = AtomicBool::new(false);
+
+/// Check mode (`syncoder selftest`): every buffer a kernel launcher allocates is filled with
+/// 0xFF bytes (NaN in f32, bf16 and f64) before the kernel runs, so an element the kernel
+/// forgets to write fails the comparison whatever memory the allocator reuses.
+pub fn poison_outputs(on: bool) {
+    POISON.store(on, Ordering::Relaxed);
 }
 
 /// Runs the launchers of `src/ops/*.rs` on a CUDA device, on candle's stream of the device (so
@@ -45,7 +88,14 @@ impl KernelRunner for CudaRunner<'_> {
     type Buf<T: KernelElem> = CudaSlice<T>;
 
     fn alloc<T: KernelElem>(&self, n: usize) -> Result<CudaSlice<T>> {
-        unsafe { self.dev.alloc::<T>(n.max(1)) }
+        let buf = unsafe { self.dev.alloc::<T>(n.max(1)) }?;
+        if POISON.load(Ordering::Relaxed) {
+            let stream = self.dev.cuda_stream();
+            let (ptr, _guard) = buf.device_ptr(&stream);
+            let bytes = n.max(1) * std::mem::size_of::<T>();
+            unsafe { result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream()) }.w()?;
+        }
+        Ok(buf)
     }
 
     fn upload<T: KernelElem>(&self, data: &[T]) -> Result<CudaSlice<T>> {
@@ -59,11 +109,10 @@ impl KernelRunner for CudaRunner<'_> {
     fn launch(&self, args: &dyn KernelArgs, dims: LaunchDims) -> Result<()> {
         check_launch(args, dims)?;
         let name = args.name();
-        let f =
-            self.dev
-                .get_or_load_custom_func(&name, &format!("syncoder_{}", args.file()), module_ptx(args.file())?)?;
+        let f = kernel_function(self.dev, args.file(), &name)?;
+        let stream = self.dev.cuda_stream();
         let values = args.values();
-        let mut b = f.builder();
+        let mut b = stream.launch_builder(&f);
         for v in &values {
             match v {
                 ArgValue::Ptr(p) => b.arg(p),
@@ -146,21 +195,70 @@ pub fn memory_in_use(dev: &CudaDevice) -> Result<u64> {
     Ok(total.saturating_sub(free) as u64)
 }
 
-static PEAK_IN_USE: AtomicU64 = AtomicU64::new(0);
-
-/// Samples the memory in use into the running peak (called at the points where a training step
-/// holds the most: after each forward and before the optimizer frees gradients).
-pub fn sample_peak_memory(device: &Device) {
-    if let Some(dev) = cuda_device(device) {
-        if let Ok(used) = memory_in_use(dev) {
-            PEAK_IN_USE.fetch_max(used, Ordering::Relaxed);
-        }
-    }
+/// Opens CUDA device `ordinal` for training or inference: on a stream of its own (candle's
+/// default is the per-thread default stream, so work queued from another thread, as `generate`
+/// and `serve` do, would race; one explicit stream orders it all), with the device memory pool
+/// told to keep what is freed (by default every synchronisation hands it back to the driver and
+/// the next step maps it again).
+pub fn open_device(ordinal: usize) -> Result<Device> {
+    let dev = CudaDevice::new_with_stream(ordinal)?;
+    set_pool_attribute(
+        &dev,
+        sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+        u64::MAX,
+    )?;
+    Ok(Device::Cuda(dev))
 }
 
-/// The sampled peak in bytes since the last reset, then resets it to the current use.
+fn pool(dev: &CudaDevice) -> Result<sys::CUmemoryPool> {
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread().w()?;
+    unsafe { result::device::get_mem_pool(ctx.cu_device()) }.w()
+}
+
+fn set_pool_attribute(dev: &CudaDevice, attr: sys::CUmemPool_attribute, value: u64) -> Result<()> {
+    let pool = pool(dev)?;
+    let mut v = value;
+    unsafe { result::mem_pool::set_attribute(pool, attr, &mut v as *mut u64 as *mut std::ffi::c_void) }.w()
+}
+
+fn pool_attribute(dev: &CudaDevice, attr: sys::CUmemPool_attribute) -> Result<u64> {
+    let pool = pool(dev)?;
+    let mut v = 0u64;
+    unsafe { result::mem_pool::get_attribute(pool, attr, &mut v as *mut u64 as *mut std::ffi::c_void) }.w()?;
+    Ok(v)
+}
+
+/// The most memory the device pool has held since the last call (its reserved high-water
+/// mark, the counterpart of PyTorch's `max_memory_reserved`), then resets the mark.
 pub fn take_peak_memory(device: &Device) -> Option<u64> {
     let dev = cuda_device(device)?;
-    let now = memory_in_use(dev).ok()?;
-    Some(PEAK_IN_USE.swap(now, Ordering::Relaxed).max(now))
+    let peak = pool_attribute(dev, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH).ok()?;
+    let _ = set_pool_attribute(dev, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH, 0);
+    Some(peak)
+}
+
+/// The CUDA version this binary was built with, `(major, minor)`.
+pub fn build_cuda_version() -> (u32, u32) {
+    let v = env!("SYNCODER_CUDA_VERSION");
+    let (a, b) = v.split_once('.').unwrap_or((v, "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+/// The highest CUDA version the installed driver supports, `(major, minor)`.
+pub fn driver_cuda_version() -> Result<(u32, u32)> {
+    let mut v = 0i32;
+    unsafe { sys::cuDriverGetVersion(&mut v) }.result().w()?;
+    Ok(((v / 1000) as u32, ((v % 1000) / 10) as u32))
+}
+
+/// A clear error when the driver is older than the CUDA this binary was built with.
+pub fn check_driver() -> Result<String> {
+    let (dm, dn) = driver_cuda_version()?;
+    let (bm, bn) = build_cuda_version();
+    let line = format!("driver supports CUDA {dm}.{dn}; this binary is built with CUDA {bm}.{bn}");
+    if (dm, dn) < (bm, bn) {
+        bail!("{line}: update the NVIDIA driver (CUDA 13.0 needs 580 or newer, 12.8 needs 570 or newer) or use the bundle built for an older CUDA");
+    }
+    Ok(line)
 }

@@ -7,7 +7,7 @@ use crate::data::pack::PackedRow;
 use crate::model::{PackedBatch, Qwen2};
 use crate::ops::IGNORE_INDEX;
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// Packed rows on the device (the model's view: ids, positions, document segments) with their
 /// next-token targets. This is where the data path's rows become model input.
@@ -72,21 +72,19 @@ pub fn step_gradients(
     for (i, mb) in micros.iter().enumerate() {
         before_micro(i);
         let out = model.loss(&mb.batch, &mb.targets)?;
-        // The end of the forward holds every saved activation: sample the device memory there.
-        #[cfg(feature = "cuda")]
-        crate::ops::cuda::sample_peak_memory(model.device());
         loss_sum += out.loss_sum.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * loss_factor;
         let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
         let store = scaled.backward().context("backward pass")?;
-        #[cfg(feature = "cuda")]
-        crate::ops::cuda::sample_peak_memory(model.device());
         for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
             let g = store
                 .get(var.as_tensor())
                 .with_context(|| format!("no gradient reached {name}"))?;
+            // Several micro-batches add up in f32 (bf16 sums would round at every addition);
+            // the total is rounded to the parameter's dtype once, below.
             *acc = Some(match acc.take() {
+                None if micros.len() > 1 => g.to_dtype(DType::F32)?,
                 None => g.clone(),
-                Some(a) => (a + g)?,
+                Some(a) => (a + g.to_dtype(DType::F32)?)?,
             });
         }
     }
@@ -94,7 +92,7 @@ pub fn step_gradients(
         .into_iter()
         .zip(vars)
         .map(|(g, (_, var))| match g {
-            Some(g) => Ok(g),
+            Some(g) => Ok(g.to_dtype(var.dtype())?),
             None => Ok(var.as_tensor().zeros_like()?),
         })
         .collect::<Result<Vec<_>>>()?;
