@@ -68,6 +68,9 @@ def main():
     opt = torch.optim.AdamW(masters, lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len), device=dev)
     n_params = sum(p.numel() for p in params)
+    if not cfg.tie_word_embeddings:
+        # The input embedding is a lookup, not a matmul (syncoder's Qwen2Config::matmul_parameters).
+        n_params -= cfg.vocab_size * cfg.hidden_size
     d = cfg.num_attention_heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
     fpt = 6 * n_params + 12 * cfg.num_hidden_layers * d * args.seq_len
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # run.sh of the GPU bundle (scripts/gpu-bundle.sh copies this file there): validates a GPU node
-# and benchmarks it with only the node's NVIDIA driver and CUDA 13 libraries, no network, no
-# Rust toolchain.
+# and benchmarks it with only the node's NVIDIA driver (580 or newer) and its CUDA 13 or CUDA 12
+# libraries, no network, no Rust toolchain. It picks the bundle's cu13 or cu12 build to match.
 #
 #   target/gpu-bundle/run.sh OUT_DIR
 #
 # Writes to OUT_DIR: node.txt (nvidia-smi, driver), selftest.txt/.json (every kernel vs its CPU
 # twin + a training step), bench_*.txt/.json (syncoder and, where python3 has torch, the PyTorch
 # baseline at seq 4096, and both at seq 8192 for memory), and results.md, the table for
-# BENCHMARKS.md. Exits non-zero when the selftest fails. SEQ, BATCH, STEPS override the shape.
+# BENCHMARKS.md. Exits 3 without a GPU, 4 below driver 580, 2 without the CUDA libraries, 1
+# when the selftest fails. SEQ, BATCH, STEPS override the shape.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:?usage: run.sh OUT_DIR}"
@@ -17,12 +18,39 @@ out="$(cd "$out" && pwd)"
 seq="${SEQ:-4096}"; batch="${BATCH:-1}"; steps="${STEPS:-10}"
 model="$here/qwen2.5-coder-0.5b.json"
 
-# The CUDA 13 libraries the binary links (cuBLAS, cuBLASLt, NVRTC, cuRAND, cudart): from the
-# toolkit if the node has one, else from the nvidia-* wheels beside PyTorch.
+# The kernels are compiled by CUDA 13.0 (PTX ISA 9.0 beside the sm_80/sm_90a SASS), which the
+# NVIDIA 580 driver branch and newer load.
+min_driver=580
+
+# 1. The device: an NVIDIA driver that answers and at least one GPU.
+{
+  date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+  echo "host: $(uname -srm); $(ldd --version 2>&1 | head -1)"
+} > "$out/node.txt"
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >>"$out/node.txt" 2>&1; then
+  cat "$out/node.txt"
+  cat >&2 <<MSG
+run.sh: no NVIDIA GPU here: \`nvidia-smi\` is $(command -v nvidia-smi >/dev/null 2>&1 && echo "present but finds no GPU (see $out/node.txt)" || echo "not installed").
+This bundle checks and benchmarks an NVIDIA GPU (A100, H100, H200) with driver $min_driver or newer;
+copy the folder to a GPU node and run it there: run.sh OUT_DIR.
+MSG
+  exit 3
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv >> "$out/node.txt" 2>&1
+driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
+if [[ -z "$driver" || "${driver%%.*}" -lt $min_driver ]]; then
+  cat "$out/node.txt"
+  echo "run.sh: NVIDIA driver ${driver:-unknown} is older than $min_driver, the oldest that loads these kernels (built with CUDA 13.0); update the driver" >&2
+  exit 4
+fi
+
+# 2. The CUDA libraries the binary links (cuBLAS, cuBLASLt, NVRTC, cuRAND): version 13 (a CUDA
+# 13 toolkit or PyTorch's cu130 wheels) or version 12 (PyTorch's cu12x wheels). Searched in the
+# driver's container folder, the toolkit folders, the nvidia-* wheels beside python3, and the
+# system's library cache.
 dirs=()
-# The driver's own folder in containers that mount it (libcuda.so.1).
 for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do [[ -d "$d" ]] && dirs+=("$d"); done
-for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cuda-13; do
+for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cuda-13 /usr/local/cuda-12; do
   [[ -n "$d" ]] || continue
   for sub in lib64 lib targets/x86_64-linux/lib; do [[ -d "$d/$sub" ]] && dirs+=("$d/$sub"); done
 done
@@ -38,19 +66,39 @@ for r in roots:
 PY
 )
 fi
+have() {  # have SONAME: found in a searched folder or the system cache
+  local d
+  for d in "${dirs[@]}"; do [[ -e "$d/$1" ]] && return 0; done
+  ldconfig -p 2>/dev/null | grep -q "[[:space:]]$1 "
+}
+variant=""
+for v in 13 12; do
+  if have "libcublas.so.$v" && have "libcublasLt.so.$v" && have "libnvrtc.so.$v" && have libcurand.so.10; then
+    variant="cu$v"; break
+  fi
+done
 export LD_LIBRARY_PATH="$(IFS=:; echo "${dirs[*]:-}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-bin="$here/syncoder"
-
 {
-  date -u +"date: %Y-%m-%dT%H:%M:%SZ"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "build: ${variant:-none found}"
+} >> "$out/node.txt"
+if [[ -z "$variant" ]]; then
+  cat "$out/node.txt"
+  echo "run.sh: neither the CUDA 13 nor the CUDA 12 libraries (libcublas, libcublasLt, libnvrtc, libcurand.so.10) were found; install PyTorch with CUDA (its nvidia-* wheels) or a CUDA toolkit, or set CUDA_HOME / LD_LIBRARY_PATH" >&2
+  exit 2
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+bin="$work/syncoder"
+gunzip -c "$here/$variant/syncoder.gz" > "$bin" && chmod +x "$bin"
+echo "run.sh: using the $variant build (driver $driver)"
+{
   echo "--- ldd"
   ldd "$bin" 2>&1 | grep -E "cuda|cublas|nvrtc|curand|not found"
-} > "$out/node.txt"
+} >> "$out/node.txt"
 cat "$out/node.txt"
 if ldd "$bin" | grep -q "not found"; then
-  echo "run.sh: some CUDA libraries were not found (see $out/node.txt); set CUDA_HOME or LD_LIBRARY_PATH" >&2
+  echo "run.sh: some libraries of the $variant build were not found (see $out/node.txt); set CUDA_HOME or LD_LIBRARY_PATH" >&2
   exit 2
 fi
 

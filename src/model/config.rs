@@ -184,11 +184,22 @@ impl Qwen2Config {
         v * h + self.num_hidden_layers * layer + h + head
     }
 
+    /// Parameters that take part in a matmul per token: all of them but an untied input
+    /// embedding, which is a lookup (a tied one is the LM head's matmul, counted once).
+    pub fn matmul_parameters(&self) -> usize {
+        let lookup = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * self.hidden_size
+        };
+        self.num_parameters() - lookup
+    }
+
     /// FLOPs per trained token at sequence length `seq_len`: 6·N for the parameters' matmuls
-    /// (forward + backward) plus 12·L·d·T for attention scores and values (the PaLM appendix
-    /// formula; MFU divides tokens/s times this by the card's peak).
+    /// (forward + backward; N = `matmul_parameters`) plus 12·L·d·T for attention scores and
+    /// values (the PaLM appendix formula; MFU divides tokens/s times this by the card's peak).
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
-        let n = self.num_parameters() as f64;
+        let n = self.matmul_parameters() as f64;
         let d = (self.num_attention_heads * self.head_dim()) as f64;
         6.0 * n + 12.0 * self.num_hidden_layers as f64 * d * seq_len as f64
     }
@@ -248,5 +259,11 @@ mod tests {
         let want = 6.0 * n + 12.0 * 24.0 * 896.0 * 4096.0;
         assert_eq!(cfg.flops_per_token(4096), want);
         assert!((n - 494.0e6).abs() < 1.0e6, "{n}");
+        // Untied: the input embedding is a lookup, not a matmul.
+        let mut untied = cfg.clone();
+        untied.tie_word_embeddings = false;
+        let (v, h) = (cfg.vocab_size as f64, cfg.hidden_size as f64);
+        assert_eq!(untied.num_parameters() as f64, n + v * h);
+        assert_eq!(untied.flops_per_token(4096), want);
     }
 }

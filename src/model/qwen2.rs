@@ -257,6 +257,15 @@ impl Qwen2 {
         crate::io::write_atomic(&dir.join("config.json"), json.as_bytes())
     }
 
+    /// The same weights (shared, not copied) outside the autograd graph: a forward through it
+    /// records no backward state, and its loss computes no gradients (validation).
+    pub fn inference_view(&self) -> Result<Qwen2> {
+        let tensors = self.params.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
+        let mut view = Self::from_tensors(self.config.clone(), tensors, self.embed.dtype(), false)?;
+        view.loss_chunk_tokens = self.loss_chunk_tokens;
+        Ok(view)
+    }
+
     /// Parameters by Hugging Face name.
     pub fn parameters(&self) -> &[(String, Tensor)] {
         &self.params
@@ -467,6 +476,19 @@ impl Qwen2 {
             self.lm_head_weight(),
             targets,
             self.loss_chunk_tokens,
+        )?)
+    }
+
+    /// `loss` for a caller that counted the supervised targets on the host (training), so the
+    /// loss needs no synchronisation with the device.
+    pub fn loss_counted(&self, batch: &PackedBatch, targets: &Tensor, supervised: usize) -> Result<CrossEntropyOutput> {
+        let hidden = self.hidden_states(batch)?;
+        Ok(crate::ops::linear_cross_entropy::linear_cross_entropy_counted(
+            &hidden,
+            self.lm_head_weight(),
+            targets,
+            self.loss_chunk_tokens,
+            Some(supervised),
         )?)
     }
 }

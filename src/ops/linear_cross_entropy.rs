@@ -7,7 +7,8 @@
 //! chunk's input gradient and its contribution to the weight gradient. The backward only scales
 //! the gradients saved by the forward.
 
-use candle_core::{bail, CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
+use super::cpu_f32;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -16,10 +17,27 @@ pub const IGNORE_INDEX: i64 = -100;
 
 /// The result of `linear_cross_entropy`.
 pub struct CrossEntropyOutput {
-    /// Scalar f32 tensor: the sum of per-token losses over supervised tokens (backpropagates).
+    /// Scalar f32 tensor on the input's device: the sum of per-token losses over supervised
+    /// tokens (backpropagates). Nothing is copied to the host to compute it.
     pub loss_sum: Tensor,
     /// Number of supervised tokens (targets != `IGNORE_INDEX`).
     pub supervised: usize,
+    /// On a GPU, the device-side count of targets outside the vocabulary, for the caller to
+    /// check when it next synchronises (`check_targets`); the CPU reports them at once.
+    pub bad_targets: Option<Tensor>,
+}
+
+impl CrossEntropyOutput {
+    /// An error if any target lay outside the vocabulary (reads the device-side count).
+    pub fn check_targets(&self) -> Result<()> {
+        if let Some(bad) = &self.bad_targets {
+            let n = bad.to_scalar::<u32>()?;
+            if n > 0 {
+                bail!("cross-entropy: {n} target id(s) outside the vocabulary");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Tokens per chunk when the caller gives none: about as many logits as the hidden states hold
@@ -36,6 +54,18 @@ pub fn linear_cross_entropy(
     weight: &Tensor,
     targets: &Tensor,
     chunk_tokens: Option<usize>,
+) -> Result<CrossEntropyOutput> {
+    linear_cross_entropy_counted(hidden, weight, targets, chunk_tokens, None)
+}
+
+/// `linear_cross_entropy` with the supervised-token count given by a caller that counted the
+/// targets on the host (`None`: counted here, which waits for the device).
+pub fn linear_cross_entropy_counted(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+    chunk_tokens: Option<usize>,
+    supervised: Option<usize>,
 ) -> Result<CrossEntropyOutput> {
     let (n, h) = hidden.dims2()?;
     let (v, hw) = weight.dims2()?;
@@ -54,13 +84,18 @@ pub fn linear_cross_entropy(
     let hd = hidden.detach().contiguous()?;
     let wd = weight.detach().contiguous()?;
     let targets = targets.contiguous()?;
-    let supervised = targets
-        .ne(IGNORE_INDEX)?
-        .to_dtype(DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()? as usize;
+    let supervised = match supervised {
+        Some(n) => n,
+        None => targets
+            .ne(IGNORE_INDEX)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()? as usize,
+    };
 
-    let mut loss_sum = 0f64;
+    let mut host_sum = 0f64;
+    let mut device_sum: Option<Tensor> = None;
+    let mut bad_targets: Option<Tensor> = None;
     let mut dh_chunks = Vec::new();
     let mut dw: Option<Tensor> = None;
     let mut a = 0;
@@ -76,14 +111,30 @@ pub fn linear_cross_entropy(
             logits.to_dtype(DType::F32)?
         };
         let op = CrossEntropyInPlace {
-            row_loss: Mutex::new(Vec::new()),
+            row_loss: Mutex::new(None),
         };
         logits.inplace_op2(&targets.narrow(0, a, len)?, &op)?;
         let rows = op
             .row_loss
             .into_inner()
             .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))?;
-        loss_sum += rows.iter().map(|&x| x as f64).sum::<f64>();
+        match rows {
+            Some(RowLosses::Host(rows)) => host_sum += rows.iter().map(|&x| x as f64).sum::<f64>(),
+            Some(RowLosses::Device(rows)) => {
+                // Losses and the out-of-vocabulary flag (a row loss of -1) stay on the device.
+                let s = rows.sum_all()?;
+                let b = rows.lt(0f32)?.to_dtype(DType::U32)?.sum_all()?;
+                device_sum = Some(match device_sum {
+                    None => s,
+                    Some(acc) => (acc + s)?,
+                });
+                bad_targets = Some(match bad_targets {
+                    None => b,
+                    Some(acc) => (acc + b)?,
+                });
+            }
+            None => bail!("cross_entropy_in_place: the op produced no row losses"),
+        }
         if needs_grad {
             let dlogits = logits.to_dtype(hd.dtype())?;
             dh_chunks.push(dlogits.matmul(&wd)?);
@@ -95,31 +146,44 @@ pub fn linear_cross_entropy(
         }
         a += len;
     }
-    let value = loss_sum as f32;
+    let value = match device_sum {
+        Some(t) => (t + host_sum)?,
+        None => Tensor::new(host_sum as f32, hidden.device())?,
+    };
     let loss_sum = if needs_grad {
         let dh = Tensor::cat(&dh_chunks, 0)?;
         let dw = match dw {
             Some(dw) => dw,
             None => wd.zeros_like()?,
         };
-        hidden.apply_op2(
+        value.apply_op3(
+            hidden,
             weight,
             SavedLoss {
-                value,
                 grads: Mutex::new(Some((dh, dw))),
             },
         )?
     } else {
-        Tensor::new(value, hidden.device())?
+        value
     };
-    Ok(CrossEntropyOutput { loss_sum, supervised })
+    Ok(CrossEntropyOutput {
+        loss_sum,
+        supervised,
+        bad_targets,
+    })
+}
+
+/// The per-row losses of one chunk: on the host (CPU) or still on the device (CUDA).
+pub enum RowLosses {
+    Host(Vec<f32>),
+    Device(Tensor),
 }
 
 /// One pass over a chunk of logits `[rows, V]`: records each row's loss
 /// (`logsumexp(x) - x[target]`, 0 for ignored rows) and overwrites the row with
 /// `softmax(x) - onehot(target)` (zeros for ignored rows).
 pub struct CrossEntropyInPlace {
-    pub row_loss: Mutex<Vec<f32>>,
+    pub row_loss: Mutex<Option<RowLosses>>,
 }
 
 /// Loss of one row and its gradient written over it; the CPU twin of the CUDA kernel.
@@ -175,7 +239,8 @@ impl InplaceOp2 for CrossEntropyInPlace {
         *self
             .row_loss
             .lock()
-            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? =
+            Some(RowLosses::Host(losses));
         Ok(())
     }
 
@@ -188,62 +253,77 @@ impl InplaceOp2 for CrossEntropyInPlace {
         l2: &Layout,
     ) -> Result<()> {
         use candle_core::backend::BackendStorage;
-        let (_rows, v) = l1.shape().dims2()?;
+        let (rows, _v) = l1.shape().dims2()?;
         let losses = crate::dispatch_kernel_dtype!(
             "cross_entropy_in_place",
             s1.dtype(),
             cuda::cross_entropy_in_place(s1, l1, s2, l2)
         )?;
-        if losses.iter().any(|&l| l < 0.0) {
-            bail!("cross-entropy: a target id is outside the vocabulary (size {v})");
-        }
+        let losses = candle_core::CudaStorage::wrap_cuda_slice(losses, s1.device.clone());
+        let t = Tensor::from_storage(
+            candle_core::Storage::Cuda(losses),
+            rows.max(1),
+            candle_core::op::BackpropOp::none(),
+            false,
+        )
+        .narrow(0, 0, rows)?;
         *self
             .row_loss
             .lock()
-            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = losses;
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned lock".into()))? = Some(RowLosses::Device(t));
         Ok(())
     }
 }
 
-/// Attaches the loss computed by the chunked forward to the autograd graph: its forward returns
-/// the saved value, its backward the saved gradients scaled by the incoming gradient.
+/// Attaches the loss computed by the chunked forward to the autograd graph: applied to the loss
+/// value (which stays on its device), the hidden states and the weight, its forward returns the
+/// value, its backward the saved gradients scaled by the incoming gradient.
 struct SavedLoss {
-    value: f32,
     grads: Mutex<Option<(Tensor, Tensor)>>,
 }
 
-impl CustomOp2 for SavedLoss {
+impl CustomOp3 for SavedLoss {
     fn name(&self) -> &'static str {
         "linear_cross_entropy"
     }
 
-    fn cpu_fwd(&self, _s1: &CpuStorage, _l1: &Layout, _s2: &CpuStorage, _l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+        _s3: &CpuStorage,
+        _l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Ok((
+            CpuStorage::F32(cpu_f32("linear_cross_entropy", s1, l1)?.to_vec()),
+            Shape::from(()),
+        ))
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &candle_core::CudaStorage,
-        _l1: &Layout,
+        l1: &Layout,
         _s2: &candle_core::CudaStorage,
         _l2: &Layout,
+        _s3: &candle_core::CudaStorage,
+        _l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let dev = &s1.device;
-        let value = dev.clone_htod(&[self.value])?;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(value, dev.clone()),
-            Shape::from(()),
-        ))
+        use candle_core::backend::BackendStorage;
+        Ok((s1.try_clone(l1)?, Shape::from(())))
     }
 
     fn bwd(
         &self,
+        _value: &Tensor,
         hidden: &Tensor,
         weight: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = self
             .grads
             .lock()
@@ -258,7 +338,7 @@ impl CustomOp2 for SavedLoss {
         let scale = |t: Tensor, like: &Tensor| -> Result<Tensor> {
             t.to_dtype(DType::F32)?.broadcast_mul(&g)?.to_dtype(like.dtype())
         };
-        Ok((Some(scale(dh, hidden)?), Some(scale(dw, weight)?)))
+        Ok((None, Some(scale(dh, hidden)?), Some(scale(dw, weight)?)))
     }
 }
 
@@ -297,17 +377,17 @@ pub mod launch {
 mod cuda {
     use crate::ops::cuda::{input, CudaRunner, KernelDType};
     use crate::ops::kernel_launch::DevPtrMut;
+    use candle_core::cuda_backend::cudarc::driver::CudaSlice;
     use candle_core::cuda_backend::CudaStorage;
     use candle_core::{bail, Layout, Result};
 
-    /// Runs the kernel over the logits in place and returns the per-row losses (copied to the
-    /// host: a few KiB per chunk).
+    /// Runs the kernel over the logits in place and returns the per-row losses, on the device.
     pub fn cross_entropy_in_place<T: KernelDType>(
         s1: &mut CudaStorage,
         l1: &Layout,
         s2: &CudaStorage,
         l2: &Layout,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<CudaSlice<f32>> {
         let (rows, v) = l1.shape().dims2()?;
         if l2.shape().elem_count() != rows {
             bail!(
@@ -320,10 +400,7 @@ mod cuda {
         let targets = input::<i64>("cross_entropy_in_place (targets)", s2, l2)?;
         let dev = s1.device.clone();
         let r = CudaRunner { dev: &dev };
-        let row_loss = super::launch::cross_entropy_in_place(&r, logits, targets, rows, v)?;
-        let mut out = dev.clone_dtoh(&row_loss)?;
-        out.truncate(rows);
-        Ok(out)
+        super::launch::cross_entropy_in_place(&r, logits, targets, rows, v)
     }
 }
 
@@ -385,12 +462,12 @@ pub mod check {
         };
         let dev_targets = Tensor::new(targets.as_slice(), &s.device)?;
         let op = CrossEntropyInPlace {
-            row_loss: std::sync::Mutex::new(Vec::new()),
+            row_loss: std::sync::Mutex::new(None),
         };
         let name = format!("cross_entropy_in_place [{rows}x{vocab}]");
         match dev_logits.inplace_op2(&dev_targets, &op) {
             Ok(()) => {
-                let got_loss = op.row_loss.into_inner().map_err(|_| anyhow::anyhow!("poisoned lock"))?;
+                let got_loss = host_losses(op)?;
                 s.record(
                     &format!("{name} row losses"),
                     rel_err_slices(&got_loss, &want_loss),
@@ -405,16 +482,29 @@ pub mod check {
         let bad = Tensor::new(&[vocab as i64], &s.device)?;
         let one = dev_logits.narrow(0, 0, 1)?.copy()?;
         let op = CrossEntropyInPlace {
-            row_loss: std::sync::Mutex::new(Vec::new()),
+            row_loss: std::sync::Mutex::new(None),
         };
-        let refused = one.inplace_op2(&bad, &op).is_err();
+        // The CPU refuses at once; the GPU flags the row with a loss of -1 for the caller.
+        let refused = match one.inplace_op2(&bad, &op) {
+            Err(_) => true,
+            Ok(()) => host_losses(op)?.iter().any(|&l| l < 0.0),
+        };
         s.record(
-            "cross_entropy_in_place rejects target == vocab",
+            "cross_entropy_in_place reports target == vocab",
             if refused { 0.0 } else { f64::INFINITY },
             0.0,
             if refused { "" } else { "accepted" },
         );
         Ok(())
+    }
+
+    /// The row losses an in-place run recorded, on the host.
+    fn host_losses(op: CrossEntropyInPlace) -> anyhow::Result<Vec<f32>> {
+        match op.row_loss.into_inner().map_err(|_| anyhow::anyhow!("poisoned lock"))? {
+            Some(super::RowLosses::Host(v)) => Ok(v),
+            Some(super::RowLosses::Device(t)) => Ok(t.to_vec1::<f32>()?),
+            None => anyhow::bail!("no row losses recorded"),
+        }
     }
 
     /// The whole chunked op (matmuls + the kernel), with gradients, in chunks of 128 tokens.

@@ -46,6 +46,7 @@ impl LossSum {
     fn add(&mut self, model: &Qwen2, batch: &PackedBatch, targets: &Tensor) -> Result<()> {
         let out = model.loss(batch, targets)?;
         self.sum += out.loss_sum.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        out.check_targets()?;
         self.supervised += out.supervised;
         Ok(())
     }
@@ -66,6 +67,8 @@ impl Validation {
     /// Mean loss over the source (or its first `max_rows` rows); `None` if it has no
     /// supervised token.
     pub fn loss(&self, model: &Qwen2, builder: &Arc<SampleBuilder>) -> Result<Option<f64>> {
+        // Forward only: no backward state, no loss gradients.
+        let model = &model.inference_view()?;
         let mut loader = Loader::new(self.loader.clone(), self.files.clone(), builder.clone())?;
         let (mut total, mut rows) = (LossSum::default(), 0usize);
         while let Some(batch) = loader.next_batch()? {

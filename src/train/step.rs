@@ -68,11 +68,18 @@ pub fn step_gradients(
     let total: usize = micros.iter().map(|m| m.supervised).sum();
     let vars = model.vars();
     let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-    let mut loss_sum = 0f64;
+    // The loss and the out-of-vocabulary counts stay on the device until the step's end.
+    let mut loss_acc: Option<Tensor> = None;
+    let mut bad_targets = Vec::new();
     for (i, mb) in micros.iter().enumerate() {
         before_micro(i);
-        let out = model.loss(&mb.batch, &mb.targets)?;
-        loss_sum += out.loss_sum.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * loss_factor;
+        let out = model.loss_counted(&mb.batch, &mb.targets, mb.supervised)?;
+        let l = (out.loss_sum.detach().to_dtype(DType::F64)? * loss_factor)?;
+        loss_acc = Some(match loss_acc {
+            None => l,
+            Some(a) => (a + l)?,
+        });
+        bad_targets.push(out.bad_targets.clone());
         let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
         let store = scaled.backward().context("backward pass")?;
         for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
@@ -86,6 +93,18 @@ pub fn step_gradients(
                 None => g.clone(),
                 Some(a) => (a + g.to_dtype(DType::F32)?)?,
             });
+        }
+    }
+    let loss_sum = match loss_acc {
+        Some(t) => t.to_scalar::<f64>()?,
+        None => 0.0,
+    };
+    for (i, bad) in bad_targets.into_iter().enumerate() {
+        if let Some(bad) = bad {
+            let n = bad.to_scalar::<u32>()?;
+            if n > 0 {
+                anyhow::bail!("micro-batch {i}: {n} target id(s) outside the model's vocabulary");
+            }
         }
     }
     let grads = grads

@@ -155,7 +155,10 @@ impl Trainer {
         st.last_loss = finite(o.loss);
         st.elapsed_s = elapsed;
         let step = st.step;
-        let tokens_per_s = step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        let step_s = t0.elapsed().as_secs_f64().max(1e-9);
+        let tokens_per_s = step_tokens as f64 / step_s;
+        // MFU counts the tokens the model computes on for a reason: padding is waste.
+        let real_tokens: u64 = micros.iter().map(|m| (m.tokens - m.padding) as u64).sum();
         let (stats, epoch) = (loader.stats.clone(), loader.epoch);
         st.loader = Some(loader);
         let m = StepMetrics {
@@ -176,7 +179,7 @@ impl Trainer {
             val_loss: self.validate_if_due(step)?,
             peak_rss_mb: self.device.is_cpu().then(device::peak_rss_mb).flatten(),
             peak_device_memory_gib: device::peak_device_memory_gib(&self.device),
-            mfu: self.mfu(tokens_per_s),
+            mfu: self.mfu(real_tokens as f64 / step_s),
         };
         self.metrics.append(&m)?;
         if let Some(tb) = &mut self.tensorboard {

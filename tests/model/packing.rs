@@ -59,3 +59,28 @@ fn packed_rows_are_independent() {
     let e = crate::common::rel_err(&both.narrow(0, 16, 16).unwrap(), &second).unwrap();
     assert!(e <= 1e-5, "{e:e}");
 }
+
+/// Validation's inference view shares the weights but records no backward state: the same
+/// loss, and a loss tensor outside the autograd graph (the trainable model's is inside it).
+#[test]
+fn inference_view_gives_the_same_loss_without_backward_state() {
+    let dir = crate::common::fixtures().join("untied_gqa4");
+    let trainable = Qwen2::load(&dir, DType::F32, &Device::Cpu, true).unwrap();
+    let view = trainable.inference_view().unwrap();
+    let b = PackedBatch::from_documents(&[vec![doc(4, 13), doc(5, 6)]], &Device::Cpu).unwrap();
+    let t = b.next_token_targets(None).unwrap();
+    let (with_graph, without) = (trainable.loss(&b, &t).unwrap(), view.loss(&b, &t).unwrap());
+    assert!(
+        with_graph.loss_sum.track_op(),
+        "the trainable model's loss is in the graph"
+    );
+    assert!(
+        !without.loss_sum.track_op(),
+        "the inference view's loss records no backward state"
+    );
+    assert_eq!(
+        with_graph.loss_sum.to_scalar::<f32>().unwrap(),
+        without.loss_sum.to_scalar::<f32>().unwrap()
+    );
+    assert!(view.vars().is_empty());
+}
