@@ -13,13 +13,23 @@ use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
 /// Document structure of a packed batch of `rows × seq_len` tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DocSegments {
     /// For each flattened token, the flattened index of its document's first token.
     pub start: Arc<Vec<u32>>,
     pub rows: usize,
     pub seq_len: usize,
+    /// The device mask (`device_mask`), built once per batch and shared by every layer's
+    /// forward and backward.
+    mask: Arc<OnceLock<Tensor>>,
 }
+
+impl PartialEq for DocSegments {
+    fn eq(&self, other: &Self) -> bool {
+        self.start == other.start && self.rows == other.rows && self.seq_len == other.seq_len
+    }
+}
+impl Eq for DocSegments {}
 
 impl DocSegments {
     /// Derives documents from position ids (`rows × seq_len`, row-major): a new document starts
@@ -47,7 +57,40 @@ impl DocSegments {
             start: Arc::new(start),
             rows,
             seq_len,
+            mask: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// `[rows, 1, seq_len, seq_len]` f32 on `device`: 0 where query q may see key k (same
+    /// document, k <= q), -inf elsewhere; built on the device from the documents' first tokens
+    /// on first use, then reused (the batch's attention calls all ask for it).
+    pub fn device_mask(&self, device: &Device) -> Result<Tensor> {
+        if let Some(m) = self.mask.get().filter(|m| m.device().same_device(device)) {
+            return Ok(m.clone());
+        }
+        let (rows, t) = (self.rows, self.seq_len);
+        let starts: Vec<u32> = self
+            .start
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| s - ((i / t) * t) as u32)
+            .collect();
+        let starts = Tensor::from_vec(starts, (rows, t, 1), device)?;
+        let keys = Tensor::arange(0u32, t as u32, device)?.reshape((1, 1, t))?;
+        let queries = Tensor::arange(0u32, t as u32, device)?.reshape((1, t, 1))?;
+        let after_start = keys.broadcast_ge(&starts)?;
+        let not_future = keys.broadcast_le(&queries)?.broadcast_as((rows, t, t))?;
+        let allowed = (after_start.broadcast_as((rows, t, t))? * not_future)?;
+        let zeros = Tensor::zeros((rows, t, t), candle_core::DType::F32, device)?;
+        let neg = Tensor::full(f32::NEG_INFINITY, (rows, t, t), device)?;
+        let m = allowed.where_cond(&zeros, &neg)?.unsqueeze(1)?;
+        let _ = self.mask.set(m.clone());
+        Ok(m)
+    }
+
+    /// Whether the device mask has been built (tests: it is built once per batch).
+    pub fn has_device_mask(&self) -> bool {
+        self.mask.get().is_some()
     }
 
     /// Number of tokens.

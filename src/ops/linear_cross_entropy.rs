@@ -407,7 +407,7 @@ mod cuda {
 /// The composed reference of the loss and its cases in the kernel checks: the in-place kernel
 /// alone, and the whole chunked op with gradients.
 pub mod check {
-    use super::super::check::{rel_err_slices, Input, Suite};
+    use super::super::check::{rel_err, rel_err_slices, Input, Suite};
     use super::{CrossEntropyInPlace, IGNORE_INDEX};
     use candle_core::{DType, Device, Result, Tensor, D};
     use rand::Rng;
@@ -436,7 +436,58 @@ pub mod check {
 
     pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
         in_place(s)?;
-        whole_op(s)
+        whole_op(s)?;
+        if s.is_cuda() {
+            realistic_size(s)?;
+        }
+        Ok(())
+    }
+
+    /// The Qwen2.5-Coder-0.5B shape (H 896, V 151936) over T 4096 tokens, on the GPU only (the
+    /// CPU twin would take minutes): loss and both gradients of the fused op (default chunks)
+    /// against the composed op in f32 on the same device.
+    fn realistic_size(s: &mut Suite) -> anyhow::Result<()> {
+        let (n, h, vocab) = (4096, 896, 151_936);
+        let targets = targets(s, n, vocab);
+        let hidden = s.randn(&[n, h], 1.0)?.to_device(&s.device)?;
+        let weight = s.randn(&[vocab, h], 0.02)?.to_device(&s.device)?;
+        let tg = Tensor::new(targets.as_slice(), &s.device)?;
+        let name = format!("linear_cross_entropy [{n}x{h}]x[{vocab}]");
+        let tol = s.tolerance();
+        let run = |fused: bool, dtype: DType| -> anyhow::Result<(Tensor, Tensor, Tensor)> {
+            let hv = candle_core::Var::from_tensor(&hidden.to_dtype(dtype)?)?;
+            let wv = candle_core::Var::from_tensor(&weight.to_dtype(dtype)?)?;
+            let loss = if fused {
+                super::linear_cross_entropy(hv.as_tensor(), wv.as_tensor(), &tg, None)?.loss_sum
+            } else {
+                linear_cross_entropy(hv.as_tensor(), wv.as_tensor(), &tg)?
+            };
+            let g = loss.backward()?;
+            let grad = |v: &candle_core::Var| -> anyhow::Result<Tensor> {
+                Ok(g.get(v.as_tensor())
+                    .ok_or_else(|| anyhow::anyhow!("no gradient"))?
+                    .clone())
+            };
+            Ok((loss, grad(&hv)?, grad(&wv)?))
+        };
+        let results = (|| -> anyhow::Result<[f64; 3]> {
+            let want = run(false, DType::F32)?;
+            let got = run(true, s.dtype)?;
+            Ok([
+                rel_err(&got.0, &want.0)?,
+                rel_err(&got.1, &want.1)?,
+                rel_err(&got.2, &want.2)?,
+            ])
+        })();
+        match results {
+            Ok([l, dh, dw]) => {
+                s.record(&format!("{name} loss"), l, tol, "");
+                s.record(&format!("{name} d hidden"), dh, tol, "");
+                s.record(&format!("{name} d weight"), dw, tol, "");
+            }
+            Err(e) => s.record(&name, f64::INFINITY, tol, &format!("error: {e:#}")),
+        }
+        Ok(())
     }
 
     /// The in-place kernel alone: row losses and the gradient written over the logits, and a

@@ -438,10 +438,11 @@ pub mod check {
         x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
     }
 
-    /// `rms_norm` at two widths (one not a multiple of the block), and the residual-fused
-    /// `add_rms_norm` against a plain add followed by the reference norm.
+    /// `rms_norm` at two widths (one not a multiple of the block) and with more rows than the
+    /// backward has blocks (its grid-stride path, which real runs take), and the
+    /// residual-fused `add_rms_norm` against a plain add followed by the reference norm.
     pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
-        for (rows, h) in [(37, 1000), (5, 2304)] {
+        for (rows, h) in [(37, 1000), (5, 2304), (super::launch::MAX_BWD_BLOCKS + 77, 96)] {
             let inputs = vec![
                 Input::var(s.randn(&[rows, h], 1.0)?),
                 Input::var(s.near_one(&[h], 0.1)?),

@@ -79,6 +79,26 @@ fn chunked_attention_matches_reference(dev) {
 }
 }
 
+/// The device mask is built once per batch: every layer's forward and backward reuse it.
+#[test]
+fn the_attention_mask_is_built_once_per_batch() -> Result<()> {
+    let segs = segments(&[vec![5, 8], vec![13]])?;
+    assert!(!segs.has_device_mask());
+    let (n, dev) = (segs.len(), Device::Cpu);
+    let q = randn(1, &[n, 2, 8], 1.0, &dev)?;
+    let k = randn(2, &[n, 2, 8], 1.0, &dev)?;
+    let _ = chunked_attention(&q, &k, &k, &segs, 0.3, None)?;
+    assert!(segs.has_device_mask());
+    // A clone (what each layer's op keeps) shares the same mask tensor.
+    let again = segs.clone().device_mask(&dev)?;
+    assert_eq!(again.id(), segs.device_mask(&dev)?.id());
+    let m4 = segs.device_mask(&dev)?.squeeze(1)?.to_vec3::<f32>()?;
+    assert_eq!(m4[1][3][0], 0.0, "row 1 is one document of 13");
+    assert_eq!(m4[0][6][4], f32::NEG_INFINITY, "token 6 starts document 2 of row 0");
+    assert_eq!(m4[0][6][5], 0.0);
+    Ok(())
+}
+
 #[test]
 fn segments_follow_position_restarts() -> Result<()> {
     let segs = DocSegments::from_positions(&[0, 1, 2, 0, 1, 5, 6, 0], 2, 4)?;
