@@ -28,7 +28,9 @@ fn rewrite_shared(file: &str, text: &str) -> Result<String, String> {
             out.push('\n');
             continue;
         };
-        let bad = || format!("{file}:{}: the kernel harness reads `__shared__ T name[n];` or `extern __shared__ T name[];` only, got `{}`", i + 1, line.trim());
+        let bad = || {
+            format!("{file}:{}: the kernel harness reads `__shared__ T name[n];` or `extern __shared__ T name[];` only, got `{}`", i + 1, line.trim())
+        };
         let before = line[..at].trim();
         let decl = line[at + "__shared__".len()..].trim();
         let semi = decl.find(';').ok_or_else(bad)?;
@@ -76,8 +78,14 @@ fn main() -> Result<(), String> {
     std::fs::create_dir_all(&include).map_err(|e| e.to_string())?;
     println!("cargo::rerun-if-changed={}", kernels.display());
     println!("cargo::rerun-if-changed={}", sim.display());
-    println!("cargo::rerun-if-changed={}", root.join("src/ops/kernel_signatures.rs").display());
-    println!("cargo::rerun-if-changed={}", root.join("src/ops/kernel_constants.rs").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("src/ops/kernel_signatures.rs").display()
+    );
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("src/ops/kernel_constants.rs").display()
+    );
 
     let mut names: Vec<PathBuf> = std::fs::read_dir(&kernels)
         .map_err(|e| format!("{}: {e}", kernels.display()))?

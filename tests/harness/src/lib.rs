@@ -76,7 +76,10 @@ impl<T: Copy> Buffer<T> {
         let ptr = unsafe { sch_alloc(bytes, label.as_ptr()) };
         assert!(!ptr.is_null(), "kernel harness: out of memory for {bytes} bytes");
         unsafe { std::ptr::write_bytes(ptr, 0xFF, bytes) };
-        Self { ptr: ptr as *mut T, len }
+        Self {
+            ptr: ptr as *mut T,
+            len,
+        }
     }
 
     /// A buffer holding `data`.
