@@ -472,6 +472,7 @@ mod kernel_harness {
                 let text = std::fs::read_to_string(&p).unwrap();
                 let declared = text.matches("extern \"C\" __global__").count();
                 let compiled = sim::ENTRIES.iter().filter(|e| e.file == stem).count();
+                assert!(declared > 0, "kernels/{stem}.cu declares no entry point");
                 assert_eq!(
                     declared, compiled,
                     "kernels/{stem}.cu: entry points compiled into the harness"
@@ -501,6 +502,86 @@ mod kernel_harness {
         .unwrap();
         let err = sim::launch("no_such_kernel", 1, 32, 0, &[], Schedule::Forward).unwrap_err();
         assert!(err.contains("no kernel entry"), "{err}");
+    }
+
+    // ---- the harness catches what it claims to (tests/harness/sim/selfcheck.cu) ----
+
+    fn run_selfcheck(
+        name: &str,
+        block: u32,
+        out: &Buffer<f32>,
+        extra: &[u64],
+        schedule: Schedule,
+    ) -> std::result::Result<(), String> {
+        let mut args = vec![out.addr()];
+        args.extend_from_slice(extra);
+        sim::launch(name, 1, block, 0, &args, schedule)
+    }
+
+    /// With its barrier the shared-memory sum is right under every schedule; without it, the
+    /// reader sees values not yet written (NaN poison, or missing terms) under some schedule.
+    #[test]
+    fn harness_catches_a_missing_barrier() {
+        let want = (1..=256).sum::<u32>() as f32;
+        for schedule in SCHEDULES {
+            let out = Buffer::<f32>::poisoned(1, "out");
+            run_selfcheck("selfcheck_sum", 256, &out, &[], schedule).unwrap();
+            assert_eq!(out.to_vec()[0], want, "{schedule:?}");
+        }
+        let wrong = SCHEDULES.iter().filter(|&&schedule| {
+            let out = Buffer::<f32>::poisoned(1, "out");
+            run_selfcheck("selfcheck_sum_without_barrier", 256, &out, &[], schedule).unwrap();
+            out.to_vec()[0] != want
+        });
+        assert!(wrong.count() >= 1, "no schedule exposed the missing barrier");
+    }
+
+    /// Warp shuffles exchange values between the lanes of each warp.
+    #[test]
+    fn harness_shuffles_within_warps() {
+        let out = Buffer::<f32>::poisoned(4, "out");
+        run_selfcheck("selfcheck_warp_sum", 128, &out, &[], Schedule::Shuffled(3)).unwrap();
+        assert_eq!(out.to_vec(), vec![528.0; 4]);
+    }
+
+    /// A barrier only some threads reach is reported (whichever side runs first), not hung on
+    /// or silently completed.
+    #[test]
+    fn harness_reports_a_divergent_barrier() {
+        let out = Buffer::<f32>::poisoned(64, "out");
+        for schedule in SCHEDULES {
+            let err = run_selfcheck("selfcheck_divergent_barrier", 64, &out, &[], schedule).unwrap_err();
+            assert!(err.contains("divergent barrier"), "{err}");
+        }
+    }
+
+    /// An out-of-bounds write aborts the process with the buffer, kernel, block and thread
+    /// (checked in a child process: the abort is the point).
+    #[test]
+    fn harness_aborts_on_an_out_of_bounds_write() {
+        if std::env::var_os("SC_HARNESS_OOB_CHILD").is_some() {
+            let out = Buffer::<f32>::poisoned(100, "out");
+            let _ = run_selfcheck("selfcheck_off_by_one", 64, &out, &[100], Schedule::Forward);
+            return;
+        }
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "kernel_harness::harness_aborts_on_an_out_of_bounds_write",
+                "--nocapture",
+            ])
+            .env("SC_HARNESS_OOB_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        assert!(
+            !child.status.success(),
+            "the out-of-bounds write went unnoticed: {stderr}"
+        );
+        assert!(
+            stderr.contains("selfcheck_off_by_one, block 0, thread 36: out-of-bounds access 0 bytes past the end of `out` (400 bytes)"),
+            "{stderr}"
+        );
     }
 
     /// bf16 conversion in the harness header rounds to nearest even like `half` (and the GPU).

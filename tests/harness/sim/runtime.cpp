@@ -197,6 +197,9 @@ void release_barrier_if_complete() {
 
 void fiber_main() {
   g->entry(g->args);
+  // A barrier must be reached by every thread of the block or by none (CUDA leaves anything
+  // else undefined): exiting while others wait at one is a divergent barrier.
+  if (g->at_barrier > 0) sc_sim::fail("exits while other threads of the block wait at __syncthreads (a divergent barrier)");
   Fiber& f = g->fibers[g->cur];
   f.st = St::Done;
   g->live -= 1;
@@ -254,6 +257,7 @@ void fail(const char* what) {
 unsigned lane() { return threadIdx.x & 31u; }
 
 void syncthreads() {
+  if (g->live < g->threads) fail("reaches __syncthreads after other threads of the block exited (a divergent barrier)");
   Fiber& f = g->fibers[g->cur];
   f.st = St::Barrier;
   g->at_barrier += 1;
