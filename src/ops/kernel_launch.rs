@@ -44,16 +44,16 @@ impl KernelFloat for half::bf16 {
     const SUFFIX: &'static str = "bf16";
 }
 
-/// The device address of a `const T*` parameter.
-pub struct DevPtr<T> {
+/// The device address of a kernel's pointer parameter to `T`; `WRITTEN` tells a `T*` the kernel
+/// writes from a `const T*` it only reads.
+pub struct Addr<T, const WRITTEN: bool> {
     addr: u64,
     _t: PhantomData<fn() -> T>,
 }
-/// The device address of a `T*` (written) parameter.
-pub struct DevPtrMut<T> {
-    addr: u64,
-    _t: PhantomData<fn() -> T>,
-}
+/// A `const T*` parameter.
+pub type DevPtr<T> = Addr<T, false>;
+/// A `T*` (written) parameter.
+pub type DevPtrMut<T> = Addr<T, true>;
 
 impl<T> Clone for DevPtr<T> {
     fn clone(&self) -> Self {
@@ -62,7 +62,7 @@ impl<T> Clone for DevPtr<T> {
 }
 impl<T> Copy for DevPtr<T> {}
 
-impl<T> DevPtr<T> {
+impl<T, const WRITTEN: bool> Addr<T, WRITTEN> {
     /// Element `offset` of the buffer at `addr`.
     pub fn new(addr: u64, offset: usize) -> Self {
         Self {
@@ -72,26 +72,6 @@ impl<T> DevPtr<T> {
     }
     pub fn addr(&self) -> u64 {
         self.addr
-    }
-}
-
-impl<T> DevPtrMut<T> {
-    /// Element `offset` of the buffer at `addr`.
-    pub fn new(addr: u64, offset: usize) -> Self {
-        Self {
-            addr: addr + (offset * std::mem::size_of::<T>()) as u64,
-            _t: PhantomData,
-        }
-    }
-    pub fn addr(&self) -> u64 {
-        self.addr
-    }
-    /// The same address, read-only (for the next launch that consumes it).
-    pub fn as_input(&self) -> DevPtr<T> {
-        DevPtr {
-            addr: self.addr,
-            _t: PhantomData,
-        }
     }
 }
 

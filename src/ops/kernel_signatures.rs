@@ -178,39 +178,28 @@ pub struct Group {
 
 /// Groups the entries of all files, or an error naming the pair whose signatures disagree.
 pub fn groups(entries: &[Entry]) -> Result<Vec<Group>, String> {
+    // An entry without a dtype pair is a group of its own.
+    let single = |e: &Entry| Group {
+        base: e.name.clone(),
+        file: e.file.clone(),
+        bounds: e.bounds.clone(),
+        params: e.params.clone(),
+        generic: None,
+    };
     let mut out = Vec::new();
     for e in entries {
-        if e.name.ends_with("_bf16") {
-            let base = e.name.trim_end_matches("_bf16");
+        if let Some(base) = e.name.strip_suffix("_bf16") {
             if !entries.iter().any(|f| f.name == format!("{base}_f32")) {
-                out.push(Group {
-                    base: e.name.clone(),
-                    file: e.file.clone(),
-                    bounds: e.bounds.clone(),
-                    params: e.params.clone(),
-                    generic: None,
-                });
+                out.push(single(e));
             }
             continue;
         }
-        let Some(base) = e.name.strip_suffix("_f32") else {
-            out.push(Group {
-                base: e.name.clone(),
-                file: e.file.clone(),
-                bounds: e.bounds.clone(),
-                params: e.params.clone(),
-                generic: None,
-            });
-            continue;
-        };
-        let Some(b) = entries.iter().find(|f| f.name == format!("{base}_bf16")) else {
-            out.push(Group {
-                base: e.name.clone(),
-                file: e.file.clone(),
-                bounds: e.bounds.clone(),
-                params: e.params.clone(),
-                generic: None,
-            });
+        let pair = e
+            .name
+            .strip_suffix("_f32")
+            .and_then(|base| Some((base, entries.iter().find(|f| f.name == format!("{base}_bf16"))?)));
+        let Some((base, b)) = pair else {
+            out.push(single(e));
             continue;
         };
         let differ = |why: String| {
