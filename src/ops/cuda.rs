@@ -1,7 +1,8 @@
-//! Loading and launching the fused kernels of `kernels/*.cu` (compiled to PTX by `build.rs` and
-//! embedded here), plus the small device facts the trainer and the benchmark report (card name,
-//! memory in use). Only built with the `cuda` feature; each op's `cuda_fwd` lives beside its CPU
-//! implementation in its own file.
+//! The CUDA side of the kernels of `kernels/*.cu` (fatbins compiled by `build.rs` and embedded
+//! here): `CudaRunner`, which runs each op's launcher (`launch` in `src/ops/<op>.rs`) on a device;
+//! opening a device (explicit stream, memory pool that keeps what is freed), the driver check,
+//! and the device facts the trainer and the benchmark report (card name, pool peak). Only built
+//! with the `cuda` feature.
 
 use super::kernel_launch::{
     check_launch, ArgValue, DevPtr, KernelArgs, KernelElem, KernelFloat, KernelRunner, LaunchDims,
