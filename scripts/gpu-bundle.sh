@@ -21,6 +21,11 @@ build() {  # build VARIANT TOOLKIT_FLAG
   local variant="$1" flag="$2"
   (
     eval "$(scripts/cuda_toolkit.sh "$flag")"
+    # candle-kernels asks for `-lmoe` among the dynamic libraries; GNU ld falls back to its
+    # libmoe.a, zig's linker does not. A linker script named libmoe.so, in a folder cudarc
+    # already puts on the search path, points it at the archive.
+    mkdir -p "$CUDA_ROOT/lib/stubs"
+    echo 'INPUT(-l:libmoe.a)' > "$CUDA_ROOT/lib/stubs/libmoe.so"
     CARGO_TARGET_DIR="$target/bundle-$variant" cargo zigbuild --profile gpu-release --locked --features cuda \
       --bin syncoder --target "$triple.$glibc"
   )

@@ -44,7 +44,7 @@ if [[ -z "$driver" || "${driver%%.*}" -lt $min_driver ]]; then
   exit 4
 fi
 
-# 2. The CUDA libraries the binary links (cuBLAS, cuBLASLt, NVRTC, cuRAND): version 13 (a CUDA
+# 2. The CUDA libraries the binary links (cuBLAS and the cuBLASLt it loads, cuRAND): version 13 (a CUDA
 # 13 toolkit or PyTorch's cu130 wheels) or version 12 (PyTorch's cu12x wheels). Searched in the
 # driver's container folder, the toolkit folders, the nvidia-* wheels beside python3, and the
 # system's library cache.
@@ -73,7 +73,7 @@ have() {  # have SONAME: found in a searched folder or the system cache
 }
 variant=""
 for v in 13 12; do
-  if have "libcublas.so.$v" && have "libcublasLt.so.$v" && have "libnvrtc.so.$v" && have libcurand.so.10; then
+  if have "libcublas.so.$v" && have "libcublasLt.so.$v" && have libcurand.so.10; then
     variant="cu$v"; break
   fi
 done
@@ -84,7 +84,7 @@ export LD_LIBRARY_PATH="$(IFS=:; echo "${dirs[*]:-}")${LD_LIBRARY_PATH:+:$LD_LIB
 } >> "$out/node.txt"
 if [[ -z "$variant" ]]; then
   cat "$out/node.txt"
-  echo "run.sh: neither the CUDA 13 nor the CUDA 12 libraries (libcublas, libcublasLt, libnvrtc, libcurand.so.10) were found; install PyTorch with CUDA (its nvidia-* wheels) or a CUDA toolkit, or set CUDA_HOME / LD_LIBRARY_PATH" >&2
+  echo "run.sh: neither the CUDA 13 nor the CUDA 12 libraries (libcublas, libcublasLt, libcurand.so.10) were found; install PyTorch with CUDA (its nvidia-* wheels) or a CUDA toolkit, or set CUDA_HOME / LD_LIBRARY_PATH" >&2
   exit 2
 fi
 work="$(mktemp -d)"
