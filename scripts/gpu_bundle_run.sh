@@ -66,9 +66,11 @@ for r in roots:
 PY
 )
 fi
-have() {  # have SONAME: found in a searched folder or the system cache
+have() {  # have SONAME: found in a searched folder, one of LD_LIBRARY_PATH, or the system cache
   local d
-  for d in "${dirs[@]}"; do [[ -e "$d/$1" ]] && return 0; done
+  local -a user=()
+  IFS=: read -r -a user <<< "${LD_LIBRARY_PATH:-}"
+  for d in "${dirs[@]}" "${user[@]}"; do [[ -n "$d" && -e "$d/$1" ]] && return 0; done
   ldconfig -p 2>/dev/null | grep -q "[[:space:]]$1 "
 }
 variant=""
