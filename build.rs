@@ -4,8 +4,8 @@
 //! `src/ops/cuda.rs`. Always: `$OUT_DIR/kernel_args.rs`, the launch description of every kernel
 //! entry point (`src/ops/kernel_launch.rs`). The constants a kernel shares with its launcher
 //! (`src/ops/kernel_constants.rs`, included here as it is) reach nvcc as `-D` flags. Always, too:
-//! `SYNCODER_COMMIT`, the short git commit the binary is built
-//! from (`unknown` outside a git checkout), for `--version`.
+//! `SYNCODER_COMMIT`, the short git commit the binary is built from (`unknown` outside a git
+//! checkout), for `--version`.
 
 #[cfg(feature = "cuda")]
 #[path = "src/ops/kernel_constants.rs"]
@@ -59,7 +59,7 @@ fn write_kernel_args() -> Result<(), String> {
             format!("`{}`", g.base)
         };
         out += &format!(
-            "/// {names} of `kernels/{}.cu`.\n#derive_placeholder\npub struct {decl} {{\n",
+            "/// {names} of `kernels/{}.cu`.\npub struct {decl} {{\n",
             g.file
         );
         let mut values = Vec::new();
@@ -104,7 +104,6 @@ fn write_kernel_args() -> Result<(), String> {
             values.join(", ")
         );
     }
-    let out = out.replace("#derive_placeholder\n", "");
     let path = std::path::Path::new(&std::env::var("OUT_DIR").map_err(|e| e.to_string())?).join("kernel_args.rs");
     std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))
 }
