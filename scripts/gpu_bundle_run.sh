@@ -108,6 +108,12 @@ status=0
 echo "== selftest"
 "$bin" selftest --device cuda --json "$out/selftest.json" 2>&1 | tee "$out/selftest.txt"
 [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+if [[ ! -s "$out/selftest.json" ]]; then
+  # The selftest did not get to run its checks (the driver or the device refused): nothing
+  # after it would either.
+  echo "run.sh: the selftest could not start on this node (see $out/selftest.txt)" >&2
+  exit 1
+fi
 
 echo "== syncoder bench train, seq $seq"
 "$bin" bench train --device cuda --model-config "$model" --seq-len "$seq" --batch "$batch" --steps "$steps" \
