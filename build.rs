@@ -58,10 +58,7 @@ fn write_kernel_args() -> Result<(), String> {
         } else {
             format!("`{}`", g.base)
         };
-        out += &format!(
-            "/// {names} of `kernels/{}.cu`.\npub struct {decl} {{\n",
-            g.file
-        );
+        out += &format!("/// {names} of `kernels/{}.cu`.\npub struct {decl} {{\n", g.file);
         let mut values = Vec::new();
         for (p, gen) in g.params.iter().zip(&generic) {
             let (rust, value) = match p.ty {
