@@ -13,7 +13,7 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
-use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
 use candle_core::{bail, DType, Device, Layout, Result, Storage, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,18 +41,28 @@ fn module_image(file: &str) -> Result<&'static [u8]> {
     })
 }
 
-type ModuleKey = (candle_core::cuda_backend::DeviceId, &'static str);
+/// Loaded kernel modules, once per device and file, and the functions looked up in them, once
+/// per device and entry point (launches on the training step's path only search this list).
+#[derive(Default)]
+struct Loaded {
+    modules: Vec<((DeviceId, &'static str), Arc<CudaModule>)>,
+    functions: Vec<((DeviceId, String), CudaFunction)>,
+}
 
-/// Loaded kernel modules, once per device and file.
-static MODULES: Mutex<Vec<(ModuleKey, Arc<CudaModule>)>> = Mutex::new(Vec::new());
+static LOADED: Mutex<Loaded> = Mutex::new(Loaded {
+    modules: Vec::new(),
+    functions: Vec::new(),
+});
 
 /// Kernel `name` of file `file`, loading the file's fatbin on first use on this device.
 fn kernel_function(dev: &CudaDevice, file: &'static str, name: &str) -> Result<CudaFunction> {
-    let key = (dev.id(), file);
-    let mut modules = MODULES
+    let mut loaded = LOADED
         .lock()
         .map_err(|_| candle_core::Error::Msg("kernel modules: poisoned lock".into()))?;
-    let module = match modules.iter().find(|(k, _)| *k == key) {
+    if let Some((_, f)) = loaded.functions.iter().find(|((d, n), _)| *d == dev.id() && n == name) {
+        return Ok(f.clone());
+    }
+    let module = match loaded.modules.iter().find(|(k, _)| *k == (dev.id(), file)) {
         Some((_, m)) => m.clone(),
         None => {
             let image = Ptx::from_binary(module_image(file)?.to_vec());
@@ -61,13 +71,15 @@ fn kernel_function(dev: &CudaDevice, file: &'static str, name: &str) -> Result<C
                 .context()
                 .load_module(image)
                 .map_err(|e| candle_core::Error::Msg(format!("loading kernels/{file}.cu's fatbin: {e}")))?;
-            modules.push((key, m.clone()));
+            loaded.modules.push(((dev.id(), file), m.clone()));
             m
         }
     };
-    module
+    let f = module
         .load_function(name)
-        .map_err(|e| candle_core::Error::Msg(format!("kernel {name} in kernels/{file}.cu: {e}")))
+        .map_err(|e| candle_core::Error::Msg(format!("kernel {name} in kernels/{file}.cu: {e}")))?;
+    loaded.functions.push(((dev.id(), name.to_string()), f.clone()));
+    Ok(f)
 }
 
 static POISON: AtomicBool = AtomicBool::new(false);
