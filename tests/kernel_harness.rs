@@ -148,7 +148,8 @@ fn vec_of(t: &Tensor) -> Vec<f32> {
 
 mod kernel_harness {
     use super::*;
-    use syncoder::ops::{linear_cross_entropy, rms_norm as rms, rope as rp, swiglu as sw};
+    use syncoder::ops::attention::{composed_attention, varlen_causal_attention, DocSegments};
+    use syncoder::ops::{flash_attention as fa, linear_cross_entropy, rms_norm as rms, rope as rp, swiglu as sw};
 
     // ---- rms_norm.cu ----
 
@@ -502,6 +503,197 @@ mod kernel_harness {
         .unwrap();
         let err = sim::launch("no_such_kernel", 1, 32, 0, &[], Schedule::Forward).unwrap_err();
         assert!(err.contains("no kernel entry"), "{err}");
+    }
+
+    // ---- flash_attention.cu ----
+
+    /// Packed rows of documents (each row's lengths sum to the row length).
+    fn doc_segments(rows: &[&[usize]]) -> DocSegments {
+        let t: usize = rows[0].iter().sum();
+        let positions: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| {
+                assert_eq!(r.iter().sum::<usize>(), t, "every row holds {t} tokens");
+                r.iter().flat_map(|&l| 0..l as u32)
+            })
+            .collect();
+        DocSegments::from_positions(&positions, rows.len(), t).unwrap()
+    }
+
+    /// What the kernels produced for one case, bit for bit.
+    #[derive(PartialEq)]
+    struct FlashOutputs {
+        o: Vec<u16>,
+        lse: Vec<u32>,
+        grads: Vec<u16>,
+    }
+
+    /// Forward and backward of `kernels/flash_attention.cu` through its launcher on bf16 inputs
+    /// with attention logits |s| ~ 16 (q, k ~ N(0, 4²)), against the CPU twin
+    /// (`varlen_causal_attention` in f32 on the same rounded values) and the composed attention
+    /// in f64, under every thread schedule; the schedules must agree bit for bit (no atomics, no
+    /// order-dependent sums).
+    fn flash_attention_case(rows: &[&[usize]], hq: usize, hkv: usize, d: usize) {
+        let segs = doc_segments(rows);
+        let n = segs.len();
+        let scale = 1.0 / (d as f64).sqrt();
+        let (q, qb) = stored::<bf16>(&randn(n * hq * d, 4.0, 21), "q");
+        let (k, kb) = stored::<bf16>(&randn(n * hkv * d, 4.0, 22), "k");
+        let (v, vb) = stored::<bf16>(&randn(n * hkv * d, 1.0, 23), "v");
+        let (g, gb) = stored::<bf16>(&randn(n * hq * d, 1.0, 24), "dout");
+        let starts = Buffer::from_slice(segs.start.as_slice(), "doc_start");
+        // The twin, forward and backward.
+        let vars: Vec<Var> = [(&q, hq), (&k, hkv), (&v, hkv)]
+            .iter()
+            .map(|(x, h)| Var::from_tensor(&cpu(x, &[n, *h, d])).unwrap())
+            .collect();
+        let y = varlen_causal_attention(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+            &segs,
+            scale,
+        )
+        .unwrap();
+        let grads = (&y * cpu(&g, &[n, hq, d]))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let twin: Vec<Vec<f32>> = std::iter::once(vec_of(&y))
+            .chain(vars.iter().map(|x| vec_of(grads.get(x).unwrap())))
+            .collect();
+        // The f64 reference, forward and backward.
+        let f64s: Vec<Var> = vars
+            .iter()
+            .map(|x| Var::from_tensor(&x.as_tensor().to_dtype(candle_core::DType::F64).unwrap()).unwrap())
+            .collect();
+        let y64 = composed_attention(
+            f64s[0].as_tensor(),
+            f64s[1].as_tensor(),
+            f64s[2].as_tensor(),
+            &segs,
+            scale,
+        )
+        .unwrap();
+        let g64 = cpu(&g, &[n, hq, d]).to_dtype(candle_core::DType::F64).unwrap();
+        let grads64 = (&y64 * g64).unwrap().sum_all().unwrap().backward().unwrap();
+        let as_f32 = |t: &Tensor| vec_of(&t.to_dtype(candle_core::DType::F32).unwrap());
+        let exact: Vec<Vec<f32>> = std::iter::once(as_f32(&y64))
+            .chain(f64s.iter().map(|x| as_f32(grads64.get(x).unwrap())))
+            .collect();
+
+        let dims = fa::launch::Dims {
+            n,
+            hq,
+            hkv,
+            d,
+            scale: scale as f32,
+        };
+        let (nq, nkv) = (n * hq * d, n * hkv * d);
+        let mut first: Option<FlashOutputs> = None;
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let tag = format!("[{n}x{hq}/{hkv}x{d}] {schedule:?}");
+            let (o, lse) = fa::launch::fwd(&r, input(&qb), input(&kb), input(&vb), input(&starts), dims).unwrap();
+            let packed = fa::launch::bwd(
+                &r,
+                input(&qb),
+                input(&kb),
+                input(&vb),
+                input(&o),
+                input(&gb),
+                input(&lse),
+                input(&starts),
+                dims,
+            )
+            .unwrap();
+            let got = widen(&packed);
+            let parts = [
+                widen(&o),
+                got[..nq].to_vec(),
+                got[nq..nq + nkv].to_vec(),
+                got[nq + nkv..].to_vec(),
+            ];
+            for (i, what) in ["output", "dq", "dk", "dv"].iter().enumerate() {
+                assert_close(
+                    &format!("flash attention {what} vs the twin {tag}"),
+                    &parts[i],
+                    &twin[i],
+                    1e-2,
+                );
+                assert_close(
+                    &format!("flash attention {what} vs f64 {tag}"),
+                    &parts[i],
+                    &exact[i],
+                    1e-2,
+                );
+            }
+            let outputs = FlashOutputs {
+                o: o.to_vec().iter().map(|x| x.to_bits()).collect(),
+                lse: lse.to_vec().iter().map(|x| x.to_bits()).collect(),
+                grads: packed.to_vec().iter().map(|x| x.to_bits()).collect(),
+            };
+            match &first {
+                None => first = Some(outputs),
+                Some(f) => assert!(
+                    *f == outputs,
+                    "flash attention {tag}: the bits differ between schedules"
+                ),
+            }
+        }
+    }
+
+    /// Head dim 64, one query head per kv head; a 1-token document first, documents ending
+    /// inside a 64-token tile, a document of one token between two others, rows of 131 tokens
+    /// (not a multiple of the tile).
+    #[test]
+    fn flash_attention_d64_mha_documents_inside_tiles() {
+        flash_attention_case(&[&[1, 70, 9, 1, 50], &[131]], 2, 2, 64);
+    }
+
+    /// Head dim 128 (its own tile sizes in the backward), two query heads per kv head.
+    #[test]
+    fn flash_attention_d128_gqa2() {
+        flash_attention_case(&[&[3, 61, 36, 1]], 4, 2, 128);
+    }
+
+    /// Seven query heads per kv head (the dK/dV pass sums over all seven), a long document
+    /// spanning three key tiles.
+    #[test]
+    fn flash_attention_d64_gqa7_long_document() {
+        flash_attention_case(&[&[150]], 7, 1, 64);
+    }
+
+    /// The launcher refuses what the kernel cannot do instead of launching it.
+    #[test]
+    fn flash_attention_launcher_refuses_unsupported_shapes() {
+        let r = Harness {
+            schedule: Schedule::Forward,
+        };
+        let b = Buffer::<bf16>::poisoned(96 * 4, "x");
+        let s = Buffer::<u32>::from_slice(&[0; 4], "starts");
+        let dims = |hq, hkv, d| fa::launch::Dims {
+            n: 4,
+            hq,
+            hkv,
+            d,
+            scale: 1.0,
+        };
+        let err = fa::launch::fwd(&r, input(&b), input(&b), input(&b), input(&s), dims(1, 1, 96))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("head dim 96"), "{err}");
+        let err = fa::launch::fwd(&r, input(&b), input(&b), input(&b), input(&s), dims(3, 2, 64))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("multiple"), "{err}");
+        let odd = DevPtr::<bf16>::new(b.addr(), 1);
+        let err = fa::launch::fwd(&r, odd, input(&b), input(&b), input(&s), dims(1, 1, 64))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("16-byte aligned"), "{err}");
     }
 
     // ---- the harness catches what it claims to (tests/harness/sim/selfcheck.cu) ----

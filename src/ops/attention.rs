@@ -3,8 +3,9 @@
 //!
 //! Tokens are flattened to `[tokens, heads, head_dim]`; `DocSegments` gives, for every token,
 //! the first token it may attend to. On CPU a fused op computes scores one query at a time and
-//! never materialises a `[T, T]` mask; other devices (CUDA) use `chunked_attention`, a block of
-//! heads at a time with recomputation in the backward.
+//! never materialises a `[T, T]` mask; on CUDA, bf16 with head dim 64 or 128 runs the
+//! tensor-core kernel of `flash_attention` (this CPU op is its twin), anything else
+//! `chunked_attention`, a block of heads at a time with recomputation in the backward.
 
 use super::gemm::{matmul, MatMut, MatRef};
 use super::{dot, with_cpu_f32};
@@ -22,6 +23,8 @@ pub struct DocSegments {
     /// The device mask (`device_mask`), built once per batch and shared by every layer's
     /// forward and backward.
     mask: Arc<OnceLock<Tensor>>,
+    /// `start` on the device (`device_starts`), uploaded once per batch.
+    device_start: Arc<OnceLock<Tensor>>,
 }
 
 impl PartialEq for DocSegments {
@@ -58,7 +61,19 @@ impl DocSegments {
             rows,
             seq_len,
             mask: Arc::new(OnceLock::new()),
+            device_start: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// `start` as a `[tokens]` u32 tensor on `device` (what the flash-attention kernel reads),
+    /// uploaded on first use and then shared by every layer's forward and backward.
+    pub fn device_starts(&self, device: &Device) -> Result<Tensor> {
+        if let Some(t) = self.device_start.get().filter(|t| t.device().same_device(device)) {
+            return Ok(t.clone());
+        }
+        let t = Tensor::from_slice(self.start.as_slice(), self.start.len(), device)?;
+        let _ = self.device_start.set(t.clone());
+        Ok(t)
     }
 
     /// `[rows, 1, seq_len, seq_len]` f32 on `device`: 0 where query q may see key k (same
@@ -143,6 +158,9 @@ pub fn varlen_causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSeg
                 lse: OnceLock::new(),
             },
         ),
+        dev if super::flash_attention::supported(dev, q.dtype(), d) => {
+            super::flash_attention::flash_attention(q, k, v, segs, scale)
+        }
         _ => super::chunked_attention::chunked_attention(q, k, v, segs, scale, None),
     }
 }

@@ -33,6 +33,7 @@ fn module_image(file: &str) -> Result<&'static [u8]> {
     Ok(match file {
         "adamw" => fatbin::ADAMW,
         "cross_entropy" => fatbin::CROSS_ENTROPY,
+        "flash_attention" => fatbin::FLASH_ATTENTION,
         "grad_norm" => fatbin::GRAD_NORM,
         "rms_norm" => fatbin::RMS_NORM,
         "rope" => fatbin::ROPE,

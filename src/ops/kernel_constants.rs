@@ -17,12 +17,21 @@ pub const SUMSQ_CHUNK: usize = 65536;
 /// Threads of the one-block `sum_partials` launch that adds the gradient-norm partial sums.
 pub const SUM_PARTIALS_BLOCK: u32 = 1024;
 
+/// Threads of every flash-attention block: 4 warps, each owning 16 rows of the block's tile.
+pub const FLASH_THREADS: u32 = 128;
+
+/// Rows (queries of the forward and dQ passes, keys of the dK/dV pass) one flash-attention
+/// block owns.
+pub const FLASH_ROWS: usize = 64;
+
 /// Every constant above as `(name, value)`: the `-D` flags nvcc gets.
 pub const NVCC_DEFINES: &[(&str, u64)] = &[
     ("BLOCK", BLOCK as u64),
     ("ADAMW_CHUNK", ADAMW_CHUNK as u64),
     ("SUMSQ_CHUNK", SUMSQ_CHUNK as u64),
     ("SUM_PARTIALS_BLOCK", SUM_PARTIALS_BLOCK as u64),
+    ("FLASH_THREADS", FLASH_THREADS as u64),
+    ("FLASH_ROWS", FLASH_ROWS as u64),
 ];
 
 /// The `-DNAME=VALUE` flags for nvcc.

@@ -32,6 +32,7 @@ impl KernelElem for half::bf16 {}
 impl KernelElem for f64 {}
 impl KernelElem for i64 {}
 impl KernelElem for u64 {}
+impl KernelElem for u32 {}
 
 /// Storage dtypes the kernels are instantiated for; `SUFFIX` names the `extern "C"` variant.
 pub trait KernelFloat: KernelElem + candle_core::WithDType {

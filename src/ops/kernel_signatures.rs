@@ -13,6 +13,7 @@ pub enum Elem {
     F64,
     I64,
     U64,
+    U32,
 }
 
 /// A by-value parameter.
@@ -62,6 +63,7 @@ fn elem_of(base: &str) -> Option<Elem> {
         "double" => Elem::F64,
         "long long" => Elem::I64,
         "unsigned long long" => Elem::U64,
+        "unsigned" | "unsigned int" => Elem::U32,
         _ => return None,
     })
 }

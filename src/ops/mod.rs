@@ -17,6 +17,7 @@ pub mod check;
 pub mod chunked_attention;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod flash_attention;
 pub mod gemm;
 pub mod grad_norm;
 pub mod kernel_constants;

@@ -28,6 +28,7 @@ fn cpu_selftest_checks_every_op_and_passes() {
         "rms_norm",
         "add_rms_norm",
         "attention",
+        "attention (varlen)",
         "rope",
         "swiglu",
         "cross_entropy_in_place",
@@ -63,6 +64,46 @@ fn cuda_without_the_feature_or_a_gpu_is_refused_plainly() {
     } else {
         assert!(err.contains("built without the `cuda` feature"), "{err}");
     }
+}
+
+/// `bench attention` on the CPU times the fused CPU op and writes the same numbers as JSON.
+#[test]
+fn cpu_attention_bench_prints_forward_and_backward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("attention.json");
+    let out = syncoder(&[
+        "bench",
+        "attention",
+        "--device",
+        "cpu",
+        "--seq-len",
+        "64",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--head-dim",
+        "64",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("fused CPU op") && stdout.contains("fwd+bwd TF/s"),
+        "{stdout}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["head_dim"], 64);
+    assert!(doc["timings"][0]["backward_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -40,6 +40,15 @@ fn every_kernel_matches_its_cpu_twin_and_a_gpu_step_matches_the_cpu_step() {
                 );
             }
         }
+        // bf16 attention at head dims 64 and 128 runs the flash kernel.
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.check.starts_with("attention (flash)") && r.dtype == "bf16")
+                .count()
+                >= 12,
+            "the flash-attention checks are missing:\n{table}"
+        );
     }
 }
 

@@ -17,6 +17,13 @@
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
+// Kernel headers pick the harness's emulation of an inline-PTX instruction with this.
+#define SC_KERNEL_HARNESS 1
+
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 
 struct dim3 {
   unsigned x, y, z;
@@ -34,6 +41,8 @@ void syncthreads();
 // Deposits this lane's 64 bits, waits until every lane of `mask` has done the same for this
 // exchange, and copies the warp's 32 slots to `out` (lanes outside the mask hold poison).
 void warp_exchange(unsigned mask, uint64_t bits, uint64_t* out);
+// The same for `n` (at most 4) words per lane: lane l's word i lands in out[l * n + i].
+void warp_exchange_n(unsigned mask, const uint64_t* bits, unsigned n, uint64_t* out);
 unsigned lane();
 // The block's instance of the `__shared__` declaration `site` (one per declaration and template
 // instantiation), `bytes` long, filled with 0xFF bytes (NaN as f32 and f64) at every block start.
@@ -131,3 +140,66 @@ inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+// ---- Tensor-core instructions (kernels/tensor_core.cuh), warp-collective like the hardware:
+// every lane of the warp must arrive, and each lane gets the elements the PTX ISA's fragment
+// layouts give it (see the top of tensor_core.cuh).
+namespace sc_sim {
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8m..8m+7 give the 16-byte-aligned
+// addresses of the rows of matrix m.
+inline void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+  if (((uintptr_t)row & 15u) != 0) fail("ldmatrix: a row address that is not 16-byte aligned");
+  uint64_t all[32];
+  warp_exchange(0xffffffffu, (uint64_t)(uintptr_t)row, all);
+  const unsigned l = lane(), g = l >> 2, t = l & 3;
+  for (unsigned m = 0; m < 4; ++m) {
+    uint16_t lo, hi;
+    if (!trans) {
+      const uint16_t* p = (const uint16_t*)(uintptr_t)all[m * 8 + g];
+      lo = p[2 * t];
+      hi = p[2 * t + 1];
+    } else {
+      lo = ((const uint16_t*)(uintptr_t)all[m * 8 + 2 * t])[g];
+      hi = ((const uint16_t*)(uintptr_t)all[m * 8 + 2 * t + 1])[g];
+    }
+    r[m] = (uint32_t)lo | ((uint32_t)hi << 16);
+  }
+}
+
+inline float bf16_bits_to_float(uint32_t b) {
+  uint32_t u = (b & 0xffffu) << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d = c (in place): products exact in
+// f32, summed in k order onto c.
+inline void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  const uint64_t mine[3] = {a[0] | ((uint64_t)a[1] << 32), a[2] | ((uint64_t)a[3] << 32),
+                            b0 | ((uint64_t)b1 << 32)};
+  uint64_t all[32 * 3];
+  warp_exchange_n(0xffffffffu, mine, 3, all);
+  // Element (row, k) of A and (k, col) of B from the lanes that hold them.
+  auto a_at = [&](unsigned row, unsigned k) {
+    const unsigned holder = ((row & 7) << 2) | ((k & 7) >> 1);
+    const unsigned reg = (row >> 3) | ((k >> 3) << 1);  // a0: (g, k<8), a1: (g+8, k<8), a2, a3: k>=8
+    const uint32_t w = (uint32_t)(all[holder * 3 + (reg >> 1)] >> (32 * (reg & 1)));
+    return bf16_bits_to_float(w >> (16 * (k & 1)));
+  };
+  auto b_at = [&](unsigned k, unsigned col) {
+    const unsigned holder = (col << 2) | ((k & 7) >> 1);
+    const uint32_t w = (uint32_t)(all[holder * 3 + 2] >> (32 * (k >> 3)));
+    return bf16_bits_to_float(w >> (16 * (k & 1)));
+  };
+  const unsigned l = lane(), g = l >> 2, t = l & 3;
+  for (unsigned e = 0; e < 4; ++e) {
+    const unsigned row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    float acc = c[e];
+    for (unsigned k = 0; k < 16; ++k) acc += a_at(row, k) * b_at(k, col);
+    c[e] = acc;
+  }
+}
+
+}  // namespace sc_sim

@@ -98,7 +98,7 @@ struct Warp {
   unsigned mask;
   unsigned arrived;
   uint64_t gen;
-  uint64_t slots[2][32];
+  uint64_t slots[2][32][4];
 };
 
 struct Launch {
@@ -265,7 +265,8 @@ void syncthreads() {
   yield();
 }
 
-void warp_exchange(unsigned mask, uint64_t bits, uint64_t* out) {
+void warp_exchange_n(unsigned mask, const uint64_t* bits, unsigned n, uint64_t* out) {
+  if (n == 0 || n > 4) fail("a warp exchange of more than 4 words per lane");
   const unsigned me = lane();
   Warp& w = g->warps[threadIdx.x >> 5];
   if (!((mask >> me) & 1u)) fail("a warp exchange (shuffle/vote) whose mask excludes the calling lane");
@@ -278,7 +279,7 @@ void warp_exchange(unsigned mask, uint64_t bits, uint64_t* out) {
     fail("lanes of one warp meet at a warp exchange with different masks");
   }
   const uint64_t gen = w.gen;
-  w.slots[gen & 1][me] = bits;
+  for (unsigned i = 0; i < n; ++i) w.slots[gen & 1][me][i] = bits[i];
   w.arrived |= 1u << me;
   Fiber& f = g->fibers[g->cur];
   if (w.arrived == w.mask) {
@@ -293,8 +294,12 @@ void warp_exchange(unsigned mask, uint64_t bits, uint64_t* out) {
     f.wait = gen;
   }
   yield();
-  for (unsigned l = 0; l < 32; ++l) out[l] = ((w.mask >> l) & 1u) ? w.slots[gen & 1][l] : ~0ull;
+  for (unsigned l = 0; l < 32; ++l)
+    for (unsigned i = 0; i < n; ++i) out[l * n + i] = ((w.mask >> l) & 1u) ? w.slots[gen & 1][l][i] : ~0ull;
 }
+
+void warp_exchange(unsigned mask, uint64_t bits, uint64_t* out) { warp_exchange_n(mask, &bits, 1, out); }
+
 
 void* shared_static(const void* site, size_t bytes, const char* name) {
   auto it = g->statics.find(site);

@@ -1,0 +1,392 @@
+// Flash attention (FlashAttention-2 style) on tensor cores for packed rows of documents: each
+// token attends to the earlier tokens of its own document only (causal, block-diagonal), with
+// grouped-query heads mapped by index (query head h reads kv head h / (hq / hkv)). Forward and a
+// deterministic backward; bf16 q/k/v/o, f32 scores, online softmax and accumulation; no [T, T]
+// tensor, memory O(T). CPU twin: the varlen attention of src/ops/attention.rs; launcher and the
+// tile-size rationale: src/ops/flash_attention.rs.
+//
+// Layout: q, o, dq [n, hq, D]; k, v, dk, dv [n, hkv, D] (tokens of all rows flattened);
+// doc_start[i] the flattened index of token i's document's first token (non-decreasing: a row
+// starts a document); lse, delta [hq, n] f32. Scores are computed in base 2: scale_log2 is the
+// softmax scale times log2(e), and lse is stored in natural log.
+//
+// Tiles: every block is 4 warps; each warp owns 16 rows of the block's tile (queries in the
+// forward and dQ passes, keys in the dK/dV pass). Key (query) tiles that lie wholly above the
+// diagonal or before the document's first token are never visited; the per-element mask is
+// applied only to tiles that straddle a boundary.
+//   forward   : block = (query tile of 64, query head); loops over key tiles of 64.
+//   dK/dV pass: block = (key tile of 64, kv head); loops over the group's query heads and their
+//               query tiles (FA_BWD_BR) that can see the keys; dK, dV accumulated in registers.
+//   dQ pass   : block = (query tile of 64, query head); loops over key tiles (FA_DQ_BC).
+// No atomics: every output element is written by exactly one thread, so results are the same
+// bits on every run. delta = rowsum(dO * O) comes from flash_attention_bwd_dot first.
+#include "tensor_core.cuh"
+
+using namespace sc;
+
+namespace {
+
+// FLASH_THREADS (4 warps) and FLASH_ROWS (16 rows per warp) come from kernel_constants.rs.
+static_assert(FLASH_THREADS == 128 && FLASH_ROWS == 64, "4 warps of 16 rows each");
+constexpr int FA_ROWS = FLASH_ROWS;
+constexpr float LN2 = 0.69314718055994530942f;
+constexpr float LOG2E = 1.44269504088896340736f;
+
+// Query tile of the dK/dV pass and key tile of the dQ pass: 64 for head dim 64, 32 for 128, so
+// four [tile x D] bf16 tiles fit the 48 KiB of shared memory.
+template <int D> struct BwdTile { static constexpr int value = D <= 64 ? 64 : 32; };
+
+// The first token after the document that holds `key` (the end of the queries that can see it).
+__device__ __forceinline__ int doc_end(const unsigned* __restrict__ doc_start, int key, int n) {
+  int lo = key + 1, hi = n;  // answer in [lo, hi]
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if ((int)doc_start[mid] > key) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+// Query tiles of a launch in descending order of work (later tiles see more keys).
+__device__ __forceinline__ int query_tile_of_block(int tiles, int heads, int& head) {
+  head = blockIdx.x % heads;
+  return tiles - 1 - (int)(blockIdx.x / heads);
+}
+
+template <int D>
+__device__ void fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                    const unsigned* __restrict__ doc_start, bf16* __restrict__ o, float* __restrict__ lse, int n,
+                    int hq, int hkv, float scale_log2) {
+  constexpr int BC = 64;
+  extern __shared__ uint4 smem_raw[];  // 16-byte aligned for the tile loads
+  bf16* smem = reinterpret_cast<bf16*>(smem_raw);
+  const SwizzledTile<D> sq{smem}, sk{smem + FA_ROWS * D}, sv{smem + (FA_ROWS + BC) * D};
+  int h;
+  const int tiles = (n + FA_ROWS - 1) / FA_ROWS;
+  const int q0 = query_tile_of_block(tiles, hq, h) * FA_ROWS;
+  const int kvh = h / (hq / hkv);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int q_last = min(q0 + FA_ROWS, n) - 1;
+  const int last_start = (int)doc_start[q_last];
+  // This thread's two query rows and where their documents start (no key for a padding row).
+  int row[2], first[2];
+  for (int e = 0; e < 2; ++e) {
+    row[e] = q0 + warp * 16 + g + e * 8;
+    first[e] = row[e] < n ? (int)doc_start[row[e]] : n;
+  }
+  sq.load(q, q0, FA_ROWS, n, hq, h);
+  __syncthreads();
+  uint32_t qa[D / 16][4];
+  for (int ks = 0; ks < D / 16; ++ks) sq.a_frag(qa[ks], warp * 16, ks * 16);
+
+  float acc[D / 8][4];
+  for (int i = 0; i < D / 8; ++i)
+    for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  const int kt_first = (int)doc_start[q0] / BC, kt_last = q_last / BC;
+  for (int kt = kt_first; kt <= kt_last; ++kt) {
+    const int k0 = kt * BC;
+    __syncthreads();  // every warp is done with the previous K and V tiles
+    sk.load(k, k0, BC, n, hkv, kvh);
+    sv.load(v, k0, BC, n, hkv, kvh);
+    __syncthreads();
+    float s[BC / 8][4];
+    for (int i = 0; i < BC / 8; ++i)
+      for (int e = 0; e < 4; ++e) s[i][e] = 0.f;
+    for (int ks = 0; ks < D / 16; ++ks)
+      for (int np = 0; np < BC / 16; ++np) {
+        uint32_t b[4];
+        sk.b_frags_nk(b, np * 16, ks * 16);
+        mma_bf16(s[2 * np], qa[ks], b[0], b[1]);
+        mma_bf16(s[2 * np + 1], qa[ks], b[2], b[3]);
+      }
+    // Whole tile visible to every row of the block: below the diagonal, inside every document.
+    const bool masked = !(k0 + BC - 1 <= q0 && k0 >= last_start && q0 + FA_ROWS <= n);
+    float mx[2] = {-INFINITY, -INFINITY};
+    for (int i = 0; i < BC / 8; ++i)
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, key = k0 + i * 8 + 2 * t + (e & 1);
+        float x = s[i][e] * scale_log2;
+        if (masked && (key > row[r] || key < first[r])) x = -INFINITY;
+        s[i][e] = x;
+        mx[r] = fmaxf(mx[r], x);
+      }
+    float alpha[2], ref[2];
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
+      // A row with no visible key yet keeps m = -inf; exponents then refer to 0.
+      ref[r] = m_new == -INFINITY ? 0.f : m_new;
+      alpha[r] = exp2f(m[r] - ref[r]);
+      m[r] = m_new;
+      l[r] *= alpha[r];
+    }
+    for (int i = 0; i < BC / 8; ++i)
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[i][e] - ref[e >> 1]);
+        s[i][e] = p;
+        l[e >> 1] += p;
+      }
+    for (int i = 0; i < D / 8; ++i)
+      for (int e = 0; e < 4; ++e) acc[i][e] *= alpha[e >> 1];
+    for (int j = 0; j < BC / 16; ++j) {
+      uint32_t pa[4];
+      c_to_a(pa, s[2 * j], s[2 * j + 1]);
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        sv.b_frags_kn(b, j * 16, dp * 16);
+        mma_bf16(acc[2 * dp], pa, b[0], b[1]);
+        mma_bf16(acc[2 * dp + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] >= n) continue;
+    const float inv = 1.f / l[r];
+    bf16* out = o + ((long long)row[r] * hq + h) * D + 2 * t;
+    for (int i = 0; i < D / 8; ++i)
+      *reinterpret_cast<uint32_t*>(out + i * 8) = pack_bf16(acc[i][2 * r] * inv, acc[i][2 * r + 1] * inv);
+    if (t == 0) lse[(long long)h * n + row[r]] = (m[r] + log2f(l[r])) * LN2;
+  }
+}
+
+// dK and dV of one key tile of one kv head, summed over the group's query heads.
+template <int D>
+__device__ void bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         const bf16* __restrict__ dout, const float* __restrict__ lse,
+                         const float* __restrict__ delta, const unsigned* __restrict__ doc_start,
+                         bf16* __restrict__ dk, bf16* __restrict__ dv, int n, int hq, int hkv, float scale_log2) {
+  constexpr int BR = BwdTile<D>::value;
+  extern __shared__ uint4 smem_raw[];  // 16-byte aligned for the tile loads
+  bf16* smem = reinterpret_cast<bf16*>(smem_raw);
+  const SwizzledTile<D> sk{smem}, sv{smem + FA_ROWS * D}, sq{smem + 2 * FA_ROWS * D},
+      sdo{smem + (2 * FA_ROWS + BR) * D};
+  const int kvh = blockIdx.x % hkv, k0 = (blockIdx.x / hkv) * FA_ROWS, group = hq / hkv;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int k_last = min(k0 + FA_ROWS, n) - 1;
+  const int q_end = doc_end(doc_start, k_last, n);  // queries k0 .. q_end - 1 can see the tile
+  int key[2];
+  for (int e = 0; e < 2; ++e) key[e] = k0 + warp * 16 + g + e * 8;
+  sk.load(k, k0, FA_ROWS, n, hkv, kvh);
+  sv.load(v, k0, FA_ROWS, n, hkv, kvh);
+
+  float dka[D / 8][4], dva[D / 8][4];
+  for (int i = 0; i < D / 8; ++i)
+    for (int e = 0; e < 4; ++e) dka[i][e] = dva[i][e] = 0.f;
+
+  for (int r = 0; r < group; ++r) {
+    const int h = kvh * group + r;
+    for (int qt = k0 / BR; qt * BR < q_end; ++qt) {
+      const int q0 = qt * BR;
+      __syncthreads();  // every warp is done with the previous Q and dO tiles
+      sq.load(q, q0, BR, n, hq, h);
+      sdo.load(dout, q0, BR, n, hq, h);
+      __syncthreads();
+      // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ for this warp's 16 keys: rows are keys, columns queries.
+      float st[BR / 8][4], dpt[BR / 8][4];
+      for (int i = 0; i < BR / 8; ++i)
+        for (int e = 0; e < 4; ++e) st[i][e] = dpt[i][e] = 0.f;
+      for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t ka[4], va[4];
+        sk.a_frag(ka, warp * 16, ks * 16);
+        sv.a_frag(va, warp * 16, ks * 16);
+        for (int np = 0; np < BR / 16; ++np) {
+          uint32_t b[4];
+          sq.b_frags_nk(b, np * 16, ks * 16);
+          mma_bf16(st[2 * np], ka, b[0], b[1]);
+          mma_bf16(st[2 * np + 1], ka, b[2], b[3]);
+          sdo.b_frags_nk(b, np * 16, ks * 16);
+          mma_bf16(dpt[2 * np], va, b[0], b[1]);
+          mma_bf16(dpt[2 * np + 1], va, b[2], b[3]);
+        }
+      }
+      const int q_last = min(q0 + BR, n) - 1;
+      const bool masked = !(k_last <= q0 && q0 + BR <= n && (int)doc_start[q_last] <= k0);
+      // Pᵀ = exp(Sᵀ - lse) and dSᵀ = Pᵀ (dPᵀ - delta), in place; zero where a query cannot see
+      // the key (and for padding queries past n).
+      for (int i = 0; i < BR / 8; ++i)
+        for (int c = 0; c < 2; ++c) {
+          const int query = q0 + i * 8 + 2 * t + c;
+          const bool real = query < n;
+          const float lse2 = real ? lse[(long long)h * n + query] * LOG2E : 0.f;
+          const float dl = real ? delta[(long long)h * n + query] : 0.f;
+          const int first = real ? (int)doc_start[query] : n;
+          for (int r2 = 0; r2 < 2; ++r2) {
+            const int e = 2 * r2 + c;
+            const bool visible = real && (!masked || (key[r2] <= query && key[r2] >= first));
+            const float p = visible ? exp2f(st[i][e] * scale_log2 - lse2) : 0.f;
+            st[i][e] = p;
+            dpt[i][e] = p * (dpt[i][e] - dl);
+          }
+        }
+      // dV += Pᵀ dO and dK += dSᵀ Q: the queries are the K dimension.
+      for (int j = 0; j < BR / 16; ++j) {
+        uint32_t pa[4], dsa[4];
+        c_to_a(pa, st[2 * j], st[2 * j + 1]);
+        c_to_a(dsa, dpt[2 * j], dpt[2 * j + 1]);
+        for (int dp = 0; dp < D / 16; ++dp) {
+          uint32_t b[4];
+          sdo.b_frags_kn(b, j * 16, dp * 16);
+          mma_bf16(dva[2 * dp], pa, b[0], b[1]);
+          mma_bf16(dva[2 * dp + 1], pa, b[2], b[3]);
+          sq.b_frags_kn(b, j * 16, dp * 16);
+          mma_bf16(dka[2 * dp], dsa, b[0], b[1]);
+          mma_bf16(dka[2 * dp + 1], dsa, b[2], b[3]);
+        }
+      }
+    }
+  }
+  const float scale = scale_log2 / LOG2E;
+  for (int r2 = 0; r2 < 2; ++r2) {
+    if (key[r2] >= n) continue;
+    const long long off = ((long long)key[r2] * hkv + kvh) * D + 2 * t;
+    for (int i = 0; i < D / 8; ++i) {
+      *reinterpret_cast<uint32_t*>(dk + off + i * 8) =
+          pack_bf16(dka[i][2 * r2] * scale, dka[i][2 * r2 + 1] * scale);
+      *reinterpret_cast<uint32_t*>(dv + off + i * 8) = pack_bf16(dva[i][2 * r2], dva[i][2 * r2 + 1]);
+    }
+  }
+}
+
+// dQ of one query tile of one query head.
+template <int D>
+__device__ void bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                       const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                       const unsigned* __restrict__ doc_start, bf16* __restrict__ dq, int n, int hq, int hkv,
+                       float scale_log2) {
+  constexpr int BC = BwdTile<D>::value;
+  extern __shared__ uint4 smem_raw[];  // 16-byte aligned for the tile loads
+  bf16* smem = reinterpret_cast<bf16*>(smem_raw);
+  const SwizzledTile<D> sq{smem}, sdo{smem + FA_ROWS * D}, sk{smem + 2 * FA_ROWS * D},
+      sv{smem + (2 * FA_ROWS + BC) * D};
+  int h;
+  const int tiles = (n + FA_ROWS - 1) / FA_ROWS;
+  const int q0 = query_tile_of_block(tiles, hq, h) * FA_ROWS;
+  const int kvh = h / (hq / hkv);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int q_last = min(q0 + FA_ROWS, n) - 1;
+  const int last_start = (int)doc_start[q_last];
+  int row[2], first[2];
+  float lse2[2], dl[2];
+  for (int e = 0; e < 2; ++e) {
+    row[e] = q0 + warp * 16 + g + e * 8;
+    const bool real = row[e] < n;
+    first[e] = real ? (int)doc_start[row[e]] : n;
+    lse2[e] = real ? lse[(long long)h * n + row[e]] * LOG2E : 0.f;
+    dl[e] = real ? delta[(long long)h * n + row[e]] : 0.f;
+  }
+  sq.load(q, q0, FA_ROWS, n, hq, h);
+  sdo.load(dout, q0, FA_ROWS, n, hq, h);
+
+  float acc[D / 8][4];
+  for (int i = 0; i < D / 8; ++i)
+    for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+
+  const int kt_first = (int)doc_start[q0] / BC, kt_last = q_last / BC;
+  for (int kt = kt_first; kt <= kt_last; ++kt) {
+    const int k0 = kt * BC;
+    __syncthreads();
+    sk.load(k, k0, BC, n, hkv, kvh);
+    sv.load(v, k0, BC, n, hkv, kvh);
+    __syncthreads();
+    float s[BC / 8][4], dp[BC / 8][4];
+    for (int i = 0; i < BC / 8; ++i)
+      for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t qa[4], da[4];
+      sq.a_frag(qa, warp * 16, ks * 16);
+      sdo.a_frag(da, warp * 16, ks * 16);
+      for (int np = 0; np < BC / 16; ++np) {
+        uint32_t b[4];
+        sk.b_frags_nk(b, np * 16, ks * 16);
+        mma_bf16(s[2 * np], qa, b[0], b[1]);
+        mma_bf16(s[2 * np + 1], qa, b[2], b[3]);
+        sv.b_frags_nk(b, np * 16, ks * 16);
+        mma_bf16(dp[2 * np], da, b[0], b[1]);
+        mma_bf16(dp[2 * np + 1], da, b[2], b[3]);
+      }
+    }
+    const bool masked = !(k0 + BC - 1 <= q0 && k0 >= last_start && q0 + FA_ROWS <= n);
+    for (int i = 0; i < BC / 8; ++i)
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, key = k0 + i * 8 + 2 * t + (e & 1);
+        const bool visible = row[r] < n && (!masked || (key <= row[r] && key >= first[r]));
+        const float p = visible ? exp2f(s[i][e] * scale_log2 - lse2[r]) : 0.f;
+        dp[i][e] = p * (dp[i][e] - dl[r]);
+      }
+    // dQ += dS K: the keys are the K dimension.
+    for (int j = 0; j < BC / 16; ++j) {
+      uint32_t dsa[4];
+      c_to_a(dsa, dp[2 * j], dp[2 * j + 1]);
+      for (int dd = 0; dd < D / 16; ++dd) {
+        uint32_t b[4];
+        sk.b_frags_kn(b, j * 16, dd * 16);
+        mma_bf16(acc[2 * dd], dsa, b[0], b[1]);
+        mma_bf16(acc[2 * dd + 1], dsa, b[2], b[3]);
+      }
+    }
+  }
+  const float scale = scale_log2 / LOG2E;
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] >= n) continue;
+    bf16* out = dq + ((long long)row[r] * hq + h) * D + 2 * t;
+    for (int i = 0; i < D / 8; ++i)
+      *reinterpret_cast<uint32_t*>(out + i * 8) = pack_bf16(acc[i][2 * r] * scale, acc[i][2 * r + 1] * scale);
+  }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_attention_fwd_d64(const bf16* q, const bf16* k, const bf16* v,
+                                                                       const unsigned* doc_start, bf16* o, float* lse,
+                                                                       int n, int hq, int hkv, float scale_log2) {
+  fwd<64>(q, k, v, doc_start, o, lse, n, hq, hkv, scale_log2);
+}
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_attention_fwd_d128(const bf16* q, const bf16* k, const bf16* v,
+                                                                        const unsigned* doc_start, bf16* o, float* lse,
+                                                                        int n, int hq, int hkv, float scale_log2) {
+  fwd<128>(q, k, v, doc_start, o, lse, n, hq, hkv, scale_log2);
+}
+
+// delta[h, i] = sum_d dout[i, h, d] * o[i, h, d] (f32), one warp per (token, head).
+extern "C" __global__ void __launch_bounds__(BLOCK) flash_attention_bwd_dot(const bf16* o, const bf16* dout,
+                                                                         float* delta, int n, int hq, int d) {
+  const long long rows = (long long)n * hq;
+  const long long r = (long long)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const bf16* a = o + r * d;
+  const bf16* b = dout + r * d;
+  float s = 0.f;
+  for (int i = lane; i < d; i += 32) s += to_f(a[i]) * to_f(b[i]);
+  s = warp_sum(s);
+  const long long token = r / hq, head = r % hq;
+  if (lane == 0) delta[head * n + token] = s;
+}
+
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_attention_bwd_dkdv_d64(
+    const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
+    const unsigned* doc_start, bf16* dk, bf16* dv, int n, int hq, int hkv, float scale_log2) {
+  bwd_dkdv<64>(q, k, v, dout, lse, delta, doc_start, dk, dv, n, hq, hkv, scale_log2);
+}
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_attention_bwd_dkdv_d128(
+    const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
+    const unsigned* doc_start, bf16* dk, bf16* dv, int n, int hq, int hkv, float scale_log2) {
+  bwd_dkdv<128>(q, k, v, dout, lse, delta, doc_start, dk, dv, n, hq, hkv, scale_log2);
+}
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_attention_bwd_dq_d64(
+    const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
+    const unsigned* doc_start, bf16* dq, int n, int hq, int hkv, float scale_log2) {
+  bwd_dq<64>(q, k, v, dout, lse, delta, doc_start, dq, n, hq, hkv, scale_log2);
+}
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_attention_bwd_dq_d128(
+    const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
+    const unsigned* doc_start, bf16* dq, int n, int hq, int hkv, float scale_log2) {
+  bwd_dq<128>(q, k, v, dout, lse, delta, doc_start, dq, n, hq, hkv, scale_log2);
+}
