@@ -776,6 +776,57 @@ mod kernel_harness {
         );
     }
 
+    /// The harness's `ldmatrix` (plain and transposed) and `mma.m16n8k16` give each lane the
+    /// elements the PTX ISA's layouts say (written out here independently of the emulation):
+    /// ldmatrix register m of lane l holds row l/4, columns 2(l%4), +1 of matrix m (transposed:
+    /// column l/4 of rows 2(l%4), +1), matrix m's row i read from lane 8m+i's address; the
+    /// accumulator c[e] of lane l is C[l/4 + 8(e/2)][2(l%4) + e%2].
+    #[test]
+    fn harness_tensor_core_layouts_follow_the_ptx_isa() {
+        let a: Vec<bf16> = (0..256)
+            .map(|i| bf16::from_f32(((i * 37) % 23) as f32 - 11.0))
+            .collect();
+        let b: Vec<bf16> = (0..128).map(|i| bf16::from_f32(((i * 11) % 13) as f32 - 6.0)).collect();
+        let (ab, bb) = (Buffer::from_slice(&a, "a"), Buffer::from_slice(&b, "b"));
+        let out = Buffer::<f32>::poisoned(384, "out");
+        sim::launch(
+            "selfcheck_tensor_core",
+            1,
+            32,
+            0,
+            &[ab.addr(), bb.addr(), out.addr()],
+            Schedule::Shuffled(9),
+        )
+        .unwrap();
+        let got = out.to_vec();
+        let bits = |x: bf16| x.to_bits() as u32;
+        // Element offset of the row whose address lane `lane` gave: a + (lane % 16) * 16 + (lane / 16) * 8.
+        let row_at = |lane: usize| (lane % 16) * 16 + (lane / 16) * 8;
+        for l in 0..32 {
+            let (g, t) = (l / 4, l % 4);
+            for m in 0..4 {
+                let plain = row_at(8 * m + g);
+                let want = bits(a[plain + 2 * t]) | bits(a[plain + 2 * t + 1]) << 16;
+                assert_eq!(got[128 + 4 * l + m].to_bits(), want, "ldmatrix lane {l} register {m}");
+                let (r0, r1) = (row_at(8 * m + 2 * t), row_at(8 * m + 2 * t + 1));
+                let want = bits(a[r0 + g]) | bits(a[r1 + g]) << 16;
+                assert_eq!(
+                    got[256 + 4 * l + m].to_bits(),
+                    want,
+                    "ldmatrix.trans lane {l} register {m}"
+                );
+            }
+            for e in 0..4 {
+                let (row, col) = (g + 8 * (e / 2), 2 * t + e % 2);
+                // A[row][k] = a[row * 16 + k]; B[k][col] = b[col * 16 + k].
+                let want: f32 = (0..16)
+                    .map(|k| a[row * 16 + k].to_f32() * b[col * 16 + k].to_f32())
+                    .sum();
+                assert_eq!(got[4 * l + e], want, "mma lane {l} c[{e}] = C[{row}][{col}]");
+            }
+        }
+    }
+
     /// bf16 conversion in the harness header rounds to nearest even like `half` (and the GPU).
     #[test]
     fn harness_bf16_rounding_matches_half() {

@@ -42,3 +42,33 @@ extern "C" __global__ void __launch_bounds__(1024) selfcheck_warp_sum(float* out
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   if ((threadIdx.x & 31) == 0) out[threadIdx.x >> 5] = v;
 }
+
+// The tensor-core emulation against the PTX ISA's layouts (the test computes them on its own):
+// one warp loads a (16x16, row-major) and b (stored [n=8][k=16]) into shared memory, then
+// out[128 + 4l + m] / out[256 + 4l + m] = lane l's register m of ldmatrix.x4 / .x4.trans from
+// row addresses a + (l % 16) * 16 + (l / 16) * 8 (the bits as a float), and out[4l + e] = lane
+// l's c[e] of c = A * B (mma.m16n8k16, A from that ldmatrix, B from an ldmatrix of b).
+#include "tensor_core.cuh"
+extern "C" __global__ void __launch_bounds__(32) selfcheck_tensor_core(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                                                     float* out) {
+  __shared__ uint4 sa_raw[32];
+  __shared__ uint4 sb_raw[16];
+  sc::bf16* sa = reinterpret_cast<sc::bf16*>(sa_raw);
+  sc::bf16* sb = reinterpret_cast<sc::bf16*>(sb_raw);
+  const int l = threadIdx.x;
+  for (int i = l; i < 256; i += 32) sa[i] = a[i];
+  for (int i = l; i < 128; i += 32) sb[i] = b[i];
+  __syncthreads();
+  uint32_t ra[4], rt[4], rb[4];
+  sc::ldmatrix_x4(ra, sa + (l % 16) * 16 + (l / 16) * 8);
+  sc::ldmatrix_x4_trans(rt, sa + (l % 16) * 16 + (l / 16) * 8);
+  // b0, b1 of the B fragment: matrix 0 = rows n, k 0..7; matrix 1 = rows n, k 8..15.
+  sc::ldmatrix_x4(rb, sb + (l & 7) * 16 + ((l >> 3) & 1) * 8);
+  float c[4] = {0.f, 0.f, 0.f, 0.f};
+  sc::mma_bf16(c, ra, rb[0], rb[1]);
+  for (int i = 0; i < 4; ++i) {
+    out[4 * l + i] = c[i];
+    out[128 + 4 * l + i] = __uint_as_float(ra[i]);
+    out[256 + 4 * l + i] = __uint_as_float(rt[i]);
+  }
+}
