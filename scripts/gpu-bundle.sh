@@ -53,6 +53,7 @@ build cu13 --link
 build cu12 --link12
 cp configs/models/qwen2.5-coder-0.5b.json "$out/"
 cp scripts/bench_torch_gpu.py "$out/bench_torch_gpu.py"
+cp scripts/bench_torch_attention.py "$out/bench_torch_attention.py"
 cp scripts/gpu_bundle_summarize.py "$out/summarize.py"
 cp scripts/gpu_bundle_run.sh "$out/run.sh"
 chmod +x "$out/run.sh"

@@ -115,6 +115,22 @@ if [[ ! -s "$out/selftest.json" ]]; then
   exit 1
 fi
 
+# The attention alone: the shape of the flash-attention goal (head dim 128, T 4096) and the
+# Qwen2.5-Coder-0.5B shape (14 query / 2 kv heads, head dim 64); PyTorch's SDPA (and
+# flash_attn_varlen_func where installed) beside it.
+have_torch_cuda=0
+python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && have_torch_cuda=1
+for shape in "16 16 128" "14 2 64"; do
+  read -r h kv d <<<"$shape"
+  echo "== syncoder bench attention, seq 4096, heads $h/$kv, head dim $d"
+  "$bin" bench attention --device cuda --seq-len 4096 --heads "$h" --kv-heads "$kv" --head-dim "$d" \
+    --json "$out/attention_syncoder_d$d.json" 2>&1 | tee "$out/attention_syncoder_d$d.txt"
+  if [[ $have_torch_cuda == 1 ]]; then
+    python3 "$here/bench_torch_attention.py" --seq-len 4096 --heads "$h" --kv-heads "$kv" --head-dim "$d" \
+      --json "$out/attention_torch_d$d.json" 2>&1 | tee "$out/attention_torch_d$d.txt"
+  fi
+done
+
 echo "== syncoder bench train, seq $seq"
 "$bin" bench train --device cuda --model-config "$model" --seq-len "$seq" --batch "$batch" --steps "$steps" \
   --json "$out/bench_syncoder.json" 2>"$out/bench_syncoder.log" | tee "$out/bench_syncoder.txt"

@@ -61,10 +61,30 @@ def main():
     if sy8 and th8 and sy8.get("peak_memory_gib") and th8.get("peak_memory_reserved_gib"):
         print(f"peak memory at seq 8192, syncoder / PyTorch: "
               f"{sy8['peak_memory_gib'] / th8['peak_memory_reserved_gib']:.2f}x (goal <= 0.5x)")
+    attention(d)
     if sy and sy.get("op_families"):
         print("\n| op family (isolated fwd+bwd) | calls | ms per step |\n|---|---|---|")
         for f in sy["op_families"]:
             print(f"| {f['family']} | {f['calls']} | {f['ms_per_step']:.2f} |")
+
+
+def attention(d):
+    """The attention benches: every implementation's row, and flash / FlashAttention-2 (or SDPA)."""
+    for hd in (128, 64):
+        ours, torch_ = load(d, "attention_syncoder_d%d.json" % hd), load(d, "attention_torch_d%d.json" % hd)
+        if not ours:
+            continue
+        print(f"\nattention, {ours['batch']} x {ours['seq_len']} tokens, {ours['heads']}/{ours['kv_heads']} heads, "
+              f"head dim {hd}\n")
+        print("| implementation | fwd ms | bwd ms | fwd+bwd TFLOP/s |\n|---|---|---|---|")
+        rows = ours["timings"] + (torch_["timings"] if torch_ else [])
+        for r in rows:
+            print(f"| {r['implementation']} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | {r['total_tflops']:.1f} |")
+        flash = next((r for r in ours["timings"] if r["implementation"].startswith("flash")), None)
+        for r in (torch_["timings"] if torch_ else []):
+            if flash:
+                print(f"\nsyncoder flash / {r['implementation']}, fwd+bwd throughput: "
+                      f"{flash['total_tflops'] / r['total_tflops']:.2f}x" + (" (goal >= 0.8x)" if "FlashAttention-2" in r["implementation"] else ""))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ pub struct BenchAttentionArgs {
     /// Timed calls.
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
-    /// Untimed calls first.
+    /// Untimed calls first (at least one).
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// `bf16` (the GPU default) or `f32` (the only CPU dtype).
