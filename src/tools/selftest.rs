@@ -166,11 +166,12 @@ fn worst_gradient(got: &StepResult, want: &StepResult) -> (f64, String) {
     worst
 }
 
-/// A small Qwen2 (GQA, tied embeddings, biases) for the training-step check.
+/// A small Qwen2 (GQA, tied embeddings, biases) for the training-step check; head dim 64, so in
+/// bf16 on CUDA the step runs the flash-attention kernel.
 fn small_model_config() -> Result<Qwen2Config> {
     Qwen2Config::from_json(
-        r#"{"vocab_size": 503, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        r#"{"vocab_size": 503, "hidden_size": 128, "intermediate_size": 176, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512,
             "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
             "initializer_range": 0.02}"#,
     )
