@@ -80,8 +80,7 @@ __device__ void fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, cons
   for (int ks = 0; ks < D / 16; ++ks) sq.a_frag(qa[ks], warp * 16, ks * 16);
 
   float acc[D / 8][4];
-  for (int i = 0; i < D / 8; ++i)
-    for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+  zero_acc<D>(acc);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
   const int kt_first = (int)doc_start[q0] / BC, kt_last = q_last / BC;
@@ -92,15 +91,8 @@ __device__ void fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, cons
     sv.load(v, k0, BC, n, hkv, kvh);
     __syncthreads();
     float s[BC / 8][4];
-    for (int i = 0; i < BC / 8; ++i)
-      for (int e = 0; e < 4; ++e) s[i][e] = 0.f;
-    for (int ks = 0; ks < D / 16; ++ks)
-      for (int np = 0; np < BC / 16; ++np) {
-        uint32_t b[4];
-        sk.b_frags_nk(b, np * 16, ks * 16);
-        mma_bf16(s[2 * np], qa[ks], b[0], b[1]);
-        mma_bf16(s[2 * np + 1], qa[ks], b[2], b[3]);
-      }
+    zero_acc<BC>(s);
+    for (int ks = 0; ks < D / 16; ++ks) mma_abt_step<D, BC>(s, qa[ks], sk, 0, ks * 16);
     // Whole tile visible to every row of the block: below the diagonal, inside every document.
     const bool masked = !(k0 + BC - 1 <= q0 && k0 >= last_start && q0 + FA_ROWS <= n);
     float mx[2] = {-INFINITY, -INFINITY};
@@ -131,16 +123,7 @@ __device__ void fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, cons
       }
     for (int i = 0; i < D / 8; ++i)
       for (int e = 0; e < 4; ++e) acc[i][e] *= alpha[e >> 1];
-    for (int j = 0; j < BC / 16; ++j) {
-      uint32_t pa[4];
-      c_to_a(pa, s[2 * j], s[2 * j + 1]);
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t b[4];
-        sv.b_frags_kn(b, j * 16, dp * 16);
-        mma_bf16(acc[2 * dp], pa, b[0], b[1]);
-        mma_bf16(acc[2 * dp + 1], pa, b[2], b[3]);
-      }
-    }
+    mma_pb<D, BC>(acc, s, sv, 0);
   }
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
@@ -177,8 +160,8 @@ __device__ void bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k,
   sv.load(v, k0, FA_ROWS, n, hkv, kvh);
 
   float dka[D / 8][4], dva[D / 8][4];
-  for (int i = 0; i < D / 8; ++i)
-    for (int e = 0; e < 4; ++e) dka[i][e] = dva[i][e] = 0.f;
+  zero_acc<D>(dka);
+  zero_acc<D>(dva);
 
   for (int r = 0; r < group; ++r) {
     const int h = kvh * group + r;
@@ -190,22 +173,10 @@ __device__ void bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k,
       __syncthreads();
       // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ for this warp's 16 keys: rows are keys, columns queries.
       float st[BR / 8][4], dpt[BR / 8][4];
-      for (int i = 0; i < BR / 8; ++i)
-        for (int e = 0; e < 4; ++e) st[i][e] = dpt[i][e] = 0.f;
-      for (int ks = 0; ks < D / 16; ++ks) {
-        uint32_t ka[4], va[4];
-        sk.a_frag(ka, warp * 16, ks * 16);
-        sv.a_frag(va, warp * 16, ks * 16);
-        for (int np = 0; np < BR / 16; ++np) {
-          uint32_t b[4];
-          sq.b_frags_nk(b, np * 16, ks * 16);
-          mma_bf16(st[2 * np], ka, b[0], b[1]);
-          mma_bf16(st[2 * np + 1], ka, b[2], b[3]);
-          sdo.b_frags_nk(b, np * 16, ks * 16);
-          mma_bf16(dpt[2 * np], va, b[0], b[1]);
-          mma_bf16(dpt[2 * np + 1], va, b[2], b[3]);
-        }
-      }
+      zero_acc<BR>(st);
+      zero_acc<BR>(dpt);
+      mma_abt<D, BR>(st, sk, warp * 16, sq, 0);
+      mma_abt<D, BR>(dpt, sv, warp * 16, sdo, 0);
       const int q_last = min(q0 + BR, n) - 1;
       const bool masked = !(k_last <= q0 && q0 + BR <= n && (int)doc_start[q_last] <= k0);
       // Pᵀ = exp(Sᵀ - lse) and dSᵀ = Pᵀ (dPᵀ - delta), in place; zero where a query cannot see
@@ -226,20 +197,8 @@ __device__ void bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k,
           }
         }
       // dV += Pᵀ dO and dK += dSᵀ Q: the queries are the K dimension.
-      for (int j = 0; j < BR / 16; ++j) {
-        uint32_t pa[4], dsa[4];
-        c_to_a(pa, st[2 * j], st[2 * j + 1]);
-        c_to_a(dsa, dpt[2 * j], dpt[2 * j + 1]);
-        for (int dp = 0; dp < D / 16; ++dp) {
-          uint32_t b[4];
-          sdo.b_frags_kn(b, j * 16, dp * 16);
-          mma_bf16(dva[2 * dp], pa, b[0], b[1]);
-          mma_bf16(dva[2 * dp + 1], pa, b[2], b[3]);
-          sq.b_frags_kn(b, j * 16, dp * 16);
-          mma_bf16(dka[2 * dp], dsa, b[0], b[1]);
-          mma_bf16(dka[2 * dp + 1], dsa, b[2], b[3]);
-        }
-      }
+      mma_pb<D, BR>(dva, st, sdo, 0);
+      mma_pb<D, BR>(dka, dpt, sq, 0);
     }
   }
   const float scale = scale_log2 / LOG2E;
@@ -285,8 +244,7 @@ __device__ void bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, c
   sdo.load(dout, q0, FA_ROWS, n, hq, h);
 
   float acc[D / 8][4];
-  for (int i = 0; i < D / 8; ++i)
-    for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+  zero_acc<D>(acc);
 
   const int kt_first = (int)doc_start[q0] / BC, kt_last = q_last / BC;
   for (int kt = kt_first; kt <= kt_last; ++kt) {
@@ -296,22 +254,10 @@ __device__ void bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, c
     sv.load(v, k0, BC, n, hkv, kvh);
     __syncthreads();
     float s[BC / 8][4], dp[BC / 8][4];
-    for (int i = 0; i < BC / 8; ++i)
-      for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
-    for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t qa[4], da[4];
-      sq.a_frag(qa, warp * 16, ks * 16);
-      sdo.a_frag(da, warp * 16, ks * 16);
-      for (int np = 0; np < BC / 16; ++np) {
-        uint32_t b[4];
-        sk.b_frags_nk(b, np * 16, ks * 16);
-        mma_bf16(s[2 * np], qa, b[0], b[1]);
-        mma_bf16(s[2 * np + 1], qa, b[2], b[3]);
-        sv.b_frags_nk(b, np * 16, ks * 16);
-        mma_bf16(dp[2 * np], da, b[0], b[1]);
-        mma_bf16(dp[2 * np + 1], da, b[2], b[3]);
-      }
-    }
+    zero_acc<BC>(s);
+    zero_acc<BC>(dp);
+    mma_abt<D, BC>(s, sq, warp * 16, sk, 0);
+    mma_abt<D, BC>(dp, sdo, warp * 16, sv, 0);
     const bool masked = !(k0 + BC - 1 <= q0 && k0 >= last_start && q0 + FA_ROWS <= n);
     for (int i = 0; i < BC / 8; ++i)
       for (int e = 0; e < 4; ++e) {
@@ -321,16 +267,7 @@ __device__ void bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, c
         dp[i][e] = p * (dp[i][e] - dl[r]);
       }
     // dQ += dS K: the keys are the K dimension.
-    for (int j = 0; j < BC / 16; ++j) {
-      uint32_t dsa[4];
-      c_to_a(dsa, dp[2 * j], dp[2 * j + 1]);
-      for (int dd = 0; dd < D / 16; ++dd) {
-        uint32_t b[4];
-        sk.b_frags_kn(b, j * 16, dd * 16);
-        mma_bf16(acc[2 * dd], dsa, b[0], b[1]);
-        mma_bf16(acc[2 * dd + 1], dsa, b[2], b[3]);
-      }
-    }
+    mma_pb<D, BC>(acc, dp, sk, 0);
   }
   const float scale = scale_log2 / LOG2E;
   for (int r = 0; r < 2; ++r) {

@@ -114,4 +114,52 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float lo[4], const f
   a[3] = pack_bf16(hi[2], hi[3]);
 }
 
+// acc[i][..] = 0 for the N / 8 accumulator fragments of a 16 x N product.
+template <int N>
+__device__ __forceinline__ void zero_acc(float (*acc)[4]) {
+  for (int i = 0; i < N / 8; ++i)
+    for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+}
+
+// acc (16 x N) += A Bᵀ for one 16-wide K step: `a` the A fragment of that step, B's rows
+// n0 .. n0 + N - 1 of tile `b`, columns k0 .. k0 + 15.
+template <int D, int N>
+__device__ __forceinline__ void mma_abt_step(float (*acc)[4], const uint32_t a[4], const SwizzledTile<D>& b, int n0,
+                                             int k0) {
+  for (int np = 0; np < N / 16; ++np) {
+    uint32_t f[4];
+    b.b_frags_nk(f, n0 + np * 16, k0);
+    mma_bf16(acc[2 * np], a, f[0], f[1]);
+    mma_bf16(acc[2 * np + 1], a, f[2], f[3]);
+  }
+}
+
+// acc (16 x N) += A Bᵀ over all D columns: A is rows a0 .. a0 + 15 of tile `a`, B rows
+// n0 .. n0 + N - 1 of tile `b` (S = Q Kᵀ, dP = dO Vᵀ, and their transposes).
+template <int D, int N>
+__device__ __forceinline__ void mma_abt(float (*acc)[4], const SwizzledTile<D>& a, int a0, const SwizzledTile<D>& b,
+                                        int n0) {
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t f[4];
+    a.a_frag(f, a0, ks * 16);
+    mma_abt_step<D, N>(acc, f, b, n0, ks * 16);
+  }
+}
+
+// acc (16 x D) += P B: P (16 x K) held in C fragments p[K / 8][4], rounded to bf16 as the A
+// operand; B is rows k0 .. k0 + K - 1 of tile `b` (O += P V, dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K).
+template <int D, int K>
+__device__ __forceinline__ void mma_pb(float (*acc)[4], const float (*p)[4], const SwizzledTile<D>& b, int k0) {
+  for (int j = 0; j < K / 16; ++j) {
+    uint32_t a[4];
+    c_to_a(a, p[2 * j], p[2 * j + 1]);
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t f[4];
+      b.b_frags_kn(f, k0 + j * 16, dp * 16);
+      mma_bf16(acc[2 * dp], a, f[0], f[1]);
+      mma_bf16(acc[2 * dp + 1], a, f[2], f[3]);
+    }
+  }
+}
+
 }  // namespace sc

@@ -94,16 +94,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 fn attention(a: BenchAttentionArgs) -> Result<()> {
-    let device = a.device.open().context("--device")?;
-    let precision = a.dtype.unwrap_or(if device.is_cpu() {
-        Precision::F32
-    } else {
-        Precision::Bf16
-    });
-    let dtype = match precision.trainable_on(&device) {
-        Ok(dtype) => dtype,
-        Err(why) => bail!("--dtype {precision}: {why}"),
-    };
+    let (device, dtype) = device_and_dtype(&a.device, a.dtype)?;
     if a.seq_len == 0 || a.batch == 0 || a.heads == 0 || a.head_dim == 0 || a.reps == 0 {
         bail!("--seq-len, --batch, --heads, --head-dim and --reps must be positive");
     }
@@ -129,17 +120,23 @@ fn attention(a: BenchAttentionArgs) -> Result<()> {
     Ok(())
 }
 
-fn train(a: BenchTrainArgs) -> Result<()> {
-    let device = a.device.open().context("--device")?;
-    let precision = a.dtype.unwrap_or(if device.is_cpu() {
+/// The device of `--device` and the dtype of `--dtype` (bf16 on a GPU, f32 on the CPU by
+/// default), or an error naming the option.
+fn device_and_dtype(spec: &DeviceSpec, dtype: Option<Precision>) -> Result<(candle_core::Device, candle_core::DType)> {
+    let device = spec.open().context("--device")?;
+    let precision = dtype.unwrap_or(if device.is_cpu() {
         Precision::F32
     } else {
         Precision::Bf16
     });
-    let dtype = match precision.trainable_on(&device) {
-        Ok(dtype) => dtype,
+    match precision.trainable_on(&device) {
+        Ok(dtype) => Ok((device, dtype)),
         Err(why) => bail!("--dtype {precision}: {why}"),
-    };
+    }
+}
+
+fn train(a: BenchTrainArgs) -> Result<()> {
+    let (device, dtype) = device_and_dtype(&a.device, a.dtype)?;
     if a.seq_len == 0 || a.batch == 0 || a.steps == 0 {
         bail!("--seq-len, --batch and --steps must be positive");
     }

@@ -18,12 +18,12 @@
 //!   FlashAttention-2's atomic dQ updates: identical bits on every run.
 //!
 //! `ptxas -v` (sm_80 / sm_90a, `scripts/compile_kernels.sh` prints it; 0 bytes spilled
-//! everywhere): forward 129/172 registers at D = 64/128, dK/dV 190/240, dQ 135/168. At 128
-//! threads per block that gives 3 (D = 64) or 2 (D = 128) resident blocks per SM by registers
-//! (shared memory alone would allow 4–9 on an A100/H100), i.e. 8–12 warps per SM: the
-//! FlashAttention-2 operating point (it also runs 4 warps per block with most of the register
-//! file holding accumulators), where latency is hidden by the 16 independent MMAs per step
-//! rather than by occupancy.
+//! everywhere): forward 129/172 registers at D = 64/128, dK/dV 190/238, dQ 135/168. At 128
+//! threads per block the register file holds 3 blocks per SM for the forward and dQ at D = 64
+//! and 2 for the rest (shared memory alone would allow 3–9 on an A100/H100), i.e. 8–12 warps
+//! per SM: the FlashAttention-2 operating point (it also runs 4 warps per block with most of
+//! the register file holding accumulators), where the 16 independent MMAs of each step rather
+//! than occupancy hide latency.
 
 use super::attention::DocSegments;
 use candle_core::{Device, Result, Tensor};
@@ -156,31 +156,26 @@ pub mod launch {
         let mut lse = r.alloc::<f32>(dims.hq * dims.n)?;
         let launch = dims_fwd(dims)?;
         let (o_ptr, lse_ptr) = (r.output(&mut o, 0), r.output(&mut lse, 0));
+        // The two head-dim instantiations take the same arguments.
+        macro_rules! args {
+            ($ty:ident) => {
+                Box::new($ty {
+                    q,
+                    k,
+                    v,
+                    doc_start,
+                    o: o_ptr,
+                    lse: lse_ptr,
+                    n: i.n,
+                    hq: i.hq,
+                    hkv: i.hkv,
+                    scale_log2: i.scale_log2,
+                })
+            };
+        }
         let args: Box<dyn KernelArgs> = match dims.d {
-            64 => Box::new(FlashAttentionFwdD64 {
-                q,
-                k,
-                v,
-                doc_start,
-                o: o_ptr,
-                lse: lse_ptr,
-                n: i.n,
-                hq: i.hq,
-                hkv: i.hkv,
-                scale_log2: i.scale_log2,
-            }),
-            _ => Box::new(FlashAttentionFwdD128 {
-                q,
-                k,
-                v,
-                doc_start,
-                o: o_ptr,
-                lse: lse_ptr,
-                n: i.n,
-                hq: i.hq,
-                hkv: i.hkv,
-                scale_log2: i.scale_log2,
-            }),
+            64 => args!(FlashAttentionFwdD64),
+            _ => args!(FlashAttentionFwdD128),
         };
         r.launch(args.as_ref(), launch)?;
         Ok((o, lse))
@@ -245,73 +240,57 @@ pub mod launch {
         );
         let kv_launch = block_launch(n.div_ceil(FLASH_ROWS) * hkv, bwd_shared_bytes(d))?;
         let q_launch = block_launch(n.div_ceil(FLASH_ROWS) * hq, bwd_shared_bytes(d))?;
+        // The two head-dim instantiations of each pass take the same arguments; `$out` is the
+        // pass's outputs (`dk, dv` or `dq`).
+        macro_rules! args {
+            ($ty:ident, $($out:ident),+) => {
+                Box::new($ty {
+                    q,
+                    k,
+                    v,
+                    dout,
+                    lse,
+                    delta: delta_in,
+                    doc_start,
+                    $($out,)+
+                    n: i.n,
+                    hq: i.hq,
+                    hkv: i.hkv,
+                    scale_log2: i.scale_log2,
+                })
+            };
+        }
         let (dkdv, dq_pass): (Box<dyn KernelArgs>, Box<dyn KernelArgs>) = match d {
             64 => (
-                Box::new(FlashAttentionBwdDkdvD64 {
-                    q,
-                    k,
-                    v,
-                    dout,
-                    lse,
-                    delta: delta_in,
-                    doc_start,
-                    dk,
-                    dv,
-                    n: i.n,
-                    hq: i.hq,
-                    hkv: i.hkv,
-                    scale_log2: i.scale_log2,
-                }),
-                Box::new(FlashAttentionBwdDqD64 {
-                    q,
-                    k,
-                    v,
-                    dout,
-                    lse,
-                    delta: delta_in,
-                    doc_start,
-                    dq,
-                    n: i.n,
-                    hq: i.hq,
-                    hkv: i.hkv,
-                    scale_log2: i.scale_log2,
-                }),
+                args!(FlashAttentionBwdDkdvD64, dk, dv),
+                args!(FlashAttentionBwdDqD64, dq),
             ),
             _ => (
-                Box::new(FlashAttentionBwdDkdvD128 {
-                    q,
-                    k,
-                    v,
-                    dout,
-                    lse,
-                    delta: delta_in,
-                    doc_start,
-                    dk,
-                    dv,
-                    n: i.n,
-                    hq: i.hq,
-                    hkv: i.hkv,
-                    scale_log2: i.scale_log2,
-                }),
-                Box::new(FlashAttentionBwdDqD128 {
-                    q,
-                    k,
-                    v,
-                    dout,
-                    lse,
-                    delta: delta_in,
-                    doc_start,
-                    dq,
-                    n: i.n,
-                    hq: i.hq,
-                    hkv: i.hkv,
-                    scale_log2: i.scale_log2,
-                }),
+                args!(FlashAttentionBwdDkdvD128, dk, dv),
+                args!(FlashAttentionBwdDqD128, dq),
             ),
         };
         r.launch(dkdv.as_ref(), kv_launch)?;
         r.launch(dq_pass.as_ref(), q_launch)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launch::{bwd_shared_bytes, bwd_tile, fwd_shared_bytes};
+    use crate::ops::kernel_launch::MAX_DYNAMIC_SHARED;
+
+    /// The tile sizes the module documentation gives, and every pass within the 48 KiB a block
+    /// gets without an opt-in (the harness and `check_launch` refuse more).
+    #[test]
+    fn tiles_fit_the_shared_memory_budget() {
+        assert_eq!((bwd_tile(64), bwd_tile(128)), (64, 32));
+        assert_eq!((fwd_shared_bytes(64), fwd_shared_bytes(128)), (24 << 10, 48 << 10));
+        assert_eq!((bwd_shared_bytes(64), bwd_shared_bytes(128)), (32 << 10, 48 << 10));
+        for d in super::HEAD_DIMS {
+            assert!(fwd_shared_bytes(d).max(bwd_shared_bytes(d)) <= MAX_DYNAMIC_SHARED);
+        }
     }
 }
 
