@@ -149,7 +149,9 @@ fn vec_of(t: &Tensor) -> Vec<f32> {
 mod kernel_harness {
     use super::*;
     use syncoder::ops::attention::{composed_attention, varlen_causal_attention, DocSegments};
-    use syncoder::ops::{flash_attention as fa, linear_cross_entropy, rms_norm as rms, rope as rp, swiglu as sw};
+    use syncoder::ops::{
+        embedding as emb, flash_attention as fa, linear_cross_entropy, rms_norm as rms, rope as rp, swiglu as sw,
+    };
 
     // ---- rms_norm.cu ----
 
@@ -503,6 +505,53 @@ mod kernel_harness {
         .unwrap();
         let err = sim::launch("no_such_kernel", 1, 32, 0, &[], Schedule::Forward).unwrap_err();
         assert!(err.contains("no kernel entry"), "{err}");
+    }
+
+    // ---- embedding.cu ----
+
+    /// The lookup and its gradient against the CPU twin (`ops::embedding`, its backward by
+    /// autograd): repeated ids, absent ids (zero rows), more vocabulary rows than the grid's
+    /// blocks (`MAX_BLOCKS`, the grid-stride path); identical bits under every schedule (the
+    /// per-id sums have a fixed order).
+    fn embedding_case<T: Storage>(vocab: usize, h: usize, n: usize) {
+        let ids: Vec<u32> = (0..n).map(|i| ((i * 7919) % 61 * 17 % vocab) as u32).collect();
+        let index = syncoder::ops::TokenIndex::new(&ids);
+        let (w, wb) = stored::<T>(&randn(vocab * h, 1.0, 31), "w");
+        let (g, gb) = stored::<T>(&randn(n * h, 1.0, 32), "dy");
+        let wv = Var::from_tensor(&cpu(&w, &[vocab, h])).unwrap();
+        let y = syncoder::ops::embedding(wv.as_tensor(), &index).unwrap();
+        let grads = (&y * cpu(&g, &[n, h])).unwrap().sum_all().unwrap().backward().unwrap();
+        let want_dw = vec_of(grads.get(&wv).unwrap());
+        let dev = index.device_tensors(&Device::Cpu, vocab).unwrap();
+        let host = |t: &Tensor| Buffer::from_slice(&t.to_vec1::<u32>().unwrap(), "index");
+        let (idb, ob, sb, slb) = (host(&dev.ids), host(&dev.order), host(&dev.seg), host(&dev.slot));
+        let mut first: Option<Vec<f32>> = None;
+        for schedule in SCHEDULES {
+            let r = Harness { schedule };
+            let tag = format!("{} [{n} of {vocab}x{h}] {schedule:?}", T::SUFFIX);
+            let out = emb::launch::fwd(&r, input(&wb), input(&idb), n, h).unwrap();
+            assert_close(&format!("embedding_fwd {tag}"), &widen(&out), &vec_of(&y), T::TOL);
+            let dw = emb::launch::bwd(&r, input(&gb), input(&ob), input(&sb), input(&slb), vocab, h).unwrap();
+            let got = widen(&dw);
+            assert_close(&format!("embedding_bwd {tag}"), &got, &want_dw, T::TOL);
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "embedding_bwd {tag}: the bits differ between schedules"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn embedding_forward_backward_f32_matches_twin() {
+        embedding_case::<f32>(emb::launch::MAX_BLOCKS + 7, 70, 333);
+    }
+
+    #[test]
+    fn embedding_forward_backward_bf16_matches_twin() {
+        embedding_case::<bf16>(emb::launch::MAX_BLOCKS + 476, 24, 129);
     }
 
     // ---- flash_attention.cu ----

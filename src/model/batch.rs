@@ -1,8 +1,8 @@
 //! A packed batch as the model sees it: `rows × seq_len` token ids with per-token position ids
 //! that restart at each document, flattened to `[rows * seq_len]`, plus the document structure
-//! the attention uses.
+//! the attention uses and the ids sorted once for the embedding's gradient.
 
-use crate::ops::{DocSegments, IGNORE_INDEX};
+use crate::ops::{DocSegments, TokenIndex, IGNORE_INDEX};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 
@@ -14,6 +14,8 @@ pub struct PackedBatch {
     pub ids: Vec<u32>,
     pub positions: Vec<u32>,
     pub segments: DocSegments,
+    /// The ids sorted by value (the embedding's gradient sums each id's tokens in this order).
+    pub tokens: TokenIndex,
 }
 
 impl PackedBatch {
@@ -31,11 +33,13 @@ impl PackedBatch {
         let seq_len = ids.len() / rows;
         let segments = DocSegments::from_positions(&positions, rows, seq_len)?;
         let input_ids = Tensor::new(ids.as_slice(), device)?;
+        let tokens = TokenIndex::new(&ids);
         Ok(Self {
             input_ids,
             ids,
             positions,
             segments,
+            tokens,
         })
     }
 

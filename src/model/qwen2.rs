@@ -10,7 +10,8 @@ use super::config::Qwen2Config;
 use super::kv_cache::KvCache;
 use super::weights::{save_weights, WeightFiles, DEFAULT_MAX_SHARD_BYTES};
 use crate::ops::{
-    add_rms_norm, linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput, RopeTable,
+    add_rms_norm, embedding, linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput,
+    RopeTable,
 };
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -298,7 +299,7 @@ impl Qwen2 {
         let table = RopeTable::new(&batch.positions, d, cfg.rope_theta(), self.device())?;
         let scale = 1.0 / (d as f64).sqrt();
         let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.t()?);
-        let mut x = self.embed.index_select(&batch.input_ids, 0)?;
+        let mut x = embedding(&self.embed, &batch.tokens)?;
         // Each residual add is fused with the norm that follows it (`add_rms_norm`): the
         // attention output with the layer's post-attention norm, the MLP output with the next
         // layer's input norm (or the final norm).

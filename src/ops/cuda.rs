@@ -33,6 +33,7 @@ fn module_image(file: &str) -> Result<&'static [u8]> {
     Ok(match file {
         "adamw" => fatbin::ADAMW,
         "cross_entropy" => fatbin::CROSS_ENTROPY,
+        "embedding" => fatbin::EMBEDDING,
         "flash_attention" => fatbin::FLASH_ATTENTION,
         "grad_norm" => fatbin::GRAD_NORM,
         "rms_norm" => fatbin::RMS_NORM,
@@ -152,6 +153,16 @@ pub fn input<T: KernelElem + CudaDType>(op: &str, s: &CudaStorage, l: &Layout) -
     };
     let slice = s.as_cuda_slice::<T>()?;
     Ok(DevPtr::new(slice.device_ptr(&s.device.cuda_stream()).0, a))
+}
+
+/// The device address of a contiguous CUDA tensor's first element as a typed kernel input (the
+/// tensor must outlive the launch: ops keep such tensors in their own struct).
+pub fn tensor_input<T: KernelElem + CudaDType>(what: &str, t: &Tensor) -> Result<DevPtr<T>> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(s) = &*storage else {
+        bail!("{what}: not on the CUDA device");
+    };
+    input::<T>(what, s, layout)
 }
 
 /// Calls `$f::<T>(...)` with `T` the kernel type of `$dtype` (f32 or bf16), or a clear error.

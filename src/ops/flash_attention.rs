@@ -299,11 +299,11 @@ mod tests {
 mod cuda {
     use super::launch::{self, Dims};
     use crate::ops::attention::DocSegments;
-    use crate::ops::cuda::{input, CudaRunner};
+    use crate::ops::cuda::{input, tensor_input, CudaRunner};
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr};
     use candle_core::cuda_backend::CudaStorage;
-    use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+    use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
     use half::bf16;
     use std::sync::Mutex;
 
@@ -332,18 +332,6 @@ mod cuda {
         let (n, hq, d) = l1.shape().dims3()?;
         let (_, hkv, _) = l2.shape().dims3()?;
         Ok(Dims { n, hq, hkv, d, scale })
-    }
-
-    /// The address of a contiguous bf16 CUDA tensor (held alive by the caller).
-    fn tensor_input<T: crate::ops::kernel_launch::KernelElem + candle_core::cuda_backend::CudaDType>(
-        what: &str,
-        t: &Tensor,
-    ) -> Result<crate::ops::kernel_launch::DevPtr<T>> {
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cuda(s) = &*storage else {
-            bail!("flash attention: `{what}` is not on the CUDA device");
-        };
-        input::<T>(what, s, layout)
     }
 
     struct FlashAttention {

@@ -17,6 +17,7 @@ pub mod check;
 pub mod chunked_attention;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod embedding;
 pub mod flash_attention;
 pub mod gemm;
 pub mod grad_norm;
@@ -32,6 +33,7 @@ pub mod swiglu;
 
 pub use adamw::{adamw_update, AdamWSlot, AdamWStep};
 pub use attention::{varlen_causal_attention, DocSegments};
+pub use embedding::{embedding, TokenIndex};
 pub use grad_norm::global_norm;
 pub use linear_cross_entropy::{linear_cross_entropy, CrossEntropyOutput, IGNORE_INDEX};
 pub use rms_norm::{add_rms_norm, rms_norm};

@@ -27,6 +27,7 @@ pub fn run(device: &Device, seed: u64) -> Result<Vec<CheckResult>> {
         ops::rms_norm::check::selftest(&mut s)?;
         ops::rope::check::selftest(&mut s)?;
         ops::swiglu::check::selftest(&mut s)?;
+        ops::embedding::check::selftest(&mut s)?;
         ops::flash_attention::check::selftest(&mut s)?;
         ops::chunked_attention::check::selftest(&mut s)?;
         ops::linear_cross_entropy::check::selftest(&mut s)?;

@@ -1,0 +1,311 @@
+//! Token embedding lookup `y[i] = w[ids[i]]` with a deterministic gradient: `dw[v]` is the sum
+//! of `dy[i]` over the tokens with id `v`, accumulated in f32 in a fixed order — the batch's
+//! tokens sorted by id (stably, so by position within an id) once per batch on the host
+//! (`TokenIndex`) — and rounded once to the weight's dtype. candle's `index_select` backward is a
+//! scatter-add in the weight's dtype (bf16 on a GPU), one token at a time; this replaces it on
+//! the training path. CUDA: `kernels/embedding.cu`, this file's CPU code is its twin.
+
+use super::cpu_f32;
+use candle_core::{bail, CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// A batch's token ids, and their order sorted by id, built once per batch.
+#[derive(Clone, Debug)]
+pub struct TokenIndex {
+    pub ids: Arc<Vec<u32>>,
+    /// Token positions sorted by id, by position within an id.
+    order: Arc<Vec<u32>>,
+    /// The distinct ids, increasing.
+    distinct: Arc<Vec<u32>>,
+    /// `order[seg[s] .. seg[s + 1]]` are the tokens of `distinct[s]`.
+    seg: Arc<Vec<u32>>,
+    /// The device copies of the last `device_tensors` call.
+    device: Arc<Mutex<Option<DeviceIndex>>>,
+}
+
+/// `ids`, `order`, `seg` and the per-vocabulary-row `slot` (index into `distinct`, or
+/// `u32::MAX`) as u32 tensors on one device, for one vocabulary size.
+#[derive(Clone, Debug)]
+pub struct DeviceIndex {
+    pub vocab: usize,
+    pub ids: Tensor,
+    pub order: Tensor,
+    pub seg: Tensor,
+    pub slot: Tensor,
+}
+
+impl TokenIndex {
+    pub fn new(ids: &[u32]) -> Self {
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_by_key(|&i| ids[i as usize]);
+        let (mut distinct, mut seg) = (Vec::new(), Vec::new());
+        for (j, &i) in order.iter().enumerate() {
+            let id = ids[i as usize];
+            if distinct.last() != Some(&id) {
+                distinct.push(id);
+                seg.push(j as u32);
+            }
+        }
+        seg.push(order.len() as u32);
+        Self {
+            ids: Arc::new(ids.to_vec()),
+            order: Arc::new(order),
+            distinct: Arc::new(distinct),
+            seg: Arc::new(seg),
+            device: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The index on `device` for a vocabulary of `vocab` rows, uploaded on first use and reused
+    /// by the batch's later calls.
+    pub fn device_tensors(&self, device: &Device, vocab: usize) -> Result<DeviceIndex> {
+        let mut cached = self
+            .device
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("token index: poisoned lock".into()))?;
+        if let Some(d) = cached
+            .as_ref()
+            .filter(|d| d.vocab == vocab && d.ids.device().same_device(device))
+        {
+            return Ok(d.clone());
+        }
+        let mut slot = vec![u32::MAX; vocab];
+        for (s, &v) in self.distinct.iter().enumerate() {
+            if let Some(x) = slot.get_mut(v as usize) {
+                *x = s as u32;
+            }
+        }
+        let up = |v: &[u32]| Tensor::from_slice(v, v.len(), device);
+        let d = DeviceIndex {
+            vocab,
+            ids: up(&self.ids)?,
+            order: up(&self.order)?,
+            seg: up(&self.seg)?,
+            slot: up(&slot)?,
+        };
+        *cached = Some(d.clone());
+        Ok(d)
+    }
+
+    /// `dw` (`[vocab, h]`, f32) of the output gradient `dy` (`[tokens, h]`): each present id's
+    /// tokens summed in `order`, absent rows zero. The CPU twin of `embedding_bwd`.
+    pub fn scatter_sum(&self, dy: &[f32], vocab: usize, h: usize) -> Vec<f32> {
+        let rows: Vec<(usize, Vec<f32>)> = (0..self.distinct.len())
+            .into_par_iter()
+            .map(|s| {
+                let mut acc = vec![0f32; h];
+                for &i in &self.order[self.seg[s] as usize..self.seg[s + 1] as usize] {
+                    for (a, &g) in acc.iter_mut().zip(&dy[i as usize * h..(i as usize + 1) * h]) {
+                        *a += g;
+                    }
+                }
+                (self.distinct[s] as usize, acc)
+            })
+            .collect();
+        let mut dw = vec![0f32; vocab * h];
+        for (v, row) in rows {
+            dw[v * h..(v + 1) * h].copy_from_slice(&row);
+        }
+        dw
+    }
+}
+
+/// `weight [vocab, h]` rows of the index's ids: `[tokens, h]`, differentiable in `weight`.
+pub fn embedding(weight: &Tensor, index: &TokenIndex) -> Result<Tensor> {
+    let (vocab, _) = weight.dims2()?;
+    if let Some((i, &id)) = index.ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        bail!("embedding: token {i} has id {id}, outside the vocabulary of {vocab}");
+    }
+    weight.contiguous()?.apply_op1(Embedding { index: index.clone() })
+}
+
+struct Embedding {
+    index: TokenIndex,
+}
+
+impl CustomOp1 for Embedding {
+    fn name(&self) -> &'static str {
+        "embedding"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let w = cpu_f32("embedding", s, l)?;
+        let (_, h) = l.shape().dims2()?;
+        let ids = &self.index.ids;
+        let mut y = vec![0f32; ids.len() * h];
+        y.par_chunks_mut(h.max(1)).zip(ids.par_iter()).for_each(|(row, &id)| {
+            row.copy_from_slice(&w[id as usize * h..(id as usize + 1) * h]);
+        });
+        Ok((CpuStorage::F32(y), Shape::from((ids.len(), h))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (vocab, h) = l.shape().dims2()?;
+        let dev = Device::Cuda(s.device.clone());
+        let index = self.index.device_tensors(&dev, vocab)?;
+        let y = crate::dispatch_kernel_dtype!("embedding", s.dtype(), cuda::fwd(s, l, &index, h))?;
+        Ok((y, Shape::from((self.index.ids.len(), h))))
+    }
+
+    fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (vocab, h) = w.dims2()?;
+        let grad = grad.to_dtype(w.dtype())?.contiguous()?;
+        let dw = grad.apply_op1_no_bwd(&EmbeddingBwd {
+            index: self.index.clone(),
+            vocab,
+            h,
+        })?;
+        Ok(Some(dw))
+    }
+}
+
+/// The gradient as an op on the output gradient: `[vocab, h]`.
+struct EmbeddingBwd {
+    index: TokenIndex,
+    vocab: usize,
+    h: usize,
+}
+
+impl CustomOp1 for EmbeddingBwd {
+    fn name(&self) -> &'static str {
+        "embedding_bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dy = cpu_f32("embedding_bwd", s, l)?;
+        let dw = self.index.scatter_sum(dy, self.vocab, self.h);
+        Ok((CpuStorage::F32(dw), Shape::from((self.vocab, self.h))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let dev = Device::Cuda(s.device.clone());
+        let index = self.index.device_tensors(&dev, self.vocab)?;
+        let dw =
+            crate::dispatch_kernel_dtype!("embedding_bwd", s.dtype(), cuda::bwd(s, l, &index, self.vocab, self.h))?;
+        Ok((dw, Shape::from((self.vocab, self.h))))
+    }
+}
+
+/// The launches of `kernels/embedding.cu`, for any `KernelRunner`.
+pub mod launch {
+    use crate::ops::kernel_launch::args::{EmbeddingBwd, EmbeddingFwd};
+    use crate::ops::kernel_launch::{int_arg, DevPtr, KernelFloat, KernelRunner, LaunchDims};
+    use candle_core::Result;
+
+    /// Blocks of either launch at most (both grid-stride over their rows): about one full wave
+    /// of 256-thread blocks on an H100/H200.
+    pub const MAX_BLOCKS: usize = 1024;
+
+    /// `[n, h]`: row `ids[i]` of `w` for each of the `n` tokens.
+    pub fn fwd<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        w: DevPtr<T>,
+        ids: DevPtr<u32>,
+        n: usize,
+        h: usize,
+    ) -> Result<R::Buf<T>> {
+        let mut y = r.alloc::<T>(n * h)?;
+        let args = EmbeddingFwd {
+            w,
+            ids,
+            y: r.output(&mut y, 0),
+            n: int_arg("embedding", "tokens", n)?,
+            h: int_arg("embedding", "hidden", h)?,
+        };
+        r.launch(&args, LaunchDims::rows(n.min(MAX_BLOCKS), 0))?;
+        Ok(y)
+    }
+
+    /// `[vocab, h]`: the gradient of the lookup from `dy [n, h]` and the batch's `TokenIndex`
+    /// on the device (`order`, `seg`, `slot`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        dy: DevPtr<T>,
+        order: DevPtr<u32>,
+        seg: DevPtr<u32>,
+        slot: DevPtr<u32>,
+        vocab: usize,
+        h: usize,
+    ) -> Result<R::Buf<T>> {
+        let mut dw = r.alloc::<T>(vocab * h)?;
+        let args = EmbeddingBwd {
+            dy,
+            order,
+            seg,
+            slot,
+            dw: r.output(&mut dw, 0),
+            vocab: int_arg("embedding_bwd", "vocabulary", vocab)?,
+            h: int_arg("embedding_bwd", "hidden", h)?,
+        };
+        r.launch(&args, LaunchDims::rows(vocab.min(MAX_BLOCKS), 0))?;
+        Ok(dw)
+    }
+}
+
+/// `kernels/embedding.cu` on candle's CUDA storages.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::DeviceIndex;
+    use crate::ops::cuda::{input, tensor_input, CudaRunner, KernelDType};
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{Layout, Result};
+
+    pub fn fwd<T: KernelDType>(s: &CudaStorage, l: &Layout, index: &DeviceIndex, h: usize) -> Result<CudaStorage> {
+        let r = CudaRunner { dev: &s.device };
+        let w = input::<T>("embedding", s, l)?;
+        let ids = tensor_input::<u32>("embedding ids", &index.ids)?;
+        let y = super::launch::fwd(&r, w, ids, index.ids.elem_count(), h)?;
+        Ok(CudaStorage::wrap_cuda_slice(y, s.device.clone()))
+    }
+
+    pub fn bwd<T: KernelDType>(
+        s: &CudaStorage,
+        l: &Layout,
+        index: &DeviceIndex,
+        vocab: usize,
+        h: usize,
+    ) -> Result<CudaStorage> {
+        let r = CudaRunner { dev: &s.device };
+        let dy = input::<T>("embedding_bwd", s, l)?;
+        let dw = super::launch::bwd(
+            &r,
+            dy,
+            tensor_input::<u32>("embedding order", &index.order)?,
+            tensor_input::<u32>("embedding segments", &index.seg)?,
+            tensor_input::<u32>("embedding slots", &index.slot)?,
+            vocab,
+            h,
+        )?;
+        Ok(CudaStorage::wrap_cuda_slice(dw, s.device.clone()))
+    }
+}
+
+/// The embedding in the kernel checks: against candle's `index_select` (forward and the
+/// weight's gradient), repeated and absent ids, a vocabulary and width that are not multiples
+/// of the block.
+pub mod check {
+    use super::super::check::{Input, Suite};
+    use super::TokenIndex;
+    use rand::Rng;
+
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        let (vocab, h, n) = (1001, 300, 517);
+        // Ids from a small range, so most repeat and most of the vocabulary is absent.
+        let ids: Vec<u32> = (0..n).map(|_| s.rng.random_range(0..97u32) * 10).collect();
+        let index = TokenIndex::new(&ids);
+        let ids_t = candle_core::Tensor::new(ids.as_slice(), &candle_core::Device::Cpu)?;
+        let inputs = vec![Input::var(s.randn(&[vocab, h], 1.0)?)];
+        s.compare_with_grads(
+            &format!("embedding [{n} of {vocab}x{h}]"),
+            inputs,
+            &move |t| super::embedding(&t[0], &index),
+            &move |t| t[0].index_select(&ids_t.to_device(t[0].device())?, 0),
+        )
+    }
+}
