@@ -41,6 +41,19 @@ pub fn supported(device: &Device, dtype: candle_core::DType, d: usize) -> bool {
 /// Attention of `q [N, Hq, D]` over `k, v [N, Hkv, D]` (bf16, on CUDA), causal within the
 /// documents of `segs`. Returns `[N, Hq, D]`; differentiable in q, k and v.
 pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments, scale: f64) -> Result<Tensor> {
+    // The kernel reads k, v and the document starts by q's token count: shapes that disagree
+    // would read out of bounds on the device.
+    let (n, _, d) = q.dims3()?;
+    let (nk, _, dk) = k.dims3()?;
+    if nk != n || dk != d || v.dims() != k.dims() || segs.len() != n {
+        candle_core::bail!(
+            "flash attention: incompatible shapes q {:?} k {:?} v {:?} for {} tokens",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            segs.len()
+        );
+    }
     #[cfg(feature = "cuda")]
     {
         cuda::flash_attention(q, k, v, segs, scale)
@@ -290,6 +303,23 @@ mod tests {
         assert_eq!((bwd_shared_bytes(64), bwd_shared_bytes(128)), (32 << 10, 48 << 10));
         for d in super::HEAD_DIMS {
             assert!(fwd_shared_bytes(d).max(bwd_shared_bytes(d)) <= MAX_DYNAMIC_SHARED);
+        }
+    }
+
+    /// Shapes that would make the kernel read past k, v or the document starts are refused
+    /// before anything reaches a device.
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        use candle_core::{Device, Tensor};
+        let segs = crate::ops::DocSegments::from_positions(&[0, 1, 2, 3], 1, 4).unwrap();
+        let t = |n: usize, h: usize| Tensor::zeros((n, h, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        for (q, k, v) in [
+            (t(4, 2), t(3, 1), t(3, 1)),
+            (t(4, 2), t(4, 1), t(2, 1)),
+            (t(5, 2), t(5, 1), t(5, 1)),
+        ] {
+            let err = super::flash_attention(&q, &k, &v, &segs, 0.125).unwrap_err();
+            assert!(err.to_string().contains("incompatible shapes"), "{err}");
         }
     }
 }
