@@ -515,16 +515,21 @@ mod kernel_harness {
     /// per-id sums have a fixed order).
     fn embedding_case<T: Storage>(vocab: usize, h: usize, n: usize) {
         let ids: Vec<u32> = (0..n).map(|i| ((i * 7919) % 61 * 17 % vocab) as u32).collect();
-        let index = syncoder::ops::TokenIndex::new(&ids);
+        let index = syncoder::ops::TokenIndex::new(&ids, &Device::Cpu).unwrap();
         let (w, wb) = stored::<T>(&randn(vocab * h, 1.0, 31), "w");
         let (g, gb) = stored::<T>(&randn(n * h, 1.0, 32), "dy");
         let wv = Var::from_tensor(&cpu(&w, &[vocab, h])).unwrap();
         let y = syncoder::ops::embedding(wv.as_tensor(), &index).unwrap();
         let grads = (&y * cpu(&g, &[n, h])).unwrap().sum_all().unwrap().backward().unwrap();
         let want_dw = vec_of(grads.get(&wv).unwrap());
-        let dev = index.device_tensors(&Device::Cpu, vocab).unwrap();
+        let grad = index.grad_index(vocab).unwrap();
         let host = |t: &Tensor| Buffer::from_slice(&t.to_vec1::<u32>().unwrap(), "index");
-        let (idb, ob, sb, slb) = (host(&dev.ids), host(&dev.order), host(&dev.seg), host(&dev.slot));
+        let (idb, ob, sb, slb) = (
+            host(index.device_ids()),
+            host(&grad.order),
+            host(&grad.seg),
+            host(&grad.slot),
+        );
         let mut first: Option<Vec<f32>> = None;
         for schedule in SCHEDULES {
             let r = Harness { schedule };

@@ -1,6 +1,6 @@
 //! A packed batch as the model sees it: `rows × seq_len` token ids with per-token position ids
 //! that restart at each document, flattened to `[rows * seq_len]`, plus the document structure
-//! the attention uses and the ids sorted once for the embedding's gradient.
+//! the attention uses and the ids as the embedding reads them (`TokenIndex`).
 
 use crate::ops::{DocSegments, TokenIndex, IGNORE_INDEX};
 use anyhow::{bail, Result};
@@ -14,7 +14,8 @@ pub struct PackedBatch {
     pub ids: Vec<u32>,
     pub positions: Vec<u32>,
     pub segments: DocSegments,
-    /// The ids sorted by value (the embedding's gradient sums each id's tokens in this order).
+    /// The ids for the embedding: `input_ids` is its device copy; sorted by value on the first
+    /// backward (the embedding's gradient sums each id's tokens in that order).
     pub tokens: TokenIndex,
 }
 
@@ -32,8 +33,8 @@ impl PackedBatch {
         }
         let seq_len = ids.len() / rows;
         let segments = DocSegments::from_positions(&positions, rows, seq_len)?;
-        let input_ids = Tensor::new(ids.as_slice(), device)?;
-        let tokens = TokenIndex::new(&ids);
+        let tokens = TokenIndex::new(&ids, device)?;
+        let input_ids = tokens.device_ids().clone();
         Ok(Self {
             input_ids,
             ids,

@@ -1,87 +1,104 @@
 //! Token embedding lookup `y[i] = w[ids[i]]` with a deterministic gradient: `dw[v]` is the sum
 //! of `dy[i]` over the tokens with id `v`, accumulated in f32 in a fixed order — the batch's
-//! tokens sorted by id (stably, so by position within an id) once per batch on the host
-//! (`TokenIndex`) — and rounded once to the weight's dtype. candle's `index_select` backward is a
+//! tokens sorted by id (stably, so by position within an id) on the host at the batch's first
+//! backward (`TokenIndex`) — and rounded once to the weight's dtype. candle's `index_select` backward is a
 //! scatter-add in the weight's dtype (bf16 on a GPU), one token at a time; this replaces it on
 //! the training path. CUDA: `kernels/embedding.cu`, this file's CPU code is its twin.
 
 use super::cpu_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// A batch's token ids, and their order sorted by id, built once per batch.
+/// A batch's token ids on the host and on the device (uploaded once, shared with the batch's
+/// `input_ids`), and — built on the first backward only — the ids sorted for the gradient.
 #[derive(Clone, Debug)]
 pub struct TokenIndex {
     pub ids: Arc<Vec<u32>>,
-    /// Token positions sorted by id, by position within an id.
-    order: Arc<Vec<u32>>,
-    /// The distinct ids, increasing.
-    distinct: Arc<Vec<u32>>,
-    /// `order[seg[s] .. seg[s + 1]]` are the tokens of `distinct[s]`.
-    seg: Arc<Vec<u32>>,
-    /// The device copies of the last `device_tensors` call.
-    device: Arc<Mutex<Option<DeviceIndex>>>,
+    /// `ids` on the batch's device.
+    device_ids: Tensor,
+    /// The sorted order on the host and its device copies (`grad_index`).
+    grad: Arc<OnceLock<SortedIds>>,
+    device_grad: Arc<Mutex<Option<DeviceGradIndex>>>,
 }
 
-/// `ids`, `order`, `seg` and the per-vocabulary-row `slot` (index into `distinct`, or
-/// `u32::MAX`) as u32 tensors on one device, for one vocabulary size.
+/// The tokens sorted by id (stably, so by position within an id).
+#[derive(Debug)]
+struct SortedIds {
+    order: Vec<u32>,
+    /// The distinct ids, increasing.
+    distinct: Vec<u32>,
+    /// `order[seg[s] .. seg[s + 1]]` are the tokens of `distinct[s]`.
+    seg: Vec<u32>,
+}
+
+/// What `embedding_bwd` reads, as u32 tensors on the batch's device for one vocabulary size:
+/// `order`, `seg`, and `slot[v]`, the index of id `v` in the distinct ids (`u32::MAX` if absent).
 #[derive(Clone, Debug)]
-pub struct DeviceIndex {
+pub struct DeviceGradIndex {
     pub vocab: usize,
-    pub ids: Tensor,
     pub order: Tensor,
     pub seg: Tensor,
     pub slot: Tensor,
 }
 
 impl TokenIndex {
-    pub fn new(ids: &[u32]) -> Self {
-        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-        order.sort_by_key(|&i| ids[i as usize]);
-        let (mut distinct, mut seg) = (Vec::new(), Vec::new());
-        for (j, &i) in order.iter().enumerate() {
-            let id = ids[i as usize];
-            if distinct.last() != Some(&id) {
-                distinct.push(id);
-                seg.push(j as u32);
-            }
-        }
-        seg.push(order.len() as u32);
-        Self {
+    /// The ids, uploaded to `device`.
+    pub fn new(ids: &[u32], device: &Device) -> Result<Self> {
+        Ok(Self {
             ids: Arc::new(ids.to_vec()),
-            order: Arc::new(order),
-            distinct: Arc::new(distinct),
-            seg: Arc::new(seg),
-            device: Arc::new(Mutex::new(None)),
-        }
+            device_ids: Tensor::new(ids, device)?,
+            grad: Arc::new(OnceLock::new()),
+            device_grad: Arc::new(Mutex::new(None)),
+        })
     }
 
-    /// The index on `device` for a vocabulary of `vocab` rows, uploaded on first use and reused
-    /// by the batch's later calls.
-    pub fn device_tensors(&self, device: &Device, vocab: usize) -> Result<DeviceIndex> {
+    /// The ids as a `[tokens]` u32 tensor on the batch's device.
+    pub fn device_ids(&self) -> &Tensor {
+        &self.device_ids
+    }
+
+    fn sorted(&self) -> &SortedIds {
+        self.grad.get_or_init(|| {
+            let ids = &self.ids;
+            let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+            order.sort_by_key(|&i| ids[i as usize]);
+            let (mut distinct, mut seg) = (Vec::new(), Vec::new());
+            for (j, &i) in order.iter().enumerate() {
+                let id = ids[i as usize];
+                if distinct.last() != Some(&id) {
+                    distinct.push(id);
+                    seg.push(j as u32);
+                }
+            }
+            seg.push(order.len() as u32);
+            SortedIds { order, distinct, seg }
+        })
+    }
+
+    /// The gradient's index on the batch's device for a vocabulary of `vocab` rows, built on
+    /// first use and reused by the batch's later backward passes.
+    pub fn grad_index(&self, vocab: usize) -> Result<DeviceGradIndex> {
         let mut cached = self
-            .device
+            .device_grad
             .lock()
             .map_err(|_| candle_core::Error::Msg("token index: poisoned lock".into()))?;
-        if let Some(d) = cached
-            .as_ref()
-            .filter(|d| d.vocab == vocab && d.ids.device().same_device(device))
-        {
+        if let Some(d) = cached.as_ref().filter(|d| d.vocab == vocab) {
             return Ok(d.clone());
         }
+        let sorted = self.sorted();
         let mut slot = vec![u32::MAX; vocab];
-        for (s, &v) in self.distinct.iter().enumerate() {
+        for (s, &v) in sorted.distinct.iter().enumerate() {
             if let Some(x) = slot.get_mut(v as usize) {
                 *x = s as u32;
             }
         }
-        let up = |v: &[u32]| Tensor::from_slice(v, v.len(), device);
-        let d = DeviceIndex {
+        let device = self.device_ids.device();
+        let up = |v: &[u32]| Tensor::new(v, device);
+        let d = DeviceGradIndex {
             vocab,
-            ids: up(&self.ids)?,
-            order: up(&self.order)?,
-            seg: up(&self.seg)?,
+            order: up(&sorted.order)?,
+            seg: up(&sorted.seg)?,
             slot: up(&slot)?,
         };
         *cached = Some(d.clone());
@@ -89,18 +106,19 @@ impl TokenIndex {
     }
 
     /// `dw` (`[vocab, h]`, f32) of the output gradient `dy` (`[tokens, h]`): each present id's
-    /// tokens summed in `order`, absent rows zero. The CPU twin of `embedding_bwd`.
+    /// tokens summed in the sorted order, absent rows zero. The CPU twin of `embedding_bwd`.
     pub fn scatter_sum(&self, dy: &[f32], vocab: usize, h: usize) -> Vec<f32> {
-        let rows: Vec<(usize, Vec<f32>)> = (0..self.distinct.len())
+        let SortedIds { order, distinct, seg } = self.sorted();
+        let rows: Vec<(usize, Vec<f32>)> = (0..distinct.len())
             .into_par_iter()
             .map(|s| {
                 let mut acc = vec![0f32; h];
-                for &i in &self.order[self.seg[s] as usize..self.seg[s + 1] as usize] {
+                for &i in &order[seg[s] as usize..seg[s + 1] as usize] {
                     for (a, &g) in acc.iter_mut().zip(&dy[i as usize * h..(i as usize + 1) * h]) {
                         *a += g;
                     }
                 }
-                (self.distinct[s] as usize, acc)
+                (distinct[s] as usize, acc)
             })
             .collect();
         let mut dw = vec![0f32; vocab * h];
@@ -116,6 +134,13 @@ pub fn embedding(weight: &Tensor, index: &TokenIndex) -> Result<Tensor> {
     let (vocab, _) = weight.dims2()?;
     if let Some((i, &id)) = index.ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
         bail!("embedding: token {i} has id {id}, outside the vocabulary of {vocab}");
+    }
+    if !weight.device().is_cpu() && !weight.device().same_device(index.device_ids().device()) {
+        bail!(
+            "embedding: the weight is on {:?}, the batch's ids on {:?}",
+            weight.device().location(),
+            index.device_ids().device().location()
+        );
     }
     weight.contiguous()?.apply_op1(Embedding { index: index.clone() })
 }
@@ -143,10 +168,9 @@ impl CustomOp1 for Embedding {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        let (vocab, h) = l.shape().dims2()?;
-        let dev = Device::Cuda(s.device.clone());
-        let index = self.index.device_tensors(&dev, vocab)?;
-        let y = crate::dispatch_kernel_dtype!("embedding", s.dtype(), cuda::fwd(s, l, &index, h))?;
+        let (_, h) = l.shape().dims2()?;
+        let ids = self.index.device_ids();
+        let y = crate::dispatch_kernel_dtype!("embedding", s.dtype(), cuda::fwd(s, l, ids, h))?;
         Ok((y, Shape::from((self.index.ids.len(), h))))
     }
 
@@ -183,8 +207,7 @@ impl CustomOp1 for EmbeddingBwd {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        let dev = Device::Cuda(s.device.clone());
-        let index = self.index.device_tensors(&dev, self.vocab)?;
+        let index = self.index.grad_index(self.vocab)?;
         let dw =
             crate::dispatch_kernel_dtype!("embedding_bwd", s.dtype(), cuda::bwd(s, l, &index, self.vocab, self.h))?;
         Ok((dw, Shape::from((self.vocab, self.h))))
@@ -251,23 +274,23 @@ pub mod launch {
 /// `kernels/embedding.cu` on candle's CUDA storages.
 #[cfg(feature = "cuda")]
 mod cuda {
-    use super::DeviceIndex;
+    use super::DeviceGradIndex;
     use crate::ops::cuda::{input, tensor_input, CudaRunner, KernelDType};
     use candle_core::cuda_backend::CudaStorage;
-    use candle_core::{Layout, Result};
+    use candle_core::{Layout, Result, Tensor};
 
-    pub fn fwd<T: KernelDType>(s: &CudaStorage, l: &Layout, index: &DeviceIndex, h: usize) -> Result<CudaStorage> {
+    pub fn fwd<T: KernelDType>(s: &CudaStorage, l: &Layout, ids: &Tensor, h: usize) -> Result<CudaStorage> {
         let r = CudaRunner { dev: &s.device };
         let w = input::<T>("embedding", s, l)?;
-        let ids = tensor_input::<u32>("embedding ids", &index.ids)?;
-        let y = super::launch::fwd(&r, w, ids, index.ids.elem_count(), h)?;
+        let n = ids.elem_count();
+        let y = super::launch::fwd(&r, w, tensor_input::<u32>("embedding ids", ids)?, n, h)?;
         Ok(CudaStorage::wrap_cuda_slice(y, s.device.clone()))
     }
 
     pub fn bwd<T: KernelDType>(
         s: &CudaStorage,
         l: &Layout,
-        index: &DeviceIndex,
+        index: &DeviceGradIndex,
         vocab: usize,
         h: usize,
     ) -> Result<CudaStorage> {
@@ -298,7 +321,7 @@ pub mod check {
         let (vocab, h, n) = (1001, 300, 517);
         // Ids from a small range, so most repeat and most of the vocabulary is absent.
         let ids: Vec<u32> = (0..n).map(|_| s.rng.random_range(0..97u32) * 10).collect();
-        let index = TokenIndex::new(&ids);
+        let index = TokenIndex::new(&ids, &s.device)?;
         let ids_t = candle_core::Tensor::new(ids.as_slice(), &candle_core::Device::Cpu)?;
         let inputs = vec![Input::var(s.randn(&[vocab, h], 1.0)?)];
         s.compare_with_grads(
