@@ -137,19 +137,9 @@ impl DocSegments {
 /// Softmax attention of `q [N, Hq, D]` over `k, v [N, Hkv, D]` (`Hq` a multiple of `Hkv`),
 /// causal within documents. Returns `[N, Hq, D]`.
 pub fn varlen_causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments, scale: f64) -> Result<Tensor> {
-    let (n, hq, d) = q.dims3()?;
-    let (nk, hkv, dk) = k.dims3()?;
-    if nk != n || dk != d || v.dims() != k.dims() || hkv == 0 || hq % hkv != 0 || segs.len() != n {
-        bail!(
-            "attention: incompatible shapes q {:?} k {:?} v {:?} for {} tokens",
-            q.dims(),
-            k.dims(),
-            v.dims(),
-            segs.len()
-        );
-    }
-    match q.device() {
-        Device::Cpu => q.contiguous()?.apply_op3(
+    let d = check_shapes("attention", q, k, v, segs)?;
+    match AttentionKernel::for_call(q.device(), q.dtype(), d) {
+        AttentionKernel::CpuFused => q.contiguous()?.apply_op3(
             &k.contiguous()?,
             &v.contiguous()?,
             VarlenAttention {
@@ -158,11 +148,59 @@ pub fn varlen_causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSeg
                 lse: OnceLock::new(),
             },
         ),
-        dev if super::flash_attention::supported(dev, q.dtype(), d) => {
-            super::flash_attention::flash_attention(q, k, v, segs, scale)
-        }
-        _ => super::chunked_attention::chunked_attention(q, k, v, segs, scale, None),
+        AttentionKernel::Flash => super::flash_attention::flash_attention(q, k, v, segs, scale),
+        AttentionKernel::Chunked => super::chunked_attention::chunked_attention(q, k, v, segs, scale, None),
     }
+}
+
+/// The implementation `varlen_causal_attention` runs for a device, dtype and head dim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// The CPU op of this file.
+    CpuFused,
+    /// `kernels/flash_attention.cu` (CUDA, bf16, head dim 64 or 128).
+    Flash,
+    /// `chunked_attention` (any other device case).
+    Chunked,
+}
+
+impl AttentionKernel {
+    pub fn for_call(device: &Device, dtype: candle_core::DType, head_dim: usize) -> Self {
+        if device.is_cpu() {
+            Self::CpuFused
+        } else if super::flash_attention::supported(device, dtype, head_dim) {
+            Self::Flash
+        } else {
+            Self::Chunked
+        }
+    }
+
+    /// A short name for check and benchmark labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CpuFused => "fused CPU op",
+            Self::Flash => "flash kernel",
+            Self::Chunked => "chunked cuBLAS",
+        }
+    }
+}
+
+/// The head dim of `q [N, Hq, D]`, `k, v [N, Hkv, D]` over the `N` tokens of `segs` (`Hq` a
+/// multiple of `Hkv`), or an error naming `op` and the shapes: the kernels index k, v and the
+/// document starts by q's token count, so a mismatch must stop before any launch.
+pub fn check_shapes(op: &str, q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments) -> Result<usize> {
+    let (n, hq, d) = q.dims3()?;
+    let (nk, hkv, dk) = k.dims3()?;
+    if nk != n || dk != d || v.dims() != k.dims() || hkv == 0 || !hq.is_multiple_of(hkv) || segs.len() != n {
+        bail!(
+            "{op}: incompatible shapes q {:?} k {:?} v {:?} for {} tokens",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            segs.len()
+        );
+    }
+    Ok(d)
 }
 
 /// Device-generic attention from candle primitives: per row, `softmax(q kᵀ · scale + mask) v`

@@ -32,11 +32,8 @@ pub fn chunked_attention(
     scale: f64,
     heads: Option<usize>,
 ) -> Result<Tensor> {
-    let (n, hq, d) = q.dims3()?;
-    let hkv = k.dim(1)?;
-    if hkv == 0 || hq % hkv != 0 || segs.len() != n {
-        bail!("chunked attention: {hq} query heads over {hkv} kv heads for {n} tokens");
-    }
+    let d = super::attention::check_shapes("chunked attention", q, k, v, segs)?;
+    let (hq, hkv) = (q.dim(1)?, k.dim(1)?);
     let geo = Geometry {
         rows: segs.rows,
         t: segs.seq_len,

@@ -41,19 +41,7 @@ pub fn supported(device: &Device, dtype: candle_core::DType, d: usize) -> bool {
 /// Attention of `q [N, Hq, D]` over `k, v [N, Hkv, D]` (bf16, on CUDA), causal within the
 /// documents of `segs`. Returns `[N, Hq, D]`; differentiable in q, k and v.
 pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments, scale: f64) -> Result<Tensor> {
-    // The kernel reads k, v and the document starts by q's token count: shapes that disagree
-    // would read out of bounds on the device.
-    let (n, _, d) = q.dims3()?;
-    let (nk, _, dk) = k.dims3()?;
-    if nk != n || dk != d || v.dims() != k.dims() || segs.len() != n {
-        candle_core::bail!(
-            "flash attention: incompatible shapes q {:?} k {:?} v {:?} for {} tokens",
-            q.dims(),
-            k.dims(),
-            v.dims(),
-            segs.len()
-        );
-    }
+    super::attention::check_shapes("flash attention", q, k, v, segs)?;
     #[cfg(feature = "cuda")]
     {
         cuda::flash_attention(q, k, v, segs, scale)
@@ -510,7 +498,7 @@ mod cuda {
 /// awkward shapes of the harness tests; elsewhere the same cases check the twin against the
 /// composed attention.
 pub mod check {
-    use super::super::attention::{composed_attention, varlen_causal_attention, DocSegments};
+    use super::super::attention::{composed_attention, varlen_causal_attention, AttentionKernel, DocSegments};
     use super::super::check::{rel_err, Input, Suite};
     use candle_core::{DType, Tensor, Var};
 
@@ -543,13 +531,7 @@ pub mod check {
             // |s| ~ 16: bf16 inputs, f32 scores and softmax.
             let tol = if s.dtype == DType::F32 { 1e-4 } else { 1e-2 };
             let (s1, s2) = (segs.clone(), segs.clone());
-            let which = if super::supported(&s.device, s.dtype, d) {
-                "flash"
-            } else if s.device.is_cpu() {
-                "varlen"
-            } else {
-                "chunked"
-            };
+            let which = AttentionKernel::for_call(&s.device, s.dtype, d).name();
             s.compare_with_grads_tol(
                 &format!("attention ({which}) [{n}x{hq}/{hkv}x{d}], logits |s| ~ 16"),
                 inputs,

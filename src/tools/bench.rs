@@ -262,14 +262,8 @@ fn op_family_times(
     let f = fwd_bwd(dev, dt, &[&[n, hq, hd], &[n, hkv, hd], &[n, hkv, hd]], move |t| {
         ops::varlen_causal_attention(&t[0], &t[1], &t[2], &segs, scale)
     })?;
-    let attention = if ops::flash_attention::supported(dev, dt, hd) {
-        "attention (flash kernel)"
-    } else if dev.is_cpu() {
-        "attention (fused CPU op)"
-    } else {
-        "attention (chunked cuBLAS)"
-    };
-    push(attention, l, time_it(dev, reps, f)?);
+    let kernel = ops::attention::AttentionKernel::for_call(dev, dt, hd);
+    push(&format!("attention ({})", kernel.name()), l, time_it(dev, reps, f)?);
     let f = fwd_bwd(dev, dt, &[&[n, h], &[h]], |t| ops::rms_norm(&t[0], &t[1], 1e-6))?;
     push("rms_norm (kernel)", 1, time_it(dev, reps, f)?);
     let f = fwd_bwd(dev, dt, &[&[n, h], &[n, h], &[h]], |t| {

@@ -28,7 +28,7 @@ fn cpu_selftest_checks_every_op_and_passes() {
         "rms_norm",
         "add_rms_norm",
         "attention",
-        "attention (varlen)",
+        "attention (fused CPU op)",
         "rope",
         "swiglu",
         "cross_entropy_in_place",

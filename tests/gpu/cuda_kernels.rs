@@ -44,7 +44,7 @@ fn every_kernel_matches_its_cpu_twin_and_a_gpu_step_matches_the_cpu_step() {
         assert!(
             results
                 .iter()
-                .filter(|r| r.check.starts_with("attention (flash)") && r.dtype == "bf16")
+                .filter(|r| r.check.starts_with("attention (flash kernel)") && r.dtype == "bf16")
                 .count()
                 >= 12,
             "the flash-attention checks are missing:\n{table}"
