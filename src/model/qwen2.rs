@@ -5,90 +5,71 @@
 //! document of a packed row (see `ops::attention`). The loss goes through
 //! `ops::linear_cross_entropy` and never builds the full logits.
 
+use super::attention::Attend;
 use super::batch::PackedBatch;
 use super::config::Qwen2Config;
+use super::decoder_layer::DecoderLayer;
 use super::kv_cache::KvCache;
+use super::params::ParamSource;
+use super::rms_norm::RmsNorm;
 use super::weights::{save_weights, WeightFiles, DEFAULT_MAX_SHARD_BYTES};
-use crate::ops::{
-    add_rms_norm, embedding, linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, CrossEntropyOutput,
-    RopeTable,
-};
+use crate::ops::{embedding, linear_cross_entropy, CrossEntropyOutput, RopeTable};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// How a parameter is initialised (transformers' Qwen2 rules).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Init {
-    Normal,
-    Zeros,
-    Ones,
-}
+pub use super::params::{Init, ParamSpec};
 
-/// One parameter of the model: Hugging Face name, shape, init rule, and whether weight decay
-/// applies by default (matrices yes; biases and norm weights no).
-#[derive(Clone, Debug)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub init: Init,
-    pub decay: bool,
-}
-
-/// Every parameter of a Qwen2 model with this config, in a fixed order.
+/// Every parameter of a Qwen2 model with this config, in a fixed order (the tree's).
 pub fn param_specs(cfg: &Qwen2Config) -> Vec<ParamSpec> {
-    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let q = cfg.num_attention_heads * cfg.head_dim();
-    let kv = cfg.num_kv_heads() * cfg.head_dim();
-    let spec = |name: String, shape: Vec<usize>, init: Init| ParamSpec {
-        name,
-        shape,
-        init,
-        decay: init == Init::Normal,
-    };
-    let mut out = vec![spec("model.embed_tokens.weight".into(), vec![v, h], Init::Normal)];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        out.push(spec(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones));
-        for (name, out_dim) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-            out.push(spec(
-                format!("{p}.self_attn.{name}.weight"),
-                vec![out_dim, h],
-                Init::Normal,
-            ));
-            out.push(spec(format!("{p}.self_attn.{name}.bias"), vec![out_dim], Init::Zeros));
-        }
-        out.push(spec(format!("{p}.self_attn.o_proj.weight"), vec![h, q], Init::Normal));
-        out.push(spec(
-            format!("{p}.post_attention_layernorm.weight"),
-            vec![h],
-            Init::Ones,
-        ));
-        out.push(spec(format!("{p}.mlp.gate_proj.weight"), vec![i, h], Init::Normal));
-        out.push(spec(format!("{p}.mlp.up_proj.weight"), vec![i, h], Init::Normal));
-        out.push(spec(format!("{p}.mlp.down_proj.weight"), vec![h, i], Init::Normal));
+    let src = ParamSource::specs_only();
+    match Modules::new(&src, cfg) {
+        Ok(_) => src.taken().specs,
+        // A placeholder source cannot fail; a config that breaks the shapes has no parameters.
+        Err(_) => Vec::new(),
     }
-    out.push(spec("model.norm.weight".into(), vec![h], Init::Ones));
-    if !cfg.tie_word_embeddings {
-        out.push(spec("lm_head.weight".into(), vec![v, h], Init::Normal));
-    }
-    out
 }
 
-struct Layer {
-    input_norm: Tensor,
-    q_w: Tensor,
-    q_b: Tensor,
-    k_w: Tensor,
-    k_b: Tensor,
-    v_w: Tensor,
-    v_b: Tensor,
-    o_w: Tensor,
-    post_norm: Tensor,
-    gate_w: Tensor,
-    up_w: Tensor,
-    down_w: Tensor,
+/// The module tree, as Hugging Face names it: `model.embed_tokens`, `model.layers.N`,
+/// `model.norm`, and `lm_head` unless tied to the embedding.
+#[derive(Clone, Debug)]
+pub struct Modules {
+    /// `model.embed_tokens.weight` `[vocab, hidden]`.
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `lm_head.weight` (`None`: tied to the embedding).
+    pub lm_head: Option<Tensor>,
+}
+
+impl Modules {
+    pub fn new(src: &ParamSource, cfg: &Qwen2Config) -> Result<Self> {
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let model = src.pp("model");
+        let embed_tokens = model.pp("embed_tokens").get("weight", &[v, h], Init::Normal)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| DecoderLayer::new(&model.pp(format_args!("layers.{l}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(&model.pp("norm"), h, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            src.discard("lm_head.weight");
+            None
+        } else {
+            Some(src.pp("lm_head").get("weight", &[v, h], Init::Normal)?)
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// The output projection (the embedding when tied).
+    pub fn lm_head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
 }
 
 /// Options for writing a model in Hugging Face layout.
@@ -112,10 +93,11 @@ impl Default for SaveOptions {
 /// A Qwen2 causal language model.
 pub struct Qwen2 {
     pub config: Qwen2Config,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Option<Tensor>,
+    /// The tree over the parameters (variables when trainable: the autograd reference path).
+    modules: Modules,
+    /// The same tree over the same storage outside autograd (what the explicit step and the
+    /// forwards without gradients read).
+    plain: Modules,
     /// All parameters by Hugging Face name, in `param_specs` order.
     params: Vec<(String, Tensor)>,
     /// The same parameters as trainable variables (empty for an inference-only model).
@@ -139,80 +121,29 @@ impl Qwen2 {
     /// `dtype`); `trainable` wraps them in variables that receive gradients.
     pub fn from_tensors(
         config: Qwen2Config,
-        mut tensors: BTreeMap<String, Tensor>,
+        tensors: BTreeMap<String, Tensor>,
         dtype: DType,
         trainable: bool,
     ) -> Result<Self> {
         config.validate()?;
-        let mut params = Vec::new();
-        let mut vars = Vec::new();
-        for spec in param_specs(&config) {
-            let t = tensors
-                .remove(&spec.name)
-                .with_context(|| format!("missing tensor {:?}", spec.name))?;
-            if t.dims() != spec.shape.as_slice() {
-                bail!(
-                    "tensor {:?} has shape {:?}, the config implies {:?}",
-                    spec.name,
-                    t.dims(),
-                    spec.shape
-                );
-            }
-            let t = t.to_dtype(dtype)?.contiguous()?;
-            let t = if trainable {
-                let var = Var::from_tensor(&t)?;
-                let t = var.as_tensor().clone();
-                vars.push((spec.name.clone(), var));
-                t
-            } else {
-                t
-            };
-            params.push((spec.name, t));
-        }
-        if config.tie_word_embeddings {
-            tensors.remove("lm_head.weight");
-        }
-        if let Some(extra) = tensors.keys().next() {
+        let src = ParamSource::from_tensors(tensors, dtype, trainable);
+        let modules = Modules::new(&src, &config)?;
+        let taken = src.taken();
+        if let Some(extra) = taken.unused.first() {
             bail!("unexpected tensor {extra:?} (not a parameter of a Qwen2 model with this config)");
         }
-        let get = |name: &str| -> Result<Tensor> {
-            params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .with_context(|| format!("missing tensor {name:?}"))
-        };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            layers.push(Layer {
-                input_norm: get(&format!("{p}.input_layernorm.weight"))?,
-                q_w: get(&format!("{p}.self_attn.q_proj.weight"))?,
-                q_b: get(&format!("{p}.self_attn.q_proj.bias"))?,
-                k_w: get(&format!("{p}.self_attn.k_proj.weight"))?,
-                k_b: get(&format!("{p}.self_attn.k_proj.bias"))?,
-                v_w: get(&format!("{p}.self_attn.v_proj.weight"))?,
-                v_b: get(&format!("{p}.self_attn.v_proj.bias"))?,
-                o_w: get(&format!("{p}.self_attn.o_proj.weight"))?,
-                post_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_w: get(&format!("{p}.mlp.gate_proj.weight"))?,
-                up_w: get(&format!("{p}.mlp.up_proj.weight"))?,
-                down_w: get(&format!("{p}.mlp.down_proj.weight"))?,
-            });
-        }
-        let lm_head = if config.tie_word_embeddings {
-            None
+        let plain = if trainable {
+            let detached = taken.params.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
+            Modules::new(&ParamSource::from_tensors(detached, dtype, false), &config)?
         } else {
-            Some(get("lm_head.weight")?)
+            modules.clone()
         };
         Ok(Self {
-            embed: get("model.embed_tokens.weight")?,
-            norm: get("model.norm.weight")?,
             config,
-            layers,
-            lm_head,
-            params,
-            vars,
+            modules,
+            plain,
+            params: taken.params,
+            vars: taken.vars,
             loss_chunk_tokens: None,
         })
     }
@@ -248,7 +179,7 @@ impl Qwen2 {
     /// Writes `config.json` and the weights in Hugging Face layout into `dir`.
     pub fn save(&self, dir: &Path, opts: &SaveOptions) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dtype = opts.dtype.unwrap_or(self.embed.dtype());
+        let dtype = opts.dtype.unwrap_or(self.dtype());
         let mut tensors = BTreeMap::new();
         for (name, t) in &self.params {
             tensors.insert(name.clone(), t.detach().to_dtype(dtype)?);
@@ -262,7 +193,7 @@ impl Qwen2 {
     /// records no backward state, and its loss computes no gradients (validation).
     pub fn inference_view(&self) -> Result<Qwen2> {
         let tensors = self.params.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
-        let mut view = Self::from_tensors(self.config.clone(), tensors, self.embed.dtype(), false)?;
+        let mut view = Self::from_tensors(self.config.clone(), tensors, self.dtype(), false)?;
         view.loss_chunk_tokens = self.loss_chunk_tokens;
         Ok(view)
     }
@@ -278,52 +209,42 @@ impl Qwen2 {
     }
 
     pub fn device(&self) -> &Device {
-        self.embed.device()
+        self.modules.embed_tokens.device()
     }
 
     pub fn dtype(&self) -> DType {
-        self.embed.dtype()
+        self.modules.embed_tokens.dtype()
     }
 
     /// The output projection (the embedding when tied).
     pub fn lm_head_weight(&self) -> &Tensor {
-        self.lm_head.as_ref().unwrap_or(&self.embed)
+        self.modules.lm_head_weight()
     }
 
-    /// Final-normed hidden states `[tokens, hidden]` of a packed batch.
+    /// The module tree (over the variables when trainable).
+    pub fn modules(&self) -> &Modules {
+        &self.modules
+    }
+
+    /// The module tree outside autograd (shares the parameters' storage).
+    pub fn plain_modules(&self) -> &Modules {
+        &self.plain
+    }
+
+    /// Final-normed hidden states `[tokens, hidden]` of a packed batch (through the
+    /// variables, so a trainable model's result backpropagates with candle's autograd: the
+    /// reference the explicit step is tested against).
     pub fn hidden_states(&self, batch: &PackedBatch) -> Result<Tensor> {
         let cfg = &self.config;
-        let n = batch.num_tokens();
-        let (hq, hkv, d) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
-        let eps = cfg.rms_norm_eps;
-        let table = RopeTable::new(&batch.positions, d, cfg.rope_theta(), self.device())?;
-        let scale = 1.0 / (d as f64).sqrt();
-        let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.t()?);
-        let mut x = embedding(&self.embed, &batch.tokens)?;
-        // Each residual add is fused with the norm that follows it (`add_rms_norm`): the
-        // attention output with the layer's post-attention norm, the MLP output with the next
-        // layer's input norm (or the final norm).
-        let mut h = match self.layers.first() {
-            Some(layer) => rms_norm(&x, &layer.input_norm, eps)?,
-            None => return Ok(rms_norm(&x, &self.norm, eps)?),
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            let q = linear(&h, &layer.q_w)?.broadcast_add(&layer.q_b)?.reshape((n, hq, d))?;
-            let k = linear(&h, &layer.k_w)?
-                .broadcast_add(&layer.k_b)?
-                .reshape((n, hkv, d))?;
-            let v = linear(&h, &layer.v_w)?
-                .broadcast_add(&layer.v_b)?
-                .reshape((n, hkv, d))?;
-            let q = rope(&q, &table)?;
-            let k = rope(&k, &table)?;
-            let a = varlen_causal_attention(&q, &k, &v, &batch.segments, scale)?.reshape((n, hq * d))?;
-            let (x1, h1) = add_rms_norm(&x, &linear(&a, &layer.o_w)?, &layer.post_norm, eps)?;
-            let m = swiglu(&linear(&h1, &layer.gate_w)?, &linear(&h1, &layer.up_w)?)?;
-            let next_norm = self.layers.get(i + 1).map_or(&self.norm, |l| &l.input_norm);
-            (x, h) = add_rms_norm(&x1, &linear(&m, &layer.down_w)?, next_norm, eps)?;
+        let m = &self.modules;
+        let table = RopeTable::new(&batch.positions, cfg.head_dim(), cfg.rope_theta(), self.device())?;
+        let mut x = embedding(&m.embed_tokens, &batch.tokens)?;
+        let mut pending: Option<Tensor> = None;
+        for layer in &m.layers {
+            let (x1, d, _) = layer.forward(&x, pending.as_ref(), &table, Attend::Infer(&batch.segments))?;
+            (x, pending) = (x1, Some(d));
         }
-        Ok(h)
+        Ok(m.norm.forward(&x, pending.as_ref())?.1)
     }
 
     /// One generation step over several sequences: `inputs[s]` are the new tokens of sequence
@@ -331,7 +252,8 @@ impl Qwen2 {
     /// `caches[s].len()` tokens its cache holds. Appends their keys and values to the caches and
     /// returns the logits `[sequences, vocab]` of each sequence's last new token. With host
     /// caches the attention runs on host f32 rows (`ops::cached_attention`); with device caches
-    /// it runs on the model's device, composed from tensor ops in f32.
+    /// it runs on the model's device, composed from tensor ops in f32. The layers are the same
+    /// `DecoderLayer` bodies training runs.
     pub fn forward_cached(&self, inputs: &[&[u32]], caches: &mut [KvCache]) -> Result<Tensor> {
         let cfg = &self.config;
         if inputs.len() != caches.len() || inputs.iter().any(|t| t.is_empty()) {
@@ -341,7 +263,7 @@ impl Qwen2 {
         if caches.iter().any(|c| c.is_on_device() != on_device) {
             bail!("forward_cached: the caches of one step must all be on the host or all on the device");
         }
-        let (hq, hkv, d) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
+        let d = cfg.head_dim();
         let ids: Vec<u32> = inputs.iter().flat_map(|t| t.iter().copied()).collect();
         let positions: Vec<u32> = inputs
             .iter()
@@ -353,30 +275,22 @@ impl Qwen2 {
         }
         let n = ids.len();
         let dev = self.device().clone();
+        let m = &self.plain;
         let table = RopeTable::new(&positions, d, cfg.rope_theta(), &dev)?;
-        let eps = cfg.rms_norm_eps;
         let scale = (1.0 / (d as f64).sqrt()) as f32;
-        let linear = |x: &Tensor, w: &Tensor| x.matmul(&w.t()?);
         let host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };
-        let mut x = self.embed.index_select(&Tensor::from_vec(ids, n, &dev)?, 0)?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.input_norm, eps)?;
-            let q = linear(&h, &layer.q_w)?.broadcast_add(&layer.q_b)?.reshape((n, hq, d))?;
-            let k = linear(&h, &layer.k_w)?
-                .broadcast_add(&layer.k_b)?
-                .reshape((n, hkv, d))?;
-            let v = linear(&h, &layer.v_w)?.broadcast_add(&layer.v_b)?;
-            let (q, k) = (rope(&q, &table)?, rope(&k, &table)?);
-            let a = if on_device {
-                self.device_attention(l, inputs, caches, &q, &k, &v.reshape((n, hkv, d))?, scale)?
-            } else {
-                self.host_attention(l, inputs, caches, &host(&q)?, &host(&k)?, &host(&v)?, scale)?
+        let mut x = m.embed_tokens.index_select(&Tensor::from_vec(ids, n, &dev)?, 0)?;
+        let mut pending: Option<Tensor> = None;
+        for (l, layer) in m.layers.iter().enumerate() {
+            let mut attend = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
+                if on_device {
+                    self.device_attention(l, inputs, caches, q, k, v, scale)
+                } else {
+                    self.host_attention(l, inputs, caches, &host(q)?, &host(k)?, &host(v)?, scale)
+                }
             };
-            let a = a.reshape((n, hq * d))?.to_dtype(x.dtype())?;
-            x = (x + linear(&a, &layer.o_w)?)?;
-            let h = rms_norm(&x, &layer.post_norm, eps)?;
-            let m = swiglu(&linear(&h, &layer.gate_w)?, &linear(&h, &layer.up_w)?)?;
-            x = (x + linear(&m, &layer.down_w)?)?;
+            let (x1, dl, _) = layer.forward(&x, pending.as_ref(), &table, Attend::With(&mut attend))?;
+            (x, pending) = (x1, Some(dl));
         }
         let mut last = Vec::with_capacity(inputs.len());
         let mut row = 0u32;
@@ -385,9 +299,11 @@ impl Qwen2 {
             last.push(row - 1);
             cache.commit(tokens.len());
         }
-        let last = x.index_select(&Tensor::new(last.as_slice(), &dev)?, 0)?;
-        let h = rms_norm(&last, &self.norm, eps)?;
-        Ok(h.matmul(&self.lm_head_weight().t()?)?)
+        let last = Tensor::new(last.as_slice(), &dev)?;
+        let x = x.index_select(&last, 0)?;
+        let pending = pending.map(|p| p.index_select(&last, 0)).transpose()?;
+        let h = m.norm.forward(&x, pending.as_ref())?.1;
+        Ok(h.matmul(&m.lm_head_weight().t()?)?)
     }
 
     /// Cached attention of layer `l` on host f32 rows: appends the new keys and values to the

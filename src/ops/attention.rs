@@ -153,6 +153,70 @@ pub fn varlen_causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSeg
     }
 }
 
+/// `varlen_causal_attention` outside autograd (the explicit training step): the output and
+/// what its backward needs. Same kernels as the autograd op on every device.
+pub fn attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segs: &DocSegments,
+    scale: f64,
+) -> Result<(Tensor, AttentionSaved)> {
+    let d = check_shapes("attention", q, k, v, segs)?;
+    let (q, k, v) = (q.detach(), k.detach(), v.detach());
+    match AttentionKernel::for_call(q.device(), q.dtype(), d) {
+        AttentionKernel::CpuFused => AttentionSaved::run(
+            VarlenAttention {
+                segs: segs.clone(),
+                scale: scale as f32,
+                lse: OnceLock::new(),
+            },
+            q.contiguous()?,
+            k.contiguous()?,
+            v.contiguous()?,
+        ),
+        AttentionKernel::Flash => super::flash_attention::flash_attention_forward(&q, &k, &v, segs, scale),
+        AttentionKernel::Chunked => super::chunked_attention::chunked_attention_forward(&q, &k, &v, segs, scale),
+    }
+}
+
+/// What the backward of one `attention_forward` needs: the op that ran it (holding its
+/// log-sum-exp) and the tensors it read and wrote.
+pub struct AttentionSaved {
+    op: Box<dyn CustomOp3 + Send + Sync>,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+}
+
+impl AttentionSaved {
+    /// Runs `op` on `q, k, v` and keeps it with its inputs and output.
+    pub(crate) fn run<C: CustomOp3 + Send + Sync + 'static>(
+        op: C,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+    ) -> Result<(Tensor, Self)> {
+        let o = q.apply_op3_no_bwd(&k, &v, &op)?;
+        Ok((o.clone(), Self::new(Box::new(op), q, k, v, o)))
+    }
+
+    /// An op whose forward already ran, with its inputs and output.
+    pub(crate) fn new(op: Box<dyn CustomOp3 + Send + Sync>, q: Tensor, k: Tensor, v: Tensor, o: Tensor) -> Self {
+        Self { op, q, k, v, o }
+    }
+
+    /// `(dq, dk, dv)` from the output gradient.
+    pub fn backward(&self, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let name = self.op.name();
+        match self.op.bwd(&self.q, &self.k, &self.v, &self.o, dout)? {
+            (Some(dq), Some(dk), Some(dv)) => Ok((dq, dk, dv)),
+            _ => bail!("{name}: the backward returned no gradient for q, k or v"),
+        }
+    }
+}
+
 /// The implementation `varlen_causal_attention` runs for a device, dtype and head dim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKernel {

@@ -8,7 +8,7 @@
 //!
 //! Scores come out of the matmul in the input dtype and the softmax runs in f32.
 
-use super::attention::DocSegments;
+use super::attention::{AttentionSaved, DocSegments};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
 use std::sync::Mutex;
@@ -32,6 +32,23 @@ pub fn chunked_attention(
     scale: f64,
     heads: Option<usize>,
 ) -> Result<Tensor> {
+    let (out, saved) = forward(q, k, v, segs, scale, heads)?;
+    if q.track_op() || k.track_op() || v.track_op() {
+        q.apply_op3(k, v, saved)
+    } else {
+        Ok(out)
+    }
+}
+
+/// The blockwise forward: the output `[N, Hq, D]` and the op that holds its backward.
+fn forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segs: &DocSegments,
+    scale: f64,
+    heads: Option<usize>,
+) -> Result<(Tensor, SavedAttention)> {
     let d = super::attention::check_shapes("chunked attention", q, k, v, segs)?;
     let (hq, hkv) = (q.dim(1)?, k.dim(1)?);
     let geo = Geometry {
@@ -68,11 +85,22 @@ pub fn chunked_attention(
         out: out_flat.clone(),
         lse: Mutex::new(Some(Tensor::cat(&lses, 1)?)),
     };
-    if q.track_op() || k.track_op() || v.track_op() {
-        q.apply_op3(k, v, saved)
-    } else {
-        Ok(out_flat)
-    }
+    Ok((out_flat, saved))
+}
+
+/// `chunked_attention` outside autograd: the output and what its backward needs.
+pub fn chunked_attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segs: &DocSegments,
+    scale: f64,
+) -> Result<(Tensor, AttentionSaved)> {
+    let (out, saved) = forward(q, k, v, segs, scale, None)?;
+    Ok((
+        out.clone(),
+        AttentionSaved::new(Box::new(saved), q.detach(), k.detach(), v.detach(), out),
+    ))
 }
 
 /// Query heads `h0..h0+hn` of a `[rows, H, t, D]` tensor, contiguous (the batched matmul needs

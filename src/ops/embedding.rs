@@ -108,8 +108,17 @@ impl TokenIndex {
     /// `dw` (`[vocab, h]`, f32) of the output gradient `dy` (`[tokens, h]`): each present id's
     /// tokens summed in the sorted order, absent rows zero. The CPU twin of `embedding_bwd`.
     pub fn scatter_sum(&self, dy: &[f32], vocab: usize, h: usize) -> Vec<f32> {
+        let mut dw = vec![0f32; vocab * h];
+        for (v, row) in self.row_sums(dy, h) {
+            dw[v * h..(v + 1) * h].copy_from_slice(&row);
+        }
+        dw
+    }
+
+    /// Each present id with the sum of its tokens' rows of `dy` (in the sorted order).
+    fn row_sums(&self, dy: &[f32], h: usize) -> Vec<(usize, Vec<f32>)> {
         let SortedIds { order, distinct, seg } = self.sorted();
-        let rows: Vec<(usize, Vec<f32>)> = (0..distinct.len())
+        (0..distinct.len())
             .into_par_iter()
             .map(|s| {
                 let mut acc = vec![0f32; h];
@@ -120,12 +129,66 @@ impl TokenIndex {
                 }
                 (distinct[s] as usize, acc)
             })
-            .collect();
-        let mut dw = vec![0f32; vocab * h];
-        for (v, row) in rows {
-            dw[v * h..(v + 1) * h].copy_from_slice(&row);
+            .collect()
+    }
+}
+
+/// Adds the lookup's weight gradient from `dy [tokens, h]` into the f32 buffer `dw [vocab, h]`
+/// in place (the explicit training step; with tied embeddings the buffer also holds the output
+/// projection's gradient). CPU: each present id's tokens summed in the sorted order
+/// (`scatter_sum`'s order) and added to its row; CUDA: `embedding_bwd` in `dy`'s dtype, added.
+pub fn add_embedding_grad(dw: &Tensor, dy: &Tensor, index: &TokenIndex) -> Result<()> {
+    let (vocab, h) = dw.dims2()?;
+    if dy.dims() != [index.ids.len(), h] {
+        bail!(
+            "embedding gradient: dy {:?} for {} tokens and a [{vocab}, {h}] table",
+            dy.dims(),
+            index.ids.len()
+        );
+    }
+    if dw.device().is_cpu() {
+        let dy = dy.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        dw.inplace_op2(
+            &dy,
+            &AddEmbeddingGrad {
+                index: index.clone(),
+                h,
+            },
+        )
+    } else {
+        let g = dy.contiguous()?.apply_op1_no_bwd(&EmbeddingBwd {
+            index: index.clone(),
+            vocab,
+            h,
+        })?;
+        super::grad_accumulate::add_scaled(dw, &g, 1.0)
+    }
+}
+
+/// `add_embedding_grad` on the CPU: rows of the present ids only.
+struct AddEmbeddingGrad {
+    index: TokenIndex,
+    h: usize,
+}
+
+impl candle_core::InplaceOp2 for AddEmbeddingGrad {
+    fn name(&self) -> &'static str {
+        "add_embedding_grad"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let dy = cpu_f32("add_embedding_grad", s2, l2)?;
+        let dw = match (s1, l1.contiguous_offsets()) {
+            (CpuStorage::F32(d), Some((a, b))) => &mut d[a..b],
+            _ => bail!("add_embedding_grad: the buffer must be contiguous f32"),
+        };
+        let h = self.h;
+        for (v, row) in self.index.row_sums(dy, h) {
+            for (d, g) in dw[v * h..(v + 1) * h].iter_mut().zip(row) {
+                *d += g;
+            }
         }
-        dw
+        Ok(())
     }
 }
 

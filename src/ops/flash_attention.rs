@@ -53,6 +53,26 @@ pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments, s
     }
 }
 
+/// `flash_attention` outside autograd: the output and what its backward needs.
+pub fn flash_attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segs: &DocSegments,
+    scale: f64,
+) -> Result<(Tensor, super::attention::AttentionSaved)> {
+    super::attention::check_shapes("flash attention", q, k, v, segs)?;
+    #[cfg(feature = "cuda")]
+    {
+        cuda::flash_attention_forward(q, k, v, segs, scale)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (q, k, v, segs, scale);
+        candle_core::bail!("flash attention needs a build with `--features cuda`")
+    }
+}
+
 /// The launches of `kernels/flash_attention.cu`, for any `KernelRunner` (the GPU, and the CPU
 /// kernel harness in `cargo test`).
 pub mod launch {
@@ -316,6 +336,7 @@ mod tests {
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::launch::{self, Dims};
+    use crate::ops::attention::AttentionSaved;
     use crate::ops::attention::DocSegments;
     use crate::ops::cuda::{input, tensor_input, CudaRunner};
     use candle_core::backend::BackendStorage;
@@ -333,6 +354,22 @@ mod cuda {
             lse: Mutex::new(None),
         };
         aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, op)
+    }
+
+    pub fn flash_attention_forward(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        segs: &DocSegments,
+        scale: f64,
+    ) -> Result<(Tensor, AttentionSaved)> {
+        let starts = segs.device_starts(q.device())?;
+        let op = FlashAttention {
+            starts,
+            scale: scale as f32,
+            lse: Mutex::new(None),
+        };
+        AttentionSaved::run(op, aligned(&q.detach())?, aligned(&k.detach())?, aligned(&v.detach())?)
     }
 
     /// `t` contiguous and starting on a 16-byte boundary (the kernel loads 16 bytes at a time):

@@ -1,4 +1,4 @@
-//! Safe strided matrix views over f32 slices and a single-threaded matrix product on them
+//! Safe strided matrix views over f32 slices and a matrix product on them
 //! (the `gemm` crate candle itself uses on CPU). The fused CPU ops call it on blocks of their
 //! inputs in place, without copying them into contiguous tensors first.
 
@@ -75,6 +75,11 @@ impl<'a> MatMut<'a> {
 
 /// `dst = scale * lhs · rhs` (or `dst += scale * lhs · rhs` when `accumulate`), one thread.
 pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, accumulate: bool) {
+    matmul_with(dst, lhs, rhs, scale, accumulate, 1)
+}
+
+/// `matmul` on `threads` rayon threads (1: the calling thread only).
+pub fn matmul_with(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, accumulate: bool, threads: usize) {
     assert!(
         lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
         "matmul shapes: {}x{} · {}x{} -> {}x{}",
@@ -120,7 +125,11 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, acc
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
         )
     }
 }

@@ -92,12 +92,118 @@ pub fn linear_cross_entropy_counted(
             .sum_all()?
             .to_scalar::<u32>()? as usize,
     };
+    let mut dh_chunks = Vec::new();
+    let mut dw: Option<Tensor> = None;
+    let mut collect = |dlogits: &Tensor, h_c: &Tensor| -> Result<()> {
+        let dlogits = dlogits.to_dtype(hd.dtype())?;
+        dh_chunks.push(dlogits.matmul(&wd)?);
+        let part = dlogits.t()?.matmul(h_c)?;
+        dw = Some(match dw.take() {
+            None => part,
+            Some(acc) => (acc + part)?,
+        });
+        Ok(())
+    };
+    let grads: Option<&mut ChunkGrad> = if needs_grad { Some(&mut collect) } else { None };
+    let (value, bad_targets) = chunked_loss(&hd, &wd, &targets, chunk, grads)?;
+    let loss_sum = if needs_grad {
+        let dh = Tensor::cat(&dh_chunks, 0)?;
+        let dw = match dw {
+            Some(dw) => dw,
+            None => wd.zeros_like()?,
+        };
+        value.apply_op3(
+            hidden,
+            weight,
+            SavedLoss {
+                grads: Mutex::new(Some((dh, dw))),
+            },
+        )?
+    } else {
+        value
+    };
+    Ok(CrossEntropyOutput {
+        loss_sum,
+        supervised,
+        bad_targets,
+    })
+}
 
+/// The loss and the hidden states' gradient of the explicit training step (no autograd):
+/// `linear_cross_entropy` whose weight gradient, scaled by `scale` (the step's 1 / supervised
+/// tokens), is added chunk by chunk into the f32 buffer `dweight` by GEMM, and whose hidden
+/// gradient is returned scaled by `scale`. The loss is unscaled.
+pub struct LossWithGrad {
+    /// Σ per-token loss (f32 scalar on the device).
+    pub loss_sum: Tensor,
+    /// See `CrossEntropyOutput::bad_targets`.
+    pub bad_targets: Option<Tensor>,
+    /// `scale · ∂loss_sum/∂hidden`, `[tokens, hidden]` in the hidden states' dtype.
+    pub dhidden: Tensor,
+}
+
+pub fn linear_cross_entropy_backward(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+    chunk_tokens: Option<usize>,
+    scale: f64,
+    dweight: &Tensor,
+) -> Result<LossWithGrad> {
+    let (n, h) = hidden.dims2()?;
+    let (v, _) = weight.dims2()?;
+    if dweight.dims() != weight.dims() {
+        bail!(
+            "linear_cross_entropy_backward: gradient buffer {:?} for weight {:?}",
+            dweight.dims(),
+            weight.dims()
+        );
+    }
+    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(n, v, h)).max(1);
+    let hd = hidden.detach().contiguous()?;
+    let wd = weight.detach().contiguous()?;
+    let mut dh_chunks = Vec::new();
+    let mut add = |dlogits: &Tensor, h_c: &Tensor| -> Result<()> {
+        // The CPU's gradient is f32 here, so the scale is applied before any rounding.
+        let dlogits = if dlogits.dtype() == DType::F32 {
+            (dlogits * scale)?.to_dtype(hd.dtype())?
+        } else {
+            (dlogits.to_dtype(hd.dtype())? * scale)?
+        };
+        dh_chunks.push(dlogits.matmul(&wd)?);
+        super::grad_accumulate::add_weight_grad(dweight, &dlogits, h_c, 1.0)
+    };
+    let (loss_sum, bad_targets) = chunked_loss(&hd, &wd, &targets.contiguous()?, chunk, Some(&mut add))?;
+    let dhidden = if dh_chunks.len() == 1 {
+        dh_chunks.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&dh_chunks, 0)?
+    };
+    Ok(LossWithGrad {
+        loss_sum,
+        bad_targets,
+        dhidden,
+    })
+}
+
+/// What a chunk's gradient goes to: called with the chunk's logits gradient
+/// `softmax - onehot` (`[len, V]`) and its hidden states (`[len, H]`).
+type ChunkGrad<'a> = dyn FnMut(&Tensor, &Tensor) -> Result<()> + 'a;
+
+/// The chunk loop shared by both entry points: per chunk of `chunk` tokens, the logits, the
+/// in-place cross-entropy, and (with `grad`) the logits' gradient handed on. Returns the summed
+/// loss (on the device) and the device-side count of out-of-vocabulary targets (CUDA).
+fn chunked_loss(
+    hd: &Tensor,
+    wd: &Tensor,
+    targets: &Tensor,
+    chunk: usize,
+    mut grad: Option<&mut ChunkGrad>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (n, _) = hd.dims2()?;
     let mut host_sum = 0f64;
     let mut device_sum: Option<Tensor> = None;
     let mut bad_targets: Option<Tensor> = None;
-    let mut dh_chunks = Vec::new();
-    let mut dw: Option<Tensor> = None;
     let mut a = 0;
     while a < n {
         let len = chunk.min(n - a);
@@ -135,42 +241,16 @@ pub fn linear_cross_entropy_counted(
             }
             None => bail!("cross_entropy_in_place: the op produced no row losses"),
         }
-        if needs_grad {
-            let dlogits = logits.to_dtype(hd.dtype())?;
-            dh_chunks.push(dlogits.matmul(&wd)?);
-            let part = dlogits.t()?.matmul(&h_c)?;
-            dw = Some(match dw {
-                None => part,
-                Some(acc) => (acc + part)?,
-            });
+        if let Some(g) = grad.as_mut() {
+            g(&logits, &h_c)?;
         }
         a += len;
     }
     let value = match device_sum {
         Some(t) => (t + host_sum)?,
-        None => Tensor::new(host_sum as f32, hidden.device())?,
+        None => Tensor::new(host_sum as f32, hd.device())?,
     };
-    let loss_sum = if needs_grad {
-        let dh = Tensor::cat(&dh_chunks, 0)?;
-        let dw = match dw {
-            Some(dw) => dw,
-            None => wd.zeros_like()?,
-        };
-        value.apply_op3(
-            hidden,
-            weight,
-            SavedLoss {
-                grads: Mutex::new(Some((dh, dw))),
-            },
-        )?
-    } else {
-        value
-    };
-    Ok(CrossEntropyOutput {
-        loss_sum,
-        supervised,
-        bad_targets,
-    })
+    Ok((value, bad_targets))
 }
 
 /// The per-row losses of one chunk: on the host (CPU) or still on the device (CUDA).

@@ -20,6 +20,7 @@ pub mod cuda;
 pub mod embedding;
 pub mod flash_attention;
 pub mod gemm;
+pub mod grad_accumulate;
 pub mod grad_norm;
 pub mod kernel_constants;
 pub mod kernel_launch;

@@ -117,14 +117,9 @@ impl CustomOp3 for AddRmsNorm {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let h = w.dim(0)?;
-        let rows = x.elem_count() / h;
         let grad = grad.contiguous()?;
-        let sum = res.get(0)?;
-        let both = sum.apply_op3_no_bwd(w, &grad.get(1)?, &RmsNormBwd { eps: self.eps })?;
-        let dnorm = both.narrow(0, 0, rows)?.reshape(x.shape())?;
-        let dw = both.narrow(0, rows, 1)?.reshape(h)?;
-        let ds = (grad.get(0)? + dnorm)?;
+        let (ds, dw) = add_rms_norm_backward(&res.get(0)?, w, Some(&grad.get(0)?), &grad.get(1)?, self.eps as f64)?;
+        debug_assert_eq!(ds.shape(), x.shape());
         Ok((Some(ds.clone()), Some(ds), Some(dw)))
     }
 }
@@ -167,13 +162,41 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let h = w.dim(0)?;
-        let rows = x.elem_count() / h;
-        let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBwd { eps: self.eps })?;
-        let dx = both.narrow(0, 0, rows)?.reshape(x.shape())?;
-        let dw = both.narrow(0, rows, 1)?.reshape(h)?;
+        let (dx, dw) = rms_norm_backward(x, w, grad, self.eps as f64)?;
         Ok((Some(dx), Some(dw)))
     }
+}
+
+/// The gradients `(dx, dw)` of `y = rms_norm(x, w)` from `dy`, outside autograd (the explicit
+/// training step; the autograd op calls it too). Nothing but `x` is needed: the reciprocal RMS
+/// is recomputed per row.
+pub fn rms_norm_backward(x: &Tensor, w: &Tensor, dy: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let h = w.dim(0)?;
+    let rows = x.elem_count() / h.max(1);
+    let both = x
+        .contiguous()?
+        .apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps: eps as f32 })?;
+    let dx = both.narrow(0, 0, rows)?.reshape(x.shape())?;
+    let dw = both.narrow(0, rows, 1)?.reshape(h)?;
+    Ok((dx, dw))
+}
+
+/// The gradients of `(s, y) = add_rms_norm(x, delta, w)` from the gradients of its two outputs,
+/// outside autograd: `(ds, dw)`, where `ds` is the gradient of both `x` and `delta` (`d_sum`
+/// `None`: the sum's own gradient is zero). `sum` is the forward's first output.
+pub fn add_rms_norm_backward(
+    sum: &Tensor,
+    w: &Tensor,
+    d_sum: Option<&Tensor>,
+    d_normed: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (dnorm, dw) = rms_norm_backward(sum, w, d_normed, eps)?;
+    let ds = match d_sum {
+        Some(d) => (d + dnorm)?,
+        None => dnorm,
+    };
+    Ok((ds, dw))
 }
 
 /// Backward of RMSNorm: returns `[rows + 1, hidden]`, the input gradient rows then the weight

@@ -131,6 +131,12 @@ impl CustomOp3 for Rope {
     }
 }
 
+/// The gradient of `rope(x, table)` from `dy`, outside autograd: the inverse rotation.
+pub fn rope_backward(dy: &Tensor, table: &RopeTable) -> Result<Tensor> {
+    dy.contiguous()?
+        .apply_op3_no_bwd(&table.cos, &table.sin, &Rope { inverse: true })
+}
+
 /// The launch of `kernels/rope.cu`, written once for every `KernelRunner`.
 pub mod launch {
     use crate::ops::kernel_launch::args::Rope;

@@ -61,11 +61,18 @@ impl CustomOp2 for SwiGlu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let both = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SwiGluBwd)?;
-        let dgate = both.get(0)?;
-        let dup = both.get(1)?;
+        let (dgate, dup) = swiglu_backward(gate, up, grad)?;
         Ok((Some(dgate), Some(dup)))
     }
+}
+
+/// The gradients `(dgate, dup)` of `swiglu(gate, up)` from `dy`, outside autograd; the product
+/// itself is not needed (recomputed from `gate` and `up` in the same pass).
+pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    let both = gate
+        .contiguous()?
+        .apply_op3_no_bwd(&up.contiguous()?, &dy.contiguous()?, &SwiGluBwd)?;
+    Ok((both.get(0)?, both.get(1)?))
 }
 
 /// Backward of SwiGLU: returns `[2, ...shape]`, the gate gradient then the up gradient.

@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub guards: GuardConfig,
+    #[serde(default)]
+    pub train: TrainSettings,
     /// CodeArena evaluation of checkpoints during the run.
     #[serde(default)]
     pub arena: Option<ArenaConfig>,
@@ -92,6 +94,14 @@ pub struct BatchConfig {
     pub global_rows: Option<usize>,
     /// Tokens per optimizer step over all processes (a multiple of micro-batch tokens).
     pub global_tokens: Option<usize>,
+}
+
+/// `[train]`: how the step runs (not what it computes: no key here changes a number).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// `"none"`, `"layers"`, or N: keep only every N-th layer's input for the backward.
+    pub activation_checkpointing: crate::model::training::Checkpointing,
 }
 
 /// `[guards]`.
@@ -259,7 +269,7 @@ impl RunConfig {
     pub fn math(&self) -> Json {
         let mut v = serde_json::to_value(self).expect("the config serialises");
         let obj = v.as_object_mut().expect("the config is a table");
-        for key in ["checkpoint", "eval", "log", "guards", "arena"] {
+        for key in ["checkpoint", "eval", "log", "guards", "arena", "train"] {
             obj.remove(key);
         }
         if let Some(run) = obj.get_mut("run").and_then(|r| r.as_object_mut()) {

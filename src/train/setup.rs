@@ -177,8 +177,10 @@ impl Trainer {
         } else {
             None
         };
+        let grads = crate::model::training::GradBuffers::new(&model.config, model.device())?;
         Ok(Self {
             tensorboard,
+            grads,
             metrics: MetricsLog::open(&dir, state.step)?,
             progress: Progress::new(&cfg.log),
             stop: StopRequest::install()?,

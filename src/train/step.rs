@@ -4,6 +4,7 @@
 //! a mean of per-micro-batch means).
 
 use crate::data::pack::PackedRow;
+use crate::model::training::{Checkpointing, GradBuffers};
 use crate::model::{PackedBatch, Qwen2};
 use crate::ops::IGNORE_INDEX;
 use anyhow::{Context, Result};
@@ -56,45 +57,77 @@ impl StepGradients {
     }
 }
 
-/// Forward and backward of every micro-batch, each loss divided by the step's total supervised
-/// count, gradients summed. `loss_factor` multiplies every loss (1 in training; the fault
-/// injection of tests uses NaN). `before_micro(i)` runs before micro-batch `i`.
+/// The step's gradients through the explicit training step (`model::training`) into fresh
+/// f32 buffers: see `step_gradients_into`.
 pub fn step_gradients(
     model: &Qwen2,
     micros: &[MicroBatch],
     loss_factor: f64,
     before_micro: &mut dyn FnMut(usize),
 ) -> Result<StepGradients> {
+    let grads = GradBuffers::new(&model.config, model.device())?;
+    step_gradients_into(model, &grads, micros, loss_factor, Checkpointing::None, before_micro)
+}
+
+/// Forward and backward of every micro-batch through the explicit step, each loss scaled by
+/// `loss_factor / (the step's total supervised count)`, the gradients summed in place in the
+/// f32 buffers `grads` (zeroed first; the trainer allocates them once). `loss_factor` is 1 in
+/// training (the fault injection of tests uses NaN). `before_micro(i)` runs before micro-batch
+/// `i`. The returned gradients are the buffers themselves for f32 parameters (valid until the
+/// next call) and rounded copies for others.
+pub fn step_gradients_into(
+    model: &Qwen2,
+    grads: &GradBuffers,
+    micros: &[MicroBatch],
+    loss_factor: f64,
+    checkpointing: Checkpointing,
+    before_micro: &mut dyn FnMut(usize),
+) -> Result<StepGradients> {
     let total: usize = micros.iter().map(|m| m.supervised).sum();
-    let vars = model.vars();
-    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+    grads.zero()?;
     // The loss and the out-of-vocabulary counts stay on the device until the step's end.
     let mut loss_acc: Option<Tensor> = None;
     let mut bad_targets = Vec::new();
     for (i, mb) in micros.iter().enumerate() {
         before_micro(i);
-        let out = model.loss_counted(&mb.batch, &mb.targets, mb.supervised)?;
-        let l = (out.loss_sum.detach().to_dtype(DType::F64)? * loss_factor)?;
+        let scale = loss_factor / total.max(1) as f64;
+        let out = model
+            .forward_backward(&mb.batch, &mb.targets, scale, grads, checkpointing)
+            .with_context(|| format!("micro-batch {i}"))?;
+        let l = (out.loss_sum.to_dtype(DType::F64)? * loss_factor)?;
         loss_acc = Some(match loss_acc {
             None => l,
             Some(a) => (a + l)?,
         });
-        bad_targets.push(out.bad_targets.clone());
-        let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
-        let store = scaled.backward().context("backward pass")?;
-        for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
-            let g = store
-                .get(var.as_tensor())
-                .with_context(|| format!("no gradient reached {name}"))?;
-            // Several micro-batches add up in f32 (bf16 sums would round at every addition);
-            // the total is rounded to the parameter's dtype once, below.
-            *acc = Some(match acc.take() {
-                None if micros.len() > 1 => g.to_dtype(DType::F32)?,
-                None => g.clone(),
-                Some(a) => (a + g.to_dtype(DType::F32)?)?,
-            });
-        }
+        bad_targets.push(out.bad_targets);
     }
+    let loss_sum = finish_loss(loss_acc, bad_targets)?;
+    let params = model.parameters();
+    if params.len() != grads.named.len() {
+        anyhow::bail!("{} gradient buffers for {} parameters", grads.named.len(), params.len());
+    }
+    let grads = grads
+        .named
+        .iter()
+        .zip(params)
+        .map(|((_, g), (_, p))| {
+            if p.dtype() == DType::F32 {
+                Ok(g.clone())
+            } else {
+                Ok(g.to_dtype(p.dtype())?)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StepGradients {
+        grads,
+        loss_sum,
+        supervised: total,
+    })
+}
+
+/// The step's summed loss on the host, after checking the device-side counts of targets
+/// outside the vocabulary (the step's one synchronisation).
+fn finish_loss(loss_acc: Option<Tensor>, bad_targets: Vec<Option<Tensor>>) -> Result<f64> {
     let loss_sum = match loss_acc {
         Some(t) => t.to_scalar::<f64>()?,
         None => 0.0,
@@ -107,6 +140,39 @@ pub fn step_gradients(
             }
         }
     }
+    Ok(loss_sum)
+}
+
+/// The same gradients through candle's autograd over the model's variables: the reference the
+/// explicit step is tested against (not used in training).
+pub fn autograd_step_gradients(model: &Qwen2, micros: &[MicroBatch], loss_factor: f64) -> Result<StepGradients> {
+    let total: usize = micros.iter().map(|m| m.supervised).sum();
+    let vars = model.vars();
+    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let mut loss_acc: Option<Tensor> = None;
+    let mut bad_targets = Vec::new();
+    for mb in micros {
+        let out = model.loss_counted(&mb.batch, &mb.targets, mb.supervised)?;
+        let l = (out.loss_sum.detach().to_dtype(DType::F64)? * loss_factor)?;
+        loss_acc = Some(match loss_acc {
+            None => l,
+            Some(a) => (a + l)?,
+        });
+        bad_targets.push(out.bad_targets.clone());
+        let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
+        let store = scaled.backward().context("backward pass")?;
+        for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
+            let g = store
+                .get(var.as_tensor())
+                .with_context(|| format!("no gradient reached {name}"))?
+                .to_dtype(DType::F32)?;
+            *acc = Some(match acc.take() {
+                None => g,
+                Some(a) => (a + g)?,
+            });
+        }
+    }
+    let loss_sum = finish_loss(loss_acc, bad_targets)?;
     let grads = grads
         .into_iter()
         .zip(vars)

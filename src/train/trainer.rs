@@ -17,11 +17,12 @@ use super::schedule::lr_at;
 use super::setup::{resume_command, TrainOptions};
 use super::signals::{StopRequest, Stopped};
 use super::stage::StageRun;
-use super::step::{step_gradients, MicroBatch};
+use super::step::{step_gradients_into, MicroBatch};
 use super::{fault, memory};
 use crate::data::loader::LoaderState;
 use crate::data::SampleBuilder;
 use crate::device;
+use crate::model::training::GradBuffers;
 use crate::model::Qwen2;
 use crate::ops::global_norm;
 use anyhow::{bail, Context, Result};
@@ -42,6 +43,8 @@ pub struct Trainer {
     pub(super) device: Device,
     pub(super) model: Qwen2,
     pub(super) opt: AdamW,
+    /// The f32 gradient of every parameter, allocated once, zeroed at each step.
+    pub(super) grads: GradBuffers,
     pub(super) builder: Arc<SampleBuilder>,
     pub(super) state: TrainerState,
     pub(super) files: CheckpointFiles,
@@ -107,9 +110,14 @@ impl Trainer {
     /// Gradients of the step, then the clipped AdamW update unless they are not finite.
     fn step(&mut self, micros: &[MicroBatch], stage: &StageRun) -> Result<StepOutcome> {
         let step = self.state.step + 1;
-        let g = step_gradients(&self.model, micros, fault::loss_factor(step), &mut |m| {
-            fault::at_micro(step, m)
-        })
+        let g = step_gradients_into(
+            &self.model,
+            &self.grads,
+            micros,
+            fault::loss_factor(step),
+            self.cfg.train.activation_checkpointing,
+            &mut |m| fault::at_micro(step, m),
+        )
         .map_err(|e| memory::oom_hint(e, &self.cfg))
         .with_context(|| format!("step {step}"))?;
         let loss = g.loss();

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod explicit_step;
 mod generation;
 mod model_configs;
 mod model_errors;

@@ -6,6 +6,7 @@ use crate::common::rel_err;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use syncoder::model::training::{Checkpointing, GradBuffers};
 use syncoder::model::{PackedBatch, Qwen2};
 use syncoder::ops::IGNORE_INDEX;
 
@@ -74,6 +75,30 @@ fn check_model(name: &str) {
             grads.get(var.as_tensor()).is_some(),
             "{name}: {pname} received no gradient"
         );
+    }
+
+    // The same loss and gradients through the explicit step the trainer runs (no autograd),
+    // with and without activation checkpointing.
+    for ckpt in [Checkpointing::None, Checkpointing::Every(1)] {
+        let buffers = GradBuffers::new(&model.config, &Device::Cpu).unwrap();
+        let scale = 1.0 / out.supervised as f64;
+        let step = model.forward_backward(&batch, &targets, scale, &buffers, ckpt).unwrap();
+        let loss = (step.loss_sum * scale).unwrap();
+        let e = rel_err(&loss, &exp["loss"]).unwrap();
+        assert!(e <= 1e-5, "{name} ({ckpt:?}): explicit-step loss rel err {e:e}");
+        let mut checked = 0;
+        for (pname, got) in &buffers.named {
+            let Some(want) = exp.get(&format!("grad.{pname}")) else {
+                continue;
+            };
+            let e = rel_err(got, want).unwrap();
+            assert!(
+                e <= 1e-4,
+                "{name} ({ckpt:?}): explicit gradient of {pname} rel err {e:e}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 8, "{name}: only {checked} explicit gradients compared");
     }
 
     // Packed row: two documents, positions restarting; transformers used a block-diagonal mask.

@@ -1,0 +1,49 @@
+//! `Linear { weight, bias }` as Hugging Face names it: `y = x · Wᵀ + b` on `[tokens, in]`
+//! rows, and its explicit backward, which adds `dyᵀ · x` (and `Σ dy`) into the f32 gradient
+//! buffers by GEMM and returns `dy · W`.
+
+use super::params::{Init, ParamSource};
+use crate::ops::grad_accumulate::{add_column_sums, add_weight_grad};
+use anyhow::Result;
+use candle_core::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`, where the layer has one.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `weight` (and `bias` when `bias`) under `src`.
+    pub fn new(src: &ParamSource, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        Ok(Self {
+            weight: src.get("weight", &[out_dim, in_dim], Init::Normal)?,
+            bias: if bias {
+                Some(src.get("bias", &[out_dim], Init::Zeros)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `x [n, in]` → `[n, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    /// Adds this layer's parameter gradients for input `x` and output gradient `dy` into
+    /// `grads` (the same module built over the f32 gradient buffers) and returns `dx`.
+    pub fn backward(&self, x: &Tensor, dy: &Tensor, grads: &Linear) -> Result<Tensor> {
+        add_weight_grad(&grads.weight, dy, x, 1.0)?;
+        if let Some(db) = &grads.bias {
+            add_column_sums(db, dy, 1.0)?;
+        }
+        Ok(dy.matmul(&self.weight)?)
+    }
+}
