@@ -1,6 +1,7 @@
 //! Benchmark (not a test): one f32 CPU training step (forward + backward) of a small Qwen2,
 //! hidden 256, 4 layers, 4 heads / 2 kv heads, intermediate 704, vocab 8192, batch 4 × 256.
-//! Prints two tables: the median step time with its forward / backward split, and the time of
+//! Prints two tables: the median step time of the explicit step the trainer runs and of the
+//! candle-autograd reference (with its forward / backward split), and the time of
 //! each op family (forward + backward, measured alone at the step's shapes, times its count per
 //! step) to show what dominates.
 //! Run: `cargo bench --bench train_step` (PyTorch side: `scripts/bench_torch.py`; both at once:
@@ -16,8 +17,10 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use common::randn;
 use std::time::Instant;
+use syncoder::model::training::{Checkpointing, GradBuffers};
 use syncoder::model::{PackedBatch, Qwen2, Qwen2Config};
 use syncoder::ops::{linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, RopeTable};
+use syncoder::train::step::{step_gradients_into, MicroBatch};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -40,6 +43,38 @@ fn main() -> anyhow::Result<()> {
     let positions: Vec<u32> = (0..rows).flat_map(|_| 0..seq as u32).collect();
     let batch = PackedBatch::new(ids, positions, rows, &Device::Cpu)?;
     let targets = batch.next_token_targets(None)?;
+    // The trainer's step: explicit forward/backward into f32 buffers allocated once.
+    let mask = vec![true; rows * seq];
+    let supervised = batch
+        .next_token_target_ids(Some(&mask))?
+        .iter()
+        .filter(|&&t| t >= 0)
+        .count();
+    let micro = MicroBatch {
+        batch: batch.clone(),
+        targets: targets.clone(),
+        supervised,
+        tokens: rows * seq,
+        padding: 0,
+    };
+    let buffers = GradBuffers::new(&cfg, &Device::Cpu)?;
+    let mut explicit = vec![];
+    for i in 0..iters + 2 {
+        let t0 = Instant::now();
+        let g = step_gradients_into(
+            &model,
+            &buffers,
+            std::slice::from_ref(&micro),
+            1.0,
+            Checkpointing::None,
+            &mut |_| {},
+        )?;
+        drop(g);
+        if i >= 2 {
+            explicit.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    // The autograd path over the same model (the tests' reference), split forward / backward.
     let (mut fwd, mut bwd, mut total) = (vec![], vec![], vec![]);
     for i in 0..iters + 2 {
         let t0 = Instant::now();
@@ -59,9 +94,14 @@ fn main() -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     println!("| impl | threads | step s (median of {iters}) | forward s | backward s | tokens/s |");
     println!("|---|---|---|---|---|---|");
+    let step = median(explicit);
+    println!(
+        "| syncoder (explicit step, as trained) | {threads} | {step:.4} | – | – | {:.0} |",
+        (rows * seq) as f64 / step
+    );
     let step = median(total);
     println!(
-        "| syncoder (candle + fused ops) | {threads} | {step:.4} | {:.4} | {:.4} | {:.0} |",
+        "| syncoder (candle autograd, reference) | {threads} | {step:.4} | {:.4} | {:.4} | {:.0} |",
         median(fwd),
         median(bwd),
         (rows * seq) as f64 / step

@@ -9,6 +9,7 @@ mod data;
 mod generate;
 mod init;
 mod loss;
+mod plan;
 mod selftest;
 mod serve;
 mod train;
@@ -54,6 +55,9 @@ pub enum Command {
     Loss(loss::LossArgs),
     /// Fine-tune a model from a TOML run config (or resume a run).
     Train(train::TrainArgs),
+    /// Print the memory a run config needs (weights, gradients, AdamW, activations, peak) and
+    /// whether it fits; reads no weights, downloads nothing.
+    Plan(plan::PlanArgs),
     /// Generate a reply with a model (greedy or sampled; chat template unless --raw).
     Generate(generate::GenerateArgs),
     /// Serve a model over an OpenAI-compatible HTTP API (127.0.0.1 by default).
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Loss(args) => loss::run(args),
         Command::Train(args) => train::run_cmd(args),
+        Command::Plan(args) => plan::run(args),
         Command::Ckpt(cmd) => ckpt::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),

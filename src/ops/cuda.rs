@@ -220,6 +220,12 @@ pub fn memory_in_use(dev: &CudaDevice) -> Result<u64> {
     Ok(total.saturating_sub(free) as u64)
 }
 
+/// `(free, total)` bytes of device memory, as the driver reports them.
+pub fn memory_info(dev: &CudaDevice) -> Result<(u64, u64)> {
+    let (free, total) = dev.cuda_stream().context().mem_get_info().w()?;
+    Ok((free as u64, total as u64))
+}
+
 /// Opens CUDA device `ordinal` for training or inference: on a stream of its own (candle's
 /// default is the per-thread default stream, so work queued from another thread, as `generate`
 /// and `serve` do, would race; one explicit stream orders it all), with the device memory pool

@@ -1,34 +1,75 @@
-//! A rough upper estimate of the host memory a CPU run needs (parameters, gradients, AdamW
-//! state, and the activations one micro-batch keeps for its backward), checked against the
-//! memory the machine has available before anything is loaded, so a run that cannot fit stops
-//! with a message naming the keys to change instead of being killed by the OOM killer.
+//! The memory a run needs, from the config alone (no weights loaded): parameters, f32
+//! gradient buffers, AdamW state, the activations one micro-batch keeps for its backward (as
+//! `model::training` keeps them, with or without activation checkpointing), the largest working
+//! set on top of them, and the runtime's own overhead. `syncoder plan` prints it; the trainer
+//! refuses a run whose peak exceeds the machine's memory (host RAM for CPU runs, the card's
+//! memory for CUDA runs) with a message naming the keys to change, instead of being killed by
+//! the OOM killer or failing hours in.
 
 use super::config::RunConfig;
+use crate::model::training::Checkpointing;
 use crate::model::Qwen2Config;
 use anyhow::{bail, Result};
 
-/// Bytes a run needs, by kind.
+/// What the estimate depends on besides the model's shape.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryInput {
+    /// Bytes per parameter (4 f32, 2 bf16/f16); activations have the same dtype.
+    pub param_bytes: u64,
+    /// Tokens per micro-batch (`micro_batch_rows × seq_len`).
+    pub tokens: u64,
+    /// Tokens per chunk of the fused output projection + loss.
+    pub loss_chunk: u64,
+    pub checkpointing: Checkpointing,
+    /// A CUDA run (logits stay in the activation dtype; the CUDA runtime's overhead).
+    pub gpu: bool,
+}
+
+/// Bytes by kind (`peak` is their worst-case sum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryEstimate {
-    /// Parameters, summed gradients, a step's gradients, fp32 moments and master copies.
-    pub state: u64,
-    /// Activations saved for the backward of one micro-batch, plus its transient gradients.
+    pub parameters: u64,
+    /// f32 gradient buffers, plus the copies rounded to the parameter dtype the optimizer reads
+    /// for non-f32 parameters.
+    pub gradients: u64,
+    /// AdamW moments and (for non-f32 parameters) f32 master weights.
+    pub optimizer: u64,
+    /// What the forward of one micro-batch keeps for its backward.
     pub activations: u64,
+    /// The largest working set on top of the kept activations: the loss's logits chunk, one
+    /// layer's backward, a recomputed span; or the optimizer's update of the largest parameter.
+    pub working: u64,
+    /// The process itself: the CUDA context and cuBLAS workspace, or the binary, tokenizer and
+    /// data pipeline of a CPU run.
+    pub runtime: u64,
 }
 
 impl MemoryEstimate {
-    pub fn total(&self) -> u64 {
-        self.state + self.activations
+    /// Weights, gradients and optimizer state: what stays for the whole run.
+    pub fn state(&self) -> u64 {
+        self.parameters + self.gradients + self.optimizer
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.state() + self.activations + self.working + self.runtime
     }
 }
 
-/// The estimate for a model with `cfg`, parameters of `param_bytes` bytes each, and
-/// micro-batches of `tokens` tokens whose loss is computed `chunk` tokens at a time.
-pub fn estimate(cfg: &Qwen2Config, param_bytes: u64, tokens: u64, chunk: u64) -> MemoryEstimate {
+/// Saved bytes per token of one layer's forward (see `DecoderLayer::forward`): the two fused
+/// norm outputs `[2, T, h]` (sum and normed share a buffer), q and the attention output, k and v
+/// after RoPE, gate and up, and the attention's f32 log-sum-exp.
+fn layer_bytes_per_token(cfg: &Qwen2Config, b: u64) -> u64 {
+    let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
+    let q = (cfg.num_attention_heads * cfg.head_dim()) as u64;
+    let kv = (cfg.num_kv_heads() * cfg.head_dim()) as u64;
+    b * (4 * h + 2 * q + 2 * kv + 2 * i) + 4 * cfg.num_attention_heads as u64
+}
+
+pub fn estimate(cfg: &Qwen2Config, m: MemoryInput) -> MemoryEstimate {
     let p = cfg.num_parameters() as u64;
-    let master = if param_bytes == 4 { 0 } else { 4 };
-    // Parameter, step gradient and running sum (parameter dtype), m and v (f32), master.
-    let state = p * (3 * param_bytes + 8 + master);
+    let b = m.param_bytes;
+    let t = m.tokens;
+    let layers = cfg.num_hidden_layers as u64;
     let (h, i, v) = (
         cfg.hidden_size as u64,
         cfg.intermediate_size as u64,
@@ -36,14 +77,67 @@ pub fn estimate(cfg: &Qwen2Config, param_bytes: u64, tokens: u64, chunk: u64) ->
     );
     let q = (cfg.num_attention_heads * cfg.head_dim()) as u64;
     let kv = (cfg.num_kv_heads() * cfg.head_dim()) as u64;
-    // Saved per token and layer: residual, two norms, attention output, projections
-    // (q, k, v before and after RoPE), gate, up and their product, down output.
-    let per_layer = 6 * h + 2 * q + 4 * kv + 3 * i;
-    let act_bytes = 4u64.max(param_bytes);
-    // The backward holds about as much again in transient gradients.
-    let activations =
-        2 * tokens * (per_layer * cfg.num_hidden_layers as u64 + 2 * h) * act_bytes + 2 * chunk.min(tokens) * v * 4;
-    MemoryEstimate { state, activations }
+    let low = b != 4;
+    let parameters = p * b;
+    let gradients = p * 4 + if low { p * b } else { 0 };
+    let optimizer = p * 8 + if low { p * 4 } else { 0 };
+
+    let per_layer = t * layer_bytes_per_token(cfg, b);
+    // The embedding output, and per span's input the residual buffer and the pending delta.
+    let embed = t * h * b;
+    let (activations, recomputed) = match m.checkpointing {
+        Checkpointing::None => (embed + layers * per_layer, 0),
+        Checkpointing::Every(n) => {
+            let n = (n as u64).clamp(1, layers.max(1));
+            let spans = layers.div_ceil(n);
+            (embed + spans * 3 * t * h * b, n * per_layer)
+        }
+    };
+    // The loss: the final norm's output, the chunk's logits and their scaled gradient (f32 on
+    // the CPU, the activation dtype on a GPU), the hidden gradient's chunks and their concat.
+    let chunk = m.loss_chunk.min(t).max(1);
+    let logit_bytes = if m.gpu { b } else { 4 };
+    let loss = 2 * t * h * b + 2 * chunk * v * logit_bytes + 2 * t * h * b;
+    // One layer's backward: the recomputed MLP product and its gradient, the gate/up gradients,
+    // a recomputed norm output and the residual gradients; or the attention's gradients.
+    let mlp_bwd = t * b * (4 * i + 4 * h);
+    let attn_bwd = t * b * (2 * (q + 2 * kv) + 4 * h);
+    let backward = recomputed + mlp_bwd.max(attn_bwd);
+    // The unfused AdamW of a CPU run makes new master, m and v of one parameter at a time.
+    let largest = v * h;
+    let update = if m.gpu { 0 } else { 3 * 4 * largest };
+    let working = loss.max(backward).max(update.saturating_sub(activations));
+    let runtime = if m.gpu { 1 << 30 } else { 192 << 20 };
+    MemoryEstimate {
+        parameters,
+        gradients,
+        optimizer,
+        activations,
+        working,
+        runtime,
+    }
+}
+
+/// The estimate for a run config and its model.
+pub fn for_run(cfg: &RunConfig, model: &Qwen2Config, gpu: bool) -> MemoryEstimate {
+    let tokens = (cfg.batch.micro_batch_rows * cfg.data.seq_len) as u64;
+    let chunk = cfg.model.loss_chunk_tokens.unwrap_or_else(|| {
+        crate::ops::linear_cross_entropy::default_chunk_tokens(tokens as usize, model.vocab_size, model.hidden_size)
+    }) as u64;
+    let param_bytes = match cfg.run.dtype.dtype() {
+        candle_core::DType::F32 => 4,
+        _ => 2,
+    };
+    estimate(
+        model,
+        MemoryInput {
+            param_bytes,
+            tokens,
+            loss_chunk: chunk,
+            checkpointing: cfg.train.activation_checkpointing,
+            gpu,
+        },
+    )
 }
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (`None` where it cannot be read).
@@ -54,32 +148,71 @@ pub fn available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Refuses a CPU run whose estimated memory exceeds what the machine has available.
-pub fn check_host_memory(cfg: &RunConfig, model: &Qwen2Config) -> Result<()> {
-    let tokens = (cfg.batch.micro_batch_rows * cfg.data.seq_len) as u64;
-    let chunk = cfg.model.loss_chunk_tokens.unwrap_or_else(|| {
-        crate::ops::linear_cross_entropy::default_chunk_tokens(tokens as usize, model.vocab_size, model.hidden_size)
-    }) as u64;
-    let need = estimate(model, 4, tokens, chunk);
-    let Some(avail) = available() else {
-        return Ok(());
-    };
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    if need.total() > avail {
+pub fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+/// What to change when a run does not fit, in order of what costs least.
+pub fn remedies(cfg: &RunConfig) -> String {
+    let mut out = Vec::new();
+    if cfg.train.activation_checkpointing == Checkpointing::None {
+        out.push(
+            "set train.activation_checkpointing = \"layers\" (recompute each layer's forward in the backward)"
+                .to_string(),
+        );
+    }
+    if cfg.batch.micro_batch_rows > 1 {
+        out.push(format!(
+            "lower batch.micro_batch_rows (now {}; the global batch stays the same through more accumulation)",
+            cfg.batch.micro_batch_rows
+        ));
+    }
+    out.push(format!("lower data.seq_len (now {})", cfg.data.seq_len));
+    if cfg.run.dtype.dtype() == candle_core::DType::F32 && cfg.run.device != crate::device::DeviceSpec::Cpu {
+        out.push("set run.dtype = \"bf16\"".into());
+    }
+    out.push("use a smaller model".into());
+    out.join("; ")
+}
+
+/// Refuses a run whose estimated peak exceeds `capacity` bytes of `what`.
+pub fn check_fits(cfg: &RunConfig, model: &Qwen2Config, gpu: bool, capacity: u64, what: &str) -> Result<()> {
+    let need = for_run(cfg, model, gpu);
+    if need.peak() > capacity {
         bail!(
             "out of memory ahead: this run needs about {:.1} GiB ({:.1} GiB of weights, gradients and AdamW state, \
-             {:.1} GiB of activations for batch.micro_batch_rows = {} × data.seq_len = {} tokens) but {:.1} GiB are \
-             available; lower batch.micro_batch_rows (the global batch stays the same through more accumulation) \
-             or data.seq_len, or use a smaller model",
-            gib(need.total()),
-            gib(need.state),
+             {:.1} GiB of activations for batch.micro_batch_rows = {} × data.seq_len = {} tokens with \
+             train.activation_checkpointing = {}, {:.1} GiB working memory) but {what} has {:.1} GiB; {} \
+             (`syncoder plan --config FILE` prints the estimate for other settings)",
+            gib(need.peak()),
+            gib(need.state()),
             gib(need.activations),
             cfg.batch.micro_batch_rows,
             cfg.data.seq_len,
-            gib(avail)
+            checkpointing_name(cfg.train.activation_checkpointing),
+            gib(need.working),
+            gib(capacity),
+            remedies(cfg),
         );
     }
     Ok(())
+}
+
+/// The config's spelling of a checkpointing choice.
+pub fn checkpointing_name(c: Checkpointing) -> String {
+    match c {
+        Checkpointing::None => "\"none\"".into(),
+        Checkpointing::Every(1) => "\"layers\"".into(),
+        Checkpointing::Every(n) => n.to_string(),
+    }
+}
+
+/// Refuses a CPU run whose estimated memory exceeds what the machine has available.
+pub fn check_host_memory(cfg: &RunConfig, model: &Qwen2Config) -> Result<()> {
+    match available() {
+        Some(avail) => check_fits(cfg, model, false, avail, "the machine (MemAvailable)"),
+        None => Ok(()),
+    }
 }
 
 /// Adds what to change to an out-of-memory error of the device.
@@ -87,9 +220,10 @@ pub fn oom_hint(e: anyhow::Error, cfg: &RunConfig) -> anyhow::Error {
     let text = format!("{e:#}").to_lowercase();
     if text.contains("out of memory") || text.contains("out_of_memory") {
         e.context(format!(
-            "out of device memory with batch.micro_batch_rows = {} and data.seq_len = {}: lower \
-             batch.micro_batch_rows (the global batch stays the same through more accumulation) or data.seq_len",
-            cfg.batch.micro_batch_rows, cfg.data.seq_len
+            "out of device memory with batch.micro_batch_rows = {} and data.seq_len = {}: {}",
+            cfg.batch.micro_batch_rows,
+            cfg.data.seq_len,
+            remedies(cfg)
         ))
     } else {
         e
@@ -100,22 +234,46 @@ pub fn oom_hint(e: anyhow::Error, cfg: &RunConfig) -> anyhow::Error {
 mod tests {
     use super::*;
 
-    #[test]
-    fn grows_with_tokens_and_counts_masters_only_for_low_precision() {
-        let cfg = Qwen2Config::from_json(
-            r#"{"vocab_size": 640, "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
+    fn tiny() -> Qwen2Config {
+        Qwen2Config::from_json(
+            r#"{"vocab_size": 640, "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 4,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048,
                 "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "model_type": "qwen2"}"#,
         )
-        .unwrap();
-        let a = estimate(&cfg, 4, 1024, 256);
-        let b = estimate(&cfg, 4, 2048, 256);
-        assert!(b.activations > a.activations * 19 / 10);
-        assert_eq!(a.state, b.state);
-        assert_eq!(estimate(&cfg, 2, 1024, 256).state, cfg.num_parameters() as u64 * 18);
-        // The smoke run (8 rows × 256 tokens in micro-batches of 4 rows) peaks at ~143 MiB RSS
-        // with the process itself; the estimate for the training part stays well under that.
-        assert!(a.total() < 100 << 20, "{a:?}");
+        .unwrap()
+    }
+
+    fn input(tokens: u64, checkpointing: Checkpointing, param_bytes: u64) -> MemoryInput {
+        MemoryInput {
+            param_bytes,
+            tokens,
+            loss_chunk: 256,
+            checkpointing,
+            gpu: false,
+        }
+    }
+
+    #[test]
+    fn activations_grow_with_tokens_and_shrink_with_checkpointing() {
+        let cfg = tiny();
+        let a = estimate(&cfg, input(1024, Checkpointing::None, 4));
+        let b = estimate(&cfg, input(2048, Checkpointing::None, 4));
+        assert_eq!(b.activations, 2 * a.activations);
+        assert_eq!(a.state(), b.state());
+        let layers = estimate(&cfg, input(2048, Checkpointing::Every(1), 4));
+        let two = estimate(&cfg, input(2048, Checkpointing::Every(2), 4));
+        assert!(layers.activations < two.activations && two.activations < b.activations);
+        assert!(layers.working >= b.working && two.working > layers.working);
+    }
+
+    #[test]
+    fn low_precision_counts_masters_and_rounded_gradients() {
+        let cfg = tiny();
+        let p = cfg.num_parameters() as u64;
+        let f32 = estimate(&cfg, input(1024, Checkpointing::None, 4));
+        let bf16 = estimate(&cfg, input(1024, Checkpointing::None, 2));
+        assert_eq!(f32.state(), p * 16);
+        assert_eq!(bf16.state(), p * (2 + 4 + 2 + 8 + 4));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `model_source` (`[model]`), `step` (micro-batches and their gradients), `optimizer`
 //! (`[optim]`, AdamW), `schedule`, `checkpoint` (`[checkpoint]`, save and resume), `loss_eval`
 //! (`[eval]` and `syncoder loss`), `metrics`, `progress` (`[log]`), `arena_eval` (`[arena]`),
-//! `memory`, `signals`, `fault` (crash tests) and `loss_curve`.
+//! `memory` (the estimate; `memory_plan` prints it for `syncoder plan`), `signals`, `fault` (crash tests) and `loss_curve`.
 
 pub mod arena_eval;
 pub mod checkpoint;
@@ -14,6 +14,7 @@ pub mod finish;
 pub mod loss_curve;
 pub mod loss_eval;
 pub mod memory;
+pub mod memory_plan;
 pub mod metrics;
 pub mod model_source;
 pub mod optimizer;

@@ -86,9 +86,23 @@ impl Plan {
             cfg.data.max_sample_len(),
             cfg.data.overflow,
         )?);
+        let model_cfg = Qwen2Config::from_file(&dirs.config_path(&cfg.model)?)?;
         if device.is_cpu() {
-            let model_cfg = Qwen2Config::from_file(&dirs.config_path(&cfg.model)?)?;
             super::memory::check_host_memory(&cfg, &model_cfg)?;
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = crate::ops::cuda::cuda_device(&device) {
+            let (free, _total) = crate::ops::cuda::memory_info(dev)?;
+            let name = crate::ops::cuda::device_name(dev).unwrap_or_else(|_| "the GPU".into());
+            // What is free now plus the context this process already holds (counted in the
+            // estimate's runtime).
+            super::memory::check_fits(
+                &cfg,
+                &model_cfg,
+                true,
+                free + (1 << 30),
+                &format!("{name} (free memory)"),
+            )?;
         }
         let (mut model, opt, state) = match &resumed {
             Some(ckpt) => resume(&cfg, opts, ckpt, dtype, &device)?,

@@ -7,5 +7,6 @@ mod common;
 mod accumulation;
 mod arena_handoff;
 mod config;
+mod memory_plan;
 mod resume;
 mod run;
