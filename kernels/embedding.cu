@@ -40,6 +40,26 @@ __device__ void embedding_bwd(const T* __restrict__ dy, const unsigned* __restri
   }
 }
 
+// The same sums added into an f32 buffer (the explicit training step's gradient buffer, which
+// with tied embeddings already holds the output projection's gradient): rows of absent ids are
+// left as they are. One block per vocabulary row, so no two blocks touch one element.
+template <typename T>
+__device__ void embedding_bwd_add(const T* __restrict__ dy, const unsigned* __restrict__ order,
+                                  const unsigned* __restrict__ seg, const unsigned* __restrict__ slot,
+                                  float* __restrict__ dw, int vocab, int h) {
+  for (int v = blockIdx.x; v < vocab; v += gridDim.x) {
+    const unsigned s = slot[v];
+    if (s == 0xFFFFFFFFu) continue;
+    float* row = dw + (long long)v * h;
+    const unsigned first = seg[s], last = seg[s + 1];
+    for (int c = threadIdx.x; c < h; c += blockDim.x) {
+      float acc = 0.f;
+      for (unsigned j = first; j < last; ++j) acc += to_f(dy[(long long)order[j] * h + c]);
+      row[c] += acc;
+    }
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(BLOCK) embedding_fwd_f32(const float* w, const unsigned* ids, float* y,
                                                                   int n, int h) {
   embedding_fwd<float>(w, ids, y, n, h);
@@ -57,4 +77,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK) embedding_bwd_bf16(const bf1
                                                                    const unsigned* seg, const unsigned* slot,
                                                                    bf16* dw, int vocab, int h) {
   embedding_bwd<bf16>(dy, order, seg, slot, dw, vocab, h);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) embedding_bwd_add_f32(const float* dy, const unsigned* order,
+                                                                      const unsigned* seg, const unsigned* slot,
+                                                                      float* dw, int vocab, int h) {
+  embedding_bwd_add<float>(dy, order, seg, slot, dw, vocab, h);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) embedding_bwd_add_bf16(const bf16* dy, const unsigned* order,
+                                                                       const unsigned* seg, const unsigned* slot,
+                                                                       float* dw, int vocab, int h) {
+  embedding_bwd_add<bf16>(dy, order, seg, slot, dw, vocab, h);
 }

@@ -311,7 +311,7 @@ mod kernel_harness {
         let mut want_grad = logits.clone();
         let mut want_loss = Vec::new();
         for (row, &t) in want_grad.chunks_mut(v).zip(&targets) {
-            match linear_cross_entropy::cross_entropy_row(row, t) {
+            match linear_cross_entropy::cross_entropy_row(row, t, 0.37) {
                 Ok(l) => want_loss.push(l),
                 Err(_) => {
                     row.fill(0.0);
@@ -329,6 +329,7 @@ mod kernel_harness {
                 input(&tb),
                 rows,
                 v,
+                0.37,
             )
             .unwrap();
             assert_close(&format!("cross_entropy loss {tag}"), &loss.to_vec(), &want_loss, 2e-5);
@@ -353,8 +354,11 @@ mod kernel_harness {
 
     // ---- adamw.cu ----
 
-    fn adamw_case<T: Storage>() {
-        use syncoder::ops::adamw::{adamw_cpu, launch, AdamWEntry, AdamWStep, MULTI_TENSOR_CHUNK};
+    /// Gradients stored as `G`, parameters written back as `P`, launched by `run`.
+    fn adamw_case<G: Storage, P: Storage>(
+        run: impl Fn(&Harness, &[syncoder::ops::adamw::AdamWEntry], &syncoder::ops::adamw::AdamWStep),
+    ) {
+        use syncoder::ops::adamw::{adamw_cpu, AdamWEntry, AdamWStep, MULTI_TENSOR_CHUNK};
         let sizes = [1usize, MULTI_TENSOR_CHUNK + 5, 3000];
         let h = AdamWStep {
             lr: 1e-3,
@@ -375,14 +379,14 @@ mod kernel_harness {
                 let master = randn(n, 1.0, seed);
                 let m = randn(n, 0.01, seed + 1);
                 let v: Vec<f32> = randn(n, 0.001, seed + 2).iter().map(|x| x * x).collect();
-                let (grad, gb) = stored::<T>(&randn(n, 0.1, seed + 3), "grad");
+                let (grad, gb) = stored::<G>(&randn(n, 0.1, seed + 3), "grad");
                 let wd = if i % 2 == 0 { 0.1 } else { 0.0 };
                 let (mb, mmb, vb) = (
                     Buffer::from_slice(&master, "master"),
                     Buffer::from_slice(&m, "exp_avg"),
                     Buffer::from_slice(&v, "exp_avg_sq"),
                 );
-                let pb = Buffer::<T>::poisoned(n, "param");
+                let pb = Buffer::<P>::poisoned(n, "param");
                 let (mut wm, mut wmm, mut wv) = (master.clone(), m.clone(), v.clone());
                 adamw_cpu(&mut wm, &mut wmm, &mut wv, &grad, &AdamWStep { weight_decay: wd, ..h });
                 entries.push(AdamWEntry {
@@ -397,13 +401,18 @@ mod kernel_harness {
                 want.push((wm, wmm, wv));
                 bufs.push((mb, mmb, vb, gb, pb));
             }
-            launch::adamw_multi::<_, T>(&r, &entries, &h).unwrap();
+            run(&r, &entries, &h);
             for (i, ((mb, mmb, vb, _, pb), (wm, wmm, wv))) in bufs.iter().zip(&want).enumerate() {
-                let tag = format!("{} tensor {i} ({} elements) {schedule:?}", T::SUFFIX, sizes[i]);
+                let tag = format!(
+                    "{} grads, {} params, tensor {i} ({} elements) {schedule:?}",
+                    G::SUFFIX,
+                    P::SUFFIX,
+                    sizes[i]
+                );
                 assert_close(&format!("adamw master {tag}"), &mb.to_vec(), wm, 1e-6);
                 assert_close(&format!("adamw exp_avg {tag}"), &mmb.to_vec(), wmm, 1e-6);
                 assert_close(&format!("adamw exp_avg_sq {tag}"), &vb.to_vec(), wv, 1e-6);
-                let rounded: Vec<f32> = mb.to_vec().iter().map(|&x| T::from_f32(x).to_f32()).collect();
+                let rounded: Vec<f32> = mb.to_vec().iter().map(|&x| P::from_f32(x).to_f32()).collect();
                 assert_eq!(widen(pb), rounded, "adamw param write-back {tag}");
             }
         }
@@ -411,12 +420,17 @@ mod kernel_harness {
 
     #[test]
     fn adamw_multi_f32_matches_twin() {
-        adamw_case::<f32>();
+        adamw_case::<f32, f32>(|r, e, h| syncoder::ops::adamw::launch::adamw_multi::<_, f32>(r, e, h).unwrap());
     }
 
     #[test]
     fn adamw_multi_bf16_matches_twin_and_writes_back_rounded_params() {
-        adamw_case::<bf16>();
+        adamw_case::<bf16, bf16>(|r, e, h| syncoder::ops::adamw::launch::adamw_multi::<_, bf16>(r, e, h).unwrap());
+    }
+
+    #[test]
+    fn adamw_multi_mixed_reads_f32_grads_and_writes_back_bf16_params() {
+        adamw_case::<f32, bf16>(|r, e, h| syncoder::ops::adamw::launch::adamw_multi_mixed(r, e, h).unwrap());
     }
 
     // ---- grad_norm.cu ----
@@ -539,6 +553,24 @@ mod kernel_harness {
             let dw = emb::launch::bwd(&r, input(&gb), input(&ob), input(&sb), input(&slb), vocab, h).unwrap();
             let got = widen(&dw);
             assert_close(&format!("embedding_bwd {tag}"), &got, &want_dw, T::TOL);
+            // Added into an f32 buffer holding something already (the tied output projection's
+            // gradient): absent rows keep their values, present rows get the twin's exact sums.
+            let base = randn(vocab * h, 1.0, 33);
+            let acc = Buffer::from_slice(&base, "dw (f32 buffer)");
+            let dw_ptr = DevPtrMut::<f32>::new(acc.addr(), 0);
+            emb::launch::bwd_add(&r, input(&gb), input(&ob), input(&sb), input(&slb), dw_ptr, vocab, h).unwrap();
+            let twin = cpu(&base, &[vocab, h]);
+            emb::add_embedding_grad(&twin, &cpu(&g, &[n, h]), &index).unwrap();
+            let (got_add, want_add) = (acc.to_vec(), vec_of(&twin));
+            assert!(
+                got_add.iter().zip(&want_add).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "embedding_bwd_add {tag}: differs from the twin (max |diff| {})",
+                got_add
+                    .iter()
+                    .zip(&want_add)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            );
             match &first {
                 None => first = Some(got),
                 Some(f) => assert!(

@@ -123,7 +123,7 @@ pub struct AdamWSlot<'a> {
     pub master: &'a Tensor,
     pub m: &'a Tensor,
     pub v: &'a Tensor,
-    /// The gradient, in the parameter's dtype.
+    /// The gradient, in the parameter's dtype, or f32 for a bf16 parameter.
     pub grad: &'a Tensor,
     /// The bf16 parameter the rounded master is written back to (`None`: f32 parameter).
     pub param: Option<&'a Tensor>,
@@ -151,7 +151,7 @@ pub struct AdamWEntry {
 /// The launch of `kernels/adamw.cu`, written once for every `KernelRunner`.
 pub mod launch {
     use super::{AdamWEntry, AdamWStep, MULTI_TENSOR_CHUNK};
-    use crate::ops::kernel_launch::args::AdamwMulti;
+    use crate::ops::kernel_launch::args::{AdamwMulti, AdamwMultiMixed};
     use crate::ops::kernel_launch::{chunk_table, KernelFloat, KernelRunner, LaunchDims, BLOCK};
     use candle_core::Result;
 
@@ -159,47 +159,96 @@ pub mod launch {
     /// parameters') dtype. The uploaded tables may be freed once the launch is queued (the
     /// device frees in stream order).
     pub fn adamw_multi<R: KernelRunner, T: KernelFloat>(r: &R, entries: &[AdamWEntry], h: &AdamWStep) -> Result<()> {
-        let lens: Vec<usize> = entries.iter().map(|e| e.len).collect();
-        let chunks = chunk_table(&lens, MULTI_TENSOR_CHUNK)?;
-        if chunks.is_empty() {
+        let Some(t) = Tables::<R>::upload(r, entries, h)? else {
             return Ok(());
-        }
-        let table: Vec<u64> = entries
-            .iter()
-            .flat_map(|e| {
-                [
-                    e.master,
-                    e.m,
-                    e.v,
-                    e.grad,
-                    e.param,
-                    e.len as u64,
-                    e.decay.to_bits() as u64,
-                    0,
-                ]
-            })
-            .collect();
-        let (_, step_size, bc2_sqrt) = h.factors();
-        let table_d = r.upload(&table)?;
-        let chunks_d = r.upload(&chunks)?;
+        };
         let args = AdamwMulti::<T> {
-            table: r.input(&table_d, 0),
-            chunks: r.input(&chunks_d, 0),
-            step_size: step_size as f32,
-            bc2_sqrt: bc2_sqrt as f32,
-            b1c: (1.0 - h.beta1) as f32,
-            b2: h.beta2 as f32,
-            b2c: (1.0 - h.beta2) as f32,
-            eps: h.eps as f32,
-            scale: h.grad_scale as f32,
+            table: r.input(&t.table, 0),
+            chunks: r.input(&t.chunks, 0),
+            step_size: t.f[0],
+            bc2_sqrt: t.f[1],
+            b1c: t.f[2],
+            b2: t.f[3],
+            b2c: t.f[4],
+            eps: t.f[5],
+            scale: t.f[6],
             dtype: std::marker::PhantomData,
         };
-        let dims = LaunchDims {
-            grid: chunks.len() as u32,
-            block: BLOCK,
-            shared_bytes: 0,
+        r.launch(&args, t.dims)
+    }
+
+    /// `adamw_multi` for f32 gradients (the explicit step's buffers) of bf16 parameters with
+    /// f32 masters (`adamw_multi_mixed`).
+    pub fn adamw_multi_mixed<R: KernelRunner>(r: &R, entries: &[AdamWEntry], h: &AdamWStep) -> Result<()> {
+        let Some(t) = Tables::<R>::upload(r, entries, h)? else {
+            return Ok(());
         };
-        r.launch(&args, dims)
+        let args = AdamwMultiMixed {
+            table: r.input(&t.table, 0),
+            chunks: r.input(&t.chunks, 0),
+            step_size: t.f[0],
+            bc2_sqrt: t.f[1],
+            b1c: t.f[2],
+            b2: t.f[3],
+            b2c: t.f[4],
+            eps: t.f[5],
+            scale: t.f[6],
+        };
+        r.launch(&args, t.dims)
+    }
+
+    /// The uploaded entry and chunk tables of one launch, its grid, and its scalar arguments
+    /// (step size, bias-correction root, 1 - β1, β2, 1 - β2, ε, gradient scale).
+    struct Tables<R: KernelRunner> {
+        table: R::Buf<u64>,
+        chunks: R::Buf<u64>,
+        dims: LaunchDims,
+        f: [f32; 7],
+    }
+
+    impl<R: KernelRunner> Tables<R> {
+        fn upload(r: &R, entries: &[AdamWEntry], h: &AdamWStep) -> Result<Option<Self>> {
+            let lens: Vec<usize> = entries.iter().map(|e| e.len).collect();
+            let chunks = chunk_table(&lens, MULTI_TENSOR_CHUNK)?;
+            if chunks.is_empty() {
+                return Ok(None);
+            }
+            let table: Vec<u64> = entries
+                .iter()
+                .flat_map(|e| {
+                    [
+                        e.master,
+                        e.m,
+                        e.v,
+                        e.grad,
+                        e.param,
+                        e.len as u64,
+                        e.decay.to_bits() as u64,
+                        0,
+                    ]
+                })
+                .collect();
+            let (_, step_size, bc2_sqrt) = h.factors();
+            let dims = LaunchDims {
+                grid: chunks.len() as u32,
+                block: BLOCK,
+                shared_bytes: 0,
+            };
+            Ok(Some(Self {
+                table: r.upload(&table)?,
+                chunks: r.upload(&chunks)?,
+                dims,
+                f: [
+                    step_size as f32,
+                    bc2_sqrt as f32,
+                    (1.0 - h.beta1) as f32,
+                    h.beta2 as f32,
+                    (1.0 - h.beta2) as f32,
+                    h.eps as f32,
+                    h.grad_scale as f32,
+                ],
+            }))
+        }
     }
 }
 
@@ -216,8 +265,19 @@ pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
         bail!("adamw_multi_cuda: expected CUDA tensors");
     };
     let r = CudaRunner { dev: &dev };
-    for dtype in [DType::F32, DType::BF16] {
-        let group: Vec<&AdamWSlot> = slots.iter().filter(|s| s.grad.dtype() == dtype).collect();
+    // (gradient dtype, written-back parameter dtype; None: the master is the parameter).
+    let variants = [
+        (DType::F32, None),
+        (DType::BF16, Some(DType::BF16)),
+        (DType::F32, Some(DType::BF16)),
+    ];
+    let variant_of = |s: &AdamWSlot| (s.grad.dtype(), s.param.map(Tensor::dtype));
+    if let Some(s) = slots.iter().find(|s| !variants.contains(&variant_of(s))) {
+        let (g, p) = variant_of(s);
+        bail!("adamw: no fused update for {g:?} gradients of {p:?} parameters");
+    }
+    for (gdtype, pdtype) in variants {
+        let group: Vec<&AdamWSlot> = slots.iter().filter(|s| variant_of(s) == (gdtype, pdtype)).collect();
         if group.is_empty() {
             continue;
         }
@@ -235,16 +295,12 @@ pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
                 bail!("adamw: gradient of {} elements for a parameter of {n}", g.elem_count());
             }
             let param = match s.param {
-                Some(p) if p.dtype() == dtype && p.elem_count() == n && p.is_contiguous() => {
-                    device_address("adamw", p)?
-                }
+                Some(p) if p.elem_count() == n && p.is_contiguous() => device_address("adamw", p)?,
                 Some(p) => bail!(
-                    "adamw: parameter {:?} {:?} does not fit its gradient",
-                    p.dtype(),
+                    "adamw: parameter {:?} does not fit its gradient of {n} elements",
                     p.dims()
                 ),
-                None if dtype == DType::F32 => 0,
-                None => bail!("adamw: a {dtype:?} gradient needs the parameter to write back to"),
+                None => 0,
             };
             entries.push(AdamWEntry {
                 master: device_address("adamw", s.master)?,
@@ -256,10 +312,10 @@ pub fn adamw_multi_cuda(slots: &[AdamWSlot], h: &AdamWStep) -> Result<()> {
                 decay: (1.0 - h.lr * s.weight_decay) as f32,
             });
         }
-        if dtype == DType::F32 {
-            launch::adamw_multi::<_, f32>(&r, &entries, h)?;
-        } else {
-            launch::adamw_multi::<_, half::bf16>(&r, &entries, h)?;
+        match (gdtype, pdtype) {
+            (DType::F32, None) => launch::adamw_multi::<_, f32>(&r, &entries, h)?,
+            (DType::BF16, _) => launch::adamw_multi::<_, half::bf16>(&r, &entries, h)?,
+            _ => launch::adamw_multi_mixed(&r, &entries, h)?,
         }
     }
     Ok(())

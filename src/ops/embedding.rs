@@ -136,7 +136,8 @@ impl TokenIndex {
 /// Adds the lookup's weight gradient from `dy [tokens, h]` into the f32 buffer `dw [vocab, h]`
 /// in place (the explicit training step; with tied embeddings the buffer also holds the output
 /// projection's gradient). CPU: each present id's tokens summed in the sorted order
-/// (`scatter_sum`'s order) and added to its row; CUDA: `embedding_bwd` in `dy`'s dtype, added.
+/// (`scatter_sum`'s order) and added to its row; CUDA: `embedding_bwd_add`, the same sums in f32
+/// added in place (no `[vocab, h]` temporary).
 pub fn add_embedding_grad(dw: &Tensor, dy: &Tensor, index: &TokenIndex) -> Result<()> {
     let (vocab, h) = dw.dims2()?;
     if dy.dims() != [index.ids.len(), h] {
@@ -146,28 +147,31 @@ pub fn add_embedding_grad(dw: &Tensor, dy: &Tensor, index: &TokenIndex) -> Resul
             index.ids.len()
         );
     }
-    if dw.device().is_cpu() {
-        let dy = dy.to_dtype(candle_core::DType::F32)?.contiguous()?;
-        dw.inplace_op2(
-            &dy,
-            &AddEmbeddingGrad {
-                index: index.clone(),
-                h,
-            },
-        )
+    if dw.dtype() != candle_core::DType::F32 || !dw.is_contiguous() {
+        bail!(
+            "embedding gradient: the buffer must be contiguous f32, got {:?}",
+            dw.dtype()
+        );
+    }
+    let dy = if dw.device().is_cpu() {
+        dy.to_dtype(candle_core::DType::F32)?.contiguous()?
     } else {
-        let g = dy.contiguous()?.apply_op1_no_bwd(&EmbeddingBwd {
+        dy.contiguous()?
+    };
+    dw.inplace_op2(
+        &dy,
+        &AddEmbeddingGrad {
             index: index.clone(),
             vocab,
             h,
-        })?;
-        super::grad_accumulate::add_scaled(dw, &g, 1.0)
-    }
+        },
+    )
 }
 
-/// `add_embedding_grad` on the CPU: rows of the present ids only.
+/// `add_embedding_grad`: rows of the present ids only.
 struct AddEmbeddingGrad {
     index: TokenIndex,
+    vocab: usize,
     h: usize,
 }
 
@@ -183,12 +187,32 @@ impl candle_core::InplaceOp2 for AddEmbeddingGrad {
             _ => bail!("add_embedding_grad: the buffer must be contiguous f32"),
         };
         let h = self.h;
+        if dw.len() != self.vocab * h {
+            bail!("add_embedding_grad: a buffer of {} for [{}, {h}]", dw.len(), self.vocab);
+        }
         for (v, row) in self.index.row_sums(dy, h) {
             for (d, g) in dw[v * h..(v + 1) * h].iter_mut().zip(row) {
                 *d += g;
             }
         }
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        use candle_core::backend::BackendStorage;
+        let index = self.index.grad_index(self.vocab)?;
+        crate::dispatch_kernel_dtype!(
+            "add_embedding_grad",
+            s2.dtype(),
+            cuda::bwd_add(s1, l1, s2, l2, &index, self.vocab, self.h)
+        )
     }
 }
 
@@ -279,8 +303,8 @@ impl CustomOp1 for EmbeddingBwd {
 
 /// The launches of `kernels/embedding.cu`, for any `KernelRunner`.
 pub mod launch {
-    use crate::ops::kernel_launch::args::{EmbeddingBwd, EmbeddingFwd};
-    use crate::ops::kernel_launch::{int_arg, DevPtr, KernelFloat, KernelRunner, LaunchDims};
+    use crate::ops::kernel_launch::args::{EmbeddingBwd, EmbeddingBwdAdd, EmbeddingFwd};
+    use crate::ops::kernel_launch::{int_arg, DevPtr, DevPtrMut, KernelFloat, KernelRunner, LaunchDims};
     use candle_core::Result;
 
     /// Blocks of either launch at most (both grid-stride over their rows): about one full wave
@@ -332,6 +356,31 @@ pub mod launch {
         r.launch(&args, LaunchDims::rows(vocab.min(MAX_BLOCKS), 0))?;
         Ok(dw)
     }
+
+    /// Adds the gradient of the lookup from `dy [n, h]` into the f32 buffer `dw [vocab, h]`
+    /// (rows of ids absent from the batch untouched).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd_add<R: KernelRunner, T: KernelFloat>(
+        r: &R,
+        dy: DevPtr<T>,
+        order: DevPtr<u32>,
+        seg: DevPtr<u32>,
+        slot: DevPtr<u32>,
+        dw: DevPtrMut<f32>,
+        vocab: usize,
+        h: usize,
+    ) -> Result<()> {
+        let args = EmbeddingBwdAdd {
+            dy,
+            order,
+            seg,
+            slot,
+            dw,
+            vocab: int_arg("embedding_bwd_add", "vocabulary", vocab)?,
+            h: int_arg("embedding_bwd_add", "hidden", h)?,
+        };
+        r.launch(&args, LaunchDims::rows(vocab.min(MAX_BLOCKS), 0))
+    }
 }
 
 /// `kernels/embedding.cu` on candle's CUDA storages.
@@ -369,6 +418,40 @@ mod cuda {
             h,
         )?;
         Ok(CudaStorage::wrap_cuda_slice(dw, s.device.clone()))
+    }
+
+    /// `launch::bwd_add` into the f32 storage `s1` (`dw`) from `s2` (`dy`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd_add<T: KernelDType>(
+        s1: &mut CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        index: &DeviceGradIndex,
+        vocab: usize,
+        h: usize,
+    ) -> Result<()> {
+        use crate::ops::kernel_launch::DevPtrMut;
+        use candle_core::cuda_backend::cudarc::driver::DevicePtrMut as _;
+        let dev = s1.device.clone();
+        let r = CudaRunner { dev: &dev };
+        let dy = input::<T>("embedding_bwd_add", s2, l2)?;
+        let Some((start, _)) = l1.contiguous_offsets() else {
+            candle_core::bail!("embedding_bwd_add: the buffer must be contiguous");
+        };
+        let stream = dev.cuda_stream();
+        let slice = s1.as_cuda_slice_mut::<f32>()?;
+        let (ptr, _guard) = slice.device_ptr_mut(&stream);
+        super::launch::bwd_add(
+            &r,
+            dy,
+            tensor_input::<u32>("embedding order", &index.order)?,
+            tensor_input::<u32>("embedding segments", &index.seg)?,
+            tensor_input::<u32>("embedding slots", &index.slot)?,
+            DevPtrMut::<f32>::new(ptr, start),
+            vocab,
+            h,
+        )
     }
 }
 

@@ -105,7 +105,7 @@ pub fn linear_cross_entropy_counted(
         Ok(())
     };
     let grads: Option<&mut ChunkGrad> = if needs_grad { Some(&mut collect) } else { None };
-    let (value, bad_targets) = chunked_loss(&hd, &wd, &targets, chunk, grads)?;
+    let (value, bad_targets) = chunked_loss(&hd, &wd, &targets, chunk, 1.0, grads)?;
     let loss_sum = if needs_grad {
         let dh = Tensor::cat(&dh_chunks, 0)?;
         let dw = match dw {
@@ -163,17 +163,14 @@ pub fn linear_cross_entropy_backward(
     let hd = hidden.detach().contiguous()?;
     let wd = weight.detach().contiguous()?;
     let mut dh_chunks = Vec::new();
+    // The cross-entropy writes the logits' gradient already scaled (in f32, rounded once).
     let mut add = |dlogits: &Tensor, h_c: &Tensor| -> Result<()> {
-        // The CPU's gradient is f32 here, so the scale is applied before any rounding.
-        let dlogits = if dlogits.dtype() == DType::F32 {
-            (dlogits * scale)?.to_dtype(hd.dtype())?
-        } else {
-            (dlogits.to_dtype(hd.dtype())? * scale)?
-        };
+        let dlogits = dlogits.to_dtype(hd.dtype())?;
         dh_chunks.push(dlogits.matmul(&wd)?);
         super::grad_accumulate::add_weight_grad(dweight, &dlogits, h_c, 1.0)
     };
-    let (loss_sum, bad_targets) = chunked_loss(&hd, &wd, &targets.contiguous()?, chunk, Some(&mut add))?;
+    let targets = targets.contiguous()?;
+    let (loss_sum, bad_targets) = chunked_loss(&hd, &wd, &targets, chunk, scale as f32, Some(&mut add))?;
     let dhidden = if dh_chunks.len() == 1 {
         dh_chunks.pop().expect("one chunk")
     } else {
@@ -198,6 +195,7 @@ fn chunked_loss(
     wd: &Tensor,
     targets: &Tensor,
     chunk: usize,
+    grad_scale: f32,
     mut grad: Option<&mut ChunkGrad>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let (n, _) = hd.dims2()?;
@@ -218,6 +216,7 @@ fn chunked_loss(
         };
         let op = CrossEntropyInPlace {
             row_loss: Mutex::new(None),
+            grad_scale,
         };
         logits.inplace_op2(&targets.narrow(0, a, len)?, &op)?;
         let rows = op
@@ -261,13 +260,16 @@ pub enum RowLosses {
 
 /// One pass over a chunk of logits `[rows, V]`: records each row's loss
 /// (`logsumexp(x) - x[target]`, 0 for ignored rows) and overwrites the row with
-/// `softmax(x) - onehot(target)` (zeros for ignored rows).
+/// `grad_scale · (softmax(x) - onehot(target))` (zeros for ignored rows).
 pub struct CrossEntropyInPlace {
     pub row_loss: Mutex<Option<RowLosses>>,
+    /// Factor of the written gradient (applied in f32 before rounding).
+    pub grad_scale: f32,
 }
 
-/// Loss of one row and its gradient written over it; the CPU twin of the CUDA kernel.
-pub fn cross_entropy_row(x: &mut [f32], target: i64) -> Result<f32> {
+/// Loss of one row and its gradient (times `grad_scale`) written over it; the CPU twin of the
+/// CUDA kernel.
+pub fn cross_entropy_row(x: &mut [f32], target: i64, grad_scale: f32) -> Result<f32> {
     if target == IGNORE_INDEX {
         x.fill(0.0);
         return Ok(0.0);
@@ -292,6 +294,11 @@ pub fn cross_entropy_row(x: &mut [f32], target: i64) -> Result<f32> {
         *xi *= inv;
     }
     x[target as usize] -= 1.0;
+    if grad_scale != 1.0 {
+        for xi in x.iter_mut() {
+            *xi *= grad_scale;
+        }
+    }
     Ok(loss)
 }
 
@@ -313,7 +320,7 @@ impl InplaceOp2 for CrossEntropyInPlace {
         let losses: Vec<f32> = logits
             .par_chunks_mut(v)
             .zip(targets.par_iter())
-            .map(|(row, &t)| cross_entropy_row(row, t))
+            .map(|(row, &t)| cross_entropy_row(row, t, self.grad_scale))
             .collect::<Result<_>>()?;
         debug_assert_eq!(losses.len(), rows);
         *self
@@ -337,7 +344,7 @@ impl InplaceOp2 for CrossEntropyInPlace {
         let losses = crate::dispatch_kernel_dtype!(
             "cross_entropy_in_place",
             s1.dtype(),
-            cuda::cross_entropy_in_place(s1, l1, s2, l2)
+            cuda::cross_entropy_in_place(s1, l1, s2, l2, self.grad_scale)
         )?;
         let losses = candle_core::CudaStorage::wrap_cuda_slice(losses, s1.device.clone());
         let t = Tensor::from_storage(
@@ -429,14 +436,15 @@ pub mod launch {
     use crate::ops::kernel_launch::{int_arg, DevPtr, DevPtrMut, KernelFloat, KernelRunner, LaunchDims};
     use candle_core::Result;
 
-    /// Overwrites `logits` `[rows, v]` with the gradient and returns the per-row losses (-1
-    /// where a target lies outside the vocabulary).
+    /// Overwrites `logits` `[rows, v]` with the gradient times `grad_scale` and returns the
+    /// per-row losses (-1 where a target lies outside the vocabulary).
     pub fn cross_entropy_in_place<R: KernelRunner, T: KernelFloat>(
         r: &R,
         logits: DevPtrMut<T>,
         targets: DevPtr<i64>,
         rows: usize,
         v: usize,
+        grad_scale: f32,
     ) -> Result<R::Buf<f32>> {
         let mut row_loss = r.alloc::<f32>(rows.max(1))?;
         let args = CrossEntropyInPlace {
@@ -446,6 +454,7 @@ pub mod launch {
             rows: int_arg("cross_entropy_in_place", "rows", rows)?,
             v: int_arg("cross_entropy_in_place", "vocabulary", v)?,
             ignore_index: IGNORE_INDEX,
+            grad_scale,
         };
         r.launch(&args, LaunchDims::rows(rows, 0))?;
         Ok(row_loss)
@@ -467,6 +476,7 @@ mod cuda {
         l1: &Layout,
         s2: &CudaStorage,
         l2: &Layout,
+        grad_scale: f32,
     ) -> Result<CudaSlice<f32>> {
         let (rows, v) = l1.shape().dims2()?;
         if l2.shape().elem_count() != rows {
@@ -480,7 +490,7 @@ mod cuda {
         let targets = input::<i64>("cross_entropy_in_place (targets)", s2, l2)?;
         let dev = s1.device.clone();
         let r = CudaRunner { dev: &dev };
-        super::launch::cross_entropy_in_place(&r, logits, targets, rows, v)
+        super::launch::cross_entropy_in_place(&r, logits, targets, rows, v, grad_scale)
     }
 }
 
@@ -570,8 +580,12 @@ pub mod check {
         Ok(())
     }
 
-    /// The in-place kernel alone: row losses and the gradient written over the logits, and a
-    /// target outside the vocabulary refused.
+    /// The gradient scale of the in-place cases (a step's 1 / supervised tokens, not a power of
+    /// two).
+    const SCALE: f32 = 0.37;
+
+    /// The in-place kernel alone: row losses and the scaled gradient written over the logits,
+    /// and a target outside the vocabulary refused.
     fn in_place(s: &mut Suite) -> anyhow::Result<()> {
         let tol = s.tolerance();
         let (rows, vocab) = (67, 1543);
@@ -583,7 +597,7 @@ pub mod check {
         let mut want = logits.flatten_all()?.to_vec1::<f32>()?;
         let mut want_loss = Vec::with_capacity(rows);
         for (row, &t) in want.chunks_mut(vocab).zip(&targets) {
-            want_loss.push(super::cross_entropy_row(row, t)?);
+            want_loss.push(super::cross_entropy_row(row, t, SCALE)?);
         }
         s.poison()?;
         let dev_logits = if s.is_cuda() {
@@ -594,8 +608,9 @@ pub mod check {
         let dev_targets = Tensor::new(targets.as_slice(), &s.device)?;
         let op = CrossEntropyInPlace {
             row_loss: std::sync::Mutex::new(None),
+            grad_scale: SCALE,
         };
-        let name = format!("cross_entropy_in_place [{rows}x{vocab}]");
+        let name = format!("cross_entropy_in_place [{rows}x{vocab}], gradient scale {SCALE}");
         match dev_logits.inplace_op2(&dev_targets, &op) {
             Ok(()) => {
                 let got_loss = host_losses(op)?;
@@ -614,6 +629,7 @@ pub mod check {
         let one = dev_logits.narrow(0, 0, 1)?.copy()?;
         let op = CrossEntropyInPlace {
             row_loss: std::sync::Mutex::new(None),
+            grad_scale: 1.0,
         };
         // The CPU refuses at once; the GPU flags the row with a loss of -1 for the caller.
         let refused = match one.inplace_op2(&bad, &op) {

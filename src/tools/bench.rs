@@ -4,10 +4,11 @@
 //! memory and the time of each op family measured in isolation at the model's shapes.
 
 use crate::device::{self, dense_bf16_peak_tflops};
+use crate::model::training::{Checkpointing, GradBuffers};
 use crate::model::{PackedBatch, Qwen2, Qwen2Config};
 use crate::ops::{self, DocSegments, RopeTable};
 use crate::train::optimizer::{AdamW, OptimConfig};
-use crate::train::step::{step_gradients, MicroBatch};
+use crate::train::step::{step_gradients_into, MicroBatch};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -110,6 +111,7 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         ..Default::default()
     };
     let mut opt = AdamW::new(&model, &optim)?;
+    let buffers = GradBuffers::new(cfg, dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mb = random_batch(cfg, o.batch, o.seq_len, dev, &mut rng)?;
     let _ = device::peak_device_memory_gib(dev);
@@ -117,7 +119,14 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
     for i in 0..o.warmup + o.steps {
         sync(dev)?;
         let t0 = Instant::now();
-        let g = step_gradients(&model, std::slice::from_ref(&mb), 1.0, &mut |_| {})?;
+        let g = step_gradients_into(
+            &model,
+            &buffers,
+            std::slice::from_ref(&mb),
+            1.0,
+            Checkpointing::None,
+            &mut |_| {},
+        )?;
         let norm = ops::global_norm(&g.grads)?;
         let scale = if norm > 1.0 { 1.0 / norm } else { 1.0 };
         opt.update(&g.grads, optim.lr, scale)?;

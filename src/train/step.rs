@@ -42,7 +42,7 @@ impl MicroBatch {
     }
 }
 
-/// Summed gradients of a step, in the model's variable order.
+/// Summed gradients of a step, in the model's variable order (f32 from the explicit step).
 pub struct StepGradients {
     pub grads: Vec<Tensor>,
     /// Σ per-token loss over the step's supervised tokens.
@@ -73,8 +73,7 @@ pub fn step_gradients(
 /// `loss_factor / (the step's total supervised count)`, the gradients summed in place in the
 /// f32 buffers `grads` (zeroed first; the trainer allocates them once). `loss_factor` is 1 in
 /// training (the fault injection of tests uses NaN). `before_micro(i)` runs before micro-batch
-/// `i`. The returned gradients are the buffers themselves for f32 parameters (valid until the
-/// next call) and rounded copies for others.
+/// `i`. The returned gradients are the f32 buffers themselves (valid until the next call).
 pub fn step_gradients_into(
     model: &Qwen2,
     grads: &GradBuffers,
@@ -102,22 +101,15 @@ pub fn step_gradients_into(
         bad_targets.push(out.bad_targets);
     }
     let loss_sum = finish_loss(loss_acc, bad_targets)?;
-    let params = model.parameters();
-    if params.len() != grads.named.len() {
-        anyhow::bail!("{} gradient buffers for {} parameters", grads.named.len(), params.len());
+    if model.parameters().len() != grads.named.len() {
+        anyhow::bail!(
+            "{} gradient buffers for {} parameters",
+            grads.named.len(),
+            model.parameters().len()
+        );
     }
-    let grads = grads
-        .named
-        .iter()
-        .zip(params)
-        .map(|((_, g), (_, p))| {
-            if p.dtype() == DType::F32 {
-                Ok(g.clone())
-            } else {
-                Ok(g.to_dtype(p.dtype())?)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // The f32 buffers themselves: AdamW and the gradient norm read them as they are.
+    let grads = grads.named.iter().map(|(_, g)| g.clone()).collect();
     Ok(StepGradients {
         grads,
         loss_sum,
