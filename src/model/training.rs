@@ -210,3 +210,30 @@ impl Qwen2 {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Checkpointing;
+
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct T {
+        c: Checkpointing,
+    }
+
+    fn parse(v: &str) -> Result<Checkpointing, String> {
+        toml::from_str::<T>(&format!("c = {v}")).map(|t| t.c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn checkpointing_reads_none_layers_or_a_span() {
+        assert_eq!(parse("\"none\""), Ok(Checkpointing::None));
+        assert_eq!(parse("\"layers\""), Ok(Checkpointing::Every(1)));
+        assert_eq!(parse("3"), Ok(Checkpointing::Every(3)));
+        assert!(parse("0").unwrap_err().contains("at least 1"));
+        assert!(parse("\"all\"").unwrap_err().contains("\"layers\""));
+        for c in [Checkpointing::None, Checkpointing::Every(1), Checkpointing::Every(4)] {
+            let text = toml::to_string(&T { c }).unwrap();
+            assert_eq!(toml::from_str::<T>(&text).unwrap().c, c, "{text}");
+        }
+    }
+}

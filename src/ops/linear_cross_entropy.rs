@@ -129,10 +129,7 @@ pub fn linear_cross_entropy_counted(
     })
 }
 
-/// The loss and the hidden states' gradient of the explicit training step (no autograd):
-/// `linear_cross_entropy` whose weight gradient, scaled by `scale` (the step's 1 / supervised
-/// tokens), is added chunk by chunk into the f32 buffer `dweight` by GEMM, and whose hidden
-/// gradient is returned scaled by `scale`. The loss is unscaled.
+/// What `linear_cross_entropy_backward` returns (its weight gradient is in the caller's buffer).
 pub struct LossWithGrad {
     /// Σ per-token loss (f32 scalar on the device).
     pub loss_sum: Tensor,
@@ -142,6 +139,10 @@ pub struct LossWithGrad {
     pub dhidden: Tensor,
 }
 
+/// The loss and the hidden states' gradient of the explicit training step (no autograd):
+/// `linear_cross_entropy` whose weight gradient, scaled by `scale` (the step's 1 / supervised
+/// tokens), is added chunk by chunk into the f32 buffer `dweight` by GEMM, and whose hidden
+/// gradient is returned scaled by `scale`. The loss is unscaled.
 pub fn linear_cross_entropy_backward(
     hidden: &Tensor,
     weight: &Tensor,

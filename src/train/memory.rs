@@ -58,10 +58,29 @@ impl MemoryEstimate {
 /// norm outputs `[2, T, h]` (sum and normed share a buffer), q and the attention output, k and v
 /// after RoPE, gate and up, and the attention's f32 log-sum-exp.
 fn layer_bytes_per_token(cfg: &Qwen2Config, b: u64) -> u64 {
-    let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
-    let q = (cfg.num_attention_heads * cfg.head_dim()) as u64;
-    let kv = (cfg.num_kv_heads() * cfg.head_dim()) as u64;
+    let Widths { h, i, q, kv, .. } = Widths::of(cfg);
     b * (4 * h + 2 * q + 2 * kv + 2 * i) + 4 * cfg.num_attention_heads as u64
+}
+
+/// A model's widths in elements: hidden, intermediate, vocabulary, all query heads, all kv heads.
+pub struct Widths {
+    pub h: u64,
+    pub i: u64,
+    pub v: u64,
+    pub q: u64,
+    pub kv: u64,
+}
+
+impl Widths {
+    pub fn of(cfg: &Qwen2Config) -> Self {
+        Self {
+            h: cfg.hidden_size as u64,
+            i: cfg.intermediate_size as u64,
+            v: cfg.vocab_size as u64,
+            q: (cfg.num_attention_heads * cfg.head_dim()) as u64,
+            kv: (cfg.num_kv_heads() * cfg.head_dim()) as u64,
+        }
+    }
 }
 
 pub fn estimate(cfg: &Qwen2Config, m: MemoryInput) -> MemoryEstimate {
@@ -69,13 +88,7 @@ pub fn estimate(cfg: &Qwen2Config, m: MemoryInput) -> MemoryEstimate {
     let b = m.param_bytes;
     let t = m.tokens;
     let layers = cfg.num_hidden_layers as u64;
-    let (h, i, v) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.vocab_size as u64,
-    );
-    let q = (cfg.num_attention_heads * cfg.head_dim()) as u64;
-    let kv = (cfg.num_kv_heads() * cfg.head_dim()) as u64;
+    let Widths { h, i, v, q, kv } = Widths::of(cfg);
     let low = b != 4;
     let parameters = p * b;
     let gradients = p * 4;

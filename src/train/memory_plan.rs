@@ -6,7 +6,7 @@
 //! `--model-config`; nothing is downloaded and no weight is read.
 
 use super::config::RunConfig;
-use super::memory::{checkpointing_name, for_run, gib, remedies};
+use super::memory::{checkpointing_name, for_run, gib, remedies, Widths};
 use super::plan::group;
 use crate::model::training::Checkpointing;
 use crate::model::Qwen2Config;
@@ -94,13 +94,7 @@ pub struct PlanReport {
 pub fn transformers_estimate(cfg: &Qwen2Config, tokens: u64, act_bytes: u64) -> u64 {
     let p = cfg.num_parameters() as u64;
     let b = act_bytes;
-    let (h, i, v) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.vocab_size as u64,
-    );
-    let q = (cfg.num_attention_heads * cfg.head_dim()) as u64;
-    let kv = (cfg.num_kv_heads() * cfg.head_dim()) as u64;
+    let Widths { h, i, v, q, kv } = Widths::of(cfg);
     let norms = 2 * (2 * b * h + 8 * h);
     let attn = b * h + b * (q + 2 * kv) + 2 * b * (q + kv) + 2 * b * q + 2 * b * q + 4 * cfg.num_attention_heads as u64;
     let mlp = b * h + 4 * b * i;
