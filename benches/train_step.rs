@@ -28,6 +28,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "openblas")]
+    syncoder::ops::blas::init();
     let cfg = Qwen2Config::from_json(
         r#"{"vocab_size":8192,"hidden_size":256,"intermediate_size":704,"num_hidden_layers":4,
             "num_attention_heads":4,"num_key_value_heads":2,"tie_word_embeddings":true,
@@ -94,9 +96,13 @@ fn main() -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     println!("| impl | threads | step s (median of {iters}) | forward s | backward s | tokens/s |");
     println!("|---|---|---|---|---|---|");
+    #[cfg(feature = "openblas")]
+    let gemm = format!("OpenBLAS {}", syncoder::ops::blas::core_name().unwrap_or("not loaded"));
+    #[cfg(not(feature = "openblas"))]
+    let gemm = "gemm crate".to_string();
     let step = median(explicit);
     println!(
-        "| syncoder (explicit step, as trained) | {threads} | {step:.4} | – | – | {:.0} |",
+        "| syncoder (explicit step, as trained; {gemm}) | {threads} | {step:.4} | – | – | {:.0} |",
         (rows * seq) as f64 / step
     );
     let step = median(total);

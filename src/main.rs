@@ -13,6 +13,9 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // OpenBLAS's kernel choice goes into the environment while there is one thread.
+    #[cfg(feature = "openblas")]
+    syncoder::ops::blas::init();
     let cli = syncoder::cli::Cli::parse();
     if let Err(e) = syncoder::cli::run(cli) {
         if let Some(stop) = e.downcast_ref::<syncoder::train::Stopped>() {

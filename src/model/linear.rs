@@ -4,6 +4,7 @@
 
 use super::params::{Init, ParamSource};
 use crate::ops::grad_accumulate::{add_column_sums, add_weight_grad};
+use crate::ops::matmul::matmul;
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -30,7 +31,7 @@ impl Linear {
 
     /// `x [n, in]` → `[n, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
+        let y = matmul(x, &self.weight.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -44,6 +45,6 @@ impl Linear {
         if let Some(db) = &grads.bias {
             add_column_sums(db, dy, 1.0)?;
         }
-        Ok(dy.matmul(&self.weight)?)
+        Ok(matmul(dy, &self.weight)?)
     }
 }

@@ -303,7 +303,7 @@ impl Qwen2 {
         let x = x.index_select(&last, 0)?;
         let pending = pending.map(|p| p.index_select(&last, 0)).transpose()?;
         let h = m.norm.forward(&x, pending.as_ref())?.1;
-        Ok(h.matmul(&m.lm_head_weight().t()?)?)
+        Ok(crate::ops::matmul::matmul(&h, &m.lm_head_weight().t()?)?)
     }
 
     /// Cached attention of layer `l` on host f32 rows: appends the new keys and values to the
@@ -381,7 +381,10 @@ impl Qwen2 {
 
     /// Full logits `[tokens, vocab]` (for inference and tests; training uses `loss`).
     pub fn logits(&self, batch: &PackedBatch) -> Result<Tensor> {
-        Ok(self.hidden_states(batch)?.matmul(&self.lm_head_weight().t()?)?)
+        Ok(crate::ops::matmul::matmul(
+            &self.hidden_states(batch)?,
+            &self.lm_head_weight().t()?,
+        )?)
     }
 
     /// Summed next-token loss over supervised targets (see `PackedBatch::next_token_targets`)

@@ -221,7 +221,9 @@ mod tests {
     }
 
     fn parse(v: &str) -> Result<Checkpointing, String> {
-        toml::from_str::<T>(&format!("c = {v}")).map(|t| t.c).map_err(|e| e.to_string())
+        toml::from_str::<T>(&format!("c = {v}"))
+            .map(|t| t.c)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -78,8 +78,23 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, acc
     matmul_with(dst, lhs, rhs, scale, accumulate, 1)
 }
 
-/// `matmul` on `threads` rayon threads (1: the calling thread only).
-pub fn matmul_with(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32, accumulate: bool, threads: usize) {
+/// `matmul` on `threads` threads (1: the calling thread only, as inside a parallel loop). The
+/// one routine every CPU matrix product of training and inference goes through (`ops::matmul`
+/// for tensors): with `--features openblas`, a call allowed more than one thread whose views
+/// have a unit stride in one dimension runs as OpenBLAS's `sgemm` (on its own threads);
+/// everything else runs on the `gemm` crate (rayon threads).
+pub fn matmul_with(
+    #[allow(unused_mut)] mut dst: MatMut<'_>,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+    threads: usize,
+) {
+    #[cfg(feature = "openblas")]
+    if threads > 1 && blas::sgemm(&mut dst, &lhs, &rhs, scale, accumulate) {
+        return;
+    }
     assert!(
         lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
         "matmul shapes: {}x{} · {}x{} -> {}x{}",
@@ -131,5 +146,64 @@ pub fn matmul_with(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, scale: f32
                 gemm::Parallelism::None
             },
         )
+    }
+}
+
+/// `ops::blas` (OpenBLAS) on the same views.
+#[cfg(feature = "openblas")]
+mod blas {
+    use super::{MatMut, MatRef};
+
+    /// How a row-major `rows × cols` view reads as a CBLAS operand: as stored (unit column
+    /// stride) or transposed (unit row stride), with its leading dimension.
+    fn operand(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<(bool, usize)> {
+        if cs == 1 && (rs >= cols || rows <= 1) {
+            Some((false, rs.max(cols).max(1)))
+        } else if rs == 1 && (cs >= rows || cols <= 1) {
+            Some((true, cs.max(rows).max(1)))
+        } else {
+            None
+        }
+    }
+
+    /// `dst (+)= scale · lhs · rhs` through OpenBLAS; `false` (nothing done) when a view does
+    /// not fit CBLAS, a size exceeds its `int`, or OpenBLAS is not available.
+    pub fn sgemm(dst: &mut MatMut<'_>, lhs: &MatRef<'_>, rhs: &MatRef<'_>, scale: f32, accumulate: bool) -> bool {
+        let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+        if m == 0 || n == 0 || k == 0 || dst.cs != 1 || (dst.rs < n && m > 1) {
+            return false;
+        }
+        let (Some((ta, lda)), Some((tb, ldb))) = (
+            operand(lhs.rows, lhs.cols, lhs.rs, lhs.cs),
+            operand(rhs.rows, rhs.cols, rhs.rs, rhs.cs),
+        ) else {
+            return false;
+        };
+        let ldc = dst.rs.max(n);
+        let int = |x: usize| i32::try_from(x).ok();
+        let (Some(mi), Some(ni), Some(ki), Some(lda), Some(ldb), Some(ldc)) =
+            (int(m), int(n), int(k), int(lda), int(ldb), int(ldc))
+        else {
+            return false;
+        };
+        // SAFETY: the views were bounds-checked at construction; CBLAS reads `lhs` and `rhs`
+        // and writes `dst` exactly within those views (leading dimensions as derived above).
+        unsafe {
+            crate::ops::blas::sgemm(
+                ta,
+                tb,
+                mi,
+                ni,
+                ki,
+                scale,
+                lhs.data.as_ptr().add(lhs.offset),
+                lda,
+                rhs.data.as_ptr().add(rhs.offset),
+                ldb,
+                if accumulate { 1.0 } else { 0.0 },
+                dst.data.as_mut_ptr().add(dst.offset),
+                ldc,
+            )
+        }
     }
 }

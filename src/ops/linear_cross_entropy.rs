@@ -8,6 +8,7 @@
 //! the gradients saved by the forward.
 
 use super::cpu_f32;
+use super::matmul::matmul;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -96,8 +97,8 @@ pub fn linear_cross_entropy_counted(
     let mut dw: Option<Tensor> = None;
     let mut collect = |dlogits: &Tensor, h_c: &Tensor| -> Result<()> {
         let dlogits = dlogits.to_dtype(hd.dtype())?;
-        dh_chunks.push(dlogits.matmul(&wd)?);
-        let part = dlogits.t()?.matmul(h_c)?;
+        dh_chunks.push(matmul(&dlogits, &wd)?);
+        let part = matmul(&dlogits.t()?, h_c)?;
         dw = Some(match dw.take() {
             None => part,
             Some(acc) => (acc + part)?,
@@ -167,7 +168,7 @@ pub fn linear_cross_entropy_backward(
     // The cross-entropy writes the logits' gradient already scaled (in f32, rounded once).
     let mut add = |dlogits: &Tensor, h_c: &Tensor| -> Result<()> {
         let dlogits = dlogits.to_dtype(hd.dtype())?;
-        dh_chunks.push(dlogits.matmul(&wd)?);
+        dh_chunks.push(matmul(&dlogits, &wd)?);
         super::grad_accumulate::add_weight_grad(dweight, &dlogits, h_c, 1.0)
     };
     let targets = targets.contiguous()?;
@@ -209,7 +210,7 @@ fn chunked_loss(
         let h_c = hd.narrow(0, a, len)?;
         // The CPU kernel works in f32; the CUDA kernel reads bf16 logits and computes in f32
         // itself (the same values: bf16 -> f32 is exact), writing the gradient back in bf16.
-        let logits = h_c.matmul(&wd.t()?)?;
+        let logits = matmul(&h_c, &wd.t()?)?;
         let logits = if logits.device().is_cuda() {
             logits
         } else {

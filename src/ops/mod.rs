@@ -12,6 +12,8 @@
 
 pub mod adamw;
 pub mod attention;
+#[cfg(feature = "openblas")]
+pub mod blas;
 pub mod cached_attention;
 pub mod check;
 pub mod chunked_attention;
@@ -28,6 +30,7 @@ pub mod kernel_launch;
 #[allow(dead_code)]
 mod kernel_signatures;
 pub mod linear_cross_entropy;
+pub mod matmul;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

@@ -78,9 +78,15 @@ fn inference_view_gives_the_same_loss_without_backward_state() {
         !without.loss_sum.track_op(),
         "the inference view's loss records no backward state"
     );
-    assert_eq!(
+    let (a, b) = (
         with_graph.loss_sum.to_scalar::<f32>().unwrap(),
-        without.loss_sum.to_scalar::<f32>().unwrap()
+        without.loss_sum.to_scalar::<f32>().unwrap(),
     );
+    if cfg!(feature = "openblas") {
+        // The graph's products stay on candle's GEMM, the view's go to OpenBLAS.
+        assert!((a - b).abs() <= 1e-6 * a.abs(), "{a} vs {b}");
+    } else {
+        assert_eq!(a, b);
+    }
     assert!(view.vars().is_empty());
 }
