@@ -58,6 +58,10 @@ def main():
         print(f"syncoder / PyTorch tokens/s: {sy['tokens_per_s'] / th['tokens_per_s']:.2f}x (goal >= 1.2x)")
     if sy and sy.get("mfu") is not None:
         print(f"syncoder MFU: {100 * sy['mfu']:.1f}% of {sy['peak_tflops']} TFLOP/s ({sy['peak_source']}) (goal >= 50%)")
+    for r, label in ((sy, f"seq {sy['seq_len']}" if sy else ""), (sy8, "seq 8192")):
+        if r and r.get("peak_memory_gib") and r.get("planned_peak_gib"):
+            print(f"peak memory at {label}: measured {r['peak_memory_gib']:.2f} GiB, `syncoder plan` "
+                  f"{r['planned_peak_gib']:.2f} GiB (plan / measured {r['planned_peak_gib'] / r['peak_memory_gib']:.2f})")
     if sy8 and th8 and sy8.get("peak_memory_gib") and th8.get("peak_memory_reserved_gib"):
         print(f"peak memory at seq 8192, syncoder / PyTorch: "
               f"{sy8['peak_memory_gib'] / th8['peak_memory_reserved_gib']:.2f}x (goal <= 0.5x)")

@@ -62,6 +62,9 @@ pub struct TrainBenchReport {
     pub mfu: Option<f64>,
     /// Device memory in use at its sampled peak (GPU) or the process's peak RSS (CPU), GiB.
     pub peak_memory_gib: Option<f64>,
+    /// What `syncoder plan` estimates for this model, dtype and micro-batch, GiB (its check
+    /// against the measured peak on this device).
+    pub planned_peak_gib: f64,
     pub first_loss: f64,
     pub last_loss: f64,
     pub op_families: Vec<OpFamilyTime>,
@@ -189,10 +192,30 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         peak_source: source,
         mfu: peak.map(|p| achieved / p),
         peak_memory_gib,
+        planned_peak_gib: planned_peak_gib(o),
         first_loss,
         last_loss,
         op_families,
     })
+}
+
+/// `syncoder plan`'s peak for the benchmark's step (no checkpointing), GiB.
+fn planned_peak_gib(o: &TrainBenchOptions) -> f64 {
+    use crate::train::memory::{estimate, gib, MemoryInput};
+    let tokens = o.batch * o.seq_len;
+    let cfg = &o.config;
+    let chunk = crate::ops::linear_cross_entropy::default_chunk_tokens(tokens, cfg.vocab_size, cfg.hidden_size);
+    gib(estimate(
+        cfg,
+        MemoryInput {
+            param_bytes: o.dtype.size_in_bytes() as u64,
+            tokens: tokens as u64,
+            loss_chunk: chunk as u64,
+            checkpointing: crate::model::training::Checkpointing::None,
+            gpu: o.device.is_cuda(),
+        },
+    )
+    .peak())
 }
 
 /// Device memory in use at its sampled peak (GPU) or the process's peak RSS (CPU), GiB.
@@ -358,7 +381,11 @@ pub fn table(r: &TrainBenchReport) -> String {
     line(
         &mut s,
         "peak memory",
-        r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
+        format!(
+            "{} (syncoder plan: {:.2} GiB)",
+            r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
+            r.planned_peak_gib
+        ),
     );
     line(
         &mut s,

@@ -138,6 +138,9 @@ fn cpu_train_bench_prints_throughput_and_op_families() {
     assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(r["batch"], 2);
     assert_eq!(r["seq_len"], 128);
+    // The plan's estimate for the same step is reported beside the measured peak.
+    let planned = r["planned_peak_gib"].as_f64().unwrap();
+    assert!(planned > 0.0 && stdout.contains("(syncoder plan: "), "{stdout}");
     // No known peak for a CPU: MFU is absent rather than invented.
     assert!(r["mfu"].is_null());
     assert!(stdout.contains("unknown device (give --peak-tflops)"), "{stdout}");
