@@ -316,6 +316,76 @@ mod cuda {
     }
 }
 
+/// The accumulation in the kernel checks (`syncoder selftest`): on the suite's device and dtype
+/// (cuBLAS on a GPU), against f32 host products: a weight gradient added twice into a buffer
+/// that holds something already (one of them into a view at an offset), column sums, a scaled
+/// add, and zeroing. Every buffer is a copy of its own (a CPU `to_device` shares storage, and the
+/// ops write in place).
+pub mod check {
+    use super::super::check::{rel_err, Suite};
+    use candle_core::{DType, Tensor};
+
+    pub fn selftest(s: &mut Suite) -> anyhow::Result<()> {
+        let tol = if s.dtype == DType::F32 { 1e-5 } else { 1e-3 };
+        let (n, o, i) = (300, 70, 130);
+        let (g1, x1, g2, x2) = (
+            s.randn(&[n, o], 1.0)?,
+            s.randn(&[n, i], 1.0)?,
+            s.randn(&[n, o], 1.0)?,
+            s.randn(&[n, i], 1.0)?,
+        );
+        let base = s.randn(&[2 * o, i], 1.0)?;
+        let (device, dtype) = (s.device.clone(), s.dtype);
+        let dev = |t: &Tensor| -> anyhow::Result<Tensor> { Ok(t.to_device(&device)?.to_dtype(dtype)?) };
+        // Host reference in f32: the upper half of the buffer gets 0.5·g1ᵀx1 + g2ᵀx2.
+        let upper = (base.narrow(0, 0, o)? + (g1.t()?.matmul(&x1)? * 0.5)?)?;
+        let want = Tensor::cat(&[(upper + g2.t()?.matmul(&x2)?)?, base.narrow(0, o, o)?], 0)?;
+        let got = (|| -> anyhow::Result<Tensor> {
+            let buf = base.to_device(&device)?.copy()?;
+            let view = buf.narrow(0, 0, o)?;
+            super::add_weight_grad(&view, &dev(&g1)?, &dev(&x1)?, 0.5)?;
+            super::add_weight_grad(&view, &dev(&g2)?, &dev(&x2)?, 1.0)?;
+            Ok(buf.to_device(&candle_core::Device::Cpu)?)
+        })();
+        s.record_result(
+            &format!("gradient accumulation: dW += gᵀx into a view [{o}x{i}] of {n} rows"),
+            got.and_then(|g| rel_err(&g, &want)),
+            tol,
+        );
+        let db = s.randn(&[o], 1.0)?;
+        let want = (&db + (g1.sum(0)? * 0.25)?)?;
+        let got = (|| -> anyhow::Result<Tensor> {
+            let buf = db.to_device(&device)?.copy()?;
+            super::add_column_sums(&buf, &dev(&g1)?, 0.25)?;
+            Ok(buf.to_device(&candle_core::Device::Cpu)?)
+        })();
+        s.record_result(
+            &format!("gradient accumulation: column sums of {n} rows"),
+            got.and_then(|g| rel_err(&g, &want)),
+            tol,
+        );
+        let want = (&x1 + (&x2 * -2.0)?)?;
+        let got = (|| -> anyhow::Result<(Tensor, f32)> {
+            let buf = x1.to_device(&device)?.copy()?;
+            super::add_scaled(&buf, &dev(&x2)?, -2.0)?;
+            let added = buf.to_device(&candle_core::Device::Cpu)?.copy()?;
+            super::zero(&buf)?;
+            let left = buf.abs()?.sum_all()?.to_scalar::<f32>()?;
+            Ok((added, left))
+        })();
+        let (added, zeroed) = match got {
+            Ok((a, left)) => (
+                rel_err(&a, &want),
+                if left == 0.0 { Ok(0.0) } else { Ok(f64::INFINITY) },
+            ),
+            Err(e) => (Err(anyhow::anyhow!("{e:#}")), Err(e)),
+        };
+        s.record_result("gradient accumulation: scaled add", added, tol);
+        s.record_result("gradient accumulation: zero in place", zeroed, 0.0);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub fn run(device: &Device, seed: u64) -> Result<Vec<CheckResult>> {
         ops::flash_attention::check::selftest(&mut s)?;
         ops::chunked_attention::check::selftest(&mut s)?;
         ops::linear_cross_entropy::check::selftest(&mut s)?;
+        ops::grad_accumulate::check::selftest(&mut s)?;
         ops::adamw::check::selftest(&mut s)?;
         ops::grad_norm::check::selftest(&mut s)?;
         train_step(&mut s)?;
