@@ -389,6 +389,7 @@ pub mod check {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::max_abs_diff;
     use candle_core::Device;
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -397,19 +398,6 @@ mod tests {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     #[test]
@@ -427,7 +415,7 @@ mod tests {
         .unwrap();
         add_weight_grad(&dst, &g1, &x1, 0.5).unwrap();
         add_weight_grad(&dst, &g2, &x2, 1.0).unwrap();
-        assert!(max_diff(&dst, &want) < 1e-5, "{}", max_diff(&dst, &want));
+        assert!(max_abs_diff(&dst, &want) < 1e-5, "{}", max_abs_diff(&dst, &want));
     }
 
     #[test]
@@ -437,7 +425,7 @@ mod tests {
         let dst = Tensor::zeros((o, i), DType::F32, &Device::Cpu).unwrap();
         add_weight_grad(&dst, &g, &x, 2.0).unwrap();
         let want = (g.t().unwrap().matmul(&x).unwrap() * 2.0).unwrap();
-        assert!(max_diff(&dst, &want) < 1e-4);
+        assert!(max_abs_diff(&dst, &want) < 1e-4);
     }
 
     #[test]
@@ -446,12 +434,12 @@ mod tests {
         let db = randn(&[7], 9);
         let want = (&db + (g.sum(0).unwrap() * 0.25).unwrap()).unwrap();
         add_column_sums(&db, &g, 0.25).unwrap();
-        assert!(max_diff(&db, &want) < 1e-6);
+        assert!(max_abs_diff(&db, &want) < 1e-6);
         let src = randn(&[3, 5], 10);
         let dst = randn(&[3, 5], 11);
         let want = (&dst + (&src * -2.0).unwrap()).unwrap();
         add_scaled(&dst, &src, -2.0).unwrap();
-        assert!(max_diff(&dst, &want) < 1e-6);
+        assert!(max_abs_diff(&dst, &want) < 1e-6);
         zero(&dst).unwrap();
         assert_eq!(dst.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }

@@ -44,20 +44,8 @@ fn view<'a>(data: &'a [f32], l: &Layout) -> MatRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::max_abs_diff;
     use candle_core::{DType, Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn plain_and_transposed_views_match_candle() {
@@ -73,11 +61,11 @@ mod tests {
             let got = matmul(x, y).unwrap();
             let want = x.matmul(y).unwrap();
             assert_eq!(got.dims(), want.dims());
-            assert!(max_diff(&got, &want) < 1e-4, "{}", max_diff(&got, &want));
+            assert!(max_abs_diff(&got, &want) < 1e-4, "{}", max_abs_diff(&got, &want));
         }
         // A narrowed view (an offset into its storage).
         let part = a.narrow(0, 5, 20).unwrap();
-        assert!(max_diff(&matmul(&part, &b).unwrap(), &part.matmul(&b).unwrap()) < 1e-4);
+        assert!(max_abs_diff(&matmul(&part, &b).unwrap(), &part.matmul(&b).unwrap()) < 1e-4);
     }
 
     #[test]
