@@ -83,6 +83,17 @@ pub(super) fn describe(plan: &Plan) -> String {
     if let Some(e) = &cfg.eval {
         let _ = writeln!(out, "validation  every {} steps on {}", e.every_steps, paths(&e.data));
     }
+    let gpu = cfg.run.device != crate::device::DeviceSpec::Cpu;
+    let mem = super::memory::for_run(cfg, mc, gpu);
+    let _ = writeln!(
+        out,
+        "memory      ~{:.1} GiB peak per process ({:.1} GiB weights, gradients and AdamW state; {:.1} GiB \
+         activations; train.activation_checkpointing = {}; `syncoder plan` for the table)",
+        super::memory::gib(mem.peak()),
+        super::memory::gib(mem.state()),
+        super::memory::gib(mem.activations),
+        super::memory::checkpointing_name(cfg.train.activation_checkpointing),
+    );
     let _ = writeln!(
         out,
         "checkpoint  every {} steps, keeping the last {}",

@@ -346,6 +346,7 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
     // 4 rows of 64 tokens per step, 12 steps.
     assert!(text.contains("256 tokens per step"), "{text}");
     assert!(text.contains("planned     12 optimizer steps, 3,072 tokens"), "{text}");
+    assert!(text.contains("GiB peak per process"), "the memory estimate: {text}");
     assert!(text.contains("name = \"dry\""), "the resolved config: {text}");
     assert!(!out_dir.join("dry").exists(), "--dry-run created the run directory");
     // Mistakes a dry run exists to catch are caught.
