@@ -93,6 +93,16 @@ impl From<Checkpointing> for CheckpointingRepr {
     }
 }
 
+/// The config's spelling: `"none"`, `"layers"` or the span length.
+impl std::fmt::Display for Checkpointing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match CheckpointingRepr::from(*self) {
+            CheckpointingRepr::Name(n) => write!(f, "{n:?}"),
+            CheckpointingRepr::Every(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 impl Checkpointing {
     /// Layers per recomputed span (the whole model when not checkpointing).
     fn span(self, layers: usize) -> usize {

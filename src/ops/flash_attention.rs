@@ -347,13 +347,7 @@ mod cuda {
     use std::sync::Mutex;
 
     pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segs: &DocSegments, scale: f64) -> Result<Tensor> {
-        let starts = segs.device_starts(q.device())?;
-        let op = FlashAttention {
-            starts,
-            scale: scale as f32,
-            lse: Mutex::new(None),
-        };
-        aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, op)
+        aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, FlashAttention::new(q, segs, scale)?)
     }
 
     pub fn flash_attention_forward(
@@ -363,12 +357,7 @@ mod cuda {
         segs: &DocSegments,
         scale: f64,
     ) -> Result<(Tensor, AttentionSaved)> {
-        let starts = segs.device_starts(q.device())?;
-        let op = FlashAttention {
-            starts,
-            scale: scale as f32,
-            lse: Mutex::new(None),
-        };
+        let op = FlashAttention::new(q, segs, scale)?;
         AttentionSaved::run(op, aligned(&q.detach())?, aligned(&k.detach())?, aligned(&v.detach())?)
     }
 
@@ -395,6 +384,17 @@ mod cuda {
         scale: f32,
         /// The forward's log-sum-exp `[hq, n]`, for the backward.
         lse: Mutex<Option<CudaSlice<f32>>>,
+    }
+
+    impl FlashAttention {
+        /// The op for `q`'s device: the documents' starts uploaded, no log-sum-exp yet.
+        fn new(q: &Tensor, segs: &DocSegments, scale: f64) -> Result<Self> {
+            Ok(Self {
+                starts: segs.device_starts(q.device())?,
+                scale: scale as f32,
+                lse: Mutex::new(None),
+            })
+        }
     }
 
     impl CustomOp3 for FlashAttention {

@@ -59,15 +59,9 @@ pub fn linear_cross_entropy(
     linear_cross_entropy_counted(hidden, weight, targets, chunk_tokens, None)
 }
 
-/// `linear_cross_entropy` with the supervised-token count given by a caller that counted the
-/// targets on the host (`None`: counted here, which waits for the device).
-pub fn linear_cross_entropy_counted(
-    hidden: &Tensor,
-    weight: &Tensor,
-    targets: &Tensor,
-    chunk_tokens: Option<usize>,
-    supervised: Option<usize>,
-) -> Result<CrossEntropyOutput> {
+/// The chunk size (in tokens) of a call, after checking that `hidden [N, H]`, `weight [V, H]`
+/// and `targets` (i64 `[N]`) fit together.
+fn check_shapes(hidden: &Tensor, weight: &Tensor, targets: &Tensor, chunk_tokens: Option<usize>) -> Result<usize> {
     let (n, h) = hidden.dims2()?;
     let (v, hw) = weight.dims2()?;
     if hw != h {
@@ -80,7 +74,19 @@ pub fn linear_cross_entropy_counted(
             targets.dims()
         );
     }
-    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(n, v, h)).max(1);
+    Ok(chunk_tokens.unwrap_or_else(|| default_chunk_tokens(n, v, h)).max(1))
+}
+
+/// `linear_cross_entropy` with the supervised-token count given by a caller that counted the
+/// targets on the host (`None`: counted here, which waits for the device).
+pub fn linear_cross_entropy_counted(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+    chunk_tokens: Option<usize>,
+    supervised: Option<usize>,
+) -> Result<CrossEntropyOutput> {
+    let chunk = check_shapes(hidden, weight, targets, chunk_tokens)?;
     let needs_grad = hidden.track_op() || weight.track_op();
     let hd = hidden.detach().contiguous()?;
     let wd = weight.detach().contiguous()?;
@@ -152,8 +158,7 @@ pub fn linear_cross_entropy_backward(
     scale: f64,
     dweight: &Tensor,
 ) -> Result<LossWithGrad> {
-    let (n, h) = hidden.dims2()?;
-    let (v, _) = weight.dims2()?;
+    let chunk = check_shapes(hidden, weight, targets, chunk_tokens)?;
     if dweight.dims() != weight.dims() {
         bail!(
             "linear_cross_entropy_backward: gradient buffer {:?} for weight {:?}",
@@ -161,7 +166,6 @@ pub fn linear_cross_entropy_backward(
             weight.dims()
         );
     }
-    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(n, v, h)).max(1);
     let hd = hidden.detach().contiguous()?;
     let wd = weight.detach().contiguous()?;
     let mut dh_chunks = Vec::new();
@@ -173,10 +177,9 @@ pub fn linear_cross_entropy_backward(
     };
     let targets = targets.contiguous()?;
     let (loss_sum, bad_targets) = chunked_loss(&hd, &wd, &targets, chunk, scale as f32, Some(&mut add))?;
-    let dhidden = if dh_chunks.len() == 1 {
-        dh_chunks.pop().expect("one chunk")
-    } else {
-        Tensor::cat(&dh_chunks, 0)?
+    let dhidden = match dh_chunks.as_slice() {
+        [only] => only.clone(),
+        all => Tensor::cat(all, 0)?,
     };
     Ok(LossWithGrad {
         loss_sum,

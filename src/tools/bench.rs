@@ -202,20 +202,15 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
 /// `syncoder plan`'s peak for the benchmark's step (no checkpointing), GiB.
 fn planned_peak_gib(o: &TrainBenchOptions) -> f64 {
     use crate::train::memory::{estimate, gib, MemoryInput};
-    let tokens = o.batch * o.seq_len;
-    let cfg = &o.config;
-    let chunk = crate::ops::linear_cross_entropy::default_chunk_tokens(tokens, cfg.vocab_size, cfg.hidden_size);
-    gib(estimate(
-        cfg,
-        MemoryInput {
-            param_bytes: o.dtype.size_in_bytes() as u64,
-            tokens: tokens as u64,
-            loss_chunk: chunk as u64,
-            checkpointing: crate::model::training::Checkpointing::None,
-            gpu: o.device.is_cuda(),
-        },
-    )
-    .peak())
+    let input = MemoryInput::new(
+        &o.config,
+        o.dtype,
+        o.batch * o.seq_len,
+        None,
+        crate::model::training::Checkpointing::None,
+        o.device.is_cuda(),
+    );
+    gib(estimate(&o.config, input).peak())
 }
 
 /// Device memory in use at its sampled peak (GPU) or the process's peak RSS (CPU), GiB.

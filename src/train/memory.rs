@@ -130,26 +130,41 @@ pub fn estimate(cfg: &Qwen2Config, m: MemoryInput) -> MemoryEstimate {
     }
 }
 
+impl MemoryInput {
+    /// The input for parameters in `dtype`, micro-batches of `tokens` and the loss's chunk
+    /// (`None`: the automatic one `linear_cross_entropy` picks).
+    pub fn new(
+        model: &Qwen2Config,
+        dtype: candle_core::DType,
+        tokens: usize,
+        loss_chunk: Option<usize>,
+        checkpointing: Checkpointing,
+        gpu: bool,
+    ) -> Self {
+        let chunk = loss_chunk.unwrap_or_else(|| {
+            crate::ops::linear_cross_entropy::default_chunk_tokens(tokens, model.vocab_size, model.hidden_size)
+        });
+        Self {
+            param_bytes: dtype.size_in_bytes() as u64,
+            tokens: tokens as u64,
+            loss_chunk: chunk as u64,
+            checkpointing,
+            gpu,
+        }
+    }
+}
+
 /// The estimate for a run config and its model.
 pub fn for_run(cfg: &RunConfig, model: &Qwen2Config, gpu: bool) -> MemoryEstimate {
-    let tokens = (cfg.batch.micro_batch_rows * cfg.data.seq_len) as u64;
-    let chunk = cfg.model.loss_chunk_tokens.unwrap_or_else(|| {
-        crate::ops::linear_cross_entropy::default_chunk_tokens(tokens as usize, model.vocab_size, model.hidden_size)
-    }) as u64;
-    let param_bytes = match cfg.run.dtype.dtype() {
-        candle_core::DType::F32 => 4,
-        _ => 2,
-    };
-    estimate(
+    let input = MemoryInput::new(
         model,
-        MemoryInput {
-            param_bytes,
-            tokens,
-            loss_chunk: chunk,
-            checkpointing: cfg.train.activation_checkpointing,
-            gpu,
-        },
-    )
+        cfg.run.dtype.dtype(),
+        cfg.batch.micro_batch_rows * cfg.data.seq_len,
+        cfg.model.loss_chunk_tokens,
+        cfg.train.activation_checkpointing,
+        gpu,
+    );
+    estimate(model, input)
 }
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (`None` where it cannot be read).
@@ -201,22 +216,13 @@ pub fn check_fits(cfg: &RunConfig, model: &Qwen2Config, gpu: bool, capacity: u64
             gib(need.activations),
             cfg.batch.micro_batch_rows,
             cfg.data.seq_len,
-            checkpointing_name(cfg.train.activation_checkpointing),
+            cfg.train.activation_checkpointing,
             gib(need.working),
             gib(capacity),
             remedies(cfg),
         );
     }
     Ok(())
-}
-
-/// The config's spelling of a checkpointing choice.
-pub fn checkpointing_name(c: Checkpointing) -> String {
-    match c {
-        Checkpointing::None => "\"none\"".into(),
-        Checkpointing::Every(1) => "\"layers\"".into(),
-        Checkpointing::Every(n) => n.to_string(),
-    }
 }
 
 /// Refuses a CPU run whose estimated memory exceeds what the machine has available.

@@ -6,7 +6,7 @@
 //! `--model-config`; nothing is downloaded and no weight is read.
 
 use super::config::RunConfig;
-use super::memory::{checkpointing_name, for_run, gib, remedies, Widths};
+use super::memory::{for_run, gib, remedies, Widths};
 use super::plan::group;
 use crate::model::training::Checkpointing;
 use crate::model::Qwen2Config;
@@ -130,7 +130,7 @@ pub fn report(cfg: &RunConfig, model: &Qwen2Config, source: &str, memory_gib: Op
         cfg.batch.micro_batch_rows,
         cfg.data.seq_len,
         group(tokens),
-        checkpointing_name(cfg.train.activation_checkpointing)
+        cfg.train.activation_checkpointing
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "| memory per process | GiB |");
@@ -183,7 +183,7 @@ pub fn report(cfg: &RunConfig, model: &Qwen2Config, source: &str, memory_gib: Op
         let _ = writeln!(
             out,
             "| {}{mark} | {:.2} | {:.2} |",
-            checkpointing_name(c),
+            c,
             gib(e.activations),
             gib(e.peak())
         );

@@ -92,7 +92,7 @@ pub(super) fn describe(plan: &Plan) -> String {
         super::memory::gib(mem.peak()),
         super::memory::gib(mem.state()),
         super::memory::gib(mem.activations),
-        super::memory::checkpointing_name(cfg.train.activation_checkpointing),
+        cfg.train.activation_checkpointing,
     );
     let _ = writeln!(
         out,
