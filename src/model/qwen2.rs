@@ -221,11 +221,6 @@ impl Qwen2 {
         self.modules.lm_head_weight()
     }
 
-    /// The module tree (over the variables when trainable).
-    pub fn modules(&self) -> &Modules {
-        &self.modules
-    }
-
     /// The module tree outside autograd (shares the parameters' storage).
     pub fn plain_modules(&self) -> &Modules {
         &self.plain
