@@ -83,5 +83,60 @@ fn main() -> anyhow::Result<()> {
         );
         assert!(rows > 0);
     }
+    loader_state_table(&corpus, &builder)
+}
+
+/// What the resumable state costs at two shuffle-buffer sizes: the size of the saved state
+/// (pretty JSON, as `trainer_state.json` holds it), the per-batch snapshot the prefetcher sends
+/// (a `StateDelta`; the first batch, which fills the buffer, excluded) beside a whole `state()`,
+/// and the time to restore (re-reading and re-tokenising the buffered samples).
+fn loader_state_table(corpus: &std::path::Path, builder: &Arc<SampleBuilder>) -> anyhow::Result<()> {
+    println!();
+    println!("| shuffle buffer | state JSON | per-batch delta (mean) | whole state() (mean) | restore |");
+    println!("|---|---|---|---|---|");
+    for buffer in [1_000, 20_000] {
+        let cfg = LoaderConfig {
+            seed: 0,
+            shuffle_shards: true,
+            shuffle_buffer: buffer,
+            seq_len: 4096,
+            rows_per_batch: 1,
+            pack: PackStrategy::BestFit { window: 64 },
+            pad_id: 151643,
+            on_bad_record: OnBadRecord::Fail,
+            max_epochs: Some(1),
+        };
+        let files = vec![corpus.to_path_buf()];
+        let mut loader = Loader::new(cfg.clone(), files.clone(), builder.clone())?;
+        loader.track_changes();
+        let (mut delta_s, mut state_s, mut n) = (0.0, 0.0, 0u32);
+        for i in 0..200 {
+            if loader.next_batch()?.is_none() {
+                break;
+            }
+            let t = Instant::now();
+            let d = loader.take_delta()?;
+            let dt = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let st = loader.state();
+            let st_t = t.elapsed().as_secs_f64();
+            std::hint::black_box((d, st));
+            if i > 0 {
+                (delta_s, state_s, n) = (delta_s + dt, state_s + st_t, n + 1);
+            }
+        }
+        let state = loader.state();
+        let json = serde_json::to_string_pretty(&state)?;
+        let t = Instant::now();
+        let restored = Loader::restore(cfg, files, builder.clone(), state)?;
+        let restore_s = t.elapsed().as_secs_f64();
+        std::hint::black_box(restored);
+        println!(
+            "| {buffer} | {:.0} KB | {:.1} µs | {:.1} µs | {restore_s:.2} s |",
+            json.len() as f64 / 1e3,
+            1e6 * delta_s / n.max(1) as f64,
+            1e6 * state_s / n.max(1) as f64,
+        );
+    }
     Ok(())
 }

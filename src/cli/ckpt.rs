@@ -146,12 +146,16 @@ fn inspect(dir: &Path, as_json: bool, full: bool) -> Result<()> {
     };
     let mut state_json = serde_json::to_value(&state)?;
     if !full {
-        // The loader's buffers (token ids of every buffered sample) only matter to resuming.
+        // The references to the loader's buffered samples only matter to resuming.
         if let Some(loader) = state_json.get_mut("loader").and_then(|l| l.as_object_mut()) {
-            for key in ["buffer", "packer", "ready"] {
+            for key in ["buffer", "pending", "ready"] {
                 if let Some(v) = loader.get_mut(key) {
-                    let n = v.as_array().map_or(1, Vec::len);
-                    *v = json!(format!("({n} entries; --full shows them)"));
+                    let count = |v: &serde_json::Value| v.as_str().map_or(0, |s| s.split_ascii_whitespace().count());
+                    let n = match v.as_array() {
+                        Some(rows) => rows.iter().map(count).sum(),
+                        None => count(v),
+                    };
+                    *v = json!(format!("({n} samples; --full shows them)"));
                 }
             }
         }

@@ -2,14 +2,17 @@
 //! seeded shuffle buffer, tokenised with the chat template and loss mask (or read pre-tokenised
 //! from prepared shards), packed into rows, grouped into batches.
 //!
-//! Its whole state (epoch, shard and line, shuffle-buffer contents, RNG position, packer and
-//! rows not yet emitted, counters) serialises to JSON; a loader restored from the state taken
-//! after batch k yields exactly the batches k+1, k+2, ... of a loader that never stopped.
+//! Its state (`loader_state`: epoch, shard and line, RNG position, counters, and references to
+//! the samples in the shuffle buffer, the packer and the rows not yet emitted) serialises to
+//! JSON; a loader restored from the state taken after batch k re-reads the samples it names and
+//! yields exactly the batches k+1, k+2, ... of a loader that never stopped.
 
-use super::pack::{PackStrategy, PackedRow, Packer, SampleState};
+use super::pack::{PackStrategy, Packed, PackedRow, Packer, SampleState};
 use super::prepared::PreparedShard;
 use super::record::Record;
+use super::reread::{is_prepared, reread, take};
 use super::sample::{Dropped, SampleBuilder};
+use super::sample_ref::{Held, RefList, SampleRef};
 use super::shard::ShardLines;
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -72,23 +75,7 @@ impl LoaderStats {
     }
 }
 
-/// Everything needed to continue exactly where a loader stopped.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LoaderState {
-    pub files: Vec<PathBuf>,
-    pub epoch: usize,
-    /// Index into this epoch's shard order.
-    pub shard_pos: usize,
-    /// Lines already read from the current shard.
-    pub line: usize,
-    pub buffer: Vec<SampleState>,
-    /// Position of the shuffle-buffer RNG stream (a u128, as a decimal string).
-    pub rng_word_pos: String,
-    pub packer: Packer,
-    pub ready: Vec<PackedRow>,
-    pub exhausted: bool,
-    pub stats: LoaderStats,
-}
+pub use super::loader_state::{BufferOp, LoaderState, StateDelta};
 
 /// A batch of packed rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,10 +92,12 @@ pub struct Loader {
     shard_pos: usize,
     line: usize,
     reader: Option<Reader>,
-    buffer: Vec<SampleState>,
+    buffer: Vec<Held>,
+    /// The buffer's changes since the last `take_delta` (only when tracking them).
+    journal: Option<Vec<BufferOp>>,
     rng: ChaCha8Rng,
     packer: Packer,
-    ready: VecDeque<PackedRow>,
+    ready: VecDeque<Packed>,
     exhausted: bool,
     stats: LoaderStats,
 }
@@ -122,7 +111,7 @@ enum Reader {
 impl Reader {
     /// Opens `path` positioned after `consumed` lines (JSONL) or documents (prepared).
     fn open(path: &std::path::Path, consumed: usize) -> Result<Self> {
-        if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+        if is_prepared(path) {
             let shard = PreparedShard::open(path)?;
             if consumed > shard.len() {
                 bail!(
@@ -140,10 +129,10 @@ impl Reader {
     }
 }
 
-/// What a reader yields.
+/// What a reader yields, and where: `(file, item)` as a `SampleRef` names it.
 enum Item {
-    Record(Record),
-    Sample(SampleState),
+    Record(Record, (usize, u64)),
+    Sample(SampleState, (usize, u64)),
 }
 
 /// The shard order of an epoch: a function of the seed and the epoch alone.
@@ -183,6 +172,7 @@ impl Loader {
             line: 0,
             reader: None,
             buffer: vec![],
+            journal: None,
             packer,
             ready: VecDeque::new(),
             exhausted: false,
@@ -200,9 +190,14 @@ impl Loader {
         if state.files != files {
             bail!("the data files differ from those of the saved loader state; cannot resume the data order exactly");
         }
-        if state.packer.seq_len != cfg.seq_len || state.packer.strategy != cfg.pack {
+        if state.seq_len != cfg.seq_len || state.pack != cfg.pack {
             bail!("packing settings differ from those of the saved loader state");
         }
+        let samples = reread(&state.files, state.all_refs(), &builder)
+            .context("re-reading the samples the saved loader state names")?;
+        let held = |list: &RefList| -> Result<Vec<Held>> {
+            list.0.iter().map(|r| Ok(Held::new(*r, take(&samples, r)?))).collect()
+        };
         let mut l = Self::new(cfg, files, builder)?;
         let word_pos: u128 = state
             .rng_word_pos
@@ -213,27 +208,64 @@ impl Loader {
         l.epoch = state.epoch;
         l.shard_pos = state.shard_pos;
         l.line = state.line;
-        l.buffer = state.buffer;
-        l.packer = state.packer;
-        l.ready = state.ready.into();
+        l.buffer = held(&state.buffer)?;
+        l.packer.restore_pending(held(&state.pending)?);
+        for row in &state.ready {
+            let docs = held(row)?;
+            let len: usize = docs.iter().map(|d| d.sample.ids.len()).sum();
+            if len > l.cfg.seq_len {
+                bail!(
+                    "the saved loader state packs {len} tokens into a row of {}",
+                    l.cfg.seq_len
+                );
+            }
+            l.ready.push_back(l.packer.row(docs));
+        }
         l.exhausted = state.exhausted;
         l.stats = state.stats;
         Ok(l)
     }
 
+    /// The whole state (O(buffer)): what a checkpoint saves, or the start of a chain of deltas.
     pub fn state(&self) -> LoaderState {
         LoaderState {
             files: self.files.clone(),
             epoch: self.epoch,
             shard_pos: self.shard_pos,
             line: self.line,
-            buffer: self.buffer.clone(),
+            seq_len: self.cfg.seq_len,
+            pack: self.cfg.pack,
+            buffer: RefList::of(&self.buffer),
             rng_word_pos: self.rng.get_word_pos().to_string(),
-            packer: self.packer.clone(),
-            ready: self.ready.iter().cloned().collect(),
+            pending: RefList::of(self.packer.pending()),
+            ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
             exhausted: self.exhausted,
             stats: self.stats.clone(),
         }
+    }
+
+    /// From now on, records the shuffle buffer's changes for `take_delta`.
+    pub fn track_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The change of the state since the previous call (or since `track_changes`): the
+    /// buffer's changes and the small rest — O(samples moved), whatever the buffer's size.
+    pub fn take_delta(&mut self) -> Result<StateDelta> {
+        let Some(journal) = self.journal.as_mut() else {
+            bail!("take_delta needs track_changes first");
+        };
+        Ok(StateDelta {
+            ops: std::mem::take(journal),
+            epoch: self.epoch,
+            shard_pos: self.shard_pos,
+            line: self.line,
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+            pending: RefList::of(self.packer.pending()),
+            ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
+            exhausted: self.exhausted,
+            stats: self.stats.clone(),
+        })
     }
 
     pub fn stats(&self) -> &LoaderStats {
@@ -264,6 +296,7 @@ impl Loader {
                 }
                 self.reader = Some(Reader::open(&self.files[self.order[self.shard_pos]], self.line)?);
             }
+            let file = self.order[self.shard_pos];
             let reader = self.reader.as_mut().expect("opened above");
             let next = match reader {
                 Reader::Lines(lines) => match lines.next() {
@@ -271,7 +304,7 @@ impl Loader {
                         self.line = l.line;
                         self.stats.records += 1;
                         match Record::parse(&l.text) {
-                            Ok(r) => return Ok(Some(Item::Record(r))),
+                            Ok(r) => return Ok(Some(Item::Record(r, (file, l.line as u64)))),
                             Err(_) if self.cfg.on_bad_record == OnBadRecord::Skip => {
                                 self.stats.bad_records += 1;
                                 continue;
@@ -284,14 +317,15 @@ impl Loader {
                 },
                 Reader::Prepared(shard) if self.line < shard.len() => {
                     let sample = shard.get(self.line)?;
+                    let at = (file, self.line as u64);
                     self.line += 1;
                     self.stats.records += 1;
-                    Some(sample)
+                    Some((sample, at))
                 }
                 Reader::Prepared(_) => None,
             };
             match next {
-                Some(sample) => return Ok(Some(Item::Sample(sample))),
+                Some((sample, at)) => return Ok(Some(Item::Sample(sample, at))),
                 None => {
                     self.reader = None;
                     self.shard_pos += 1;
@@ -304,7 +338,7 @@ impl Loader {
     /// The next sample out of the shuffle buffer. The buffer is refilled with exactly as many
     /// records as it lacks, tokenised in parallel and added in read order, so the result does
     /// not depend on the thread count.
-    fn next_sample(&mut self) -> Result<Option<SampleState>> {
+    fn next_sample(&mut self) -> Result<Option<Held>> {
         while self.buffer.len() < self.cfg.shuffle_buffer {
             let need = self.cfg.shuffle_buffer - self.buffer.len();
             let mut items = Vec::with_capacity(need);
@@ -318,17 +352,23 @@ impl Loader {
                 break;
             }
             let builder = &self.builder;
-            let built: Vec<Result<std::result::Result<SampleState, Dropped>>> = items
+            let built: Vec<Result<std::result::Result<Held, Dropped>>> = items
                 .into_par_iter()
-                .map(|item| match item {
-                    Item::Sample(s) => Ok(Ok(s)),
-                    Item::Record(r) => Ok(builder.build(&r)?.map(|s| SampleState::from_sample(&s))),
+                .map(|item| {
+                    let (s, (file, item)) = match item {
+                        Item::Sample(s, at) => (Ok(s), at),
+                        Item::Record(r, at) => (builder.build(&r)?.map(|s| SampleState::from_sample(&s)), at),
+                    };
+                    Ok(s.map(|s| Held::new(SampleRef::new(file, item, &s), s)))
                 })
                 .collect();
             for b in built {
                 match b? {
                     Ok(sample) => {
                         self.stats.samples += 1;
+                        if let Some(j) = self.journal.as_mut() {
+                            j.push(BufferOp::Push(sample.at));
+                        }
                         self.buffer.push(sample);
                     }
                     Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
@@ -340,6 +380,9 @@ impl Loader {
             return Ok(None);
         }
         let i = self.rng.random_range(0..self.buffer.len());
+        if let Some(j) = self.journal.as_mut() {
+            j.push(BufferOp::Take(i));
+        }
         Ok(Some(self.buffer.swap_remove(i)))
     }
 
@@ -358,7 +401,7 @@ impl Loader {
             return Ok(None);
         }
         let n = self.cfg.rows_per_batch.min(self.ready.len());
-        let rows: Vec<PackedRow> = self.ready.drain(..n).collect();
+        let rows: Vec<PackedRow> = self.ready.drain(..n).map(|p| p.row).collect();
         for r in &rows {
             self.stats.rows += 1;
             self.stats.row_tokens += r.ids.len() as u64;
@@ -370,10 +413,12 @@ impl Loader {
 }
 
 /// Runs a loader on a background thread, up to `depth` batches ahead of the consumer. Each batch
-/// comes with the loader state right after it, so a checkpoint taken after consuming batch k
-/// resumes at batch k+1 however far ahead the thread has read.
+/// comes with the change of the loader state over it (`StateDelta`); applied in order to
+/// `start_state`, they give the state right after the last consumed batch, so a checkpoint
+/// taken after consuming batch k resumes at batch k+1 however far ahead the thread has read.
 pub struct Prefetcher {
-    rx: std::sync::mpsc::Receiver<Result<Option<(Batch, LoaderState)>>>,
+    start: LoaderState,
+    rx: std::sync::mpsc::Receiver<Result<Option<(Batch, StateDelta)>>>,
     handle: Option<std::thread::JoinHandle<()>>,
     done: bool,
 }
@@ -381,22 +426,32 @@ pub struct Prefetcher {
 impl Prefetcher {
     pub fn spawn(mut loader: Loader, depth: usize) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        let start = loader.state();
+        loader.track_changes();
         let handle = std::thread::spawn(move || loop {
-            let item = loader.next_batch().map(|b| b.map(|b| (b, loader.state())));
+            let item = loader
+                .next_batch()
+                .and_then(|b| b.map(|b| Ok((b, loader.take_delta()?))).transpose());
             let last = !matches!(item, Ok(Some(_)));
             if tx.send(item).is_err() || last {
                 break;
             }
         });
         Self {
+            start,
             rx,
             handle: Some(handle),
             done: false,
         }
     }
 
-    /// The next batch and the loader state after it; `None` when the data is done.
-    pub fn next_batch(&mut self) -> Result<Option<(Batch, LoaderState)>> {
+    /// The loader's state before the first batch.
+    pub fn start_state(&self) -> &LoaderState {
+        &self.start
+    }
+
+    /// The next batch and the change of the loader state over it; `None` when the data is done.
+    pub fn next_batch(&mut self) -> Result<Option<(Batch, StateDelta)>> {
         if self.done {
             return Ok(None);
         }

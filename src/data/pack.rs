@@ -5,6 +5,7 @@
 //! the configured overflow policy).
 
 use super::sample::Sample;
+use super::sample_ref::{Held, SampleRef};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -36,14 +37,21 @@ impl PackedRow {
     }
 }
 
+/// A row and the samples it was packed from, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packed {
+    pub row: PackedRow,
+    pub sources: Vec<SampleRef>,
+}
+
 /// Packs a stream of samples; `push` returns rows as they complete, `finish` the rest.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packer {
     pub seq_len: usize,
     pub pad_id: u32,
     pub strategy: PackStrategy,
     /// Samples accepted but not yet in an emitted row.
-    pending: Vec<SampleState>,
+    pending: Vec<Held>,
 }
 
 /// A sample in compact, serialisable form (the mask as supervised ranges).
@@ -102,20 +110,30 @@ impl Packer {
         })
     }
 
+    /// Samples accepted but not yet in an emitted row, in arrival order.
+    pub fn pending(&self) -> &[Held] {
+        &self.pending
+    }
+
+    /// Puts back the pending samples of a saved state (a fresh packer's only).
+    pub fn restore_pending(&mut self, pending: Vec<Held>) {
+        self.pending = pending;
+    }
+
     /// Adds a sample (at most `seq_len` tokens); returns the rows this completes.
-    pub fn push(&mut self, sample: SampleState) -> Result<Vec<PackedRow>> {
-        if sample.ids.len() > self.seq_len {
+    pub fn push(&mut self, sample: Held) -> Result<Vec<Packed>> {
+        if sample.sample.ids.len() > self.seq_len {
             bail!(
                 "a sample of {} tokens does not fit rows of {}",
-                sample.ids.len(),
+                sample.sample.ids.len(),
                 self.seq_len
             );
         }
         match self.strategy {
             PackStrategy::Greedy => {
-                let used: usize = self.pending.iter().map(|s| s.ids.len()).sum();
+                let used: usize = self.pending.iter().map(|s| s.sample.ids.len()).sum();
                 let mut out = vec![];
-                if used + sample.ids.len() > self.seq_len {
+                if used + sample.sample.ids.len() > self.seq_len {
                     let docs = std::mem::take(&mut self.pending);
                     out.push(self.row(docs));
                 }
@@ -134,7 +152,7 @@ impl Packer {
     }
 
     /// Emits every pending sample in (possibly partly filled) rows.
-    pub fn finish(&mut self) -> Vec<PackedRow> {
+    pub fn finish(&mut self) -> Vec<Packed> {
         match self.strategy {
             PackStrategy::Greedy if self.pending.is_empty() => vec![],
             PackStrategy::Greedy => {
@@ -145,13 +163,13 @@ impl Packer {
         }
     }
 
-    fn best_fit(&mut self) -> Vec<PackedRow> {
+    fn best_fit(&mut self) -> Vec<Packed> {
         let mut samples = std::mem::take(&mut self.pending);
         // Longest first; ties keep arrival order (stable sort), so the result is deterministic.
-        samples.sort_by_key(|s| std::cmp::Reverse(s.ids.len()));
-        let mut bins: Vec<(usize, Vec<SampleState>)> = vec![];
+        samples.sort_by_key(|s| std::cmp::Reverse(s.sample.ids.len()));
+        let mut bins: Vec<(usize, Vec<Held>)> = vec![];
         for s in samples {
-            let len = s.ids.len();
+            let len = s.sample.ids.len();
             let best = bins
                 .iter()
                 .enumerate()
@@ -169,23 +187,28 @@ impl Packer {
         bins.into_iter().map(|(_, docs)| self.row(docs)).collect()
     }
 
-    fn row(&self, docs: Vec<SampleState>) -> PackedRow {
+    /// The row of `docs` in this order (what `push` and `finish` emit; also how a resumed
+    /// loader rebuilds the rows it had ready).
+    pub fn row(&self, docs: Vec<Held>) -> Packed {
         let mut row = PackedRow {
             ids: Vec::with_capacity(self.seq_len),
             positions: Vec::with_capacity(self.seq_len),
             mask: Vec::with_capacity(self.seq_len),
             doc_lens: vec![],
         };
-        for d in &docs {
+        for d in docs.iter().map(|d| &d.sample) {
             row.ids.extend_from_slice(&d.ids);
             row.positions.extend(0..d.ids.len() as u32);
             row.mask.extend(d.mask());
             row.doc_lens.push(d.ids.len());
         }
-        let pad = self.seq_len - row.ids.len();
+        let pad = self.seq_len.saturating_sub(row.ids.len());
         row.ids.extend(std::iter::repeat_n(self.pad_id, pad));
         row.positions.extend(0..pad as u32);
         row.mask.extend(std::iter::repeat_n(false, pad));
-        row
+        Packed {
+            row,
+            sources: docs.iter().map(|d| d.at).collect(),
+        }
     }
 }

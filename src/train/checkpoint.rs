@@ -45,7 +45,9 @@ pub fn state_file(step_dir: &Path, file: &str) -> PathBuf {
 pub fn is_checkpoint(dir: &Path) -> bool {
     state_file(dir, TRAINER_STATE).is_file()
 }
-const STATE_FORMAT: u32 = 1;
+
+/// Version of `trainer_state.json` (2: the loader state names its samples by reference).
+const STATE_FORMAT: u32 = 2;
 
 /// `[checkpoint]`: how often a run is saved and how many saves it keeps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -317,15 +319,26 @@ pub fn resolve(spec: &str, run_dir: &Path) -> Result<PathBuf> {
 pub fn read_state(step_dir: &Path) -> Result<TrainerState> {
     let path = state_file(step_dir, TRAINER_STATE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let state: TrainerState =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a valid trainer state", path.display()))?;
-    if state.format_version != STATE_FORMAT {
+    // The format first: an older state does not parse as this one.
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let format = value.get("format_version").and_then(|v| v.as_u64());
+    if format != Some(STATE_FORMAT as u64) {
+        let older = match format {
+            Some(1) => {
+                " — written by an older syncoder, whose loader state held the buffered samples' \
+                        token ids; resume with that version, or start a new run from the step's weights"
+            }
+            _ => "",
+        };
         bail!(
-            "{}: trainer state format {} (this build reads {STATE_FORMAT})",
+            "{}: trainer state format {} (this build reads {STATE_FORMAT}){older}",
             path.display(),
-            state.format_version
+            format.map_or("missing".to_string(), |f| f.to_string()),
         );
     }
+    let state: TrainerState =
+        serde_json::from_value(value).with_context(|| format!("{}: not a valid trainer state", path.display()))?;
     Ok(state)
 }
 
@@ -337,4 +350,24 @@ pub fn read_optimizer(step_dir: &Path, device: &Device) -> Result<HashMap<String
     }
     candle_core::safetensors::load(&path, device)
         .with_context(|| format!("{}: corrupt optimizer state", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_of_another_format_is_refused_by_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_file(dir.path(), TRAINER_STATE);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Format 1 held token ids in the loader state: it no longer parses, but the version
+        // is read first and named.
+        std::fs::write(&path, r#"{"format_version": 1, "loader": {"buffer": [{"ids": [1]}]}}"#).unwrap();
+        let err = format!("{:#}", read_state(dir.path()).unwrap_err());
+        assert!(err.contains("format 1") && err.contains("older syncoder"), "{err}");
+        std::fs::write(&path, r#"{"step": 3}"#).unwrap();
+        let err = format!("{:#}", read_state(dir.path()).unwrap_err());
+        assert!(err.contains("format missing"), "{err}");
+    }
 }

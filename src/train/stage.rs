@@ -7,7 +7,7 @@ use super::setup::stage_loader;
 use super::step::MicroBatch;
 use super::trainer::Trainer;
 use crate::config::KeyContext;
-use crate::data::loader::{Loader, LoaderConfig, LoaderState, Prefetcher};
+use crate::data::loader::{Loader, LoaderConfig, Prefetcher, StateDelta};
 use crate::data::prepared::resolve_training_sources;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -40,11 +40,14 @@ impl Trainer {
             None => Loader::new(lcfg, files, self.builder.clone())?,
         };
         self.progress.start_stage(&stage.name, total, self.state.stage_step);
+        let batches = Prefetcher::spawn(loader, self.cfg.data.prefetch);
+        // The state after the last consumed batch: the batches' deltas move it on (`record`).
+        self.state.loader = Some(batches.start_state().clone());
         Ok(StageRun {
             name: stage.name,
             total,
             schedule: self.cfg.stage_schedule(i),
-            batches: Prefetcher::spawn(loader, self.cfg.data.prefetch),
+            batches,
         })
     }
 
@@ -75,17 +78,17 @@ impl Trainer {
         Ok(s.steps.map_or(total, |cap| cap.min(total)))
     }
 
-    /// The micro-batches of the next optimizer step and the loader's state after them (`None`
-    /// when the stage's data is exhausted).
-    pub(super) fn fetch(&self, batches: &mut Prefetcher) -> Result<Option<(Vec<MicroBatch>, LoaderState)>> {
+    /// The micro-batches of the next optimizer step and the changes of the loader's state over
+    /// them (`None` when the stage's data is exhausted).
+    pub(super) fn fetch(&self, batches: &mut Prefetcher) -> Result<Option<(Vec<MicroBatch>, Vec<StateDelta>)>> {
         let accum = self.cfg.accumulation_steps()?;
         let mut micros = Vec::with_capacity(accum);
-        let mut after = None;
+        let mut deltas = Vec::with_capacity(accum);
         while micros.len() < accum {
-            let Some((b, st)) = batches.next_batch()? else { break };
+            let Some((b, d)) = batches.next_batch()? else { break };
             micros.push(MicroBatch::new(&b.rows, &self.device)?);
-            after = Some(st);
+            deltas.push(d);
         }
-        Ok(after.map(|st| (micros, st)))
+        Ok((!micros.is_empty()).then_some((micros, deltas)))
     }
 }

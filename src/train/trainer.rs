@@ -19,7 +19,7 @@ use super::signals::{StopRequest, Stopped};
 use super::stage::StageRun;
 use super::step::{step_gradients_into, MicroBatch};
 use super::{fault, memory};
-use crate::data::loader::LoaderState;
+use crate::data::loader::StateDelta;
 use crate::data::SampleBuilder;
 use crate::device;
 use crate::model::training::GradBuffers;
@@ -145,7 +145,7 @@ impl Trainer {
     fn record(
         &mut self,
         micros: &[MicroBatch],
-        loader: LoaderState,
+        loader: Vec<StateDelta>,
         o: &StepOutcome,
         stage: &StageRun,
         t0: Instant,
@@ -167,8 +167,11 @@ impl Trainer {
         let tokens_per_s = step_tokens as f64 / step_s;
         // MFU counts the tokens the model computes on for a reason: padding is waste.
         let real_tokens: u64 = micros.iter().map(|m| (m.tokens - m.padding) as u64).sum();
-        let (stats, epoch) = (loader.stats.clone(), loader.epoch);
-        st.loader = Some(loader);
+        let state = st.loader.as_mut().context("the loader state of the stage is missing")?;
+        for d in loader {
+            state.apply(d)?;
+        }
+        let (stats, epoch) = (state.stats.clone(), state.epoch);
         let m = StepMetrics {
             step,
             stage: stage.name.clone(),
