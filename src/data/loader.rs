@@ -136,7 +136,7 @@ enum Item {
 }
 
 /// The shard order of an epoch: a function of the seed and the epoch alone.
-fn shard_order(cfg: &LoaderConfig, n: usize, epoch: usize) -> Vec<usize> {
+pub(crate) fn shard_order(cfg: &LoaderConfig, n: usize, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     if cfg.shuffle_shards {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_5a4d_0000_0000 ^ epoch as u64);
@@ -390,9 +390,15 @@ impl Loader {
     pub fn next_batch(&mut self) -> Result<Option<Batch>> {
         while self.ready.len() < self.cfg.rows_per_batch {
             match self.next_sample()? {
-                Some(s) => self.ready.extend(self.packer.push(s)?),
+                Some(s) => {
+                    for docs in self.packer.push(s)? {
+                        self.ready.push_back(self.packer.row(docs));
+                    }
+                }
                 None => {
-                    self.ready.extend(self.packer.finish());
+                    for docs in self.packer.finish() {
+                        self.ready.push_back(self.packer.row(docs));
+                    }
                     break;
                 }
             }

@@ -44,14 +44,15 @@ pub struct Packed {
     pub sources: Vec<SampleRef>,
 }
 
-/// Packs a stream of samples; `push` returns rows as they complete, `finish` the rest.
+/// Packs a stream of samples; `push` returns rows (as their documents) as they complete,
+/// `finish` the rest; `row` lays a row's documents out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Packer {
+pub struct Packer<T = Held> {
     pub seq_len: usize,
     pub pad_id: u32,
     pub strategy: PackStrategy,
     /// Samples accepted but not yet in an emitted row.
-    pending: Vec<Held>,
+    pending: Vec<T>,
 }
 
 /// A sample in compact, serialisable form (the mask as supervised ranges).
@@ -92,7 +93,25 @@ impl SampleState {
     }
 }
 
-impl Packer {
+/// What the packer places: anything with a length in tokens.
+pub trait Doc {
+    fn tokens(&self) -> usize;
+}
+
+impl Doc for Held {
+    fn tokens(&self) -> usize {
+        self.sample.ids.len()
+    }
+}
+
+/// A document known only by its length (counting rows without reading tokens).
+impl Doc for u32 {
+    fn tokens(&self) -> usize {
+        *self as usize
+    }
+}
+
+impl<T: Doc> Packer<T> {
     pub fn new(seq_len: usize, pad_id: u32, strategy: PackStrategy) -> Result<Self> {
         if seq_len == 0 {
             bail!("seq_len must be positive");
@@ -111,31 +130,31 @@ impl Packer {
     }
 
     /// Samples accepted but not yet in an emitted row, in arrival order.
-    pub fn pending(&self) -> &[Held] {
+    pub fn pending(&self) -> &[T] {
         &self.pending
     }
 
     /// Puts back the pending samples of a saved state (a fresh packer's only).
-    pub fn restore_pending(&mut self, pending: Vec<Held>) {
+    pub fn restore_pending(&mut self, pending: Vec<T>) {
         self.pending = pending;
     }
 
-    /// Adds a sample (at most `seq_len` tokens); returns the rows this completes.
-    pub fn push(&mut self, sample: Held) -> Result<Vec<Packed>> {
-        if sample.sample.ids.len() > self.seq_len {
+    /// Adds a sample (at most `seq_len` tokens); returns the documents of the rows this
+    /// completes, each in row order.
+    pub fn push(&mut self, sample: T) -> Result<Vec<Vec<T>>> {
+        if sample.tokens() > self.seq_len {
             bail!(
                 "a sample of {} tokens does not fit rows of {}",
-                sample.sample.ids.len(),
+                sample.tokens(),
                 self.seq_len
             );
         }
         match self.strategy {
             PackStrategy::Greedy => {
-                let used: usize = self.pending.iter().map(|s| s.sample.ids.len()).sum();
+                let used: usize = self.pending.iter().map(Doc::tokens).sum();
                 let mut out = vec![];
-                if used + sample.sample.ids.len() > self.seq_len {
-                    let docs = std::mem::take(&mut self.pending);
-                    out.push(self.row(docs));
+                if used + sample.tokens() > self.seq_len {
+                    out.push(std::mem::take(&mut self.pending));
                 }
                 self.pending.push(sample);
                 Ok(out)
@@ -151,25 +170,22 @@ impl Packer {
         }
     }
 
-    /// Emits every pending sample in (possibly partly filled) rows.
-    pub fn finish(&mut self) -> Vec<Packed> {
+    /// Every pending sample in (possibly partly filled) rows.
+    pub fn finish(&mut self) -> Vec<Vec<T>> {
         match self.strategy {
             PackStrategy::Greedy if self.pending.is_empty() => vec![],
-            PackStrategy::Greedy => {
-                let docs = std::mem::take(&mut self.pending);
-                vec![self.row(docs)]
-            }
+            PackStrategy::Greedy => vec![std::mem::take(&mut self.pending)],
             PackStrategy::BestFit { .. } => self.best_fit(),
         }
     }
 
-    fn best_fit(&mut self) -> Vec<Packed> {
+    fn best_fit(&mut self) -> Vec<Vec<T>> {
         let mut samples = std::mem::take(&mut self.pending);
         // Longest first; ties keep arrival order (stable sort), so the result is deterministic.
-        samples.sort_by_key(|s| std::cmp::Reverse(s.sample.ids.len()));
-        let mut bins: Vec<(usize, Vec<Held>)> = vec![];
+        samples.sort_by_key(|s| std::cmp::Reverse(s.tokens()));
+        let mut bins: Vec<(usize, Vec<T>)> = vec![];
         for s in samples {
-            let len = s.sample.ids.len();
+            let len = s.tokens();
             let best = bins
                 .iter()
                 .enumerate()
@@ -184,10 +200,12 @@ impl Packer {
                 None => bins.push((len, vec![s])),
             }
         }
-        bins.into_iter().map(|(_, docs)| self.row(docs)).collect()
+        bins.into_iter().map(|(_, docs)| docs).collect()
     }
+}
 
-    /// The row of `docs` in this order (what `push` and `finish` emit; also how a resumed
+impl Packer<Held> {
+    /// The row of `docs` in this order (the rows `push` and `finish` complete; also how a resumed
     /// loader rebuilds the rows it had ready).
     pub fn row(&self, docs: Vec<Held>) -> Packed {
         let mut row = PackedRow {

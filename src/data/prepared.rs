@@ -244,6 +244,11 @@ impl PreparedShard {
         self.len() == 0
     }
 
+    /// Every document's length in tokens (from the offsets alone).
+    pub fn lengths(&self) -> Vec<u32> {
+        self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect()
+    }
+
     /// Document `i` as a sample, read straight from the mapped file.
     pub fn get(&self, i: usize) -> Result<SampleState> {
         let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);

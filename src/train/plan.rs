@@ -3,7 +3,10 @@
 //! optimizer step, accumulation), each stage's steps and tokens, the data and the validation
 //! set — so a wrong setting shows before hours of GPU time, not after.
 
-use super::setup::{Plan, TrainOptions};
+use super::setup::{stage_loader, Plan, TrainOptions};
+use crate::data::epoch_size::prepared_epoch_rows;
+use crate::data::loader::LoaderConfig;
+use crate::data::prepared::resolve_training_sources;
 use anyhow::Result;
 use std::fmt::Write;
 
@@ -46,11 +49,22 @@ pub(super) fn describe(plan: &Plan) -> String {
         let sched = cfg.stage_schedule(i);
         let length = match (s.steps, s.epochs) {
             (Some(n), None) => format!("{n} steps → {} tokens", group(n * step_tokens)),
-            (steps, Some(e)) => {
-                planned = None;
-                let cap = steps.map_or(String::new(), |n| format!(", at most {n} steps"));
-                format!("{e} epoch(s){cap} (steps counted from the data when the stage starts)")
-            }
+            (steps, Some(e)) => match prepared_rows(plan, i) {
+                Some(epoch_rows) => {
+                    let n = super::stage::steps_for_epochs(epoch_rows, rows as u64, e, steps);
+                    planned = planned.map(|p| p + n);
+                    format!(
+                        "{e} epoch(s) of {} rows → {n} steps → {} tokens (from the prepared shards' lengths)",
+                        group(epoch_rows),
+                        group(n * step_tokens)
+                    )
+                }
+                None => {
+                    planned = None;
+                    let cap = steps.map_or(String::new(), |n| format!(", at most {n} steps"));
+                    format!("{e} epoch(s){cap} (steps counted from the data when the stage starts)")
+                }
+            },
             (None, None) => "no length".to_string(),
         };
         if let (Some(p), Some(n), None) = (planned, s.steps, s.epochs) {
@@ -100,6 +114,16 @@ pub(super) fn describe(plan: &Plan) -> String {
         cfg.checkpoint.every_steps, cfg.checkpoint.keep_last
     );
     out
+}
+
+/// Rows of one epoch of stage `i` when its data is prepared shards (from their lengths).
+fn prepared_rows(plan: &Plan, i: usize) -> Option<u64> {
+    let files = resolve_training_sources(&plan.cfg.stages[i].data, &plan.builder).ok()?;
+    let lcfg = LoaderConfig {
+        max_epochs: Some(1),
+        ..stage_loader(&plan.cfg, &plan.builder, i)
+    };
+    prepared_epoch_rows(&lcfg, &files).ok().flatten()
 }
 
 /// Shows the plan at the start of a run (standard error, beside the progress).

@@ -7,6 +7,7 @@ use super::setup::stage_loader;
 use super::step::MicroBatch;
 use super::trainer::Trainer;
 use crate::config::KeyContext;
+use crate::data::epoch_size::prepared_epoch_rows;
 use crate::data::loader::{Loader, LoaderConfig, Prefetcher, StateDelta};
 use crate::data::prepared::resolve_training_sources;
 use anyhow::{Context, Result};
@@ -60,22 +61,28 @@ impl Trainer {
                 .steps
                 .ok_or_else(|| anyhow::anyhow!("key `stage[{i}].steps`: give `steps` or `epochs`"));
         };
-        self.progress.note(&format!(
-            "stage {}: counting one epoch of the data for the LR schedule (give stage.steps to skip this)",
-            s.name
-        ));
         let lcfg = LoaderConfig {
             max_epochs: Some(1),
             ..stage_loader(&self.cfg, &self.builder, i)
         };
-        let mut loader = Loader::new(lcfg, files.to_vec(), self.builder.clone())?;
-        let mut rows = 0u64;
-        while let Some(b) = loader.next_batch()? {
-            rows += b.rows.len() as u64;
-        }
-        let per_step = self.cfg.global_rows()? as u64;
-        let total = (rows.div_ceil(per_step) * epochs as u64).max(1);
-        Ok(s.steps.map_or(total, |cap| cap.min(total)))
+        // Prepared shards: from the documents' lengths alone; raw shards: one pass.
+        let rows = match prepared_epoch_rows(&lcfg, files)? {
+            Some(rows) => rows,
+            None => {
+                self.progress.note(&format!(
+                    "stage {}: counting one epoch of the data for the LR schedule (give stage.steps, or \
+                     train on `syncoder data prepare`d shards, to skip this)",
+                    s.name
+                ));
+                let mut loader = Loader::new(lcfg, files.to_vec(), self.builder.clone())?;
+                let mut rows = 0u64;
+                while let Some(b) = loader.next_batch()? {
+                    rows += b.rows.len() as u64;
+                }
+                rows
+            }
+        };
+        Ok(steps_for_epochs(rows, self.cfg.global_rows()? as u64, epochs, s.steps))
     }
 
     /// The micro-batches of the next optimizer step and the changes of the loader's state over
@@ -91,4 +98,10 @@ impl Trainer {
         }
         Ok((!micros.is_empty()).then_some((micros, deltas)))
     }
+}
+
+/// Steps of a stage of `epochs` passes over `rows` rows, `per_step` rows per step, at most `cap`.
+pub(super) fn steps_for_epochs(rows: u64, per_step: u64, epochs: usize, cap: Option<u64>) -> u64 {
+    let total = (rows.div_ceil(per_step.max(1)) * epochs as u64).max(1);
+    cap.map_or(total, |cap| cap.min(total))
 }

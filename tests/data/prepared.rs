@@ -59,6 +59,42 @@ fn prepared_shards_give_the_same_batches_and_resume_exactly() {
     }
 }
 
+/// One epoch's row count from the shards' offsets alone equals what the loader packs, for
+/// either strategy, any buffer, shuffled shard order.
+#[test]
+fn the_epoch_size_of_prepared_shards_comes_from_their_lengths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let b = Arc::new(builder(200));
+    let mut seen = std::collections::HashSet::new();
+    for (pack, buffer, shuffle_shards) in [
+        (PackStrategy::Greedy, 1, false),
+        (PackStrategy::Greedy, 40, true),
+        (PackStrategy::BestFit { window: 6 }, 16, true),
+        (PackStrategy::BestFit { window: 50 }, 300, false),
+    ] {
+        let cfg = LoaderConfig {
+            shuffle_buffer: buffer,
+            shuffle_shards,
+            pack,
+            ..config()
+        };
+        let counted: u64 = drain(&mut Loader::new(cfg.clone(), shards.clone(), b.clone()).unwrap())
+            .iter()
+            .map(|b| b.rows.len() as u64)
+            .sum();
+        let from_lengths = syncoder::data::epoch_size::prepared_epoch_rows(&cfg, &shards).unwrap();
+        assert_eq!(from_lengths, Some(counted), "{pack:?}, buffer {buffer}");
+        seen.insert(counted);
+    }
+    assert!(seen.len() > 1, "the settings change the count: {seen:?}");
+    let raw = resolve_training_sources(&[repo().join("data/sample")], &b).unwrap();
+    assert_eq!(
+        syncoder::data::epoch_size::prepared_epoch_rows(&config(), &raw).unwrap(),
+        None
+    );
+}
+
 #[test]
 fn corrupt_or_mismatched_prepared_data_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

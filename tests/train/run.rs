@@ -195,6 +195,51 @@ schedule = "constant"
     assert_eq!(metrics(&tmp.path().join("b/run")).len(), m.len());
 }
 
+/// An epoch stage over prepared shards is sized from their lengths (no pass over the data): the
+/// plan shows its steps before the run, and the run takes exactly that many, ending with its
+/// epoch.
+#[test]
+fn an_epoch_over_prepared_shards_is_sized_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prepared = tmp.path().join("prepared");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["data", "prepare", "--max-seq-len", "64", "--tokenizer"])
+        .arg(repo().join("data/sample/tokenizer"))
+        .arg("--out")
+        .arg(&prepared)
+        .arg(sample())
+        .output()
+        .unwrap();
+    ok(&out);
+    let stages = format!(
+        "[[stage]]\nname = \"sft\"\ndata = [\"{}\"]\nepochs = 1\n",
+        prepared.display()
+    );
+    let cfg = config(tmp.path(), &tiny_model(), "", &stages);
+    let out = train(&cfg, &["--dry-run"], &[]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("stage sft"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("from the prepared shards' lengths"), "{line}");
+    let steps: usize = line
+        .split(" steps")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(text.contains(&format!("planned     {steps} optimizer steps")), "{text}");
+    ok(&train(&cfg, &[], &[]));
+    let m = metrics(&tmp.path().join("run"));
+    assert_eq!(m.len(), steps, "{line}");
+    assert_eq!(m.last().unwrap()["epoch"], 1, "the data ends with the schedule");
+}
+
 #[test]
 fn malformed_records_are_skipped_and_counted_or_named() {
     let tmp = tempfile::tempdir().unwrap();
