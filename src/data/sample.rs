@@ -5,6 +5,7 @@
 //! transformers' `apply_chat_template(..., tokenize=True)` returns for the same template and
 //! tokenizer.
 
+use super::encoder::Encoder;
 use super::record::Record;
 use super::template::ChatTemplate;
 use anyhow::{anyhow, bail, Result};
@@ -46,7 +47,7 @@ pub enum Dropped {
 }
 
 pub struct SampleBuilder {
-    pub tokenizer: Tokenizer,
+    encoder: Encoder,
     pub template: ChatTemplate,
     pub max_seq_len: usize,
     pub overflow: Overflow,
@@ -55,11 +56,16 @@ pub struct SampleBuilder {
 impl SampleBuilder {
     pub fn new(tokenizer: Tokenizer, template: ChatTemplate, max_seq_len: usize, overflow: Overflow) -> Self {
         Self {
-            tokenizer,
+            encoder: Encoder::new(tokenizer),
             template,
             max_seq_len,
             overflow,
         }
+    }
+
+    /// The tokenizer (fixed for the builder's life: its per-thread copies encode).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        self.encoder.tokenizer()
     }
 
     /// A builder from a model or tokenizer directory: `tokenizer.json`, and the chat template of
@@ -84,10 +90,7 @@ impl SampleBuilder {
     /// Renders, tokenises and masks `record`; `Err(Dropped)` inside `Ok` says why it was skipped.
     pub fn build(&self, record: &Record) -> Result<std::result::Result<Sample, Dropped>> {
         let (text, spans) = self.template.render_supervised(&record.messages)?;
-        let enc = self
-            .tokenizer
-            .encode(text.as_str(), false)
-            .map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let enc = self.encoder.encode(&text)?;
         let ids = enc.get_ids().to_vec();
         let offsets = enc.get_offsets();
         if offsets.len() != ids.len() {

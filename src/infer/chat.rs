@@ -27,7 +27,7 @@ impl ChatFormat {
         let builder = SampleBuilder::from_dir(tokenizer_dir, usize::MAX, Overflow::Truncate)?;
         let mut stop_ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
             .iter()
-            .filter_map(|t| builder.tokenizer.token_to_id(t))
+            .filter_map(|t| builder.tokenizer().token_to_id(t))
             .collect();
         let gen = dir.join("generation_config.json");
         if gen.is_file() {
@@ -60,7 +60,7 @@ impl ChatFormat {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
             .builder
-            .tokenizer
+            .tokenizer()
             .encode(text, false)
             .map_err(|e| anyhow!("tokenizing: {e}"))?
             .get_ids()
@@ -70,7 +70,7 @@ impl ChatFormat {
     /// Text of generated ids, special tokens (the stop token) left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.builder
-            .tokenizer
+            .tokenizer()
             .decode(ids, true)
             .map_err(|e| anyhow!("decoding: {e}"))
     }

@@ -120,7 +120,7 @@ pub fn initial_model(m: &ModelConfig, seed: u64, dirs: &ModelDirs, dtype: DType,
 
 /// Checks that the tokenizer fits the model (every token id is a row of the embedding).
 pub fn check_vocab(model: &Qwen2, builder: &SampleBuilder) -> Result<()> {
-    let n = builder.tokenizer.get_vocab_size(true);
+    let n = builder.tokenizer().get_vocab_size(true);
     if n > model.config.vocab_size {
         bail!(
             "the tokenizer has {n} tokens but the model's vocab_size is {}: they do not belong together",
@@ -180,7 +180,7 @@ pub fn generation_config(model_dir: Option<&Path>, builder: &SampleBuilder) -> R
         }
         None => json!({}),
     };
-    let id = |t: &str| builder.tokenizer.token_to_id(t);
+    let id = |t: &str| builder.tokenizer().token_to_id(t);
     let eos: Vec<u32> = [id("<|im_end|>"), id("<|endoftext|>")].into_iter().flatten().collect();
     if let Some(obj) = v.as_object_mut() {
         if !eos.is_empty() {

@@ -411,7 +411,7 @@ fn validation(cfg: &RunConfig, builder: &SampleBuilder) -> Result<Option<Validat
 
 /// The loader settings of stage `stage`.
 pub fn stage_loader(cfg: &RunConfig, builder: &SampleBuilder, stage: usize) -> LoaderConfig {
-    let pad_id = builder.tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
+    let pad_id = builder.tokenizer().token_to_id("<|endoftext|>").unwrap_or(0);
     cfg.data.loader(
         cfg.run.seed.wrapping_add(stage as u64),
         cfg.batch.micro_batch_rows,

@@ -18,12 +18,7 @@ fn cases() -> serde_json::Value {
 }
 
 fn builder(template: ChatTemplate, max_seq_len: usize, overflow: Overflow) -> SampleBuilder {
-    SampleBuilder {
-        tokenizer: tokenizer(),
-        template,
-        max_seq_len,
-        overflow,
-    }
+    SampleBuilder::new(tokenizer(), template, max_seq_len, overflow)
 }
 
 #[test]
