@@ -96,9 +96,11 @@ struct Cursor {
     bad_records: u64,
 }
 
-/// A record read ahead of the shuffle buffer and tokenised, with the position after it.
+/// A record read ahead of the shuffle buffer and tokenised, with the position after it — or
+/// the error reading or tokenising it, raised only when the buffer reaches it (so a bad record
+/// stops the loader after the same batch however far ahead it had read).
 struct Ahead {
-    sample: std::result::Result<Held, Dropped>,
+    sample: Result<std::result::Result<Held, Dropped>>,
     after: Cursor,
 }
 
@@ -239,7 +241,16 @@ impl Loader {
         };
         l.read = l.at.clone();
         l.buffer = held(&state.buffer)?;
-        l.packer.restore_pending(held(&state.pending)?);
+        let pending = held(&state.pending)?;
+        let lens: Vec<usize> = pending.iter().map(|d| d.sample.ids.len()).collect();
+        let fits = match l.cfg.pack {
+            PackStrategy::Greedy => lens.iter().sum::<usize>() <= l.cfg.seq_len,
+            PackStrategy::BestFit { window } => lens.len() < window && lens.iter().all(|&n| n <= l.cfg.seq_len),
+        };
+        if !fits {
+            bail!("the saved loader state's pending samples do not fit its packing settings (corrupt state?)");
+        }
+        l.packer.restore_pending(pending);
         for row in &state.ready {
             let docs = held(row)?;
             let len: usize = docs.iter().map(|d| d.sample.ids.len()).sum();
@@ -314,7 +325,7 @@ impl Loader {
             }
             if self.reader.is_none() {
                 if self.read.shard_pos >= self.order.len() {
-                    self.read.epoch += 1;
+                    self.read.epoch = self.read.epoch.checked_add(1).context("epoch count overflow")?;
                     self.read.shard_pos = 0;
                     self.read.line = 0;
                     if self.cfg.max_epochs.is_some_and(|m| self.read.epoch >= m) {
@@ -372,31 +383,38 @@ impl Loader {
     /// depend on how far ahead the loader has read or on the thread count.
     fn read_ahead(&mut self, n: usize) -> Result<bool> {
         let mut items = Vec::with_capacity(n);
+        let mut failed = None;
         while items.len() < n {
-            match self.next_item()? {
-                Some(item) => items.push((item, self.read.clone())),
-                None => break,
+            match self.next_item() {
+                Ok(Some(item)) => items.push((item, self.read.clone())),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        if items.is_empty() {
+        if items.is_empty() && failed.is_none() {
             return Ok(false);
         }
         let builder = &self.builder;
-        let built: Vec<Result<Ahead>> = items
+        let built: Vec<Ahead> = items
             .into_par_iter()
             .map(|(item, after)| {
-                let (s, (file, item)) = match item {
-                    Item::Sample(s, at) => (Ok(s), at),
-                    Item::Record(r, at) => (builder.build(&r)?.map(|s| SampleState::from_sample(&s)), at),
+                let sample = match item {
+                    Item::Sample(s, at) => Ok(Ok((s, at))),
+                    Item::Record(r, at) => builder.build(&r).map(|b| b.map(|s| (SampleState::from_sample(&s), at))),
                 };
-                Ok(Ahead {
-                    sample: s.map(|s| Held::new(SampleRef::new(file, item, &s), s)),
-                    after,
-                })
+                let sample = sample.map(|b| b.map(|(s, (file, item))| Held::new(SampleRef::new(file, item, &s), s)));
+                Ahead { sample, after }
             })
             .collect();
-        for a in built {
-            self.ahead.push_back(a?);
+        self.ahead.extend(built);
+        if let Some(e) = failed {
+            self.ahead.push_back(Ahead {
+                sample: Err(e),
+                after: self.read.clone(),
+            });
         }
         Ok(true)
     }
@@ -416,10 +434,11 @@ impl Loader {
                 }
             }
             let a = self.ahead.pop_front().expect("read ahead above");
+            let sample = a.sample?;
             self.at = a.after;
             self.stats.records = self.at.records;
             self.stats.bad_records = self.at.bad_records;
-            match a.sample {
+            match sample {
                 Ok(sample) => {
                     self.stats.samples += 1;
                     if let Some(j) = self.journal.as_mut() {

@@ -229,6 +229,22 @@ impl PreparedShard {
             .load("offsets", &Device::Cpu)
             .and_then(|t| t.to_vec1::<i64>())
             .map_err(|e| anyhow!("{}: reading offsets: {e}", path.display()))?;
+        // Documents must tile `ids` and `mask` exactly: start at 0, never go back, end at the
+        // token count (so `get` and `lengths` need no further checks).
+        let tokens = |name: &str, width: usize| -> Result<usize> {
+            let v = st.get(name).map_err(|e| anyhow!("{}: {name}: {e}", path.display()))?;
+            Ok(v.data().len() / width)
+        };
+        let (n_ids, n_mask) = (tokens("ids", 4)?, tokens("mask", 1)?);
+        let tiles = offsets.first() == Some(&0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.last().is_some_and(|&e| e as usize == n_ids && n_ids == n_mask);
+        if !tiles {
+            bail!(
+                "{}: corrupt offsets (documents do not tile its {n_ids} tokens); prepare the data again",
+                path.display()
+            );
+        }
         Ok(Self {
             st,
             offsets,
@@ -251,6 +267,9 @@ impl PreparedShard {
 
     /// Document `i` as a sample, read straight from the mapped file.
     pub fn get(&self, i: usize) -> Result<SampleState> {
+        if i >= self.len() {
+            bail!("{}: no document {i} (it has {})", self.path.display(), self.len());
+        }
         let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         let view = |name: &str| {
             self.st
@@ -300,4 +319,32 @@ pub fn resolve_training_sources(sources: &[PathBuf], builder: &SampleBuilder) ->
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_that_do_not_tile_the_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |offsets: Vec<i64>| {
+            let dev = Device::Cpu;
+            let ids = Tensor::from_vec(vec![1u32, 2, 3], 3, &dev).unwrap();
+            let mask = Tensor::from_vec(vec![0u8, 1, 1], 3, &dev).unwrap();
+            let n = offsets.len();
+            let offsets = Tensor::from_vec(offsets, n, &dev).unwrap();
+            let path = dir.path().join("shard.safetensors");
+            let bytes = safetensors::serialize([("ids", &ids), ("mask", &mask), ("offsets", &offsets)], None).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            PreparedShard::open(&path)
+        };
+        let ok = write(vec![0, 1, 3]).unwrap();
+        assert_eq!(ok.lengths(), [1, 2]);
+        assert!(ok.get(2).is_err());
+        for bad in [vec![0, 5], vec![0, 2, 1, 3], vec![1, 3], vec![0, 2]] {
+            let err = write(bad.clone()).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("corrupt offsets"), "{bad:?}: {err}");
+        }
+    }
 }

@@ -63,14 +63,19 @@ pub fn reread<'a>(
             let mut lines = ShardLines::open(path)?;
             for &i in items {
                 let at = || format!("{}:{i}", path.display());
-                lines.skip_to((i as usize).saturating_sub(1))?;
-                let line = match lines.next() {
-                    Some(Ok(l)) if l.line as u64 == i => l,
-                    Some(Err(e)) => return Err(e),
-                    _ => bail!(
-                        "{}: the record the saved loader state names is gone (the shard changed since the checkpoint)",
-                        at()
-                    ),
+                // Record by record (blank lines are stepped over, so `skip_to` cannot land
+                // just before a record that follows one).
+                let line = loop {
+                    match lines.next() {
+                        Some(Ok(l)) if (l.line as u64) < i => continue,
+                        Some(Ok(l)) if l.line as u64 == i => break l,
+                        Some(Err(e)) => return Err(e),
+                        _ => bail!(
+                            "{}: the record the saved loader state names is gone (the shard changed since the \
+                             checkpoint)",
+                            at()
+                        ),
+                    }
                 };
                 let record = Record::parse(&line.text)
                     .map_err(|e| anyhow::anyhow!("{}: {e} (the shard changed since the checkpoint?)", at()))?;

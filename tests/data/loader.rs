@@ -293,3 +293,66 @@ fn resume_refuses_a_shard_changed_since_the_state() {
     let err = format!("{:#}", Loader::restore(cfg, files, b, state).err().unwrap());
     assert!(err.contains("a.jsonl"), "{err}");
 }
+
+/// Blank lines between records: a buffered sample right after one is re-read exactly.
+#[test]
+fn resume_is_exact_over_blank_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..30).map(|i| record(i) + "\n\n").collect();
+    std::fs::write(dir.path().join("a.jsonl"), format!("\n{text}")).unwrap();
+    let files = vec![dir.path().join("a.jsonl")];
+    let b = builder(100);
+    let cfg = LoaderConfig {
+        shuffle_buffer: 9,
+        max_epochs: Some(1),
+        ..config(PackStrategy::Greedy)
+    };
+    let full = drain(&mut Loader::new(cfg.clone(), files.clone(), b.clone()).unwrap());
+    assert!(full.len() > 3);
+    for k in 0..full.len() {
+        let mut l = Loader::new(cfg.clone(), files.clone(), b.clone()).unwrap();
+        for _ in 0..k {
+            l.next_batch().unwrap();
+        }
+        let mut resumed = Loader::restore(cfg.clone(), files.clone(), b.clone(), l.state()).unwrap();
+        assert_eq!(drain(&mut resumed), full[k..], "resume after batch {k}");
+    }
+}
+
+/// A bad record stops the loader after the same batch whether it ran straight through or was
+/// resumed (reading ahead does not move the failure earlier).
+#[test]
+fn a_bad_record_stops_after_the_same_batch_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = shards(dir.path());
+    let b = builder(100);
+    let cfg = LoaderConfig {
+        on_bad_record: OnBadRecord::Fail,
+        shuffle_shards: false,
+        shuffle_buffer: 3,
+        ..config(PackStrategy::Greedy)
+    };
+    let until_error = |l: &mut Loader| -> usize {
+        let mut n = 0;
+        loop {
+            match l.next_batch() {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => panic!("no error"),
+                Err(e) => {
+                    assert!(format!("{e:#}").contains("a.jsonl:25"), "{e:#}");
+                    return n;
+                }
+            }
+        }
+    };
+    let straight = until_error(&mut Loader::new(cfg.clone(), files.clone(), b.clone()).unwrap());
+    assert!(straight > 2, "{straight} batches before the bad record");
+    for k in 1..straight {
+        let mut l = Loader::new(cfg.clone(), files.clone(), b.clone()).unwrap();
+        for _ in 0..k {
+            l.next_batch().unwrap().unwrap();
+        }
+        let mut resumed = Loader::restore(cfg.clone(), files.clone(), b.clone(), l.state()).unwrap();
+        assert_eq!(k + until_error(&mut resumed), straight, "resumed after batch {k}");
+    }
+}
