@@ -403,7 +403,7 @@ impl Loader {
             .map(|(item, after)| {
                 let sample = match item {
                     Item::Sample(s, at) => Ok(Ok((s, at))),
-                    Item::Record(r, at) => builder.build(&r).map(|b| b.map(|s| (SampleState::from_sample(&s), at))),
+                    Item::Record(r, at) => builder.build(&r).map(|b| b.map(|s| (SampleState::from_sample(s), at))),
                 };
                 let sample = sample.map(|b| b.map(|(s, (file, item))| Held::new(SampleRef::new(file, item, &s), s)));
                 Ahead { sample, after }

@@ -63,8 +63,9 @@ pub struct SampleState {
 }
 
 impl SampleState {
-    pub fn from_sample(s: &Sample) -> Self {
-        Self::from_parts(s.ids.clone(), &s.mask)
+    /// The sample's ids (moved, not copied) and its mask as ranges.
+    pub fn from_sample(s: Sample) -> Self {
+        Self::from_parts(s.ids, &s.mask)
     }
 
     /// From token ids and their per-token mask.

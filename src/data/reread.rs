@@ -87,7 +87,7 @@ pub fn reread<'a>(
         .into_par_iter()
         .map(|(key, r)| {
             let s = builder.build(&r).and_then(|s| match s {
-                Ok(s) => Ok(SampleState::from_sample(&s)),
+                Ok(s) => Ok(SampleState::from_sample(s)),
                 Err(d) => bail!("the record is now dropped ({d:?})"),
             });
             (key, s)
