@@ -13,17 +13,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("device", &["ops"]),
     ("model", &["io", "ops"]),
     ("data", &["io", "config"]),
+    ("dist", &[]),
     ("infer", &["io", "ops", "device", "model", "data"]),
     ("arena", &["io", "config", "device", "model", "data", "infer"]),
     (
         "train",
-        &["io", "config", "ops", "device", "model", "data", "infer", "arena"],
+        &[
+            "io", "config", "ops", "device", "model", "data", "dist", "infer", "arena",
+        ],
     ),
     ("tools", &["io", "config", "ops", "device", "model", "data", "train"]),
     (
         "cli",
         &[
-            "io", "config", "ops", "device", "model", "data", "infer", "arena", "train", "tools",
+            "io", "config", "ops", "device", "model", "data", "dist", "infer", "arena", "train", "tools",
         ],
     ),
 ];

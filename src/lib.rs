@@ -9,6 +9,7 @@
 //! - `device`: which device and precision, opened and described; peaks and peak memory.
 //! - `model`: the Qwen2 decoder in Hugging Face layout; packed batches; init; weights.
 //! - `data`: shards → records → chat template + loss mask → packed rows; the loader.
+//! - `dist`: a process's place in a multi-process job (rank, world, launcher).
 //! - `infer`: generation (KV cache, batching, sampling) and the OpenAI-compatible server.
 //! - `arena`: the CodeArena evaluator (answers, judge, scores, reports).
 //! - `train`: the trainer and the components it wires together.
@@ -26,6 +27,8 @@ pub mod device;
 pub mod model;
 
 pub mod data;
+
+pub mod dist;
 
 pub mod infer;
 

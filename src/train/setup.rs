@@ -289,6 +289,17 @@ fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
         )
         .into());
     }
+    // Started as one rank of several (torchrun, srun, mpirun): each process would train the
+    // whole model alone and write the same run directory. Refuse on every rank instead.
+    let launch = crate::dist::LaunchEnv::from_process().context("reading the launcher's environment")?;
+    if launch.world_size > 1 {
+        bail!(
+            "this process was started as {}: multi-process data parallelism is not built yet, so every process \
+             would train alone and write the same run directory. Start one process (`syncoder train --config \
+             ...` without torchrun / srun -n / mpirun -n), or one process per node with its own run name",
+            launch.describe()
+        );
+    }
     Ok(cfg)
 }
 

@@ -363,6 +363,25 @@ fn unbuilt_devices_and_cpu_bf16_are_refused_plainly() {
         &[],
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    // Started by a launcher as one rank of several: refused on every rank, nothing written.
+    for env in [
+        &[("RANK", "1"), ("WORLD_SIZE", "2")][..],
+        &[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "0")][..],
+    ] {
+        let out = train(&cfg, &[], env);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("started as rank") && err.contains("not built yet"),
+            "{err}"
+        );
+        assert!(
+            !tmp.path().join("run").exists(),
+            "a refused rank wrote the run directory"
+        );
+    }
+    // A launcher's single-process job trains.
+    ok(&train(&cfg, &["--dry-run"], &[("RANK", "0"), ("WORLD_SIZE", "1")]));
 }
 
 #[test]
