@@ -114,6 +114,7 @@ impl KernelRunner for CudaRunner<'_> {
     }
 
     fn upload<T: KernelElem>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        super::device_calls::upload();
         self.dev.clone_htod(data)
     }
 
@@ -123,6 +124,7 @@ impl KernelRunner for CudaRunner<'_> {
 
     fn launch(&self, args: &dyn KernelArgs, dims: LaunchDims) -> Result<()> {
         check_launch(args, dims)?;
+        super::device_calls::kernel();
         let name = args.name();
         let f = kernel_function(self.dev, args.file(), &name)?;
         let stream = self.dev.cuda_stream();

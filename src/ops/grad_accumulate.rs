@@ -274,6 +274,7 @@ mod cuda {
         } else {
             (sys::cublasOperation_t::CUBLAS_OP_N, p.k)
         };
+        crate::ops::device_calls::gemm();
         // SAFETY: the three operands are contiguous device buffers of the sizes the product
         // reads and writes (checked by `accumulate` before the op runs), alive for the call, on
         // the stream the handle is bound to.

@@ -29,6 +29,7 @@ pub fn sum_squares(t: &Tensor) -> Result<f64> {
 
 /// `sqrt(Σ_params Σ g²)`, summed in the order given (on CUDA: one multi-tensor kernel).
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
+    super::device_calls::host_read();
     #[cfg(feature = "cuda")]
     if grads.first().is_some_and(|g| g.device().is_cuda()) {
         return Ok(sum_squares_cuda(grads)?.sqrt());

@@ -32,6 +32,7 @@ impl CrossEntropyOutput {
     /// An error if any target lay outside the vocabulary (reads the device-side count).
     pub fn check_targets(&self) -> Result<()> {
         if let Some(bad) = &self.bad_targets {
+            super::device_calls::host_read();
             let n = bad.to_scalar::<u32>()?;
             if n > 0 {
                 bail!("cross-entropy: {n} target id(s) outside the vocabulary");
@@ -93,11 +94,14 @@ pub fn linear_cross_entropy_counted(
     let targets = targets.contiguous()?;
     let supervised = match supervised {
         Some(n) => n,
-        None => targets
-            .ne(IGNORE_INDEX)?
-            .to_dtype(DType::U32)?
-            .sum_all()?
-            .to_scalar::<u32>()? as usize,
+        None => {
+            super::device_calls::host_read();
+            targets
+                .ne(IGNORE_INDEX)?
+                .to_dtype(DType::U32)?
+                .sum_all()?
+                .to_scalar::<u32>()? as usize
+        }
     };
     let mut dh_chunks = Vec::new();
     let mut dw: Option<Tensor> = None;

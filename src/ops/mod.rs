@@ -19,6 +19,7 @@ pub mod check;
 pub mod chunked_attention;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device_calls;
 pub mod embedding;
 pub mod flash_attention;
 pub mod gemm;

@@ -67,6 +67,12 @@ pub struct TrainBenchReport {
     pub planned_peak_gib: f64,
     pub first_loss: f64,
     pub last_loss: f64,
+    /// Per timed step (one micro-batch): our kernel launches, our cuBLAS calls, uploads and
+    /// device→host reads (`ops::device_calls`; candle's own kernels are not counted).
+    pub kernels_per_step: f64,
+    pub gemms_per_step: f64,
+    pub uploads_per_step: f64,
+    pub host_reads_per_step: f64,
     pub op_families: Vec<OpFamilyTime>,
 }
 
@@ -119,8 +125,10 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
     let mb = random_batch(cfg, o.batch, o.seq_len, dev, &mut rng)?;
     let _ = device::peak_device_memory_gib(dev);
     let mut timed = 0f64;
+    let mut calls = ops::device_calls::DeviceCalls::default();
     for i in 0..o.warmup + o.steps {
         sync(dev)?;
+        let before = ops::device_calls::DeviceCalls::now();
         let t0 = Instant::now();
         let g = step_gradients_into(
             &model,
@@ -137,6 +145,7 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         sync(dev)?;
         if i >= o.warmup {
             timed += t0.elapsed().as_secs_f64();
+            calls = ops::device_calls::DeviceCalls::since(before);
         }
         eprintln!(
             "step {}/{}: {:.1} ms",
@@ -195,6 +204,10 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         planned_peak_gib: planned_peak_gib(o),
         first_loss,
         last_loss,
+        kernels_per_step: calls.kernels as f64,
+        gemms_per_step: calls.gemms as f64,
+        uploads_per_step: calls.uploads as f64,
+        host_reads_per_step: calls.host_reads as f64,
         op_families,
     })
 }
@@ -380,6 +393,14 @@ pub fn table(r: &TrainBenchReport) -> String {
             "{} (syncoder plan: {:.2} GiB)",
             r.peak_memory_gib.map_or("n/a".into(), |g| format!("{g:.2} GiB")),
             r.planned_peak_gib
+        ),
+    );
+    line(
+        &mut s,
+        "device calls per step",
+        format!(
+            "{:.0} kernels + {:.0} cuBLAS (ours), {:.0} uploads, {:.0} host reads",
+            r.kernels_per_step, r.gemms_per_step, r.uploads_per_step, r.host_reads_per_step
         ),
     );
     line(

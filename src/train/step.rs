@@ -6,7 +6,7 @@
 use crate::data::pack::PackedRow;
 use crate::model::training::{Checkpointing, GradBuffers};
 use crate::model::{PackedBatch, Qwen2};
-use crate::ops::IGNORE_INDEX;
+use crate::ops::{device_calls, IGNORE_INDEX};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 
@@ -120,19 +120,29 @@ pub fn step_gradients_into(
 /// The step's summed loss on the host, after checking the device-side counts of targets
 /// outside the vocabulary (the step's one synchronisation).
 fn finish_loss(loss_acc: Option<Tensor>, bad_targets: Vec<Option<Tensor>>) -> Result<f64> {
-    let loss_sum = match loss_acc {
-        Some(t) => t.to_scalar::<f64>()?,
-        None => 0.0,
-    };
-    for (i, bad) in bad_targets.into_iter().enumerate() {
-        if let Some(bad) = bad {
-            let n = bad.to_scalar::<u32>()?;
-            if n > 0 {
-                anyhow::bail!("micro-batch {i}: {n} target id(s) outside the model's vocabulary");
-            }
+    // The micro-batches' device-side counts summed on the device: one read for all of them.
+    let mut bad_sum: Option<Tensor> = None;
+    for bad in bad_targets.into_iter().flatten() {
+        let bad = bad.to_dtype(DType::F64)?;
+        bad_sum = Some(match bad_sum {
+            None => bad,
+            Some(s) => (s + bad)?,
+        });
+    }
+    if let Some(bad) = bad_sum {
+        device_calls::host_read();
+        let n = bad.to_scalar::<f64>()?;
+        if n > 0.0 {
+            anyhow::bail!("{n} target id(s) outside the model's vocabulary in this step's micro-batches");
         }
     }
-    Ok(loss_sum)
+    Ok(match loss_acc {
+        Some(t) => {
+            device_calls::host_read();
+            t.to_scalar::<f64>()?
+        }
+        None => 0.0,
+    })
 }
 
 /// The same gradients through candle's autograd over the model's variables: the reference the

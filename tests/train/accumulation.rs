@@ -50,10 +50,21 @@ fn micros(all: &Batch, per: usize) -> Vec<MicroBatch> {
 fn accumulated_micro_batches_equal_one_large_batch() {
     let model = tiny(DType::F32);
     let all = rows();
+    let calls = syncoder::ops::device_calls::DeviceCalls::now();
     let one = step_gradients(&model, &micros(&all, 8), 1.0, &mut |_| {}).unwrap();
+    let one_reads = syncoder::ops::device_calls::DeviceCalls::since(calls).host_reads;
+    assert_eq!(one_reads, 1, "the loss, read once at the step's end");
     for per in [4, 2, 1] {
         let mbs = micros(&all, per);
+        let calls = syncoder::ops::device_calls::DeviceCalls::now();
         let acc = step_gradients(&model, &mbs, 1.0, &mut |_| {}).unwrap();
+        // Nothing per micro-batch comes back to the host: still one read for the step.
+        assert_eq!(
+            syncoder::ops::device_calls::DeviceCalls::since(calls).host_reads,
+            one_reads,
+            "{} micro-batches",
+            mbs.len()
+        );
         assert_eq!(acc.supervised, one.supervised);
         assert!(
             (acc.loss() - one.loss()).abs() < 1e-6 * one.loss(),
