@@ -62,6 +62,10 @@ def main():
         if r and r.get("peak_memory_gib") and r.get("planned_peak_gib"):
             print(f"peak memory at {label}: measured {r['peak_memory_gib']:.2f} GiB, `syncoder plan` "
                   f"{r['planned_peak_gib']:.2f} GiB (plan / measured {r['planned_peak_gib'] / r['peak_memory_gib']:.2f})")
+    if sy and sy.get("kernels_per_step") is not None:
+        print(f"device calls per step (one micro-batch): {sy['kernels_per_step']:.0f} of our kernels + "
+              f"{sy['gemms_per_step']:.0f} cuBLAS calls (candle's own kernels not counted; goal <= 1500 launches), "
+              f"{sy['host_reads_per_step']:.0f} host reads (loss and gradient norm at the step's end)")
     if sy8 and th8 and sy8.get("peak_memory_gib") and th8.get("peak_memory_reserved_gib"):
         print(f"peak memory at seq 8192, syncoder / PyTorch: "
               f"{sy8['peak_memory_gib'] / th8['peak_memory_reserved_gib']:.2f}x (goal <= 0.5x)")
