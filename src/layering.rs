@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dist", &[]),
     ("infer", &["io", "ops", "device", "model", "data"]),
     ("arena", &["io", "config", "device", "model", "data", "infer"]),
+    ("eval", &["io", "config", "device", "model", "data", "infer"]),
     (
         "train",
         &[
@@ -26,7 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "io", "config", "ops", "device", "model", "data", "dist", "infer", "arena", "train", "tools",
+            "io", "config", "ops", "device", "model", "data", "dist", "infer", "arena", "eval", "train", "tools",
         ],
     ),
 ];

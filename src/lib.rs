@@ -12,6 +12,7 @@
 //! - `dist`: a process's place in a multi-process job (rank, world, launcher).
 //! - `infer`: generation (KV cache, batching, sampling) and the OpenAI-compatible server.
 //! - `arena`: the CodeArena evaluator (answers, judge, scores, reports).
+//! - `eval`: execution benchmarks (so far: the sandbox for untrusted programs).
 //! - `train`: the trainer and the components it wires together.
 //! - `tools`: `selftest` and `bench`.
 //! - `cli`: the command line that `src/main.rs` parses and dispatches.
@@ -33,6 +34,8 @@ pub mod dist;
 pub mod infer;
 
 pub mod arena;
+
+pub mod eval;
 
 pub mod train;
 
