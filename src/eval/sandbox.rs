@@ -20,7 +20,6 @@ use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,82 +91,14 @@ pub fn run(program: &str, args: &[&str], files: &[(&str, &[u8])], stdin: &[u8], 
         }
         std::fs::write(dir.path().join(name), bytes).with_context(|| format!("writing sandbox file {name}"))?;
     }
-    let isolated = Arc::new(AtomicBool::new(false));
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", dir.path())
-        .env("TMPDIR", dir.path())
-        .env("LANG", "C.UTF-8")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let l = limits.clone();
-    // The child reports whether it got its own network namespace through this pipe's byte.
-    let (report_r, report_w) = pipe()?;
-    // Inside its own user namespace the program keeps this uid and gid (identity maps), so it
-    // still owns its directory. Prepared here: the child must not allocate.
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let maps: [(std::ffi::CString, Vec<u8>); 3] = [
-        (c"/proc/self/setgroups".into(), b"deny".to_vec()),
-        (c"/proc/self/uid_map".into(), format!("{uid} {uid} 1").into_bytes()),
-        (c"/proc/self/gid_map".into(), format!("{gid} {gid} 1").into_bytes()),
-    ];
-    // SAFETY: between fork and exec only async-signal-safe calls are made (setsid, setrlimit,
-    // unshare, open, write, close) on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::close(report_r);
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let set = |res, v: u64| {
-                let r = libc::rlimit {
-                    rlim_cur: v as libc::rlim_t,
-                    rlim_max: v as libc::rlim_t,
-                };
-                libc::setrlimit(res, &r)
-            };
-            set(libc::RLIMIT_CPU, l.cpu_seconds.max(1));
-            set(libc::RLIMIT_AS, l.memory_bytes);
-            set(libc::RLIMIT_FSIZE, l.file_bytes);
-            set(libc::RLIMIT_NPROC, l.processes);
-            set(libc::RLIMIT_CORE, 0);
-            let mut got = 0u8;
-            if l.isolate_network && libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0 {
-                got = 1;
-                for (path, text) in &maps {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
-                    if fd >= 0 {
-                        libc::write(fd, text.as_ptr().cast(), text.len());
-                        libc::close(fd);
-                    }
-                }
-            }
-            libc::write(report_w, (&got as *const u8).cast(), 1);
-            libc::close(report_w);
-            Ok(())
-        });
-    }
     let start = Instant::now();
-    let spawned = cmd.spawn();
-    // SAFETY: our copy of the write end; the child has its own.
-    unsafe { libc::close(report_w) };
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            unsafe { libc::close(report_r) };
-            return Err(e).with_context(|| format!("starting {program} in the sandbox"));
-        }
+    let (mut child, network_isolated) = match start_child(program, args, dir.path(), limits, limits.isolate_network)? {
+        Some(c) => c,
+        // The namespace was granted but the uid could not be mapped in it (the program would
+        // run as nobody, without its own directory): run it without, and say so.
+        None => start_child(program, args, dir.path(), limits, false)?
+            .context("starting the sandboxed program without a network namespace")?,
     };
-    let mut byte = [0u8; 1];
-    // SAFETY: reading one byte from our pipe end, then closing it.
-    let n = unsafe { libc::read(report_r, byte.as_mut_ptr().cast(), 1) };
-    unsafe { libc::close(report_r) };
-    isolated.store(n == 1 && byte[0] == 1, Ordering::Relaxed);
     let pgid = child.id() as libc::pid_t;
 
     let cap = limits.output_bytes;
@@ -204,8 +135,105 @@ pub fn run(program: &str, args: &[&str], files: &[(&str, &[u8])], stdin: &[u8], 
         stderr,
         truncated: t1 || t2,
         wall,
-        network_isolated: isolated.load(Ordering::Relaxed),
+        network_isolated,
     })
+}
+
+/// Starts the program (in its session, under the limits; in a user + network namespace of its
+/// own when `isolate` and the kernel allows it). `(child, isolated)`, or `None` when a namespace
+/// was granted but the uid and gid could not be mapped into it.
+fn start_child(
+    program: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+    limits: &Limits,
+    isolate: bool,
+) -> Result<Option<(std::process::Child, bool)>> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", dir)
+        .env("TMPDIR", dir)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let l = limits.clone();
+    // The child reports through this pipe's one byte: 1 isolated, 0 not, 2 the maps failed.
+    let (report_r, report_w) = pipe()?;
+    // Inside its own user namespace the program keeps this uid and gid (identity maps), so it
+    // still owns its directory. Prepared here: the child must not allocate.
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let maps: [(std::ffi::CString, Vec<u8>); 3] = [
+        (c"/proc/self/setgroups".into(), b"deny".to_vec()),
+        (c"/proc/self/uid_map".into(), format!("{uid} {uid} 1").into_bytes()),
+        (c"/proc/self/gid_map".into(), format!("{gid} {gid} 1").into_bytes()),
+    ];
+    // SAFETY: between fork and exec only async-signal-safe calls are made (setsid, setrlimit,
+    // unshare, open, write, close) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::close(report_r);
+            let report = |b: u8| {
+                libc::write(report_w, (&b as *const u8).cast(), 1);
+                libc::close(report_w);
+            };
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let set = |res, v: u64| {
+                let r = libc::rlimit {
+                    rlim_cur: v as libc::rlim_t,
+                    rlim_max: v as libc::rlim_t,
+                };
+                libc::setrlimit(res, &r)
+            };
+            set(libc::RLIMIT_CPU, l.cpu_seconds.max(1));
+            set(libc::RLIMIT_AS, l.memory_bytes);
+            set(libc::RLIMIT_FSIZE, l.file_bytes);
+            set(libc::RLIMIT_NPROC, l.processes);
+            set(libc::RLIMIT_CORE, 0);
+            if !(isolate && libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0) {
+                report(0);
+                return Ok(());
+            }
+            for (path, text) in &maps {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                let wrote = fd >= 0 && libc::write(fd, text.as_ptr().cast(), text.len()) == text.len() as isize;
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                if !wrote {
+                    report(2);
+                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+                }
+            }
+            report(1);
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    // SAFETY: our copy of the write end (the child has its own), then one byte from the read
+    // end, then closing it.
+    let byte = unsafe {
+        libc::close(report_w);
+        let mut byte = [0u8; 1];
+        let n = libc::read(report_r, byte.as_mut_ptr().cast(), 1);
+        libc::close(report_r);
+        if n == 1 {
+            byte[0]
+        } else {
+            0
+        }
+    };
+    match spawned {
+        Ok(child) => Ok(Some((child, byte == 1))),
+        Err(_) if byte == 2 => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("starting {program} in the sandbox")),
+    }
 }
 
 /// A pipe's (read, write) descriptors, close-on-exec.
@@ -322,9 +350,10 @@ mod tests {
         assert!(!alive || zombie, "the background child {pid} survived");
         // A child that leaves the group (its own session) is not waited for either.
         let t = Instant::now();
-        let o = run("sh", &["-c", "setsid sleep 3 & echo started"], &[], b"", &limits).unwrap();
+        let script = "setsid sh -c 'echo escaped; exec sleep 3' & sleep 0.3; echo done";
+        let o = run("sh", &["-c", script], &[], b"", &limits).unwrap();
         assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
-        assert!(o.stdout.starts_with("started") && o.truncated, "{o:?}");
+        assert!(o.stdout.contains("escaped") && o.truncated, "{o:?}");
     }
 
     #[test]
