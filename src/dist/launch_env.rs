@@ -8,6 +8,10 @@
 //! | MPICH / Intel MPI (PMI) | `PMI_RANK` | `PMI_SIZE` | `MPI_LOCALRANKID` | `MPI_LOCALNRANKS` | through MPI |
 //! | Slurm `srun` | `SLURM_PROCID` | `SLURM_NTASKS` | `SLURM_LOCALID` | `SLURM_NTASKS_PER_NODE` | first host of `SLURM_JOB_NODELIST`, `MASTER_PORT` |
 //!
+//! Slurm's variables count only inside a job step (`SLURM_STEP_ID` set, as for every task
+//! `srun` starts): an `sbatch` script itself also sees `SLURM_PROCID=0` and the allocation's
+//! task count, and one process started there is a single process.
+//!
 //! The first launcher whose rank and world variables are both set wins, in the table's order
 //! (`torchrun` inside an `srun` allocation sets its own; `mpirun` under Slurm sets both, and MPI
 //! is the one that started the processes). A variable that is set but not a number, or a rank
@@ -110,6 +114,11 @@ impl LaunchEnv {
             (Launcher::Slurm, ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", ""]),
         ];
         for (launcher, [rank_k, world_k, local_k, local_world_k]) in kinds {
+            // A batch script sees SLURM_PROCID=0 and the allocation's SLURM_NTASKS too; only a
+            // task that `srun` started is in a job step.
+            if launcher == Launcher::Slurm && var("SLURM_STEP_ID").or_else(|| var("SLURM_STEPID")).is_none() {
+                continue;
+            }
             let (Some(rank), Some(world_size)) = (num(rank_k)?, num(world_k)?) else {
                 continue;
             };
@@ -295,7 +304,10 @@ mod tests {
 
     #[test]
     fn slurm_variables_find_the_first_host() {
+        let batch_script = [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "0")];
+        assert_eq!(env(&batch_script).unwrap(), LaunchEnv::single(), "not in a job step");
         let e = env(&[
+            ("SLURM_STEP_ID", "0"),
             ("SLURM_PROCID", "9"),
             ("SLURM_NTASKS", "16"),
             ("SLURM_LOCALID", "1"),
@@ -330,6 +342,7 @@ mod tests {
         let err = format!(
             "{:#}",
             env(&[
+                ("SLURM_STEP_ID", "3"),
                 ("SLURM_PROCID", "0"),
                 ("SLURM_NTASKS", "2"),
                 ("SLURM_JOB_NODELIST", "n[x-y]")

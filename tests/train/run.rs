@@ -366,7 +366,12 @@ fn unbuilt_devices_and_cpu_bf16_are_refused_plainly() {
     // Started by a launcher as one rank of several: refused on every rank, nothing written.
     for env in [
         &[("RANK", "1"), ("WORLD_SIZE", "2")][..],
-        &[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4"), ("SLURM_LOCALID", "0")][..],
+        &[
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_LOCALID", "0"),
+        ][..],
     ] {
         let out = train(&cfg, &[], env);
         assert!(!out.status.success());
@@ -380,8 +385,13 @@ fn unbuilt_devices_and_cpu_bf16_are_refused_plainly() {
             "a refused rank wrote the run directory"
         );
     }
-    // A launcher's single-process job trains.
+    // A launcher's single-process job trains, and so does one process in an sbatch script.
     ok(&train(&cfg, &["--dry-run"], &[("RANK", "0"), ("WORLD_SIZE", "1")]));
+    ok(&train(
+        &cfg,
+        &["--dry-run"],
+        &[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")],
+    ));
 }
 
 #[test]
