@@ -76,7 +76,9 @@ fn main() -> anyhow::Result<()> {
     }
     // The tokenizer directory `data prepare --tokenizer` was given (its chat template included).
     let tok = common::qwen_tokenizer_path().map_err(anyhow::Error::msg)?;
-    let tok_dir = tok.parent().expect("tokenizer.json has a directory");
+    let tok_dir = tok
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{}: no directory", tok.display()))?;
     let builder = Arc::new(SampleBuilder::from_dir(tok_dir, max_seq_len, Overflow::Truncate)?);
     let files = resolve_training_sources(&dirs, &builder)?;
     let dir = dirs
@@ -136,7 +138,7 @@ fn main() -> anyhow::Result<()> {
             tokens as f64 / secs / GPU_TOKENS_PER_S
         );
     }
-    let state = mid_state.expect("a state taken mid-epoch");
+    let state = mid_state.ok_or_else(|| anyhow::anyhow!("the corpus packs into fewer than 2 rows"))?;
     let json = serde_json::to_string_pretty(&state)?;
     let t = Instant::now();
     let mut resumed = Loader::restore(cfg, files, builder, state)?;

@@ -225,7 +225,11 @@ fn inspect(dir: &Path, as_json: bool, full: bool) -> Result<()> {
             if let Some(l) = &s.loader {
                 println!(
                     "data        epoch {}, shard {} line {}, {} records read ({} bad)",
-                    l.epoch, l.shard_pos, l.line, l.stats.records, l.stats.bad_records
+                    l.position.epoch,
+                    l.position.shard_pos,
+                    l.position.line,
+                    l.position.stats.records,
+                    l.position.stats.bad_records
                 );
             }
             println!("config      sha256 {}", s.config_hash);

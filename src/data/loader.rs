@@ -75,7 +75,7 @@ impl LoaderStats {
     }
 }
 
-pub use super::loader_state::{BufferOp, LoaderState, StateDelta};
+pub use super::loader_state::{BufferOp, LoaderState, Position, StateDelta};
 
 /// A batch of packed rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,23 +225,24 @@ impl Loader {
             list.0.iter().map(|r| Ok(Held::new(*r, take(&samples, r)?))).collect()
         };
         let mut l = Self::new(cfg, files, builder)?;
-        let word_pos: u128 = state
+        let pos = &state.position;
+        let word_pos: u128 = pos
             .rng_word_pos
             .parse()
             .context("loader state: rng_word_pos is not a number")?;
         l.rng.set_word_pos(word_pos);
-        l.order = shard_order(&l.cfg, l.files.len(), state.epoch);
+        l.order = shard_order(&l.cfg, l.files.len(), pos.epoch);
         l.at = Cursor {
-            epoch: state.epoch,
-            shard_pos: state.shard_pos,
-            line: state.line,
-            exhausted: state.exhausted,
-            records: state.stats.records,
-            bad_records: state.stats.bad_records,
+            epoch: pos.epoch,
+            shard_pos: pos.shard_pos,
+            line: pos.line,
+            exhausted: pos.exhausted,
+            records: pos.stats.records,
+            bad_records: pos.stats.bad_records,
         };
         l.read = l.at.clone();
         l.buffer = held(&state.buffer)?;
-        let pending = held(&state.pending)?;
+        let pending = held(&pos.pending)?;
         let lens: Vec<usize> = pending.iter().map(|d| d.sample.ids.len()).collect();
         let fits = match l.cfg.pack {
             PackStrategy::Greedy => lens.iter().sum::<usize>() <= l.cfg.seq_len,
@@ -251,7 +252,7 @@ impl Loader {
             bail!("the saved loader state's pending samples do not fit its packing settings (corrupt state?)");
         }
         l.packer.restore_pending(pending);
-        for row in &state.ready {
+        for row in &pos.ready {
             let docs = held(row)?;
             let len: usize = docs.iter().map(|d| d.sample.ids.len()).sum();
             if len > l.cfg.seq_len {
@@ -262,7 +263,7 @@ impl Loader {
             }
             l.ready.push_back(l.packer.row(docs));
         }
-        l.stats = state.stats;
+        l.stats = pos.stats.clone();
         Ok(l)
     }
 
@@ -270,12 +271,19 @@ impl Loader {
     pub fn state(&self) -> LoaderState {
         LoaderState {
             files: self.files.clone(),
-            epoch: self.at.epoch,
-            shard_pos: self.at.shard_pos,
-            line: self.at.line,
             seq_len: self.cfg.seq_len,
             pack: self.cfg.pack,
             buffer: RefList::of(&self.buffer),
+            position: self.position(),
+        }
+    }
+
+    /// Everything of the state but the buffer (small).
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.at.epoch,
+            shard_pos: self.at.shard_pos,
+            line: self.at.line,
             rng_word_pos: self.rng.get_word_pos().to_string(),
             pending: RefList::of(self.packer.pending()),
             ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
@@ -290,21 +298,15 @@ impl Loader {
     }
 
     /// The change of the state since the previous call (or since `track_changes`): the
-    /// buffer's changes and the small rest — O(samples moved), whatever the buffer's size.
+    /// buffer's changes and the position — O(samples moved), whatever the buffer's size.
     pub fn take_delta(&mut self) -> Result<StateDelta> {
         let Some(journal) = self.journal.as_mut() else {
             bail!("take_delta needs track_changes first");
         };
+        let ops = std::mem::take(journal);
         Ok(StateDelta {
-            ops: std::mem::take(journal),
-            epoch: self.at.epoch,
-            shard_pos: self.at.shard_pos,
-            line: self.at.line,
-            rng_word_pos: self.rng.get_word_pos().to_string(),
-            pending: RefList::of(self.packer.pending()),
-            ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
-            exhausted: self.at.exhausted,
-            stats: self.stats.clone(),
+            ops,
+            position: self.position(),
         })
     }
 
@@ -433,7 +435,7 @@ impl Loader {
                     break;
                 }
             }
-            let a = self.ahead.pop_front().expect("read ahead above");
+            let a = self.ahead.pop_front().context("read-ahead queue empty after a read")?;
             let sample = a.sample?;
             self.at = a.after;
             self.stats.records = self.at.records;

@@ -20,16 +20,24 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoaderState {
     pub files: Vec<PathBuf>,
-    pub epoch: usize,
-    /// Index into this epoch's shard order.
-    pub shard_pos: usize,
-    /// Lines (or prepared documents) already read from the current shard.
-    pub line: usize,
     /// Packed row length and strategy the state was taken with (a resume must match them).
     pub seq_len: usize,
     pub pack: PackStrategy,
     /// The shuffle buffer, in its order.
     pub buffer: RefList,
+    #[serde(flatten)]
+    pub position: Position,
+}
+
+/// All of the state but the files, the packing settings and the shuffle buffer: small, and
+/// sent whole with every batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: usize,
+    /// Index into this epoch's shard order.
+    pub shard_pos: usize,
+    /// Lines (or prepared documents) already read from the current shard.
+    pub line: usize,
     /// Position of the shuffle-buffer RNG stream (a u128, as a decimal string).
     pub rng_word_pos: String,
     /// Samples in the packer, not yet in a row.
@@ -49,19 +57,12 @@ pub enum BufferOp {
     Push(SampleRef),
 }
 
-/// The change of a loader's state over one batch.
+/// The change of a loader's state over one batch: the buffer's changes, in order, and the
+/// position after them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateDelta {
-    /// The buffer's changes, in order.
     pub ops: Vec<BufferOp>,
-    pub epoch: usize,
-    pub shard_pos: usize,
-    pub line: usize,
-    pub rng_word_pos: String,
-    pub pending: RefList,
-    pub ready: Vec<RefList>,
-    pub exhausted: bool,
-    pub stats: LoaderStats,
+    pub position: Position,
 }
 
 impl LoaderState {
@@ -80,14 +81,7 @@ impl LoaderState {
                 BufferOp::Push(r) => buf.push(r),
             }
         }
-        self.epoch = d.epoch;
-        self.shard_pos = d.shard_pos;
-        self.line = d.line;
-        self.rng_word_pos = d.rng_word_pos;
-        self.pending = d.pending;
-        self.ready = d.ready;
-        self.exhausted = d.exhausted;
-        self.stats = d.stats;
+        self.position = d.position;
         Ok(())
     }
 
@@ -96,7 +90,7 @@ impl LoaderState {
         self.buffer
             .0
             .iter()
-            .chain(&self.pending.0)
-            .chain(self.ready.iter().flat_map(|r| &r.0))
+            .chain(&self.position.pending.0)
+            .chain(self.position.ready.iter().flat_map(|r| &r.0))
     }
 }

@@ -171,7 +171,7 @@ impl Trainer {
         for d in loader {
             state.apply(d)?;
         }
-        let (stats, epoch) = (state.stats.clone(), state.epoch);
+        let (stats, epoch) = (state.position.stats.clone(), state.position.epoch);
         let m = StepMetrics {
             step,
             stage: stage.name.clone(),
