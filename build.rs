@@ -174,6 +174,10 @@ mod cuda {
         println!("cargo::rustc-env=SYNCODER_CUDA_VERSION={release}");
         println!("cargo::rerun-if-env-changed=CUDA_ROOT");
         println!("cargo::rerun-if-env-changed=PATH");
+        // nvcc reads extra flags from these (`.ci/run` turns the device optimisers off for its
+        // type-check); a build after it must not keep those fatbins.
+        println!("cargo::rerun-if-env-changed=NVCC_APPEND_FLAGS");
+        println!("cargo::rerun-if-env-changed=NVCC_PREPEND_FLAGS");
         let mut files: Vec<PathBuf> = std::fs::read_dir("kernels")?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "cu"))

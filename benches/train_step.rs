@@ -160,17 +160,10 @@ fn op_families(cfg: &Qwen2Config, batch: &PackedBatch, targets: &Tensor, iters: 
         })?,
     ));
     let mut linears = 0.0;
-    for (k, (out_dim, in_dim)) in [
-        (hq * d, h),
-        (hkv * d, h),
-        (hkv * d, h),
-        (h, hq * d),
-        (i, h),
-        (i, h),
-        (h, i),
-    ]
-    .into_iter()
-    .enumerate()
+    // The layer's four GEMMs: q/k/v stacked, o, gate/up stacked, down.
+    for (k, (out_dim, in_dim)) in [((hq + 2 * hkv) * d, h), (h, hq * d), (2 * i, h), (h, i)]
+        .into_iter()
+        .enumerate()
     {
         let (xin, wv) = (
             var(10 + k as u64, &[n, in_dim])?,
@@ -178,7 +171,7 @@ fn op_families(cfg: &Qwen2Config, batch: &PackedBatch, targets: &Tensor, iters: 
         );
         linears += time_op(iters, || backward(xin.matmul(&wv.t()?)?))?;
     }
-    rows.push((format!("linear layers (7 per layer) x {l}"), linears * l as f64));
+    rows.push((format!("linear layers (4 stacked per layer) x {l}"), linears * l as f64));
     let (q, k, vv) = (var(3, &[n, hq, d])?, var(4, &[n, hkv, d])?, var(5, &[n, hkv, d])?);
     let scale = 1.0 / (d as f64).sqrt();
     let att = time_op(iters, || {
@@ -191,10 +184,10 @@ fn op_families(cfg: &Qwen2Config, batch: &PackedBatch, targets: &Tensor, iters: 
     let nw = var(6, &[h])?;
     let rn = time_op(iters, || backward(rms_norm(&x, &nw, 1e-6)?))?;
     rows.push((format!("rms_norm x {}", 2 * l + 1), rn * (2 * l + 1) as f64));
-    let (g, u) = (var(7, &[n, i])?, var(8, &[n, i])?);
+    let gu = var(7, &[n, 2 * i])?;
     rows.push((
         format!("swiglu x {l}"),
-        time_op(iters, || backward(swiglu(&g, &u)?))? * l as f64,
+        time_op(iters, || backward(swiglu(&gu)?))? * l as f64,
     ));
     println!();
     println!("| op family (forward + backward, measured alone) | s per step |");

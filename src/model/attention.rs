@@ -1,5 +1,7 @@
 //! `Attention { q_proj, k_proj, v_proj, o_proj }` (`self_attn`): projections with bias on q, k
-//! and v, RoPE on q and k, grouped-query attention, output projection. What the attention runs
+//! and v — stacked into one `Linear` (`qkv`), so one GEMM computes all three and one GEMM each
+//! gives their weight and input gradients — RoPE on q and k, grouped-query attention, output
+//! projection. What the attention runs
 //! over is the caller's (`Attend`): a packed batch's documents (training and full forwards, with
 //! or without saving for the backward) or the KV caches of generation — one body for all.
 
@@ -21,9 +23,8 @@ pub struct Heads {
 
 #[derive(Clone, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` stacked: `[(q + 2 kv heads) · dim, hidden]`, with bias.
+    pub qkv: Linear,
     pub o_proj: Linear,
     pub heads: Heads,
 }
@@ -50,12 +51,19 @@ impl Attention {
     pub fn new(src: &ParamSource, hidden: usize, heads: Heads) -> Result<Self> {
         let (q, kv) = (heads.q * heads.dim, heads.kv * heads.dim);
         Ok(Self {
-            q_proj: Linear::new(&src.pp("q_proj"), hidden, q, true)?,
-            k_proj: Linear::new(&src.pp("k_proj"), hidden, kv, true)?,
-            v_proj: Linear::new(&src.pp("v_proj"), hidden, kv, true)?,
+            qkv: Linear::stacked(src, &[("q_proj", q), ("k_proj", kv), ("v_proj", kv)], hidden, true)?,
             o_proj: Linear::new(&src.pp("o_proj"), q, hidden, false)?,
             heads,
         })
+    }
+
+    /// The same parameters outside autograd (shared storage).
+    pub fn detached(&self) -> Self {
+        Self {
+            qkv: self.qkv.detached(),
+            o_proj: self.o_proj.detached(),
+            heads: self.heads,
+        }
     }
 
     fn scale(&self) -> f64 {
@@ -72,9 +80,14 @@ impl Attention {
     ) -> Result<(Tensor, Option<AttentionState>)> {
         let n = h.dim(0)?;
         let Heads { q: hq, kv: hkv, dim: d } = self.heads;
-        let q = rope(&self.q_proj.forward(h)?.reshape((n, hq, d))?, table)?;
-        let k = rope(&self.k_proj.forward(h)?.reshape((n, hkv, d))?, table)?;
-        let v = self.v_proj.forward(h)?.reshape((n, hkv, d))?;
+        let qkv = self.qkv.forward(h)?;
+        let q = rope(&qkv.narrow(1, 0, hq * d)?.reshape((n, hq, d))?, table)?;
+        let k = rope(&qkv.narrow(1, hq * d, hkv * d)?.reshape((n, hkv, d))?, table)?;
+        let v = qkv
+            .narrow(1, (hq + hkv) * d, hkv * d)?
+            .contiguous()?
+            .reshape((n, hkv, d))?;
+        drop(qkv);
         let (a, attn) = match attend {
             Attend::Train(segs) => {
                 let (a, saved) = attention_forward(&q, &k, &v, segs, self.scale())?;
@@ -103,8 +116,7 @@ impl Attention {
         let (dq, dk, dv) = state.attn.backward(&da.reshape((n, hq, d))?)?;
         let dq = rope_backward(&dq, table)?.reshape((n, hq * d))?;
         let dk = rope_backward(&dk, table)?.reshape((n, hkv * d))?;
-        let dh = self.q_proj.backward(h, &dq, &grads.q_proj)?;
-        let dh = (dh + self.k_proj.backward(h, &dk, &grads.k_proj)?)?;
-        Ok((dh + self.v_proj.backward(h, &dv.reshape((n, hkv * d))?, &grads.v_proj)?)?)
+        let dqkv = Tensor::cat(&[dq, dk, dv.reshape((n, hkv * d))?], 1)?;
+        self.qkv.backward(h, &dqkv, &grads.qkv)
     }
 }

@@ -53,6 +53,16 @@ impl DecoderLayer {
         })
     }
 
+    /// The same parameters outside autograd (shared storage).
+    pub fn detached(&self) -> Self {
+        Self {
+            input_layernorm: self.input_layernorm.detached(),
+            self_attn: self.self_attn.detached(),
+            post_attention_layernorm: self.post_attention_layernorm.detached(),
+            mlp: self.mlp.detached(),
+        }
+    }
+
     /// `(x1, mlp output)` of the layer for residual input `x_in` plus `pending`; with
     /// `Attend::Train`, also what the backward needs.
     pub fn forward(

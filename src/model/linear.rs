@@ -1,11 +1,15 @@
 //! `Linear { weight, bias }` as Hugging Face names it: `y = x · Wᵀ + b` on `[tokens, in]`
 //! rows, and its explicit backward, which adds `dyᵀ · x` (and `Σ dy`) into the f32 gradient
 //! buffers by GEMM and returns `dy · W`.
+//!
+//! A stacked `Linear` (`Linear::stacked`) is several Hugging Face projections of the same input
+//! (`q_proj`, `k_proj`, `v_proj`) held as one `[Σ out, in]` matrix: one GEMM forward, one for
+//! the weight gradient, one for the input gradient.
 
 use super::params::{Init, ParamSource};
 use crate::ops::grad_accumulate::{add_column_sums, add_weight_grad};
 use crate::ops::matmul::matmul;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 
 #[derive(Clone, Debug)]
@@ -27,6 +31,29 @@ impl Linear {
                 None
             },
         })
+    }
+
+    /// The projections `parts` (`(name, out)`, each with `name.weight` and, when `bias`,
+    /// `name.bias` under `src`) stacked into one: its output is theirs side by side, in order.
+    pub fn stacked(src: &ParamSource, parts: &[(&str, usize)], in_dim: usize, bias: bool) -> Result<Self> {
+        let cols = [in_dim];
+        let mut leaves = vec![("weight", &cols[..], Init::Normal)];
+        if bias {
+            leaves.push(("bias", &[], Init::Zeros));
+        }
+        let mut t = src.get_stacked(parts, &leaves)?.into_iter();
+        Ok(Self {
+            weight: t.next().context("stacked weight")?,
+            bias: t.next(),
+        })
+    }
+
+    /// The same parameters outside autograd (shared storage).
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.as_ref().map(Tensor::detach),
+        }
     }
 
     /// `x [n, in]` → `[n, out]`.

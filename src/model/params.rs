@@ -4,6 +4,11 @@
 //! its weights once, in its `new`; the parameter list (`param_specs`), the loading, the
 //! trainable variables and the f32 gradient buffers all follow from building the tree over a
 //! different source.
+//!
+//! Parameters a module multiplies together (q/k/v, gate/up) can be asked for as one *stacked*
+//! tensor (`get_stacked`): stored contiguously, so one GEMM computes them all, and handed out
+//! under their own Hugging Face names as views of it — saving, loading, the optimizer and the
+//! gradient buffers see the names, the layer sees one matrix.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -47,7 +52,16 @@ struct Inner {
     origin: Origin,
     specs: Vec<ParamSpec>,
     params: Vec<(String, Tensor)>,
-    vars: Vec<(String, Var)>,
+    vars: Vec<Trainable>,
+}
+
+/// One trainable variable and the named parameters it holds: a single parameter, or a stacked
+/// group whose members are consecutive row ranges.
+#[derive(Clone, Debug)]
+pub struct Trainable {
+    pub var: Var,
+    /// `(Hugging Face name, first row, rows)` of each member, in order.
+    pub members: Vec<(String, usize, usize)>,
 }
 
 /// A prefix-scoped view of one parameter source.
@@ -61,7 +75,7 @@ pub struct ParamSource {
 pub struct Taken {
     pub specs: Vec<ParamSpec>,
     pub params: Vec<(String, Tensor)>,
-    pub vars: Vec<(String, Var)>,
+    pub vars: Vec<Trainable>,
     /// Named tensors nobody asked for.
     pub unused: Vec<String>,
 }
@@ -107,42 +121,77 @@ impl ParamSource {
         }
     }
 
-    /// The tensor `name` (under this prefix) of `shape`, recorded with its init rule.
-    pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
-        let full = if self.prefix.is_empty() {
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
             name.to_string()
         } else {
             format!("{}.{name}", self.prefix)
-        };
-        let mut inner = self.inner.borrow_mut();
-        inner.specs.push(ParamSpec {
-            name: full.clone(),
-            shape: shape.to_vec(),
-            init,
-            decay: init == Init::Normal,
-        });
-        let (t, var) = match &mut inner.origin {
-            Origin::Specs => (Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?, None),
-            Origin::Zeros(device) => (Tensor::zeros(shape, DType::F32, device)?, None),
-            Origin::Tensors { map, dtype, trainable } => {
-                let t = map.remove(&full).with_context(|| format!("missing tensor {full:?}"))?;
-                if t.dims() != shape {
-                    bail!("tensor {full:?} has shape {:?}, the config implies {shape:?}", t.dims());
-                }
-                let t = t.to_dtype(*dtype)?.contiguous()?;
-                if *trainable {
-                    let var = Var::from_tensor(&t)?;
-                    (var.as_tensor().clone(), Some(var))
-                } else {
-                    (t, None)
-                }
-            }
-        };
-        if let Some(var) = var {
-            inner.vars.push((full.clone(), var));
         }
+    }
+
+    /// The tensor `name` (under this prefix) of `shape`, recorded with its init rule.
+    pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let full = self.full_name(name);
+        let mut inner = self.inner.borrow_mut();
+        inner.specs.push(spec(&full, shape, init));
+        let t = match &mut inner.origin {
+            Origin::Specs => placeholder(shape)?,
+            Origin::Zeros(device) => Tensor::zeros(shape, DType::F32, device)?,
+            Origin::Tensors { map, dtype, .. } => take(map, &full, shape, *dtype)?,
+        };
+        let rows = shape.first().copied().unwrap_or(1);
+        let t = inner.maybe_trainable(t, vec![(full.clone(), 0, rows)])?;
         inner.params.push((full, t.clone()));
         Ok(t)
+    }
+
+    /// Parameters stored as one tensor per leaf: for each leaf `(leaf, trailing dims, init)`,
+    /// the members `part.leaf` of every `(part, rows)` stacked along dim 0 in the order given
+    /// (`[Σ rows, trailing...]`). Each member is recorded (part by part, leaf by leaf: Hugging
+    /// Face's order) and handed out under its own name as a row range of the stacked tensor.
+    pub fn get_stacked(&self, parts: &[(&str, usize)], leaves: &[(&str, &[usize], Init)]) -> Result<Vec<Tensor>> {
+        let total: usize = parts.iter().map(|(_, r)| r).sum();
+        let name = |part: &str, leaf: &str| self.full_name(&format!("{part}.{leaf}"));
+        let shape_of = |rows: usize, trailing: &[usize]| [&[rows][..], trailing].concat();
+        let mut inner = self.inner.borrow_mut();
+        for (part, rows) in parts {
+            for (leaf, trailing, init) in leaves {
+                inner
+                    .specs
+                    .push(spec(&name(part, leaf), &shape_of(*rows, trailing), *init));
+            }
+        }
+        let mut stacked = Vec::with_capacity(leaves.len());
+        for (leaf, trailing, _) in leaves {
+            let shape = shape_of(total, trailing);
+            let t = match &mut inner.origin {
+                Origin::Specs => placeholder(&shape)?,
+                Origin::Zeros(device) => Tensor::zeros(shape.as_slice(), DType::F32, device)?,
+                Origin::Tensors { map, dtype, .. } => {
+                    let members = parts
+                        .iter()
+                        .map(|(part, rows)| take(map, &name(part, leaf), &shape_of(*rows, trailing), *dtype))
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&members, 0)?
+                }
+            };
+            let mut first = 0;
+            let members = parts
+                .iter()
+                .map(|(part, rows)| {
+                    first += rows;
+                    (name(part, leaf), first - rows, *rows)
+                })
+                .collect();
+            stacked.push(inner.maybe_trainable(t, members)?);
+        }
+        for (part_index, (part, rows)) in parts.iter().enumerate() {
+            let first: usize = parts[..part_index].iter().map(|(_, r)| r).sum();
+            for (t, (leaf, _, _)) in stacked.iter().zip(leaves) {
+                inner.params.push((name(part, leaf), t.narrow(0, first, *rows)?));
+            }
+        }
+        Ok(stacked)
     }
 
     /// Drops a named tensor that is not a parameter but may be present (a tied `lm_head`).
@@ -164,6 +213,45 @@ impl ParamSource {
             params: std::mem::take(&mut inner.params),
             vars: std::mem::take(&mut inner.vars),
             unused,
+        }
+    }
+}
+
+fn spec(name: &str, shape: &[usize], init: Init) -> ParamSpec {
+    ParamSpec {
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        init,
+        decay: init == Init::Normal,
+    }
+}
+
+/// A zero-stride tensor of `shape` (no memory).
+fn placeholder(shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?)
+}
+
+/// The named tensor `full` out of `map`, checked against `shape`, in `dtype`, contiguous.
+fn take(map: &mut BTreeMap<String, Tensor>, full: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let t = map.remove(full).with_context(|| format!("missing tensor {full:?}"))?;
+    if t.dims() != shape {
+        bail!("tensor {full:?} has shape {:?}, the config implies {shape:?}", t.dims());
+    }
+    Ok(t.to_dtype(dtype)?.contiguous()?)
+}
+
+impl Inner {
+    /// `t` itself, or (from a trainable source) a new variable holding it, recorded with the
+    /// named members it holds.
+    fn maybe_trainable(&mut self, t: Tensor, members: Vec<(String, usize, usize)>) -> Result<Tensor> {
+        match &self.origin {
+            Origin::Tensors { trainable: true, .. } => {
+                let var = Var::from_tensor(&t)?;
+                let t = var.as_tensor().clone();
+                self.vars.push(Trainable { var, members });
+                Ok(t)
+            }
+            _ => Ok(t),
         }
     }
 }
@@ -200,5 +288,53 @@ mod tests {
         assert!(src.get("missing", &[1], Init::Ones).is_err());
         let taken = src.taken();
         assert_eq!(taken.unused, ["extra"]);
+    }
+
+    #[test]
+    fn stacked_members_keep_their_names_order_and_storage() {
+        let rows = |n: usize, v: f32| Tensor::full(v, (n, 2), &Device::Cpu).unwrap();
+        let mut map = BTreeMap::new();
+        for (name, n, v) in [("a", 3, 1.0), ("b", 1, 2.0), ("c", 2, 3.0)] {
+            map.insert(format!("m.{name}.weight"), rows(n, v));
+            map.insert(format!("m.{name}.bias"), Tensor::full(-v, n, &Device::Cpu).unwrap());
+        }
+        let src = ParamSource::from_tensors(map, DType::F32, true);
+        let both = src
+            .pp("m")
+            .get_stacked(
+                &[("a", 3), ("b", 1), ("c", 2)],
+                &[("weight", &[2], Init::Normal), ("bias", &[], Init::Zeros)],
+            )
+            .unwrap();
+        assert_eq!(both[0].dims(), [6, 2]);
+        assert_eq!(both[1].to_vec1::<f32>().unwrap(), [-1., -1., -1., -2., -3., -3.]);
+        let taken = src.taken();
+        let names: Vec<_> = taken.specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "m.a.weight",
+                "m.a.bias",
+                "m.b.weight",
+                "m.b.bias",
+                "m.c.weight",
+                "m.c.bias"
+            ]
+        );
+        let views: Vec<_> = taken
+            .params
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.dims().to_vec()))
+            .collect();
+        assert_eq!(views[2], ("m.b.weight", vec![1, 2]));
+        assert_eq!(taken.params[2].1.to_vec2::<f32>().unwrap(), [[2., 2.]]);
+        // One variable per stacked leaf, its members as row ranges; the views share its storage.
+        assert_eq!(taken.vars.len(), 2);
+        let m = &taken.vars[0].members;
+        assert_eq!(m[2], ("m.c.weight".to_string(), 4, 2));
+        taken.params[4].1.slice_set(&rows(2, 9.0), 0, 0).unwrap();
+        let w = taken.vars[0].var.as_tensor().to_vec2::<f32>().unwrap();
+        assert_eq!(w[4], [9., 9.]);
+        assert_eq!(w[3], [2., 2.]);
     }
 }

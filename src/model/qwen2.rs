@@ -10,12 +10,13 @@ use super::batch::PackedBatch;
 use super::config::Qwen2Config;
 use super::decoder_layer::DecoderLayer;
 use super::kv_cache::KvCache;
-use super::params::ParamSource;
+use super::params::{ParamSource, Trainable};
 use super::rms_norm::RmsNorm;
 use super::weights::{save_weights, WeightFiles, DEFAULT_MAX_SHARD_BYTES};
 use crate::ops::{embedding, linear_cross_entropy, CrossEntropyOutput, RopeTable};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -70,6 +71,16 @@ impl Modules {
     pub fn lm_head_weight(&self) -> &Tensor {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
+
+    /// The same tree over the same storage, outside autograd.
+    pub fn detached(&self) -> Self {
+        Self {
+            embed_tokens: self.embed_tokens.detach(),
+            layers: self.layers.iter().map(DecoderLayer::detached).collect(),
+            norm: self.norm.detached(),
+            lm_head: self.lm_head.as_ref().map(Tensor::detach),
+        }
+    }
 }
 
 /// Options for writing a model in Hugging Face layout.
@@ -98,10 +109,12 @@ pub struct Qwen2 {
     /// The same tree over the same storage outside autograd (what the explicit step and the
     /// forwards without gradients read).
     plain: Modules,
-    /// All parameters by Hugging Face name, in `param_specs` order.
+    /// All parameters by Hugging Face name, in `param_specs` order, outside autograd (views
+    /// of the stacked tensors where the tree stacks them).
     params: Vec<(String, Tensor)>,
-    /// The same parameters as trainable variables (empty for an inference-only model).
-    vars: Vec<(String, Var)>,
+    /// The variables holding the parameters (empty for an inference-only model): one per
+    /// parameter, or per stacked group.
+    vars: Vec<Trainable>,
     /// Tokens per chunk in the fused output projection + loss (`None`: automatic).
     pub loss_chunk_tokens: Option<usize>,
 }
@@ -132,17 +145,12 @@ impl Qwen2 {
         if let Some(extra) = taken.unused.first() {
             bail!("unexpected tensor {extra:?} (not a parameter of a Qwen2 model with this config)");
         }
-        let plain = if trainable {
-            let detached = taken.params.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
-            Modules::new(&ParamSource::from_tensors(detached, dtype, false), &config)?
-        } else {
-            modules.clone()
-        };
+        let plain = modules.detached();
         Ok(Self {
             config,
             modules,
             plain,
-            params: taken.params,
+            params: taken.params.into_iter().map(|(n, t)| (n, t.detach())).collect(),
             vars: taken.vars,
             loss_chunk_tokens: None,
         })
@@ -192,20 +200,56 @@ impl Qwen2 {
     /// The same weights (shared, not copied) outside the autograd graph: a forward through it
     /// records no backward state, and its loss computes no gradients (validation).
     pub fn inference_view(&self) -> Result<Qwen2> {
-        let tensors = self.params.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
-        let mut view = Self::from_tensors(self.config.clone(), tensors, self.dtype(), false)?;
-        view.loss_chunk_tokens = self.loss_chunk_tokens;
-        Ok(view)
+        Ok(Qwen2 {
+            config: self.config.clone(),
+            modules: self.plain.clone(),
+            plain: self.plain.clone(),
+            params: self.params.clone(),
+            vars: Vec::new(),
+            loss_chunk_tokens: self.loss_chunk_tokens,
+        })
     }
 
-    /// Parameters by Hugging Face name.
+    /// Parameters by Hugging Face name, in `param_specs` order (outside autograd; writing
+    /// into one in place changes the model).
     pub fn parameters(&self) -> &[(String, Tensor)] {
         &self.params
     }
 
-    /// Trainable variables by Hugging Face name (empty for an inference-only model).
-    pub fn vars(&self) -> &[(String, Var)] {
+    /// Whether the model was built with variables (candle's autograd reaches its parameters).
+    pub fn is_trainable(&self) -> bool {
+        !self.vars.is_empty()
+    }
+
+    /// The variables behind the parameters (empty for an inference-only model).
+    pub fn vars(&self) -> &[Trainable] {
         &self.vars
+    }
+
+    /// Every parameter's gradient from candle's autograd (the reference path), by Hugging Face
+    /// name in `param_specs` order: a row range of its variable's gradient, `None` where none
+    /// reached it.
+    pub fn named_grads(&self, store: &GradStore) -> Result<Vec<(String, Option<Tensor>)>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for t in &self.vars {
+            let g = store.get(t.var.as_tensor());
+            for (name, first, rows) in &t.members {
+                let part = match g {
+                    Some(g) if t.members.len() == 1 => Some(g.clone()),
+                    Some(g) => Some(g.narrow(0, *first, *rows)?),
+                    None => None,
+                };
+                out.push((name.clone(), part));
+            }
+        }
+        let order: std::collections::HashMap<&str, usize> = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.as_str(), i))
+            .collect();
+        out.sort_by_key(|(n, _)| order.get(n.as_str()).copied().unwrap_or(usize::MAX));
+        Ok(out)
     }
 
     pub fn device(&self) -> &Device {

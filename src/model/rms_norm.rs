@@ -23,6 +23,14 @@ impl RmsNorm {
         })
     }
 
+    /// The same parameters outside autograd (shared storage).
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            eps: self.eps,
+        }
+    }
+
     /// `(s, norm(s))` with `s = x + delta` (`s = x` without a delta).
     pub fn forward(&self, x: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         Ok(match delta {

@@ -314,7 +314,7 @@ fn op_family_times(
     let table = RopeTable::new(&mb.batch.positions, hd, cfg.rope_theta(), dev)?;
     let f = fwd_bwd(dev, dt, &[&[n, hq + hkv, hd]], move |t| ops::rope(&t[0], &table))?;
     push("rope, q and k (kernel)", l, time_it(dev, reps, f)?);
-    let f = fwd_bwd(dev, dt, &[&[n, inter], &[n, inter]], |t| ops::swiglu(&t[0], &t[1]))?;
+    let f = fwd_bwd(dev, dt, &[&[n, 2 * inter]], |t| ops::swiglu(&t[0]))?;
     push("swiglu (kernel)", l, time_it(dev, reps, f)?);
     let targets = mb.targets.clone();
     let vocab = cfg.vocab_size;
@@ -323,9 +323,9 @@ fn op_family_times(
     })?;
     push("linear_cross_entropy (kernel + matmuls)", 1, time_it(dev, reps, f)?);
     let grads: Vec<Tensor> = model
-        .vars()
+        .parameters()
         .iter()
-        .map(|(_, v)| v.as_tensor().zeros_like())
+        .map(|(_, p)| p.zeros_like())
         .collect::<candle_core::Result<_>>()?;
     push(
         "global grad norm (kernel)",

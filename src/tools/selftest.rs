@@ -77,7 +77,7 @@ fn train_step(s: &mut Suite) -> Result<()> {
         let g = step_gradients(&model, &micros, 1.0, &mut |_| {})?;
         let norm = ops::global_norm(&g.grads)?;
         let grads = model
-            .vars()
+            .parameters()
             .iter()
             .zip(&g.grads)
             .map(|((n, _), t)| Ok((n.clone(), t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)))

@@ -9,7 +9,7 @@ use crate::model::qwen2::param_specs;
 use crate::model::Qwen2;
 use crate::ops::{adamw_update, AdamWStep};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -100,7 +100,8 @@ pub fn check_ratio(key: &str, r: f64) -> Result<(), ConfigError> {
 
 struct ParamState {
     name: String,
-    var: Var,
+    /// The model's parameter (a view of its storage), rewritten in place by each update.
+    param: Tensor,
     /// fp32 master copy (only when the parameter is not f32 itself).
     master: Option<Tensor>,
     m: Tensor,
@@ -118,7 +119,7 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh state (zero moments, masters copied from the parameters) for a trainable model.
     pub fn new(model: &Qwen2, hp: &OptimConfig) -> Result<Self> {
-        if model.vars().is_empty() {
+        if !model.is_trainable() {
             bail!("the model was loaded without trainable variables");
         }
         let decay_of: HashMap<String, bool> = param_specs(&model.config)
@@ -126,8 +127,7 @@ impl AdamW {
             .map(|s| (s.name, s.decay))
             .collect();
         let mut params = Vec::new();
-        for (name, var) in model.vars() {
-            let t = var.as_tensor();
+        for (name, t) in model.parameters() {
             let master = if t.dtype() == DType::F32 {
                 None
             } else {
@@ -135,7 +135,7 @@ impl AdamW {
             };
             params.push(ParamState {
                 name: name.clone(),
-                var: var.clone(),
+                param: t.clone(),
                 master,
                 m: t.zeros_like()?.to_dtype(DType::F32)?,
                 v: t.zeros_like()?.to_dtype(DType::F32)?,
@@ -167,11 +167,11 @@ impl AdamW {
         }
         self.steps += 1;
         #[cfg(feature = "cuda")]
-        if self.params.first().is_some_and(|p| p.var.device().is_cuda())
+        if self.params.first().is_some_and(|p| p.param.device().is_cuda())
             && self
                 .params
                 .iter()
-                .all(|p| matches!(p.var.dtype(), DType::F32 | DType::BF16))
+                .all(|p| matches!(p.param.dtype(), DType::F32 | DType::BF16))
         {
             return self.update_fused(grads, lr, grad_scale);
         }
@@ -187,11 +187,12 @@ impl AdamW {
             };
             let master = match &p.master {
                 Some(m) => m.clone(),
-                None => p.var.as_tensor().clone(),
+                None => p.param.clone(),
             };
             let (master, m, v) =
                 adamw_update(&master, &p.m, &p.v, g, &h).with_context(|| format!("AdamW update of {}", p.name))?;
-            p.var.set(&master.to_dtype(p.var.dtype())?)?;
+            // In place: the parameter may be a row range of a stacked tensor the layers hold.
+            p.param.slice_set(&master.to_dtype(p.param.dtype())?, 0, 0)?;
             if p.master.is_some() {
                 p.master = Some(master);
             }
@@ -211,11 +212,11 @@ impl AdamW {
             .iter()
             .zip(grads)
             .map(|(p, g)| AdamWSlot {
-                master: p.master.as_ref().unwrap_or_else(|| p.var.as_tensor()),
+                master: p.master.as_ref().unwrap_or(&p.param),
                 m: &p.m,
                 v: &p.v,
                 grad: g,
-                param: p.master.as_ref().map(|_| p.var.as_tensor()),
+                param: p.master.as_ref().map(|_| &p.param),
                 weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
             })
             .collect();
@@ -250,17 +251,17 @@ impl AdamW {
     /// present with the parameter's shape, and nothing else.
     pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for p in &mut self.params {
-            let dev = p.var.device().clone();
+            let dev = p.param.device().clone();
             let mut take = |key: String| -> Result<Tensor> {
                 let t = tensors
                     .remove(&key)
                     .with_context(|| format!("the optimizer state has no tensor {key:?}"))?;
-                if t.dims() != p.var.dims() || t.dtype() != DType::F32 {
+                if t.dims() != p.param.dims() || t.dtype() != DType::F32 {
                     bail!(
                         "optimizer tensor {key:?} is {:?} {:?}, expected f32 {:?}",
                         t.dtype(),
                         t.dims(),
-                        p.var.dims()
+                        p.param.dims()
                     );
                 }
                 Ok(t.to_device(&dev)?)

@@ -149,8 +149,8 @@ fn finish_loss(loss_acc: Option<Tensor>, bad_targets: Vec<Option<Tensor>>) -> Re
 /// explicit step is tested against (not used in training).
 pub fn autograd_step_gradients(model: &Qwen2, micros: &[MicroBatch], loss_factor: f64) -> Result<StepGradients> {
     let total: usize = micros.iter().map(|m| m.supervised).sum();
-    let vars = model.vars();
-    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let params = model.parameters();
+    let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
     let mut loss_acc: Option<Tensor> = None;
     let mut bad_targets = Vec::new();
     for mb in micros {
@@ -163,9 +163,8 @@ pub fn autograd_step_gradients(model: &Qwen2, micros: &[MicroBatch], loss_factor
         bad_targets.push(out.bad_targets.clone());
         let scaled = (out.loss_sum * (loss_factor / total.max(1) as f64))?;
         let store = scaled.backward().context("backward pass")?;
-        for ((name, var), acc) in vars.iter().zip(grads.iter_mut()) {
-            let g = store
-                .get(var.as_tensor())
+        for ((name, g), acc) in model.named_grads(&store)?.into_iter().zip(grads.iter_mut()) {
+            let g = g
                 .with_context(|| format!("no gradient reached {name}"))?
                 .to_dtype(DType::F32)?;
             *acc = Some(match acc.take() {
@@ -177,10 +176,10 @@ pub fn autograd_step_gradients(model: &Qwen2, micros: &[MicroBatch], loss_factor
     let loss_sum = finish_loss(loss_acc, bad_targets)?;
     let grads = grads
         .into_iter()
-        .zip(vars)
-        .map(|(g, (_, var))| match g {
-            Some(g) => Ok(g.to_dtype(var.dtype())?),
-            None => Ok(var.as_tensor().zeros_like()?),
+        .zip(params)
+        .map(|(g, (_, p))| match g {
+            Some(g) => Ok(g.to_dtype(p.dtype())?),
+            None => Ok(p.zeros_like()?),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(StepGradients {

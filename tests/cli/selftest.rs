@@ -46,7 +46,7 @@ fn cpu_selftest_checks_every_op_and_passes() {
     // Forward and backward of the differentiable ops.
     assert!(results
         .iter()
-        .any(|r| r["check"].as_str().unwrap() == "swiglu [41x1003] backward (input 0)"));
+        .any(|r| r["check"].as_str().unwrap() == "swiglu [41x2x1003] backward (input 0)"));
     assert!(results.iter().all(|r| r["passed"].as_bool().unwrap()));
     assert!(
         stdout.contains(&format!("PASS: {0} of {0} checks passed on cpu", results.len())),

@@ -62,7 +62,7 @@ fn compare(cfg: Qwen2Config, seed: u64) {
             want.loss()
         );
         let mut bits = Vec::new();
-        for (((name, _), g), w) in model.vars().iter().zip(&got.grads).zip(&want.grads) {
+        for (((name, _), g), w) in model.parameters().iter().zip(&got.grads).zip(&want.grads) {
             let e = rel_err(g, w).unwrap();
             assert!(e <= 1e-5, "{ckpt:?}: gradient of {name} rel err {e:e}");
             bits.push(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());

@@ -72,7 +72,7 @@ fn accumulated_micro_batches_equal_one_large_batch() {
             acc.loss(),
             one.loss()
         );
-        for ((name, _), (a, b)) in model.vars().iter().zip(acc.grads.iter().zip(&one.grads)) {
+        for ((name, _), (a, b)) in model.parameters().iter().zip(acc.grads.iter().zip(&one.grads)) {
             let e = rel_err(a, b).unwrap();
             assert!(
                 e <= 1e-5,
@@ -110,20 +110,20 @@ fn bf16_parameters_get_fp32_master_weights() {
     )
     .unwrap();
     let grads: Vec<Tensor> = model
-        .vars()
+        .parameters()
         .iter()
-        .map(|(_, v)| (v.as_tensor().ones_like().unwrap().to_dtype(DType::F32).unwrap() * 1e-3).unwrap())
+        .map(|(_, p)| (p.ones_like().unwrap().to_dtype(DType::F32).unwrap() * 1e-3).unwrap())
         .collect();
     for _ in 0..3 {
         opt.update(&grads, 1e-3, 1.0).unwrap();
     }
     let state = opt.state_tensors();
     let masters: Vec<&(String, Tensor)> = state.iter().filter(|(n, _)| n.starts_with("master.")).collect();
-    assert_eq!(masters.len(), model.vars().len());
+    assert_eq!(masters.len(), model.parameters().len());
     for (name, master) in masters {
         assert_eq!(master.dtype(), DType::F32);
         let param = &model
-            .vars()
+            .parameters()
             .iter()
             .find(|(n, _)| *n == name["master.".len()..])
             .unwrap()
@@ -131,7 +131,7 @@ fn bf16_parameters_get_fp32_master_weights() {
         assert_eq!(param.dtype(), DType::BF16);
         // The parameter is the master rounded to bf16; the master keeps what bf16 loses.
         let rounded = master.to_dtype(DType::BF16).unwrap();
-        assert_eq!(rel_err(param.as_tensor(), &rounded).unwrap(), 0.0, "{name}");
+        assert_eq!(rel_err(param, &rounded).unwrap(), 0.0, "{name}");
     }
     // Norm weights (no decay) moved by 3 · lr from 1; bf16 alone could not hold 0.997.
     let (_, norm_master) = state.iter().find(|(n, _)| n == "master.model.norm.weight").unwrap();

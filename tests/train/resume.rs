@@ -125,20 +125,25 @@ fn final_weights(run_dir: &Path) -> Vec<u8> {
 }
 
 struct Baseline {
-    _tmp: tempfile::TempDir,
     cfg: PathBuf,
     losses: Vec<(u64, String, String, String)>,
     weights: Vec<u8>,
 }
 
-/// The uninterrupted run, shared by the tests of this file.
+/// The uninterrupted run, shared by the tests of this file. A static is never dropped, so its
+/// directory is not a `TempDir` (which would leak ~150 MB into /tmp per test run): it is one
+/// fixed directory in cargo's per-target scratch space, emptied at the start of every run.
 fn baseline() -> &'static Baseline {
     static B: OnceLock<Baseline> = OnceLock::new();
     B.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let cfg = config(tmp.path());
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume-baseline");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).unwrap();
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        let cfg = config(&root);
         ok(&train(&cfg, "base", &[], None));
-        let dir = tmp.path().join("base");
+        let dir = root.join("base");
         let losses = losses(&dir);
         assert_eq!(losses.len() as u64, STEPS);
         assert_eq!(latest(&dir), format!("step-{STEPS:08}"));
@@ -153,7 +158,6 @@ fn baseline() -> &'static Baseline {
         assert_eq!(steps, ["step-00000009", "step-00000012"]);
         Baseline {
             weights: final_weights(&dir),
-            _tmp: tmp,
             cfg,
             losses,
         }
