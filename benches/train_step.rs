@@ -19,7 +19,7 @@ use common::randn;
 use std::time::Instant;
 use syncoder::model::training::{Checkpointing, GradBuffers};
 use syncoder::model::{PackedBatch, Qwen2, Qwen2Config};
-use syncoder::ops::{linear_cross_entropy, rms_norm, rope, swiglu, varlen_causal_attention, RopeTable};
+use syncoder::ops::{linear_cross_entropy, rms_norm, swiglu, varlen_causal_attention, QkvHeads, RopeTable};
 use syncoder::train::step::{step_gradients_into, MicroBatch};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -179,8 +179,15 @@ fn op_families(cfg: &Qwen2Config, batch: &PackedBatch, targets: &Tensor, iters: 
     })?;
     rows.push((format!("attention (fused, varlen) x {l}"), att * l as f64));
     let table = RopeTable::new(&batch.positions, d, cfg.rope_theta(), &Device::Cpu)?;
-    let rq = time_op(iters, || backward(rope(&q, &table)?))? + time_op(iters, || backward(rope(&k, &table)?))?;
-    rows.push((format!("rope (q and k) x {l}"), rq * l as f64));
+    let wqkv = (hq + 2 * hkv) * d;
+    let (qkv, qkv_bias) = (var(11, &[n, wqkv])?, var(12, &[wqkv])?);
+    let heads = QkvHeads { q: hq, kv: hkv };
+    let rq = time_op(iters, || {
+        backward(syncoder::ops::rope::check::qkv_rope_flat(
+            &qkv, &qkv_bias, &table, heads,
+        )?)
+    })?;
+    rows.push((format!("q/k/v bias + rope x {l}"), rq * l as f64));
     let nw = var(6, &[h])?;
     let rn = time_op(iters, || backward(rms_norm(&x, &nw, 1e-6)?))?;
     rows.push((format!("rms_norm x {}", 2 * l + 1), rn * (2 * l + 1) as f64));

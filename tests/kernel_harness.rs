@@ -229,40 +229,42 @@ mod kernel_harness {
 
     // ---- rope.cu ----
 
-    fn rope_case<T: Storage>(n: usize, heads: usize, d: usize) {
+    fn rope_case<T: Storage>(n: usize, hq: usize, hkv: usize, d: usize) {
+        let heads = rp::QkvHeads { q: hq, kv: hkv };
+        let w = (hq + 2 * hkv) * d;
         let positions: Vec<u32> = (0..n as u32).map(|p| (p * 7) % 23).collect();
         let table = rp::RopeTable::new(&positions, d, 1_000_000.0, &Device::Cpu).unwrap();
         let (cos, sin) = (vec_of(&table.cos), vec_of(&table.sin));
-        let (x, xb) = stored::<T>(&randn(n * heads * d, 1.0, 5), "x");
-        let (g, gb) = stored::<T>(&randn(n * heads * d, 1.0, 6), "dy");
+        let (x, xb) = stored::<T>(&randn(n * w, 1.0, 5), "qkv");
+        let (bias, bb) = stored::<T>(&randn(w, 0.5, 4), "bias");
+        let (g, gb) = stored::<T>(&randn(n * w, 1.0, 6), "d[q|k|v]");
         let (cb, sb) = (Buffer::from_slice(&cos, "cos"), Buffer::from_slice(&sin, "sin"));
-        let xv = Var::from_tensor(&cpu(&x, &[n, heads, d])).unwrap();
-        let y = rp::rope(xv.as_tensor(), &table).unwrap();
-        let grads = (&y * cpu(&g, &[n, heads, d]))
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let xv = Var::from_tensor(&cpu(&x, &[n, w])).unwrap();
+        let bv = Var::from_tensor(&cpu(&bias, &[w])).unwrap();
+        let y = rp::check::qkv_rope_flat(xv.as_tensor(), bv.as_tensor(), &table, heads).unwrap();
+        let grads = (&y * cpu(&g, &[n * w])).unwrap().sum_all().unwrap().backward().unwrap();
         let want_dx = vec_of(grads.get(&xv).unwrap());
+        // dq, dk, dv as three pointers into the one gradient buffer.
+        let (qn, kn) = (n * hq * d, n * hkv * d);
+        let at = |offset: usize| DevPtr::<T>::new(gb.addr(), offset);
         for schedule in SCHEDULES {
             let r = Harness { schedule };
-            let tag = format!("{} [{n}x{heads}x{d}] {schedule:?}", T::SUFFIX);
-            let out = rp::launch::rope(&r, input(&xb), input(&cb), input(&sb), n, heads, d, 1.0).unwrap();
-            assert_close(&format!("rope forward {tag}"), &widen(&out), &vec_of(&y), T::TOL);
-            let out = rp::launch::rope(&r, input(&gb), input(&cb), input(&sb), n, heads, d, -1.0).unwrap();
-            assert_close(&format!("rope backward {tag}"), &widen(&out), &want_dx, T::TOL);
+            let tag = format!("{} [{n}x({hq}+{hkv}+{hkv})x{d}] {schedule:?}", T::SUFFIX);
+            let out = rp::launch::fwd(&r, input(&xb), input(&bb), input(&cb), input(&sb), n, heads, d).unwrap();
+            assert_close(&format!("qkv_rope_fwd {tag}"), &widen(&out), &vec_of(&y), T::TOL);
+            let out = rp::launch::bwd(&r, at(0), at(qn), at(qn + kn), input(&cb), input(&sb), n, heads, d).unwrap();
+            assert_close(&format!("qkv_rope_bwd {tag}"), &widen(&out), &want_dx, T::TOL);
         }
     }
 
     #[test]
     fn rope_forward_backward_f32_matches_twin() {
-        rope_case::<f32>(29, 3, 80);
+        rope_case::<f32>(29, 4, 2, 80);
     }
 
     #[test]
     fn rope_forward_backward_bf16_matches_twin() {
-        rope_case::<bf16>(17, 2, 64);
+        rope_case::<bf16>(17, 3, 1, 64);
     }
 
     // ---- swiglu.cu ----

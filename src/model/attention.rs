@@ -1,16 +1,17 @@
 //! `Attention { q_proj, k_proj, v_proj, o_proj }` (`self_attn`): projections with bias on q, k
 //! and v — stacked into one `Linear` (`qkv`), so one GEMM computes all three and one GEMM each
-//! gives their weight and input gradients — RoPE on q and k, grouped-query attention, output
-//! projection. What the attention runs
+//! gives their weight and input gradients — then one fused pass adds the bias, applies RoPE to
+//! q and k and lays q, k, v out for the attention (`ops::qkv_rope`), grouped-query attention,
+//! output projection. What the attention runs
 //! over is the caller's (`Attend`): a packed batch's documents (training and full forwards, with
 //! or without saving for the backward) or the KV caches of generation — one body for all.
 
 use super::linear::Linear;
 use super::params::ParamSource;
 use crate::ops::attention::{attention_forward, AttentionSaved};
-use crate::ops::rope::rope_backward;
-use crate::ops::{rope, varlen_causal_attention, DocSegments, RopeTable};
-use anyhow::Result;
+use crate::ops::rope::qkv_rope_backward;
+use crate::ops::{qkv_rope, varlen_causal_attention, DocSegments, QkvHeads, RopeTable};
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 
 /// Head counts and size of one attention block.
@@ -80,14 +81,8 @@ impl Attention {
     ) -> Result<(Tensor, Option<AttentionState>)> {
         let n = h.dim(0)?;
         let Heads { q: hq, kv: hkv, dim: d } = self.heads;
-        let qkv = self.qkv.forward(h)?;
-        let q = rope(&qkv.narrow(1, 0, hq * d)?.reshape((n, hq, d))?, table)?;
-        let k = rope(&qkv.narrow(1, hq * d, hkv * d)?.reshape((n, hkv, d))?, table)?;
-        let v = qkv
-            .narrow(1, (hq + hkv) * d, hkv * d)?
-            .contiguous()?
-            .reshape((n, hkv, d))?;
-        drop(qkv);
+        let bias = self.qkv.bias.as_ref().context("the q/k/v projection has no bias")?;
+        let (q, k, v) = qkv_rope(&self.qkv.project(h)?, bias, table, QkvHeads { q: hq, kv: hkv })?;
         let (a, attn) = match attend {
             Attend::Train(segs) => {
                 let (a, saved) = attention_forward(&q, &k, &v, segs, self.scale())?;
@@ -111,12 +106,10 @@ impl Attention {
         grads: &Attention,
     ) -> Result<Tensor> {
         let n = h.dim(0)?;
-        let Heads { q: hq, kv: hkv, dim: d } = self.heads;
+        let Heads { q: hq, dim: d, .. } = self.heads;
         let da = self.o_proj.backward(&state.out, dy, &grads.o_proj)?;
         let (dq, dk, dv) = state.attn.backward(&da.reshape((n, hq, d))?)?;
-        let dq = rope_backward(&dq, table)?.reshape((n, hq * d))?;
-        let dk = rope_backward(&dk, table)?.reshape((n, hkv * d))?;
-        let dqkv = Tensor::cat(&[dq, dk, dv.reshape((n, hkv * d))?], 1)?;
+        let dqkv = qkv_rope_backward(&dq, &dk, &dv, table)?;
         self.qkv.backward(h, &dqkv, &grads.qkv)
     }
 }

@@ -56,9 +56,15 @@ impl Linear {
         }
     }
 
+    /// `x [n, in]` → `[n, out]` without the bias (for a caller that fuses the bias add into
+    /// what follows the product).
+    pub fn project(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(matmul(x, &self.weight.t()?)?)
+    }
+
     /// `x [n, in]` → `[n, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = matmul(x, &self.weight.t()?)?;
+        let y = self.project(x)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

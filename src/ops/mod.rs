@@ -42,7 +42,7 @@ pub use embedding::{embedding, TokenIndex};
 pub use grad_norm::global_norm;
 pub use linear_cross_entropy::{linear_cross_entropy, CrossEntropyOutput, IGNORE_INDEX};
 pub use rms_norm::{add_rms_norm, rms_norm};
-pub use rope::{rope, RopeTable};
+pub use rope::{qkv_rope, QkvHeads, RopeTable};
 pub use swiglu::swiglu;
 
 use candle_core::backend::BackendStorage;

@@ -312,8 +312,12 @@ fn op_family_times(
     })?;
     push("residual add + rms_norm (kernel)", 2 * l, time_it(dev, reps, f)?);
     let table = RopeTable::new(&mb.batch.positions, hd, cfg.rope_theta(), dev)?;
-    let f = fwd_bwd(dev, dt, &[&[n, hq + hkv, hd]], move |t| ops::rope(&t[0], &table))?;
-    push("rope, q and k (kernel)", l, time_it(dev, reps, f)?);
+    let heads = ops::QkvHeads { q: hq, kv: hkv };
+    let w = (hq + 2 * hkv) * hd;
+    let f = fwd_bwd(dev, dt, &[&[n, w], &[w]], move |t| {
+        ops::rope::check::qkv_rope_flat(&t[0], &t[1], &table, heads)
+    })?;
+    push("q/k/v bias + rope (kernel)", l, time_it(dev, reps, f)?);
     let f = fwd_bwd(dev, dt, &[&[n, 2 * inter]], |t| ops::swiglu(&t[0]))?;
     push("swiglu (kernel)", l, time_it(dev, reps, f)?);
     let targets = mb.targets.clone();

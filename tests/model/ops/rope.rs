@@ -3,26 +3,44 @@ use crate::common::randn;
 use crate::test_device;
 use candle_core::{Device, Result};
 use syncoder::ops::rope::check as reference;
-use syncoder::ops::{rope, RopeTable};
+use syncoder::ops::{QkvHeads, RopeTable};
 
 test_device! {
-fn rope_matches_reference(dev) {
-    for (i, &(n, h, d)) in [(5, 3, 8), (33, 2, 64), (1, 1, 2), (70, 7, 18)].iter().enumerate() {
+fn qkv_rope_matches_reference(dev) {
+    // (tokens, q heads, kv heads, head dim): GQA, MHA, a single pair, odd counts.
+    for (i, &(n, hq, hkv, d)) in [(5, 3, 1, 8), (33, 2, 2, 64), (1, 1, 1, 2), (70, 7, 3, 18)].iter().enumerate() {
         // Positions restart mid-sequence (packed documents) and include large values.
         let positions: Vec<u32> = (0..n as u32)
             .map(|t| if t < n as u32 / 2 { t } else { 30000 + t })
             .collect();
         let table = RopeTable::new(&positions, d, 1_000_000.0, dev)?;
-        let x = randn(i as u64, &[n, h, d], 1.0, dev)?;
+        let heads = QkvHeads { q: hq, kv: hkv };
+        let w = (hq + 2 * hkv) * d;
+        let qkv = randn(i as u64, &[n, w], 1.0, dev)?;
+        let bias = randn(100 + i as u64, &[w], 0.5, dev)?;
         check_op(
-            &format!("rope {n}x{h}x{d}"),
-            &[x],
-            |t| rope(&t[0], &table),
-            |t| reference::rope(&t[0], &table.cos, &table.sin),
+            &format!("qkv_rope {n}x({hq}+{hkv}+{hkv})x{d}"),
+            &[qkv, bias],
+            |t| reference::qkv_rope_flat(&t[0], &t[1], &table, heads),
+            |t| reference::qkv_rope(&t[0], &t[1], &table.cos, &table.sin, heads),
         )?;
     }
     Ok(())
 }
+}
+
+#[test]
+fn qkv_rope_refuses_shapes_that_do_not_fit() {
+    let table = RopeTable::new(&[0, 1], 4, 10000.0, &Device::Cpu).unwrap();
+    let heads = QkvHeads { q: 2, kv: 1 };
+    let t = |shape: &[usize]| candle_core::Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let e = syncoder::ops::qkv_rope(&t(&[2, 15]), &t(&[15]), &table, heads).unwrap_err();
+    assert!(e.to_string().contains("do not fit"), "{e}");
+    let e = syncoder::ops::qkv_rope(&t(&[2, 16]), &t(&[12]), &table, heads).unwrap_err();
+    assert!(e.to_string().contains("do not fit"), "{e}");
+    let e = syncoder::ops::qkv_rope(&t(&[3, 16]), &t(&[16]), &table, heads).unwrap_err();
+    assert!(e.to_string().contains("table"), "{e}");
+    assert!(syncoder::ops::qkv_rope(&t(&[2, 16]), &t(&[16]), &table, heads).is_ok());
 }
 
 #[test]
