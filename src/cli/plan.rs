@@ -9,6 +9,7 @@ use std::path::PathBuf;
   syncoder plan --config configs/qwen2.5-coder-7b.toml                 # which cards it fits
   syncoder plan --config configs/qwen2.5-coder-0.5b.toml --set data.seq_len=8192 --gpu-memory-gib 80
   syncoder plan --config my.toml --model-config /models/custom/config.json
+  syncoder plan --config configs/qwen2.5-coder-7b.toml --world-size 8   # per GPU: plain DP, ZeRO-1, ZeRO-2
 
 Exit codes: 0 fits (or no size to check against); 2 does not fit the given memory; 1 error.")]
 pub struct PlanArgs {
@@ -26,15 +27,18 @@ pub struct PlanArgs {
     /// GPU runs, the machine's available memory for CPU runs.
     #[arg(long, value_name = "GIB")]
     pub gpu_memory_gib: Option<f64>,
+    /// Also print the memory per rank of the run data-parallel over this many ranks (plain
+    /// DP, ZeRO-1, ZeRO-2); the same as `--set run.world_size=W`.
+    #[arg(long, value_name = "W")]
+    pub world_size: Option<usize>,
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let fits = crate::train::memory_plan::run(
-        &args.config,
-        &args.sets,
-        args.model_config.as_ref(),
-        args.gpu_memory_gib,
-    )?;
+    let mut sets = args.sets;
+    if let Some(w) = args.world_size {
+        sets.push(format!("run.world_size={w}"));
+    }
+    let fits = crate::train::memory_plan::run(&args.config, &sets, args.model_config.as_ref(), args.gpu_memory_gib)?;
     if !fits {
         std::process::exit(2);
     }

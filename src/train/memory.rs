@@ -5,6 +5,11 @@
 //! refuses a run whose peak exceeds the machine's memory (host RAM for CPU runs, the card's
 //! memory for CUDA runs) with a message naming the keys to change, instead of being killed by
 //! the OOM killer or failing hours in.
+//!
+//! `sharded` gives the same run's memory per rank when it is data-parallel over W ranks: plain
+//! (replicated) data parallelism, ZeRO-1 (AdamW state sharded) and ZeRO-2 (gradients too), for
+//! `syncoder plan --world-size W`. Multi-GPU training itself is not built yet; the numbers are
+//! what it will need, from the same estimate.
 
 use super::config::RunConfig;
 use crate::model::training::Checkpointing;
@@ -127,6 +132,61 @@ pub fn estimate(cfg: &Qwen2Config, m: MemoryInput) -> MemoryEstimate {
         activations,
         working,
         runtime,
+    }
+}
+
+/// How a data-parallel run spreads its training state over the ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharding {
+    /// Plain data parallelism: every rank holds everything; gradients are all-reduced in place.
+    Replicated,
+    /// ZeRO-1: each rank holds 1/W of the AdamW state (moments and f32 masters) and updates
+    /// that share of the parameters, which are then all-gathered.
+    Zero1,
+    /// ZeRO-2: also 1/W of the f32 gradients; each layer's gradients are reduce-scattered into
+    /// the shard as its backward finishes.
+    Zero2,
+}
+
+impl Sharding {
+    pub const ALL: [Sharding; 3] = [Sharding::Replicated, Sharding::Zero1, Sharding::Zero2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sharding::Replicated => "plain DP",
+            Sharding::Zero1 => "ZeRO-1",
+            Sharding::Zero2 => "ZeRO-2",
+        }
+    }
+}
+
+/// One rank's memory when the run of `single` (one process) is data-parallel over `world` ranks
+/// with `sharding`. Parameters, activations and the working set are per rank as before. ZeRO-1
+/// divides the AdamW state; ZeRO-2 also the gradients, but keeps the full-size gradients in
+/// flight: the output projection's / embedding's `[vocab, hidden]` (written by the loss at the
+/// start of the backward, by the embedding at its end when tied) and two layers' (one being
+/// reduce-scattered while the next is computed).
+pub fn sharded(cfg: &Qwen2Config, single: MemoryEstimate, world: u64, sharding: Sharding) -> MemoryEstimate {
+    let world = world.max(1);
+    let share = |b: u64| b.div_ceil(world);
+    match sharding {
+        Sharding::Replicated => single,
+        Sharding::Zero1 => MemoryEstimate {
+            optimizer: share(single.optimizer),
+            ..single
+        },
+        Sharding::Zero2 => {
+            let Widths { h, v, .. } = Widths::of(cfg);
+            let p = cfg.num_parameters() as u64;
+            let embeddings = if cfg.tie_word_embeddings { v * h } else { 2 * v * h };
+            let per_layer = p.saturating_sub(embeddings + h) / (cfg.num_hidden_layers as u64).max(1);
+            let in_flight = 4 * (v * h + 2 * per_layer);
+            MemoryEstimate {
+                optimizer: share(single.optimizer),
+                gradients: (share(single.gradients) + in_flight).min(single.gradients),
+                ..single
+            }
+        }
     }
 }
 
@@ -292,6 +352,43 @@ mod tests {
         let bf16 = estimate(&cfg, input(1024, Checkpointing::None, 2));
         assert_eq!(f32.state(), p * 16);
         assert_eq!(bf16.state(), p * (2 + 4 + 8 + 4));
+    }
+
+    #[test]
+    fn zero_divides_the_optimizer_state_then_the_gradients() {
+        let cfg = tiny();
+        let one = estimate(&cfg, input(1024, Checkpointing::None, 2));
+        assert_eq!(sharded(&cfg, one, 8, Sharding::Replicated), one);
+        for s in Sharding::ALL {
+            assert_eq!(sharded(&cfg, one, 1, s), one, "{s:?} over one rank");
+        }
+        let z1 = sharded(&cfg, one, 8, Sharding::Zero1);
+        assert_eq!(z1.optimizer, one.optimizer.div_ceil(8));
+        assert_eq!(
+            (z1.gradients, z1.activations, z1.parameters),
+            (one.gradients, one.activations, one.parameters)
+        );
+        let z2 = sharded(&cfg, one, 8, Sharding::Zero2);
+        assert_eq!(z2.optimizer, z1.optimizer);
+        assert!(z2.gradients <= one.gradients);
+        // A model whose layers outweigh its embedding: ZeRO-2's shard plus what is in flight is
+        // well under the full gradients.
+        let deep = Qwen2Config::from_json(
+            r#"{"vocab_size": 640, "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 32,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048,
+                "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "model_type": "qwen2"}"#,
+        )
+        .unwrap();
+        let one = estimate(&deep, input(1024, Checkpointing::None, 2));
+        let z2 = sharded(&deep, one, 8, Sharding::Zero2);
+        assert!(
+            z2.gradients < one.gradients / 4,
+            "{} vs {}",
+            z2.gradients,
+            one.gradients
+        );
+        assert!(z2.gradients > one.gradients / 8);
+        assert!(z2.peak() < sharded(&deep, one, 8, Sharding::Zero1).peak());
     }
 
     #[test]

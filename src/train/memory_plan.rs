@@ -4,9 +4,13 @@
 //! a table. Works from the config alone: the model's `config.json` comes from `model.path`,
 //! `model.init_config`, the built-in shapes of the Qwen2.5-Coder family for `model.hub`, or
 //! `--model-config`; nothing is downloaded and no weight is read.
+//!
+//! With `run.world_size` W > 1 (`--world-size W`) it adds the memory per rank of the same
+//! micro-batch data-parallel over W ranks: plain DP, ZeRO-1 and ZeRO-2, with and without
+//! activation checkpointing (`memory::sharded`).
 
 use super::config::RunConfig;
-use super::memory::{for_run, gib, remedies, Widths};
+use super::memory::{for_run, gib, remedies, sharded, Sharding, Widths};
 use super::plan::group;
 use crate::model::training::Checkpointing;
 use crate::model::Qwen2Config;
@@ -189,6 +193,9 @@ pub fn report(cfg: &RunConfig, model: &Qwen2Config, source: &str, memory_gib: Op
         );
     }
     let _ = writeln!(out);
+    if cfg.run.world_size > 1 {
+        data_parallel_table(&mut out, cfg, model, gpu, memory_gib);
+    }
     let act_bytes = if cfg.run.dtype.dtype() == candle_core::DType::F32 {
         4
     } else {
@@ -245,6 +252,51 @@ pub fn report(cfg: &RunConfig, model: &Qwen2Config, source: &str, memory_gib: Op
         peak: est.peak(),
         fits,
     }
+}
+
+/// Per-rank memory over `run.world_size` ranks for each sharding, with and without activation
+/// checkpointing, and the smallest listed card (or the given size) that holds it.
+fn data_parallel_table(out: &mut String, cfg: &RunConfig, model: &Qwen2Config, gpu: bool, memory_gib: Option<f64>) {
+    let world = cfg.run.world_size as u64;
+    let _ = writeln!(
+        out,
+        "data parallel over {world} ranks, per rank (multi-GPU training is not built yet; this is what it will need):"
+    );
+    let _ = writeln!(out);
+    let fits_head = match memory_gib {
+        Some(g) => format!("fits {g:.1} GiB"),
+        None => "smallest card that holds it".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| sharding | train.activation_checkpointing | gradients GiB | AdamW state GiB | peak GiB | {fits_head} |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut cards = CARDS.to_vec();
+    cards.sort_by(|a, b| a.1.total_cmp(&b.1));
+    for sharding in Sharding::ALL {
+        for c in [Checkpointing::None, Checkpointing::Every(1)] {
+            let mut alt = cfg.clone();
+            alt.train.activation_checkpointing = c;
+            let e = sharded(model, for_run(&alt, model, gpu), world, sharding);
+            let peak = gib(e.peak());
+            let fits = match memory_gib {
+                Some(g) => (if peak <= g { "yes" } else { "no" }).to_string(),
+                None => cards
+                    .iter()
+                    .find(|(_, g)| peak <= *g)
+                    .map_or("none listed".to_string(), |(name, _)| name.to_string()),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {c} | {:.2} | {:.2} | {peak:.2} | {fits} |",
+                sharding.name(),
+                gib(e.gradients),
+                gib(e.optimizer),
+            );
+        }
+    }
+    let _ = writeln!(out);
 }
 
 /// `syncoder plan`.

@@ -138,3 +138,53 @@ fn the_plan_answers_for_the_shipped_configs_offline() {
         }
     }
 }
+
+/// `(sharding, checkpointing, peak GiB, fits)` rows of `plan --world-size`'s data-parallel table.
+fn dp_rows(text: &str) -> Vec<(String, String, f64, String)> {
+    text.lines()
+        .filter(|l| l.starts_with("| plain DP |") || l.starts_with("| ZeRO-"))
+        .map(|l| {
+            let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (
+                c[0].to_string(),
+                c[1].to_string(),
+                c[4].parse().unwrap(),
+                c[5].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_plan_per_rank_shows_zero_sharding_making_7b_fit_one_8_gpu_node() {
+    let out = syncoder_bin()
+        .args(["plan", "--config"])
+        .arg(repo().join("configs/qwen2.5-coder-7b.toml"))
+        .args(["--world-size", "8", "--gpu-memory-gib", "79.1"])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("data parallel over 8 ranks"), "{text}");
+    let rows = dp_rows(&text);
+    assert_eq!(rows.len(), 6, "{text}");
+    let peak = |s: &str, c: &str| rows.iter().find(|r| r.0 == s && r.1 == c).unwrap().2;
+    for c in ["\"none\"", "\"layers\""] {
+        assert!(peak("ZeRO-2", c) < peak("ZeRO-1", c), "{text}");
+        assert!(peak("ZeRO-1", c) < peak("plain DP", c), "{text}");
+    }
+    // Plain DP is the one-process run; with 16 bytes of state per parameter a 7B model does not
+    // fit an 80 GB card that way, and it does once the optimizer state is sharded 8 ways.
+    let fits = |s: &str, c: &str| rows.iter().find(|r| r.0 == s && r.1 == c).unwrap().3.clone();
+    assert_eq!(fits("plain DP", "\"layers\""), "no", "{text}");
+    assert_eq!(fits("ZeRO-1", "\"layers\""), "yes", "{text}");
+    assert_eq!(fits("ZeRO-2", "\"layers\""), "yes", "{text}");
+    // One rank: no table.
+    let one = syncoder_bin()
+        .args(["plan", "--config"])
+        .arg(repo().join("configs/qwen2.5-coder-7b.toml"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(dp_rows(&String::from_utf8_lossy(&one.stdout)).is_empty());
+}
