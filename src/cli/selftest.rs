@@ -20,9 +20,33 @@ pub struct SelftestArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead, check the communicator between the ranks of this launch (every collective on
+    /// known values, checked on every rank): `mpirun -np N syncoder selftest --comm`. Needs a
+    /// build with `--features mpi`.
+    #[arg(long)]
+    pub comm: bool,
+}
+
+/// `selftest --comm`: the collectives of the launch's communicator.
+fn run_comm() -> Result<()> {
+    #[cfg(feature = "mpi")]
+    {
+        use crate::dist::comm::check_collectives;
+        use crate::dist::Comm;
+        let comm = crate::dist::mpi_comm::MpiComm::init()?;
+        let (rank, size) = (comm.rank(), comm.size());
+        let done = check_collectives(&comm, 1001).with_context(|| format!("rank {rank} of {size}"))?;
+        println!("rank {rank} of {size}: PASS ({})", done.join(", "));
+        Ok(())
+    }
+    #[cfg(not(feature = "mpi"))]
+    bail!("this syncoder was built without a communicator: rebuild with `--features mpi` (CPU, MPI)")
 }
 
 pub fn run(args: SelftestArgs) -> Result<()> {
+    if args.comm {
+        return run_comm();
+    }
     #[cfg(feature = "cuda")]
     if matches!(args.device, DeviceSpec::Cuda(_)) {
         eprintln!(

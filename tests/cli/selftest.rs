@@ -192,3 +192,40 @@ fn cpu_train_bench_prints_throughput_and_op_families() {
     let (mfu, achieved) = (r["mfu"].as_f64().unwrap(), r["achieved_tflops"].as_f64().unwrap());
     assert!((mfu - achieved).abs() < 1e-12 && mfu > 0.0);
 }
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn comm_check_without_the_mpi_feature_is_refused_plainly() {
+    let out = syncoder(&["selftest", "--comm"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--features mpi"), "{err}");
+}
+
+/// `mpirun -np N syncoder selftest --comm` over 2 and 3 processes: every collective, checked on
+/// every rank (`--features mpi`, Open MPI from `scripts/install_mpi.sh`).
+#[cfg(feature = "mpi")]
+#[test]
+fn comm_check_passes_on_every_rank_over_2_and_3_processes() {
+    for np in [2, 3] {
+        let out = Command::new("mpirun")
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
+            .arg(env!("CARGO_BIN_EXE_syncoder"))
+            .args(["selftest", "--comm"])
+            .env("OMPI_MCA_btl", "self,tcp")
+            .output()
+            .expect("mpirun (scripts/install_mpi.sh installs Open MPI)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{np} ranks: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for r in 0..np {
+            assert!(
+                stdout.contains(&format!("rank {r} of {np}: PASS (all-reduce")),
+                "{np} ranks: {stdout}"
+            );
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The collectives data parallelism needs, over whatever connects the ranks: `Comm` (in place on
+//! contiguous f32 tensors: all-reduce, reduce-scatter, all-gather, broadcast, barrier), and
+//! `check_collectives`, which runs each of them on known values and checks every element on
+//! every rank — what `syncoder selftest --comm` runs under a launcher before a long job, and
+//! what the tests run over 2 and 3 processes.
+//!
+//! Backends: `SingleProcess` (a world of one), MPI for CPU runs (`dist::mpi_comm`, `--features
+//! mpi`). NCCL for CUDA is not built yet.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+
+/// One rank's view of the job's communicator. Every call is collective: all ranks make it, in
+/// the same order, with the same sizes.
+pub trait Comm {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// `t` ← Σ over ranks of `t`, in place.
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<()>;
+    /// `dst` ← this rank's block of Σ over ranks of `src` (`src` has `size` blocks of
+    /// `dst`'s length; rank r gets block r).
+    fn reduce_scatter_sum(&self, src: &Tensor, dst: &Tensor) -> Result<()>;
+    /// `dst` ← every rank's `src`, in rank order (`dst` is `size` times `src`'s length).
+    fn all_gather(&self, src: &Tensor, dst: &Tensor) -> Result<()>;
+    /// `t` ← rank `root`'s `t`.
+    fn broadcast(&self, t: &Tensor, root: usize) -> Result<()>;
+    fn barrier(&self) -> Result<()>;
+}
+
+/// Rank `r`'s test values: `len` elements that differ per rank and per position, small
+/// integers so every sum is exact in f32.
+fn values(rank: usize, len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((rank + 1) * 1000 + i % 997) as f32).collect()
+}
+
+fn expect_eq(what: &str, got: &Tensor, want: &[f32]) -> Result<()> {
+    let got = got.flatten_all()?.to_vec1::<f32>()?;
+    if got.len() != want.len() {
+        bail!("{what}: {} elements, expected {}", got.len(), want.len());
+    }
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        bail!("{what}: element {i} is {} where {} was expected", got[i], want[i]);
+    }
+    Ok(())
+}
+
+/// Runs every collective of `comm` on `len` elements per rank (an odd length, so nothing
+/// divides evenly by accident) and checks the results exactly; returns a line per check.
+pub fn check_collectives(comm: &dyn Comm, len: usize) -> Result<Vec<String>> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let dev = Device::Cpu;
+    let mut done = Vec::new();
+
+    let t = Tensor::from_vec(values(rank, len), len, &dev)?;
+    comm.all_reduce_sum(&t)?;
+    let sum: Vec<f32> = (0..len).map(|i| (0..size).map(|r| values(r, len)[i]).sum()).collect();
+    expect_eq("all-reduce (sum)", &t, &sum)?;
+    done.push(format!("all-reduce sum of {len} f32"));
+
+    let src = Tensor::from_vec(values(rank, len * size), len * size, &dev)?;
+    let dst = Tensor::zeros(len, candle_core::DType::F32, &dev)?;
+    comm.reduce_scatter_sum(&src, &dst)?;
+    let full: Vec<f32> = (0..len * size)
+        .map(|i| (0..size).map(|r| values(r, len * size)[i]).sum())
+        .collect();
+    expect_eq("reduce-scatter (sum)", &dst, &full[rank * len..(rank + 1) * len])?;
+    done.push(format!("reduce-scatter sum, {len} f32 per rank"));
+
+    let src = Tensor::from_vec(values(rank, len), len, &dev)?;
+    let dst = Tensor::zeros(len * size, candle_core::DType::F32, &dev)?;
+    comm.all_gather(&src, &dst)?;
+    let all: Vec<f32> = (0..size).flat_map(|r| values(r, len)).collect();
+    expect_eq("all-gather", &dst, &all)?;
+    done.push(format!("all-gather, {len} f32 per rank"));
+
+    // From the last rank, so a broadcast that ignores its root is caught.
+    let root = size - 1;
+    let t = Tensor::from_vec(values(rank, len), len, &dev)?;
+    comm.broadcast(&t, root)?;
+    expect_eq("broadcast", &t, &values(root, len))?;
+    done.push(format!("broadcast of {len} f32 from rank {root}"));
+
+    comm.barrier()?;
+    done.push("barrier".into());
+    Ok(done)
+}
+
+/// The communicator of a run that is one process: every collective is the identity (a
+/// reduce-scatter or all-gather over one rank copies its one block).
+pub struct SingleProcess;
+
+impl Comm for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum(&self, _t: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
+    fn reduce_scatter_sum(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        copy_block("reduce-scatter", src, dst)
+    }
+
+    fn all_gather(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        copy_block("all-gather", src, dst)
+    }
+
+    fn broadcast(&self, _t: &Tensor, root: usize) -> Result<()> {
+        if root != 0 {
+            bail!("broadcast: root {root} is not a rank of 1");
+        }
+        Ok(())
+    }
+
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn copy_block(what: &str, src: &Tensor, dst: &Tensor) -> Result<()> {
+    if src.elem_count() != dst.elem_count() {
+        bail!(
+            "{what}: {} elements into {} over one rank",
+            src.elem_count(),
+            dst.elem_count()
+        );
+    }
+    Ok(dst.flatten_all()?.slice_set(&src.flatten_all()?.contiguous()?, 0, 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_world_of_one_passes_the_collective_checks() {
+        let done = check_collectives(&SingleProcess, 1001).unwrap();
+        assert_eq!(done.len(), 5);
+    }
+
+    /// A communicator whose all-gather forgets to copy: the check must catch it.
+    struct Forgetful;
+    impl Comm for Forgetful {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            1
+        }
+        fn all_reduce_sum(&self, _t: &Tensor) -> Result<()> {
+            Ok(())
+        }
+        fn reduce_scatter_sum(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+            copy_block("reduce-scatter", src, dst)
+        }
+        fn all_gather(&self, _src: &Tensor, _dst: &Tensor) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, _t: &Tensor, _root: usize) -> Result<()> {
+            Ok(())
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_collective_that_does_nothing_is_caught() {
+        let e = check_collectives(&Forgetful, 7).unwrap_err().to_string();
+        assert!(e.contains("all-gather: element 0"), "{e}");
+    }
+}
