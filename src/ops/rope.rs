@@ -303,6 +303,16 @@ pub mod launch {
     use crate::ops::kernel_launch::{int_arg, DevPtr, KernelFloat, KernelRunner, LaunchDims};
     use candle_core::Result;
 
+    /// The kernels' shape arguments `(tokens, hq, hkv, d)` as the `int`s they take.
+    fn shape(op: &str, tokens: usize, heads: QkvHeads, d: usize) -> Result<[i32; 4]> {
+        Ok([
+            int_arg(op, "tokens", tokens)?,
+            int_arg(op, "q heads", heads.q)?,
+            int_arg(op, "kv heads", heads.kv)?,
+            int_arg(op, "head dim", d)?,
+        ])
+    }
+
     /// `[q block | k block | v block]` from `tokens` stacked rows `qkv` and the stacked `bias`.
     #[allow(clippy::too_many_arguments)]
     pub fn fwd<R: KernelRunner, T: KernelFloat>(
@@ -315,6 +325,7 @@ pub mod launch {
         heads: QkvHeads,
         d: usize,
     ) -> Result<R::Buf<T>> {
+        let [tokens_i, hq, hkv, d_i] = shape("qkv_rope", tokens, heads, d)?;
         let mut out = r.alloc::<T>(tokens * heads.slots() * d)?;
         let args = QkvRopeFwd {
             qkv,
@@ -322,10 +333,10 @@ pub mod launch {
             c: cos,
             s: sin,
             out: r.output(&mut out, 0),
-            tokens: int_arg("qkv_rope", "tokens", tokens)?,
-            hq: int_arg("qkv_rope", "q heads", heads.q)?,
-            hkv: int_arg("qkv_rope", "kv heads", heads.kv)?,
-            d: int_arg("qkv_rope", "head dim", d)?,
+            tokens: tokens_i,
+            hq,
+            hkv,
+            d: d_i,
         };
         r.launch(&args, LaunchDims::elementwise(tokens * heads.slots() * d / 2))?;
         Ok(out)
@@ -344,6 +355,7 @@ pub mod launch {
         heads: QkvHeads,
         d: usize,
     ) -> Result<R::Buf<T>> {
+        let [tokens_i, hq, hkv, d_i] = shape("qkv_rope_bwd", tokens, heads, d)?;
         let mut out = r.alloc::<T>(tokens * heads.slots() * d)?;
         let args = QkvRopeBwd {
             dq,
@@ -352,10 +364,10 @@ pub mod launch {
             c: cos,
             s: sin,
             dqkv: r.output(&mut out, 0),
-            tokens: int_arg("qkv_rope_bwd", "tokens", tokens)?,
-            hq: int_arg("qkv_rope_bwd", "q heads", heads.q)?,
-            hkv: int_arg("qkv_rope_bwd", "kv heads", heads.kv)?,
-            d: int_arg("qkv_rope_bwd", "head dim", d)?,
+            tokens: tokens_i,
+            hq,
+            hkv,
+            d: d_i,
         };
         r.launch(&args, LaunchDims::elementwise(tokens * heads.slots() * d / 2))?;
         Ok(out)
