@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(done.len(), 5);
     }
 
-    /// A communicator whose all-gather forgets to copy: the check must catch it.
+    /// A world of one whose all-gather forgets to copy: the check must catch it.
     struct Forgetful;
     impl Comm for Forgetful {
         fn rank(&self) -> usize {
@@ -152,20 +152,20 @@ mod tests {
         fn size(&self) -> usize {
             1
         }
-        fn all_reduce_sum(&self, _t: &Tensor) -> Result<()> {
-            Ok(())
+        fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
+            SingleProcess.all_reduce_sum(t)
         }
         fn reduce_scatter_sum(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
-            copy_block("reduce-scatter", src, dst)
+            SingleProcess.reduce_scatter_sum(src, dst)
         }
         fn all_gather(&self, _src: &Tensor, _dst: &Tensor) -> Result<()> {
             Ok(())
         }
-        fn broadcast(&self, _t: &Tensor, _root: usize) -> Result<()> {
-            Ok(())
+        fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
+            SingleProcess.broadcast(t, root)
         }
         fn barrier(&self) -> Result<()> {
-            Ok(())
+            SingleProcess.barrier()
         }
     }
 

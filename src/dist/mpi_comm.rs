@@ -117,30 +117,12 @@ impl Comm for MpiComm {
     }
 
     fn reduce_scatter_sum(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
-        check_tensor("reduce-scatter", src)?;
-        check_tensor("reduce-scatter", dst)?;
-        if src.elem_count() != dst.elem_count() * self.size() {
-            bail!(
-                "reduce-scatter: {} elements cannot be cut into {} blocks of {}",
-                src.elem_count(),
-                self.size(),
-                dst.elem_count()
-            );
-        }
+        check_blocks("reduce-scatter", src, dst, self.size())?;
         Ok(dst.inplace_op2(src, &self.op(Kind::ReduceScatter))?)
     }
 
     fn all_gather(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
-        check_tensor("all-gather", src)?;
-        check_tensor("all-gather", dst)?;
-        if dst.elem_count() != src.elem_count() * self.size() {
-            bail!(
-                "all-gather: {} elements do not hold {} blocks of {}",
-                dst.elem_count(),
-                self.size(),
-                src.elem_count()
-            );
-        }
+        check_blocks("all-gather", dst, src, self.size())?;
         Ok(dst.inplace_op2(src, &self.op(Kind::AllGather))?)
     }
 
@@ -166,6 +148,20 @@ fn check_tensor(what: &str, t: &Tensor) -> Result<()> {
             t.dtype(),
             t.dims(),
             t.device().location()
+        );
+    }
+    Ok(())
+}
+
+/// Both tensors host f32, and `whole` exactly `size` blocks of `block`'s length.
+fn check_blocks(what: &str, whole: &Tensor, block: &Tensor, size: usize) -> Result<()> {
+    check_tensor(what, whole)?;
+    check_tensor(what, block)?;
+    if whole.elem_count() != block.elem_count() * size {
+        bail!(
+            "{what}: {} elements are not {size} blocks of {}",
+            whole.elem_count(),
+            block.elem_count()
         );
     }
     Ok(())

@@ -150,6 +150,15 @@ impl ParamSource {
     /// (`[Σ rows, trailing...]`). Each member is recorded (part by part, leaf by leaf: Hugging
     /// Face's order) and handed out under its own name as a row range of the stacked tensor.
     pub fn get_stacked(&self, parts: &[(&str, usize)], leaves: &[(&str, &[usize], Init)]) -> Result<Vec<Tensor>> {
+        // Each member's first row in the stacked tensor.
+        let firsts: Vec<usize> = parts
+            .iter()
+            .scan(0, |next, (_, rows)| {
+                let first = *next;
+                *next += rows;
+                Some(first)
+            })
+            .collect();
         let total: usize = parts.iter().map(|(_, r)| r).sum();
         let name = |part: &str, leaf: &str| self.full_name(&format!("{part}.{leaf}"));
         let shape_of = |rows: usize, trailing: &[usize]| [&[rows][..], trailing].concat();
@@ -175,20 +184,16 @@ impl ParamSource {
                     Tensor::cat(&members, 0)?
                 }
             };
-            let mut first = 0;
             let members = parts
                 .iter()
-                .map(|(part, rows)| {
-                    first += rows;
-                    (name(part, leaf), first - rows, *rows)
-                })
+                .zip(&firsts)
+                .map(|((part, rows), first)| (name(part, leaf), *first, *rows))
                 .collect();
             stacked.push(inner.maybe_trainable(t, members)?);
         }
-        for (part_index, (part, rows)) in parts.iter().enumerate() {
-            let first: usize = parts[..part_index].iter().map(|(_, r)| r).sum();
+        for ((part, rows), first) in parts.iter().zip(&firsts) {
             for (t, (leaf, _, _)) in stacked.iter().zip(leaves) {
-                inner.params.push((name(part, leaf), t.narrow(0, first, *rows)?));
+                inner.params.push((name(part, leaf), t.narrow(0, *first, *rows)?));
             }
         }
         Ok(stacked)

@@ -221,11 +221,6 @@ impl Qwen2 {
         !self.vars.is_empty()
     }
 
-    /// The variables behind the parameters (empty for an inference-only model).
-    pub fn vars(&self) -> &[Trainable] {
-        &self.vars
-    }
-
     /// Every parameter's gradient from candle's autograd (the reference path), by Hugging Face
     /// name in `param_specs` order: a row range of its variable's gradient, `None` where none
     /// reached it.
