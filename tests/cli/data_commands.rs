@@ -175,6 +175,8 @@ fn prepare_takes_its_lengths_from_a_run_config_and_a_mismatch_says_how_to_fix_it
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fits.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["max_seq_len"], 256, "the smoke run's data.seq_len");
+    // Its own output dir: the repository's `checkpoints/smoke` may hold the README's smoke run.
+    let out_dir = tmp.path().join("runs");
     let dry = |dir: &std::path::Path| {
         syncoder(&[
             "train",
@@ -182,6 +184,8 @@ fn prepare_takes_its_lengths_from_a_run_config_and_a_mismatch_says_how_to_fix_it
             "configs/smoke.toml",
             "--set",
             &format!("stage.0.data=[\"{}\"]", dir.display()),
+            "--set",
+            &format!("run.output_dir={}", out_dir.display()),
             "--dry-run",
         ])
     };

@@ -60,7 +60,9 @@ fn set_mistakes_are_the_sets_and_an_empty_set_unsets() {
     );
     // The smoke run starts from `model.init_config`; unsetting it and setting `model.path`
     // instead trains from a local model.
+    // Its own output dir: the repository's `checkpoints/smoke` may hold the README's smoke run.
     let model = repo().join("tests/fixtures/loss_model");
+    let out_dir = tempfile::tempdir().unwrap();
     let out = syncoder(&[
         "train",
         "--config",
@@ -69,6 +71,8 @@ fn set_mistakes_are_the_sets_and_an_empty_set_unsets() {
         "model.init_config=",
         "--set",
         &format!("model.path={}", model.display()),
+        "--set",
+        &format!("run.output_dir={}", out_dir.path().display()),
         "--dry-run",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
