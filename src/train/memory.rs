@@ -118,7 +118,10 @@ pub fn estimate(cfg: &Qwen2Config, m: MemoryInput) -> MemoryEstimate {
     // One layer's backward: the recomputed MLP product and its gradient, the gate/up gradients,
     // a recomputed norm output and the residual gradients; or the attention's gradients.
     let mlp_bwd = t * b * (4 * i + 4 * h);
-    let attn_bwd = t * b * (2 * (q + 2 * kv) + 4 * h);
+    // On a GPU the flash kernel's backward also holds each query head's f32 share of dK and dV
+    // (`[T, q]` twice) until they are summed per kv head.
+    let shares = if m.gpu { 2 * t * q * 4 } else { 0 };
+    let attn_bwd = t * b * (2 * (q + 2 * kv) + 4 * h) + shares;
     let backward = recomputed + mlp_bwd.max(attn_bwd);
     // The unfused AdamW of a CPU run makes new master, m and v of one parameter at a time.
     let largest = v * h;

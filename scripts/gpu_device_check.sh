@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The one prepared call for a lent GPU machine (the `device` tool of this workplace), run from the
+# repository root there after `scripts/gpu-bundle.sh` built target/gpu-bundle/ here:
+#
+#   scripts/gpu_device_check.sh OUT_DIR
+#
+# 1. the bundle's run.sh (selftest of every kernel against its CPU twin, attention and training
+#    benches beside PyTorch, and PyTorch + Liger-Kernel where the wheel in .whl/ installs);
+# 2. the smoke fine-tune (configs/smoke.toml) on the GPU in bf16, its metrics beside the CPU run's;
+# 3. the selftest under compute-sanitizer's memcheck, in the time left (SANITIZE=0 skips it).
+# BUDGET (seconds, default 420) bounds the whole script, STEP_TIMEOUT each bench; the bundle's
+# own switches pass through (SKIP_8192=1 for a shorter run).
+# Every step has a time limit; everything lands in OUT_DIR/gpu-check.tgz, plus results.md and the
+# logs' tails (the tool returns at most 8 files).
+set -uo pipefail
+out="${1:?usage: gpu_device_check.sh OUT_DIR}"
+budget="${BUDGET:-420}"  # seconds for the whole script
+o=/tmp/gpu-check
+rm -rf "$o" && mkdir -p "$o"
+left() { echo $((budget - SECONDS)); }
+finish() {
+  tar czf "$out/gpu-check.tgz" -C "$o" .
+  cp "$o/bundle/results.md" "$out/" 2>/dev/null
+  cat "$o/bundle/results.md" 2>/dev/null
+  echo "gpu_device_check: ${SECONDS}s"
+}
+trap finish EXIT
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$o/clocks.txt" 2>&1
+
+echo "== bundle"
+STEP_TIMEOUT="${STEP_TIMEOUT:-90}" SANITIZE=0 timeout -k 5 $(( $(left) - 120 )) \
+  bash target/gpu-bundle/run.sh "$o/bundle" > "$o/bundle.log" 2>&1
+echo "bundle rc=$?" | tee -a "$o/bundle.log"
+tail -c 3000 "$o/bundle.log"
+
+variant="$(grep -oE '^build: cu1[23]' "$o/bundle/node.txt" | cut -d' ' -f2)"
+[[ -n "$variant" ]] || exit 1
+export "$(grep '^LD_LIBRARY_PATH=' "$o/bundle/node.txt")"
+gunzip -c "target/gpu-bundle/$variant/syncoder.gz" > /tmp/syncoder && chmod +x /tmp/syncoder
+
+echo "== smoke fine-tune on the GPU (bf16)"
+timeout -k 5 60 /tmp/syncoder train --config configs/smoke.toml --set run.device=cuda --set run.dtype=bf16 \
+  --set run.output_dir=/tmp/gpu-smoke > "$o/smoke_train.log" 2>&1
+echo "smoke rc=$?" | tee -a "$o/smoke_train.log"
+tail -c 1500 "$o/smoke_train.log"
+cp /tmp/gpu-smoke/smoke/metrics.jsonl "$o/smoke_metrics.jsonl" 2>/dev/null
+ls -R /tmp/gpu-smoke > "$o/smoke_files.txt" 2>&1
+
+t=$(( $(left) - 10 ))
+if [[ "${SANITIZE:-1}" == 1 ]] && (( t > 20 )) && command -v compute-sanitizer >/dev/null; then
+  echo "== selftest under compute-sanitizer memcheck (${t}s)"
+  timeout -k 5 "$t" compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/syncoder selftest --device cuda \
+    > "$o/sanitizer.txt" 2>&1
+  echo "sanitizer rc=$?" | tee -a "$o/sanitizer.txt"
+  grep -E "ERROR SUMMARY|Invalid|rc=" "$o/sanitizer.txt" | head -20
+fi
