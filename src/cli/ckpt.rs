@@ -127,6 +127,7 @@ fn inspect(dir: &Path, as_json: bool, full: bool) -> Result<()> {
         None
     };
     let optimizer = checkpoint::state_file(&step_dir, OPTIMIZER);
+    let optimizer_parts = crate::train::zero::shard_world(&step_dir.join(TRAINING_STATE_DIR))?;
     let optimizer_tensors = if optimizer.is_file() {
         let bytes = std::fs::read(&optimizer)?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -176,6 +177,7 @@ fn inspect(dir: &Path, as_json: bool, full: bool) -> Result<()> {
             "tensors": names.len(),
         },
         "optimizer_tensors": optimizer_tensors,
+        "optimizer_parts": optimizer_parts,
         "trainer_state": state_json,
     });
     if as_json {
@@ -196,9 +198,10 @@ fn inspect(dir: &Path, as_json: bool, full: bool) -> Result<()> {
     );
     println!("size        {:.1} MiB", dir_size(&step_dir) as f64 / (1 << 20) as f64);
     println!("files       {}", files.join(" "));
-    match optimizer_tensors {
-        Some(n) => println!("optimizer   AdamW state, {n} tensors"),
-        None => println!("optimizer   none (model only)"),
+    match (optimizer_tensors, optimizer_parts) {
+        (Some(n), _) => println!("optimizer   AdamW state, {n} tensors"),
+        (None, Some(w)) => println!("optimizer   AdamW state in {w} parts, one per rank (ZeRO-1)"),
+        (None, None) => println!("optimizer   none (model only)"),
     }
     match state {
         Some(s) => {

@@ -51,6 +51,8 @@ pub fn run_cmd(args: TrainArgs) -> Result<()> {
         return dry_run(&opts);
     }
     let summary = run(opts)?;
-    print_summary(&summary);
+    if summary.rank == 0 {
+        print_summary(&summary);
+    }
     Ok(())
 }

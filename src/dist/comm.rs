@@ -1,5 +1,6 @@
 //! The collectives data parallelism needs, over whatever connects the ranks: `Comm` (in place on
-//! contiguous f32 tensors: all-reduce, reduce-scatter, all-gather, broadcast, barrier), and
+//! contiguous f32 tensors: all-reduce, reduce-scatter, all-gather, broadcast, barrier; and an
+//! all-reduce of a few host f64 values), and
 //! `check_collectives`, which runs each of them on known values and checks every element on
 //! every rank — what `syncoder selftest --comm` runs under a launcher before a long job, and
 //! what the tests run over 2 and 3 processes.
@@ -25,6 +26,9 @@ pub trait Comm {
     /// `t` ← rank `root`'s `t`.
     fn broadcast(&self, t: &Tensor, root: usize) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+    /// `v` ← Σ over ranks of `v`, in place: a few host values (a step's loss sum, flags), in
+    /// f64 so that the loss of a step is the same to the last digit at any world size.
+    fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()>;
 }
 
 /// Rank `r`'s test values: `len` elements that differ per rank and per position, small
@@ -82,6 +86,16 @@ pub fn check_collectives(comm: &dyn Comm, len: usize) -> Result<Vec<String>> {
 
     comm.barrier()?;
     done.push("barrier".into());
+
+    let mut v: Vec<f64> = values(rank, 3).into_iter().map(|x| f64::from(x) + 0.25).collect();
+    comm.all_reduce_f64(&mut v)?;
+    let want: Vec<f64> = (0..3)
+        .map(|i| (0..size).map(|r| f64::from(values(r, 3)[i]) + 0.25).sum())
+        .collect();
+    if v != want {
+        bail!("all-reduce (f64 host values): {v:?} where {want:?} was expected");
+    }
+    done.push("all-reduce sum of 3 f64 host values".into());
     Ok(done)
 }
 
@@ -120,6 +134,10 @@ impl Comm for SingleProcess {
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
+
+    fn all_reduce_f64(&self, _v: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn copy_block(what: &str, src: &Tensor, dst: &Tensor) -> Result<()> {
@@ -140,7 +158,7 @@ mod tests {
     #[test]
     fn a_world_of_one_passes_the_collective_checks() {
         let done = check_collectives(&SingleProcess, 1001).unwrap();
-        assert_eq!(done.len(), 5);
+        assert_eq!(done.len(), 6);
     }
 
     /// A world of one whose all-gather forgets to copy: the check must catch it.
@@ -166,6 +184,9 @@ mod tests {
         }
         fn barrier(&self) -> Result<()> {
             SingleProcess.barrier()
+        }
+        fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()> {
+            SingleProcess.all_reduce_f64(v)
         }
     }
 

@@ -1,9 +1,7 @@
-//! Many processes, one training job. Built so far: who this process is (`launch_env`: rank,
-//! world, local rank and rendezvous from torchrun, Slurm or MPI variables) and the collectives
-//! over MPI for CPU runs (`comm`, `mpi_comm` with `--features mpi`, checked by `syncoder
-//! selftest --comm`). Not built yet: NCCL, data-parallel gradient reduction and ZeRO sharding in
-//! the trainer — until they are, `train` refuses to run as one rank of several (see
-//! `train::setup`).
+//! Many processes, one training job: who this process is (`launch_env`: rank, world, local rank
+//! and rendezvous from torchrun, Slurm or MPI variables) and the collectives (`comm`; over MPI
+//! for CPU runs in `mpi_comm` with `--features mpi`, checked by `syncoder selftest --comm`). The
+//! trainer's use of them is `train::data_parallel`. Not built yet: NCCL, ZeRO sharding.
 
 pub mod comm;
 pub mod launch_env;

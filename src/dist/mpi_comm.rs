@@ -138,6 +138,12 @@ impl Comm for MpiComm {
         self.world.barrier();
         Ok(())
     }
+
+    fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()> {
+        let send = v.to_vec();
+        self.world.all_reduce_into(&send[..], v, SystemOperation::sum());
+        Ok(())
+    }
 }
 
 /// Contiguous f32 data of a CPU tensor, for backends that hand host memory to their library.

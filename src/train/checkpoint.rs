@@ -194,21 +194,35 @@ pub fn save(
     state: &TrainerState,
     files: &CheckpointFiles,
 ) -> Result<PathBuf> {
-    let name = step_dir_name(state.step);
-    let final_dir = run_dir.join(&name);
-    let tmp = run_dir.join(format!(".tmp-{name}"));
+    let tmp = begin(run_dir, state.step)?;
+    commit(run_dir, &tmp, model, Some(opt), state, files)
+}
+
+/// Where the checkpoint of `step` is written before it is renamed into place.
+pub fn tmp_dir(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join(format!(".tmp-{}", step_dir_name(step)))
+}
+
+/// The empty temporary directory of the checkpoint of `step` (and its training-state folder),
+/// left over ones removed first.
+pub fn begin(run_dir: &Path, step: u64) -> Result<PathBuf> {
+    let tmp = tmp_dir(run_dir, step);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    model.save(
-        &tmp,
-        &SaveOptions {
-            dtype: None,
-            max_shard_bytes: files.max_shard_bytes,
-        },
-    )?;
-    fault::in_save(state.step);
+    let training = tmp.join(TRAINING_STATE_DIR);
+    std::fs::create_dir_all(&training).with_context(|| format!("creating {}", training.display()))?;
+    Ok(tmp)
+}
+
+/// This rank's part of a sharded (ZeRO-1) optimizer state, into the temporary directory that
+/// rank 0 made with `begin`.
+pub fn write_optimizer_shard(tmp: &Path, opt: &AdamW, rank: usize, world: usize) -> Result<()> {
+    let path = super::zero::shard_file(&tmp.join(TRAINING_STATE_DIR), rank, world);
+    write_optimizer(&path, opt)
+}
+
+fn write_optimizer(path: &Path, opt: &AdamW) -> Result<()> {
     let tensors = opt.state_tensors();
     let meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
@@ -216,9 +230,33 @@ pub fn save(
         ("updates".to_string(), opt.steps.to_string()),
     ]);
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_atomic(path, &safetensors::serialize(refs, Some(meta))?)
+}
+
+/// The rest of the checkpoint into `tmp` (the model, `opt`'s state unless the ranks wrote it in
+/// parts, tokenizer and trainer state), then renamed into place and named by `latest`.
+pub fn commit(
+    run_dir: &Path,
+    tmp: &Path,
+    model: &Qwen2,
+    opt: Option<&AdamW>,
+    state: &TrainerState,
+    files: &CheckpointFiles,
+) -> Result<PathBuf> {
+    let name = step_dir_name(state.step);
+    let final_dir = run_dir.join(&name);
+    model.save(
+        tmp,
+        &SaveOptions {
+            dtype: None,
+            max_shard_bytes: files.max_shard_bytes,
+        },
+    )?;
+    fault::in_save(state.step);
     let training = tmp.join(TRAINING_STATE_DIR);
-    std::fs::create_dir_all(&training).with_context(|| format!("creating {}", training.display()))?;
-    write_atomic(&training.join(OPTIMIZER), &safetensors::serialize(refs, Some(meta))?)?;
+    if let Some(opt) = opt {
+        write_optimizer(&training.join(OPTIMIZER), opt)?;
+    }
     for (file, bytes) in &files.tokenizer_files {
         write_atomic(&tmp.join(file), bytes)?;
     }
@@ -228,16 +266,16 @@ pub fn save(
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
     fsync_dir(&training)?;
-    fsync_dir(&tmp)?;
+    fsync_dir(tmp)?;
     if final_dir.exists() {
         // The same step saved again (e.g. the final save of a resumed, already finished
         // stage): move the old one aside first so a complete directory always exists.
         let old = run_dir.join(format!(".old-{name}"));
         std::fs::rename(&final_dir, &old).with_context(|| format!("moving {} aside", final_dir.display()))?;
-        std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
+        std::fs::rename(tmp, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
         std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
     } else {
-        std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
+        std::fs::rename(tmp, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
     }
     fsync_dir(run_dir)?;
     write_atomic(&run_dir.join(LATEST), format!("{name}\n").as_bytes())?;
@@ -346,6 +384,10 @@ pub fn read_state(step_dir: &Path) -> Result<TrainerState> {
 pub fn read_optimizer(step_dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let path = state_file(step_dir, OPTIMIZER);
     if !path.is_file() {
+        // A ZeRO-1 run's ranks each wrote a part.
+        if let Some(joined) = super::zero::read_shards(&step_dir.join(TRAINING_STATE_DIR), device)? {
+            return Ok(joined);
+        }
         bail!("{}: missing (not a training checkpoint?)", path.display());
     }
     candle_core::safetensors::load(&path, device)

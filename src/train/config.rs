@@ -102,6 +102,9 @@ pub struct BatchConfig {
 pub struct TrainSettings {
     /// `"none"`, `"layers"`, or N: keep only every N-th layer's input for the backward.
     pub activation_checkpointing: crate::model::training::Checkpointing,
+    /// `"none"` or `"zero1"`: the AdamW state replicated on every data-parallel rank, or cut
+    /// over them (`train::zero`).
+    pub optimizer_sharding: super::zero::OptimizerSharding,
 }
 
 /// `[guards]`.
@@ -265,7 +268,8 @@ impl RunConfig {
     }
 
     /// The keys that change the numbers of the run (what a resume must keep unchanged); where
-    /// the run is written, how often it is saved, logged or evaluated, and the device are not.
+    /// the run is written, how often it is saved, logged or evaluated, the device and the number
+    /// of data-parallel ranks are not (the global batch is the same rows at any world size).
     pub fn math(&self) -> Json {
         let mut v = serde_json::to_value(self).expect("the config serialises");
         let obj = v.as_object_mut().expect("the config is a table");
@@ -273,7 +277,7 @@ impl RunConfig {
             obj.remove(key);
         }
         if let Some(run) = obj.get_mut("run").and_then(|r| r.as_object_mut()) {
-            for key in ["name", "output_dir", "device"] {
+            for key in ["name", "output_dir", "device", "world_size"] {
                 run.remove(key);
             }
         }

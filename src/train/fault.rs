@@ -7,13 +7,26 @@
 //! - `kill-after-save:STEP` right after the checkpoint of STEP is complete
 //! - `nan-loss:STEP` makes the loss (and so every gradient) of STEP NaN
 //!
-//! Steps are 1-based, as in `metrics.jsonl`. Unset, every check is a no-op.
+//! Steps are 1-based, as in `metrics.jsonl`. Unset, every check is a no-op. In a data-parallel
+//! run, `SYNCODER_FAULT_RANK=R` arms the points on rank R only (the launcher's rank variable);
+//! without it every rank is armed.
 
 use std::sync::OnceLock;
+
+/// Whether this process is the rank `SYNCODER_FAULT_RANK` names (or no rank is named).
+fn this_rank() -> bool {
+    let Ok(want) = std::env::var("SYNCODER_FAULT_RANK") else {
+        return true;
+    };
+    crate::dist::LaunchEnv::from_process().is_ok_and(|l| want.trim() == l.rank.to_string())
+}
 
 fn points() -> &'static [String] {
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();
     POINTS.get_or_init(|| {
+        if !this_rank() {
+            return Vec::new();
+        }
         std::env::var("SYNCODER_FAULT")
             .map(|v| {
                 v.split(',')

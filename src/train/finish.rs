@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 /// The end-of-run report (also written to `summary.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The rank that reports (only rank 0's summary is printed and written).
+    #[serde(skip)]
+    pub rank: usize,
     pub run_dir: PathBuf,
     pub checkpoint: PathBuf,
     pub steps: u64,
@@ -28,6 +31,13 @@ pub struct Summary {
 
 impl Trainer {
     pub(super) fn finish(&mut self) -> Result<Summary> {
+        if !self.dp.is_writer() {
+            // Rank 0 writes the final checkpoint; this rank waits for it, then reports the
+            // counters it shares.
+            self.state.elapsed_s = self.elapsed();
+            let ckpt = self.mark_complete()?;
+            return Ok(self.summary(ckpt, &[]));
+        }
         if let Some(v) = &self.validation {
             if self.last_val_step != Some(self.state.step) {
                 self.state.last_val_loss = v.loss(&self.model, &self.builder).context("validation loss")?;
@@ -52,7 +62,10 @@ impl Trainer {
     /// Draws `loss.svg` from `metrics.jsonl` (at every checkpoint and at the end); returns the
     /// steps read.
     pub(super) fn write_loss_curve(&self) -> Result<Vec<StepMetrics>> {
-        let all: Vec<StepMetrics> = read_steps(self.metrics.path())?;
+        let Some(log) = &self.metrics else {
+            return Ok(Vec::new());
+        };
+        let all: Vec<StepMetrics> = read_steps(log.path())?;
         let title = format!("{} — loss per optimizer step", self.cfg.run.name);
         write_atomic(&loss_svg(&self.dir), super::loss_curve::render(&all, &title).as_bytes())?;
         Ok(all)
@@ -60,21 +73,27 @@ impl Trainer {
 
     /// The final checkpoint, with its trainer state marking the run complete.
     fn mark_complete(&mut self) -> Result<PathBuf> {
+        self.state.complete = true;
         if self.last_saved != Some(self.state.step) {
             return self.save();
         }
-        // Already saved at this step: only record that the run is complete.
+        // Already saved at this step: only record that the run is complete (every rank waits
+        // for rank 0 to have written it, as after a save).
         let dir = self.dir.join(checkpoint::step_dir_name(self.state.step));
-        write_atomic(
-            &checkpoint::state_file(&dir, TRAINER_STATE),
-            serde_json::to_string_pretty(&self.state)?.as_bytes(),
-        )?;
+        if self.dp.is_writer() {
+            write_atomic(
+                &checkpoint::state_file(&dir, TRAINER_STATE),
+                serde_json::to_string_pretty(&self.state)?.as_bytes(),
+            )?;
+        }
+        self.dp.barrier()?;
         Ok(dir)
     }
 
     fn summary(&self, checkpoint: PathBuf, all: &[StepMetrics]) -> Summary {
         let s = &self.state;
         Summary {
+            rank: self.dp.rank,
             run_dir: self.dir.clone(),
             checkpoint,
             steps: s.step,

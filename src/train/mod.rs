@@ -9,6 +9,7 @@
 pub mod arena_eval;
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod fault;
 pub mod finish;
 pub mod loss_curve;
@@ -27,6 +28,7 @@ mod stage;
 pub mod step;
 pub mod tensorboard;
 pub mod trainer;
+pub mod zero;
 
 pub use config::RunConfig;
 pub use finish::{print_summary, Summary};

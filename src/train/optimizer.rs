@@ -1,10 +1,13 @@
 //! AdamW over all parameters of a model: fp32 master weights (separate from the parameters
 //! whenever those are bf16/f16) and fp32 moments, a per-parameter weight-decay mask, and the
 //! update itself through the fused `ops::adamw` op. Its state round-trips through the tensors
-//! of `optimizer.safetensors`.
+//! of `optimizer.safetensors`. Sharded over data-parallel ranks (ZeRO-1, `train::zero`), each
+//! parameter's state covers only this rank's block of it.
 
 use super::schedule::ScheduleKind;
+use super::zero::Shard;
 use crate::config::{ensure, ConfigError};
+use crate::dist::Comm;
 use crate::model::qwen2::param_specs;
 use crate::model::Qwen2;
 use crate::ops::{adamw_update, AdamWStep};
@@ -107,6 +110,9 @@ struct ParamState {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// ZeRO-1: the block of the flattened parameter whose state this rank holds (`master`, `m`
+    /// and `v` are then that block, flat).
+    shard: Option<Shard>,
 }
 
 pub struct AdamW {
@@ -140,6 +146,7 @@ impl AdamW {
                 m: t.zeros_like()?.to_dtype(DType::F32)?,
                 v: t.zeros_like()?.to_dtype(DType::F32)?,
                 decay: hp.decay_norms_and_biases || decay_of.get(name).copied().unwrap_or(true),
+                shard: None,
             });
         }
         Ok(Self {
@@ -147,6 +154,62 @@ impl AdamW {
             hp: hp.clone(),
             steps: 0,
         })
+    }
+
+    /// Keeps only rank `rank`'s block of every parameter's state (ZeRO-1 over `world` ranks);
+    /// call after loading a checkpoint's whole state.
+    pub fn shard(&mut self, rank: usize, world: usize) -> Result<()> {
+        for p in &mut self.params {
+            let s = Shard::of(p.param.elem_count(), rank, world);
+            p.master = p.master.as_ref().map(|m| s.take(m)).transpose()?;
+            p.m = s.take(&p.m)?;
+            p.v = s.take(&p.v)?;
+            p.shard = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Whether the state is sharded over ranks (ZeRO-1).
+    pub fn is_sharded(&self) -> bool {
+        self.params.iter().any(|p| p.shard.is_some())
+    }
+
+    /// One update of this rank's blocks (ZeRO-1), then every parameter all-gathered from the
+    /// ranks' blocks. `grads` are the whole summed gradients (every rank has them).
+    pub fn update_sharded(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64, comm: &dyn Comm) -> Result<()> {
+        if grads.len() != self.params.len() {
+            bail!("{} gradients for {} parameters", grads.len(), self.params.len());
+        }
+        self.steps += 1;
+        for (p, g) in self.params.iter_mut().zip(grads) {
+            let Some(s) = p.shard else {
+                bail!("AdamW: {} is not sharded while others are", p.name);
+            };
+            let h = AdamWStep {
+                lr,
+                beta1: self.hp.beta1,
+                beta2: self.hp.beta2,
+                eps: self.hp.eps,
+                weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
+                step: self.steps,
+                grad_scale,
+            };
+            // An f32 parameter is its own master: its block is read from it.
+            let master = match &p.master {
+                Some(m) => m.clone(),
+                None => s.take(&p.param)?,
+            };
+            let (master, m, v) = adamw_update(&master, &p.m, &p.v, &s.take(g)?, &h)
+                .with_context(|| format!("AdamW update of {}", p.name))?;
+            s.gather_into(&master, &p.param, comm)
+                .with_context(|| format!("gathering {} from the ranks", p.name))?;
+            if p.master.is_some() {
+                p.master = Some(master);
+            }
+            p.m = m;
+            p.v = v;
+        }
+        Ok(())
     }
 
     /// The parameters in update order (the order `grads` must follow).
@@ -248,14 +311,18 @@ impl AdamW {
     }
 
     /// Restores the state saved by `state_tensors` after `steps` updates; every tensor must be
-    /// present with the parameter's shape, and nothing else.
+    /// present with the parameter's shape (or flat with its element count: joined optimizer
+    /// shards), and nothing else.
     pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for p in &mut self.params {
             let dev = p.param.device().clone();
             let mut take = |key: String| -> Result<Tensor> {
-                let t = tensors
+                let mut t = tensors
                     .remove(&key)
                     .with_context(|| format!("the optimizer state has no tensor {key:?}"))?;
+                if t.rank() == 1 && t.elem_count() == p.param.elem_count() {
+                    t = t.reshape(p.param.shape())?;
+                }
                 if t.dims() != p.param.dims() || t.dtype() != DType::F32 {
                     bail!(
                         "optimizer tensor {key:?} is {:?} {:?}, expected f32 {:?}",

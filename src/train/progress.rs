@@ -48,6 +48,8 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     every: u64,
     style: ProgressStyle,
+    /// Prints nothing (the ranks other than 0 of a data-parallel run).
+    silent: bool,
 }
 
 impl Progress {
@@ -56,6 +58,17 @@ impl Progress {
             bar: None,
             every: cfg.every_steps,
             style: cfg.progress,
+            silent: false,
+        }
+    }
+
+    /// Progress that prints nothing.
+    pub fn silent() -> Self {
+        Self {
+            bar: None,
+            every: u64::MAX,
+            style: ProgressStyle::Lines,
+            silent: true,
         }
     }
 
@@ -70,6 +83,9 @@ impl Progress {
     /// Starts a stage of `total` steps, `done` of them already done.
     pub fn start_stage(&mut self, name: &str, total: u64, done: u64) {
         self.finish();
+        if self.silent {
+            return;
+        }
         if self.use_bar() {
             let bar = crate::io::progress::counting_bar(&format!("stage {name}"), "steps", total);
             bar.set_position(done);
@@ -80,6 +96,9 @@ impl Progress {
     }
 
     pub fn step(&mut self, m: &StepMetrics, stage_step: u64, total: u64) {
+        if self.silent {
+            return;
+        }
         let loss = m.loss.map_or("nan".into(), |l| format!("{l:.4}"));
         let gnorm = m.grad_norm.map_or("nan".into(), |g| format!("{g:.3}"));
         let mut msg = format!(
@@ -110,6 +129,9 @@ impl Progress {
 
     /// A note printed above the bar (or as a line).
     pub fn note(&self, text: &str) {
+        if self.silent {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),

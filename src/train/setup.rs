@@ -6,6 +6,7 @@
 use super::arena_eval::ArenaEval;
 use super::checkpoint::{self, CheckpointFiles, TrainerState};
 use super::config::RunConfig;
+use super::data_parallel::DataParallel;
 use super::loss_eval::Validation;
 use super::metrics::MetricsLog;
 use super::model_source::{self, check_vocab, model_dirs, ModelDirs};
@@ -13,6 +14,7 @@ use super::optimizer::AdamW;
 use super::progress::Progress;
 use super::signals::StopRequest;
 use super::trainer::Trainer;
+use super::zero::OptimizerSharding;
 use crate::arena::answers::AnswerModel;
 use crate::config::{ConfigError, KeyContext};
 use crate::data::loader::LoaderConfig;
@@ -70,6 +72,8 @@ pub(super) struct Plan {
     pub resumed: Option<PathBuf>,
     pub validation: Option<Validation>,
     pub arena: Option<ArenaEval>,
+    /// This process's rank among the run's processes.
+    pub dp: DataParallel,
 }
 
 impl Plan {
@@ -78,6 +82,7 @@ impl Plan {
     pub fn make(opts: &TrainOptions) -> Result<Self> {
         let mut cfg = resolve_config(opts)?;
         let (device, dtype) = open_device(&cfg)?;
+        let dp = data_parallel(&mut cfg, &device)?;
         let resumed = resumed_checkpoint(&mut cfg, opts)?;
         let dir = cfg.run_dir();
         let dirs = model_dirs(&cfg.model)?;
@@ -104,10 +109,11 @@ impl Plan {
                 &format!("{name} (free memory)"),
             )?;
         }
-        let (mut model, opt, state) = match &resumed {
+        let (mut model, mut opt, state) = match &resumed {
             Some(ckpt) => resume(&cfg, opts, ckpt, dtype, &device)?,
             None => fresh(&cfg, &dir, &dirs, dtype, &device)?,
         };
+        shard_optimizer(&cfg, &dp, &mut opt)?;
         model.loss_chunk_tokens = cfg.model.loss_chunk_tokens;
         check_vocab(&model, &builder)?;
         for (i, stage) in cfg.stages.iter().enumerate().skip(state.stage) {
@@ -140,6 +146,7 @@ impl Plan {
             state,
             resumed,
             validation,
+            dp,
         })
     }
 }
@@ -149,9 +156,12 @@ impl Trainer {
     /// start that fails leaves no run directory behind if it made one.
     pub fn setup(opts: TrainOptions) -> Result<Self> {
         let plan = Plan::make(&opts)?;
-        super::plan::print(&plan, &opts);
+        let writer = plan.dp.is_writer();
+        if writer {
+            super::plan::print(&plan, &opts);
+        }
         let dir = plan.dir.clone();
-        let created = !dir.exists();
+        let created = writer && !dir.exists();
         Self::start(plan).inspect_err(|_| {
             if created {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -159,7 +169,8 @@ impl Trainer {
         })
     }
 
-    /// Writes the run directory's files and opens its logs.
+    /// Writes the run directory's files and opens its logs (rank 0; the other ranks write
+    /// nothing and print only errors).
     fn start(plan: Plan) -> Result<Self> {
         let Plan {
             cfg,
@@ -173,17 +184,21 @@ impl Trainer {
             resumed,
             validation,
             arena,
+            dp,
         } = plan;
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
-        checkpoint::remove_stale(&dir)?;
-        write_atomic(&dir.join("run.toml"), cfg.to_toml()?.as_bytes())?;
+        let writer = dp.is_writer();
+        if writer {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+            checkpoint::remove_stale(&dir)?;
+            write_atomic(&dir.join("run.toml"), cfg.to_toml()?.as_bytes())?;
+        }
         let files = CheckpointFiles {
             tokenizer_files: model_source::tokenizer_files(&dirs.tokenizer, &builder)?,
             generation_config: model_source::generation_config(dirs.model.as_deref(), &builder)?,
             max_shard_bytes: cfg.checkpoint.max_shard_bytes,
             keep_last: cfg.checkpoint.keep_last,
         };
-        let tensorboard = if cfg.log.tensorboard {
+        let tensorboard = if cfg.log.tensorboard && writer {
             Some(super::tensorboard::EventWriter::create(
                 &dir,
                 resumed.as_ref().map(|_| state.step),
@@ -195,14 +210,24 @@ impl Trainer {
         Ok(Self {
             tensorboard,
             grads,
-            metrics: MetricsLog::open(&dir, state.step)?,
-            progress: Progress::new(&cfg.log),
+            metrics: if writer {
+                Some(MetricsLog::open(&dir, state.step)?)
+            } else {
+                None
+            },
+            progress: if writer {
+                Progress::new(&cfg.log)
+            } else {
+                Progress::silent()
+            },
             stop: StopRequest::install()?,
             last_saved: resumed.as_ref().map(|_| state.step),
             last_val_step: None,
             first_loss: None,
             clock: None,
-            arena,
+            arena: if writer { arena } else { None },
+            validation: if writer { validation } else { None },
+            dp,
             cfg,
             dir,
             device,
@@ -211,7 +236,6 @@ impl Trainer {
             builder,
             state,
             files,
-            validation,
         })
     }
 }
@@ -282,25 +306,46 @@ fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
         cfg.run.name = name.clone();
         cfg.validate().context("--run-name")?;
     }
-    if cfg.run.world_size > 1 {
+    Ok(cfg)
+}
+
+/// The ranks of the run: the launcher's (torchrun, Slurm, MPI variables), which set
+/// `run.world_size`; the config may name the same number, or leave it at 1. The global batch
+/// must split into whole micro-batches on every rank.
+fn data_parallel(cfg: &mut RunConfig, device: &Device) -> Result<DataParallel> {
+    let launch = crate::dist::LaunchEnv::from_process().context("reading the launcher's environment")?;
+    let configured = cfg.run.world_size;
+    if configured > 1 && configured != launch.world_size {
         return Err(ConfigError::new(
             "run.world_size",
-            "multi-process data parallelism (NCCL) is not built yet; set it to 1",
+            format!(
+                "{configured}, but this process was started as {}: start {configured} processes (e.g. \
+                 `mpirun -np {configured} syncoder train ...`), or leave run.world_size at 1 and let the launcher \
+                 decide",
+                launch.describe()
+            ),
         )
         .into());
     }
-    // Started as one rank of several (torchrun, srun, mpirun): each process would train the
-    // whole model alone and write the same run directory. Refuse on every rank instead.
-    let launch = crate::dist::LaunchEnv::from_process().context("reading the launcher's environment")?;
-    if launch.world_size > 1 {
-        bail!(
-            "this process was started as {}: multi-process data parallelism is not built yet, so every process \
-             would train alone and write the same run directory. Start one process (`syncoder train --config \
-             ...` without torchrun / srun -n / mpirun -n), or one process per node with its own run name",
-            launch.describe()
-        );
+    let dp = DataParallel::from_launch(&launch, device)?;
+    cfg.run.world_size = dp.world;
+    cfg.accumulation_steps()?;
+    Ok(dp)
+}
+
+/// `train.optimizer_sharding`: ZeRO-1 cuts the (whole, fresh or loaded) AdamW state over the
+/// ranks; one process keeps it whole.
+fn shard_optimizer(cfg: &RunConfig, dp: &DataParallel, opt: &mut AdamW) -> Result<()> {
+    match cfg.train.optimizer_sharding {
+        OptimizerSharding::None => Ok(()),
+        OptimizerSharding::Zero2 => Err(ConfigError::new(
+            "train.optimizer_sharding",
+            "\"zero2\" (sharded gradients) is not built yet; \"zero1\" shards the optimizer state",
+        )
+        .into()),
+        OptimizerSharding::Zero1 if dp.world > 1 => opt.shard(dp.rank, dp.world),
+        OptimizerSharding::Zero1 => Ok(()),
     }
-    Ok(cfg)
 }
 
 /// The device of `run.device` and the parameter dtype of `run.dtype`, if its kernels train in it.
@@ -344,9 +389,16 @@ fn resume(
 ) -> Result<(Qwen2, AdamW, TrainerState)> {
     let ckpt = ckpt.to_path_buf();
     let mut state = checkpoint::read_state(&ckpt)?;
+    let mut changed = vec![];
     if state.config_hash != cfg.math_hash() {
-        let mut changed = vec![];
-        changed_keys(&state.math_config, &cfg.math(), "", &mut changed);
+        // Checkpoints written before the world size left the math still hold it there.
+        let mut saved = state.math_config.clone();
+        if let Some(run) = saved.get_mut("run").and_then(|r| r.as_object_mut()) {
+            run.remove("world_size");
+        }
+        changed_keys(&saved, &cfg.math(), "", &mut changed);
+    }
+    if !changed.is_empty() {
         if opts.force {
             eprintln!("warning: resuming with changed keys (--force): {}", changed.join(", "));
         } else {

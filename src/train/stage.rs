@@ -1,16 +1,17 @@
 //! A stage of a run as the loop sees it: its loader (restored mid-stage after a resume) on a
 //! background thread, the length and shape of its LR schedule, and the micro-batches of each
-//! optimizer step.
+//! optimizer step (this rank's share of them, `StepBatches`).
 
 use super::schedule::StageSchedule;
 use super::setup::stage_loader;
-use super::step::MicroBatch;
+use super::step::{MicroBatch, RowCounts};
 use super::trainer::Trainer;
 use crate::config::KeyContext;
 use crate::data::epoch_size::prepared_epoch_rows;
 use crate::data::loader::{Loader, LoaderConfig, Prefetcher, StateDelta};
 use crate::data::prepared::resolve_training_sources;
 use anyhow::{Context, Result};
+use candle_core::Device;
 use std::path::PathBuf;
 
 /// One stage's loader on its background thread, and its schedule.
@@ -87,16 +88,27 @@ impl Trainer {
 
     /// The micro-batches of the next optimizer step and the changes of the loader's state over
     /// them (`None` when the stage's data is exhausted).
-    pub(super) fn fetch(&self, batches: &mut Prefetcher) -> Result<Option<(Vec<MicroBatch>, Vec<StateDelta>)>> {
-        let accum = self.cfg.accumulation_steps()?;
-        let mut micros = Vec::with_capacity(accum);
-        let mut deltas = Vec::with_capacity(accum);
-        while micros.len() < accum {
+    pub(super) fn fetch(&self, batches: &mut Prefetcher) -> Result<Option<(StepBatches, Vec<StateDelta>)>> {
+        // The step's micro-batches over all ranks; this rank keeps its share on the device and
+        // only the counts of the others'.
+        let all = self.cfg.accumulation_steps()? * self.dp.world;
+        let mut step = StepBatches {
+            mine: Vec::new(),
+            counts: Vec::with_capacity(all),
+        };
+        let mut deltas = Vec::with_capacity(all);
+        while step.counts.len() < all {
             let Some((b, d)) = batches.next_batch()? else { break };
-            micros.push(MicroBatch::new(&b.rows, &self.device)?);
+            let mine = self.dp.owns(step.counts.len());
+            let device = if mine { &self.device } else { &Device::Cpu };
+            let micro = MicroBatch::new(&b.rows, device)?;
+            step.counts.push(micro.counts());
+            if mine {
+                step.mine.push(micro);
+            }
             deltas.push(d);
         }
-        Ok((!micros.is_empty()).then_some((micros, deltas)))
+        Ok((!step.counts.is_empty()).then_some((step, deltas)))
     }
 }
 
@@ -104,4 +116,18 @@ impl Trainer {
 pub(super) fn steps_for_epochs(rows: u64, per_step: u64, epochs: usize, cap: Option<u64>) -> u64 {
     let total = (rows.div_ceil(per_step.max(1)) * epochs as u64).max(1);
     cap.map_or(total, |cap| cap.min(total))
+}
+
+/// One optimizer step's data on this rank: its own micro-batches, and the counts of every
+/// micro-batch of the step over all ranks (in the global order).
+pub(super) struct StepBatches {
+    pub mine: Vec<MicroBatch>,
+    pub counts: Vec<RowCounts>,
+}
+
+impl StepBatches {
+    /// Supervised targets of the whole step, over all ranks.
+    pub fn supervised(&self) -> usize {
+        self.counts.iter().map(|c| c.supervised).sum()
+    }
 }

@@ -10,6 +10,16 @@ use crate::ops::{device_calls, IGNORE_INDEX};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 
+/// Host counts of a micro-batch's rows (every rank knows them for every micro-batch of a step).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowCounts {
+    /// Targets that carry loss.
+    pub supervised: usize,
+    /// Row tokens (padding included).
+    pub tokens: usize,
+    pub padding: usize,
+}
+
 /// Packed rows on the device (the model's view: ids, positions, document segments) with their
 /// next-token targets. This is where the data path's rows become model input.
 pub struct MicroBatch {
@@ -23,6 +33,14 @@ pub struct MicroBatch {
 }
 
 impl MicroBatch {
+    pub fn counts(&self) -> RowCounts {
+        RowCounts {
+            supervised: self.supervised,
+            tokens: self.tokens,
+            padding: self.padding,
+        }
+    }
+
     pub fn new(rows: &[PackedRow], device: &Device) -> Result<Self> {
         let ids: Vec<u32> = rows.iter().flat_map(|r| r.ids.iter().copied()).collect();
         let positions: Vec<u32> = rows.iter().flat_map(|r| r.positions.iter().copied()).collect();
@@ -83,6 +101,22 @@ pub fn step_gradients_into(
     before_micro: &mut dyn FnMut(usize),
 ) -> Result<StepGradients> {
     let total: usize = micros.iter().map(|m| m.supervised).sum();
+    share_gradients_into(model, grads, micros, total, loss_factor, checkpointing, before_micro)
+}
+
+/// One rank's share of a data-parallel step: like `step_gradients_into` over this rank's
+/// micro-batches, each loss divided by `total`, the step's supervised tokens over all ranks, so
+/// that the sum of every rank's buffers is the step's gradient. `loss_sum` is this rank's part
+/// and `supervised` is `total`.
+pub fn share_gradients_into(
+    model: &Qwen2,
+    grads: &GradBuffers,
+    micros: &[MicroBatch],
+    total: usize,
+    loss_factor: f64,
+    checkpointing: Checkpointing,
+    before_micro: &mut dyn FnMut(usize),
+) -> Result<StepGradients> {
     grads.zero()?;
     // The loss and the out-of-vocabulary counts stay on the device until the step's end.
     let mut loss_acc: Option<Tensor> = None;

@@ -3,11 +3,13 @@
 //! (normalised by the step's supervised tokens), update (global-norm clipping, AdamW with the
 //! stage's LR schedule), record the step's metrics, then maybe save, evaluate or stop (guards
 //! against non-finite steps, SIGINT/SIGTERM). A resumed run continues bit for bit where the
-//! checkpoint left it. Setting up is in `setup.rs`, the end of a run in `finish.rs`.
+//! checkpoint left it. Setting up is in `setup.rs`, the end of a run in `finish.rs`; with
+//! several ranks, `data_parallel.rs` says who computes what and who writes.
 
 use super::arena_eval::{ArenaEval, ArenaMetrics, ArenaSink};
 use super::checkpoint::{self, CheckpointFiles, TrainerState};
 use super::config::RunConfig;
+use super::data_parallel::DataParallel;
 use super::finish::Summary;
 use super::loss_eval::Validation;
 use super::metrics::{finite, MetricsLog, StepMetrics};
@@ -16,8 +18,8 @@ use super::progress::Progress;
 use super::schedule::lr_at;
 use super::setup::{resume_command, TrainOptions};
 use super::signals::{StopRequest, Stopped};
-use super::stage::StageRun;
-use super::step::{step_gradients_into, MicroBatch};
+use super::stage::{StageRun, StepBatches};
+use super::step::share_gradients_into;
 use super::{fault, memory};
 use crate::data::loader::StateDelta;
 use crate::data::SampleBuilder;
@@ -48,7 +50,10 @@ pub struct Trainer {
     pub(super) builder: Arc<SampleBuilder>,
     pub(super) state: TrainerState,
     pub(super) files: CheckpointFiles,
-    pub(super) metrics: MetricsLog,
+    /// This process's rank and the reductions over the ranks (one process: a world of one).
+    pub(super) dp: DataParallel,
+    /// `metrics.jsonl` (rank 0 only).
+    pub(super) metrics: Option<MetricsLog>,
     /// TensorBoard event file (`[log] tensorboard`).
     pub(super) tensorboard: Option<super::tensorboard::EventWriter>,
     pub(super) validation: Option<Validation>,
@@ -70,6 +75,8 @@ struct StepOutcome {
     lr: f64,
     /// The update was applied (finite loss and gradient, some supervised token).
     applied: bool,
+    /// A rank received SIGINT/SIGTERM before this step's reduction: every rank stops after it.
+    stop: Option<&'static str>,
 }
 
 impl Trainer {
@@ -83,16 +90,16 @@ impl Trainer {
             let mut stage = self.start_stage()?;
             while self.state.stage_step < stage.total {
                 let t0 = Instant::now();
-                let Some((micros, loader)) = self.fetch(&mut stage.batches)? else {
+                let Some((batches, loader)) = self.fetch(&mut stage.batches)? else {
                     self.progress.note(&format!(
                         "stage {}: data exhausted after {} steps",
                         stage.name, self.state.stage_step
                     ));
                     break;
                 };
-                let outcome = self.step(&micros, &stage)?;
-                let m = self.record(&micros, loader, &outcome, &stage, t0)?;
-                self.after_step(&m)?;
+                let outcome = self.step(&batches, &stage)?;
+                let m = self.record(&batches, loader, &outcome, &stage, t0)?;
+                self.after_step(&m, outcome.stop)?;
             }
             drop(stage);
             self.state.next_stage();
@@ -107,25 +114,42 @@ impl Trainer {
             .map_or(self.state.elapsed_s, |(t, base)| base + t.elapsed().as_secs_f64())
     }
 
-    /// Gradients of the step, then the clipped AdamW update unless they are not finite.
-    fn step(&mut self, micros: &[MicroBatch], stage: &StageRun) -> Result<StepOutcome> {
+    /// Gradients of the step (this rank's micro-batches, summed over the ranks), then the
+    /// clipped AdamW update unless they are not finite.
+    fn step(&mut self, batches: &StepBatches, stage: &StageRun) -> Result<StepOutcome> {
         let step = self.state.step + 1;
-        let g = step_gradients_into(
+        let g = share_gradients_into(
             &self.model,
             &self.grads,
-            micros,
+            &batches.mine,
+            batches.supervised(),
             fault::loss_factor(step),
             self.cfg.train.activation_checkpointing,
             &mut |m| fault::at_micro(step, m),
         )
         .map_err(|e| memory::oom_hint(e, &self.cfg))
         .with_context(|| format!("step {step}"))?;
-        let loss = g.loss();
+        self.dp
+            .sum_gradients(&g.grads)
+            .with_context(|| format!("step {step}"))?;
+        // The loss sums, and whether any rank was asked to stop, in one reduction.
+        let asked = self.stop.requested();
+        let mut values = [g.loss_sum, asked.map_or(0.0, |_| 1.0)];
+        self.dp
+            .sum_values(&mut values)
+            .with_context(|| format!("step {step}"))?;
+        let stop = (values[1] > 0.0).then_some(asked.unwrap_or("SIGTERM (on another rank)"));
+        let loss = values[0] / g.supervised.max(1) as f64;
         let grad_norm = global_norm(&g.grads)?;
         let lr = lr_at(&stage.schedule, self.state.stage_step, stage.total);
         let applied = loss.is_finite() && grad_norm.is_finite() && g.supervised > 0;
         if applied {
-            self.opt.update(&g.grads, lr, self.cfg.optim.clip_scale(grad_norm))?;
+            let scale = self.cfg.optim.clip_scale(grad_norm);
+            if self.opt.is_sharded() {
+                self.opt.update_sharded(&g.grads, lr, scale, self.dp.comm())?;
+            } else {
+                self.opt.update(&g.grads, lr, scale)?;
+            }
             self.state.consecutive_nonfinite = 0;
             self.first_loss.get_or_insert(loss);
         } else {
@@ -137,6 +161,7 @@ impl Trainer {
             grad_norm,
             lr,
             applied,
+            stop,
         })
     }
 
@@ -144,14 +169,14 @@ impl Trainer {
     /// step's metrics.
     fn record(
         &mut self,
-        micros: &[MicroBatch],
+        batches: &StepBatches,
         loader: Vec<StateDelta>,
         o: &StepOutcome,
         stage: &StageRun,
         t0: Instant,
     ) -> Result<StepMetrics> {
-        let step_tokens: u64 = micros.iter().map(|m| m.tokens as u64).sum();
-        let supervised: u64 = micros.iter().map(|m| m.supervised as u64).sum();
+        let step_tokens: u64 = batches.counts.iter().map(|m| m.tokens as u64).sum();
+        let supervised = batches.supervised() as u64;
         let elapsed = self.elapsed();
         let st = &mut self.state;
         st.step += 1;
@@ -166,7 +191,7 @@ impl Trainer {
         let step_s = t0.elapsed().as_secs_f64().max(1e-9);
         let tokens_per_s = step_tokens as f64 / step_s;
         // MFU counts the tokens the model computes on for a reason: padding is waste.
-        let real_tokens: u64 = micros.iter().map(|m| (m.tokens - m.padding) as u64).sum();
+        let real_tokens: u64 = batches.counts.iter().map(|m| (m.tokens - m.padding) as u64).sum();
         let state = st.loader.as_mut().context("the loader state of the stage is missing")?;
         for d in loader {
             state.apply(d)?;
@@ -190,9 +215,11 @@ impl Trainer {
             val_loss: self.validate_if_due(step)?,
             peak_rss_mb: self.device.is_cpu().then(device::peak_rss_mb).flatten(),
             peak_device_memory_gib: device::peak_device_memory_gib(&self.device),
-            mfu: self.mfu(real_tokens as f64 / step_s),
+            mfu: self.mfu(real_tokens as f64 / step_s / self.dp.world as f64),
         };
-        self.metrics.append(&m)?;
+        if let Some(log) = &mut self.metrics {
+            log.append(&m)?;
+        }
         if let Some(tb) = &mut self.tensorboard {
             tb.step(&m)?;
         }
@@ -206,8 +233,11 @@ impl Trainer {
         Ok(m)
     }
 
-    /// The validation loss of `[eval]` on the steps it is due.
+    /// The validation loss of `[eval]` on the steps it is due (rank 0 computes it alone).
     fn validate_if_due(&mut self, step: u64) -> Result<Option<f64>> {
+        if !self.dp.is_writer() {
+            return Ok(None);
+        }
         let every = self.cfg.eval.as_ref().map_or(u64::MAX, |e| e.every_steps);
         let Some(v) = self.validation.as_ref().filter(|_| step.is_multiple_of(every)) else {
             return Ok(None);
@@ -225,8 +255,9 @@ impl Trainer {
     }
 
     /// After a step: stop on too many non-finite steps, save when due (and hand the checkpoint
-    /// to CodeArena), stop with a checkpoint on SIGINT/SIGTERM.
-    fn after_step(&mut self, m: &StepMetrics) -> Result<()> {
+    /// to CodeArena), stop with a checkpoint on SIGINT/SIGTERM (`stop`: received by some rank
+    /// before the step's reduction, so every rank stops after the same step).
+    fn after_step(&mut self, m: &StepMetrics, stop: Option<&'static str>) -> Result<()> {
         let step = m.step;
         if self.state.consecutive_nonfinite >= self.cfg.guards.max_consecutive_nonfinite {
             let dir = self.save()?;
@@ -244,7 +275,7 @@ impl Trainer {
                 self.arena = Some(arena);
             }
         }
-        if let Some(signal) = self.stop.requested() {
+        if let Some(signal) = stop {
             let checkpoint = self.saved_or_save()?;
             self.progress.finish();
             return Err(Stopped {
@@ -258,10 +289,35 @@ impl Trainer {
         Ok(())
     }
 
-    /// Writes the checkpoint of the current step.
+    /// Writes the checkpoint of the current step (rank 0; the other ranks wait for it).
+    /// With a sharded optimizer state every rank first writes its part into the checkpoint's
+    /// temporary directory (between two barriers).
     pub(super) fn save(&mut self) -> Result<PathBuf> {
-        let dir = checkpoint::save(&self.dir, &self.model, &self.opt, &self.state, &self.files)
-            .with_context(|| format!("saving the checkpoint of step {}", self.state.step))?;
+        let step = self.state.step;
+        let what = || format!("saving the checkpoint of step {step}");
+        let sharded = self.opt.is_sharded();
+        if sharded {
+            if self.dp.is_writer() {
+                checkpoint::begin(&self.dir, step).with_context(what)?;
+            }
+            self.dp.barrier()?;
+            let tmp = checkpoint::tmp_dir(&self.dir, step);
+            checkpoint::write_optimizer_shard(&tmp, &self.opt, self.dp.rank, self.dp.world).with_context(what)?;
+            self.dp.barrier()?;
+        }
+        if !self.dp.is_writer() {
+            self.dp.barrier()?;
+            self.last_saved = Some(step);
+            return Ok(self.dir.join(checkpoint::step_dir_name(step)));
+        }
+        let dir = if sharded {
+            let tmp = checkpoint::tmp_dir(&self.dir, step);
+            checkpoint::commit(&self.dir, &tmp, &self.model, None, &self.state, &self.files)
+        } else {
+            checkpoint::save(&self.dir, &self.model, &self.opt, &self.state, &self.files)
+        }
+        .with_context(what)?;
+        self.dp.barrier()?;
         self.last_saved = Some(self.state.step);
         self.progress.note(&format!("saved {}", dir.display()));
         if let Err(e) = self.write_loss_curve() {
@@ -287,7 +343,7 @@ impl ArenaSink for Trainer {
     }
 
     fn metrics(&mut self, line: &ArenaMetrics) {
-        if let Err(e) = self.metrics.append(line) {
+        if let Some(Err(e)) = self.metrics.as_mut().map(|log| log.append(line)) {
             self.progress
                 .note(&format!("CodeArena: could not write metrics: {e:#}"));
         }

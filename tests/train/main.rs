@@ -7,6 +7,7 @@ mod common;
 mod accumulation;
 mod arena_handoff;
 mod config;
+mod data_parallel;
 mod memory_plan;
 mod resume;
 mod run;

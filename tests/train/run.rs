@@ -357,29 +357,38 @@ fn unbuilt_devices_and_cpu_bf16_are_refused_plainly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not `cpu`, `cuda` or `cuda:N`"));
     let out = train(&cfg, &["--set", "run.dtype=bf16"], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("CPU training runs in f32"));
+    // Two ranks asked of a process started alone.
     let out = train(
         &cfg,
         &["--set", "run.world_size=2", "--set", "batch.global_rows=8"],
         &[],
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-    // Started by a launcher as one rank of several: refused on every rank, nothing written.
-    for env in [
-        &[("RANK", "1"), ("WORLD_SIZE", "2")][..],
-        &[
-            ("SLURM_STEP_ID", "0"),
-            ("SLURM_PROCID", "0"),
-            ("SLURM_NTASKS", "4"),
-            ("SLURM_LOCALID", "0"),
-        ][..],
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run.world_size") && err.contains("mpirun -np 2"), "{err}");
+    // Started by a launcher as one rank of several in a way this build cannot serve (torchrun
+    // on the CPU: MPI only; srun without an MPI world behind it, or a build without MPI):
+    // refused on every rank, nothing written.
+    let slurm_refusal = if cfg!(feature = "mpi") {
+        "MPI says rank 0 of 1"
+    } else {
+        "--features mpi"
+    };
+    for (env, want) in [
+        (&[("RANK", "1"), ("WORLD_SIZE", "2")][..], "mpirun -np N"),
+        (
+            &[
+                ("SLURM_STEP_ID", "0"),
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "4"),
+                ("SLURM_LOCALID", "0"),
+            ][..],
+            slurm_refusal,
+        ),
     ] {
         let out = train(&cfg, &[], env);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("started as rank") && err.contains("not built yet"),
-            "{err}"
-        );
+        assert!(err.contains("rank ") && err.contains(want), "{err}");
         assert!(
             !tmp.path().join("run").exists(),
             "a refused rank wrote the run directory"

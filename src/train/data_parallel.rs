@@ -1,0 +1,172 @@
+//! Data parallelism in the trainer: which rank this process is, which micro-batches of each
+//! step it computes, and the reductions that make W ranks compute the step of one process.
+//!
+//! Every rank reads the same global stream of micro-batches (the loader is cheap beside the
+//! step, and its state is then the same on every rank, so a checkpoint continues at any world
+//! size); rank r computes micro-batches r, r + W, r + 2W, … of each step. Each micro-batch's loss
+//! is divided by the step's supervised tokens over all ranks (counted on the host before the
+//! step, no communication), so after the sum of every rank's f32 gradient buffers each rank
+//! holds the gradient of the whole step, and the step's loss is Σ loss / Σ supervised tokens
+//! over all ranks and micro-batches. Every rank then clips and updates identically (plain data
+//! parallelism: the replicated optimizer state makes a checkpoint of rank 0 a checkpoint of the
+//! run). Rank 0 alone writes the run directory; the others wait at a barrier after each save so
+//! that no rank leaves while a checkpoint is half-written.
+//!
+//! With `train.optimizer_sharding = "zero1"` the AdamW state is cut over the ranks instead of
+//! replicated (`train::zero`), and each rank writes its part of every checkpoint.
+//!
+//! Backends: one process (`SingleProcess`), or MPI for CPU runs (`--features mpi`, started by
+//! `mpirun` / `srun` with MPI). Not built yet: NCCL for CUDA runs, ZeRO-2 (sharded gradients),
+//! bucketed reduction overlapped with the backward.
+
+use crate::dist::comm::SingleProcess;
+use crate::dist::{Comm, LaunchEnv, Launcher};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+/// This process's place in the run and its communicator.
+pub struct DataParallel {
+    comm: Box<dyn Comm>,
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl DataParallel {
+    /// A run of one process.
+    pub fn single() -> Self {
+        Self {
+            comm: Box::new(SingleProcess),
+            rank: 0,
+            world: 1,
+        }
+    }
+
+    /// The communicator of the launcher that started this process (none: one process).
+    pub fn from_launch(launch: &LaunchEnv, device: &Device) -> Result<Self> {
+        if launch.world_size <= 1 {
+            return Ok(Self::single());
+        }
+        if !device.is_cpu() {
+            bail!(
+                "this process was started as {}: data parallelism on GPUs needs the NCCL backend, which is not \
+                 built yet (multi-process CPU runs over MPI are). Start one process per run for now",
+                launch.describe()
+            );
+        }
+        match launch.launcher {
+            Launcher::OpenMpi | Launcher::Pmi | Launcher::Slurm => Self::mpi(launch),
+            _ => bail!(
+                "this process was started as {}: CPU data parallelism runs over MPI; start the ranks with \
+                 `mpirun -np N syncoder train ...` or `srun --mpi=pmix ...` (docs/multi-gpu.md)",
+                launch.describe()
+            ),
+        }
+    }
+
+    #[cfg(feature = "mpi")]
+    fn mpi(launch: &LaunchEnv) -> Result<Self> {
+        let comm = crate::dist::mpi_comm::MpiComm::init().context("starting MPI")?;
+        let (rank, world) = (comm.rank(), comm.size());
+        if (rank, world) != (launch.rank, launch.world_size) {
+            bail!(
+                "MPI says rank {rank} of {world}, the launcher's variables {}: start the ranks with the MPI that \
+                 syncoder was built against (under Slurm, `srun --mpi=pmix ...`: without an MPI plugin every task \
+                 starts a world of its own)",
+                launch.describe()
+            );
+        }
+        Ok(Self {
+            comm: Box::new(comm),
+            rank,
+            world,
+        })
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn mpi(launch: &LaunchEnv) -> Result<Self> {
+        bail!(
+            "this process was started as {}, but this syncoder was built without MPI: rebuild with \
+             `--features mpi` (scripts/install_mpi.sh installs Open MPI)",
+            launch.describe()
+        )
+    }
+
+    /// The communicator (ZeRO-1's all-gather of the parameters).
+    pub fn comm(&self) -> &dyn Comm {
+        self.comm.as_ref()
+    }
+
+    /// Rank 0 writes the run directory, metrics and checkpoints.
+    pub fn is_writer(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Whether micro-batch `i` of a step is computed here.
+    pub fn owns(&self, i: usize) -> bool {
+        i % self.world == self.rank
+    }
+
+    /// Each gradient buffer ← its sum over the ranks (in place).
+    pub fn sum_gradients(&self, grads: &[Tensor]) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        for (i, g) in grads.iter().enumerate() {
+            self.comm
+                .all_reduce_sum(g)
+                .with_context(|| format!("summing gradient {i} over {} ranks", self.world))?;
+        }
+        Ok(())
+    }
+
+    /// Host values ← their sums over the ranks.
+    pub fn sum_values(&self, v: &mut [f64]) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        self.comm.all_reduce_f64(v)
+    }
+
+    /// Every rank waits here until all have arrived.
+    pub fn barrier(&self) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        self.comm.barrier()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_batches_go_round_robin() {
+        let dp = |rank, world| DataParallel {
+            comm: Box::new(SingleProcess),
+            rank,
+            world,
+        };
+        let owned = |d: &DataParallel| (0..7).filter(|&i| d.owns(i)).collect::<Vec<_>>();
+        assert_eq!(owned(&dp(0, 1)), vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(owned(&dp(1, 3)), vec![1, 4]);
+        assert_eq!(owned(&dp(2, 3)), vec![2, 5]);
+        assert!(dp(0, 3).is_writer() && !dp(1, 3).is_writer());
+    }
+
+    #[test]
+    fn torchrun_on_the_cpu_is_refused_plainly() {
+        let env = LaunchEnv {
+            launcher: Launcher::Torchrun,
+            rank: 1,
+            world_size: 2,
+            local_rank: 1,
+            local_world_size: 2,
+            master: Some(("localhost".into(), 29500)),
+        };
+        let e = DataParallel::from_launch(&env, &Device::Cpu)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("mpirun -np N")));
+    }
+}

@@ -1,0 +1,272 @@
+//! Data-parallel training over MPI on the CPU (`--features mpi`, Open MPI from
+//! `scripts/install_mpi.sh`): W ranks with accumulation A compute the steps of one process with
+//! accumulation W·A (the same global batch), so does ZeRO-1 (the optimizer state cut over the
+//! ranks), a run continues at another world size from its
+//! checkpoint, and a rank that dies mid-step ends the job instead of hanging it, leaving the
+//! previous checkpoint loadable. Without the feature, a process started by `mpirun` is refused
+//! with a message that says how to build one that is not.
+
+#[cfg(feature = "mpi")]
+use crate::common::ok;
+use crate::common::repo;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// 6 steps of a 12-row global batch (micro-batches of 2 rows × 64 tokens: 6 per step over all
+/// ranks, so 1, 2 and 3 ranks split it evenly), checkpoints every 3 steps.
+fn config(out: &Path) -> PathBuf {
+    let r = repo();
+    let text = format!(
+        r#"
+[run]
+name = "dp"
+output_dir = "{out}"
+seed = 7
+
+[model]
+init_config = "{r}/configs/models/smoke-tiny.json"
+tokenizer = "{r}/data/sample/tokenizer"
+
+[data]
+seq_len = 64
+shuffle_buffer = 32
+pack_window = 8
+
+[optim]
+lr = 3e-3
+warmup_steps = 2
+weight_decay = 0.01
+
+[batch]
+micro_batch_rows = 2
+global_rows = 12
+
+[checkpoint]
+every_steps = 3
+keep_last = 2
+
+[log]
+progress = "lines"
+
+[[stage]]
+name = "sft"
+data = ["{r}/data/sample/syncode-sample.jsonl"]
+steps = 6
+"#,
+        out = out.display(),
+        r = r.display()
+    );
+    let path = out.join("run.toml");
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `syncoder train` over `ranks` processes under `mpirun` (1: a plain process).
+fn train(ranks: usize, cfg: &Path, run: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_syncoder");
+    let mut cmd = if ranks == 1 {
+        Command::new(bin)
+    } else {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()])
+            .env("OMPI_MCA_btl", "self,tcp")
+            .arg(bin);
+        c
+    };
+    cmd.args(["train", "--config"])
+        .arg(cfg)
+        .args(["--run-name", run])
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("mpirun (scripts/install_mpi.sh installs Open MPI)")
+}
+
+/// (step, loss, grad norm, tokens) of each line of a run's metrics.
+#[cfg(feature = "mpi")]
+fn metrics(run_dir: &Path) -> Vec<(u64, f64, f64, u64)> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap(),
+                v["grad_norm"].as_f64().unwrap(),
+                v["tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every step's loss and gradient norm within 1e-6 relative of the reference's, the same tokens.
+#[cfg(feature = "mpi")]
+fn same_curve(what: &str, got: &[(u64, f64, f64, u64)], want: &[(u64, f64, f64, u64)]) {
+    assert_eq!(
+        got.iter().map(|m| m.0).collect::<Vec<_>>(),
+        want.iter().map(|m| m.0).collect::<Vec<_>>(),
+        "{what}: steps"
+    );
+    for (g, w) in got.iter().zip(want) {
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-12);
+        assert!(rel(g.1, w.1) <= 1e-6, "{what}: step {} loss {} vs {}", g.0, g.1, w.1);
+        assert!(
+            rel(g.2, w.2) <= 1e-6,
+            "{what}: step {} grad norm {} vs {}",
+            g.0,
+            g.2,
+            w.2
+        );
+        assert_eq!(g.3, w.3, "{what}: step {} tokens", g.0);
+    }
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_compute_the_steps_of_one_process_and_continue_at_another_world_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    // One process, 6 micro-batches per step: the reference curve.
+    ok(&train(1, &cfg, "one", &[], &[]));
+    let one = metrics(&tmp.path().join("one"));
+    assert_eq!(one.len(), 6);
+    let zero1 = ["--set", "train.optimizer_sharding=zero1"];
+    for ranks in [2, 3] {
+        let run = format!("ranks{ranks}");
+        let out = train(ranks, &cfg, &run, &[], &[]);
+        ok(&out);
+        let dir = tmp.path().join(&run);
+        let plain = metrics(&dir);
+        same_curve(&format!("{ranks} ranks"), &plain, &one);
+        // Rank 0 alone reports and writes: one summary, one line per step.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.matches("checkpoint ").count(), 1, "{stdout}");
+        assert!(dir.join("step-00000006").join("model.safetensors").exists());
+        // ZeRO-1: the optimizer state cut over the ranks gives the numbers of plain data
+        // parallelism, and every rank writes its part of each checkpoint.
+        let run = format!("zero1-{ranks}");
+        ok(&train(ranks, &cfg, &run, &zero1, &[]));
+        let dir = tmp.path().join(&run);
+        same_curve(&format!("ZeRO-1 over {ranks} ranks"), &metrics(&dir), &plain);
+        let training = dir.join("step-00000006").join("training_state");
+        for r in 0..ranks {
+            let part = training.join(format!("optimizer-rank-{r:05}-of-{ranks:05}.safetensors"));
+            assert!(part.is_file(), "{} missing", part.display());
+        }
+        assert!(!training.join("optimizer.safetensors").exists());
+        let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+            .args(["ckpt", "inspect"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("AdamW state in {ranks} parts")), "{text}");
+    }
+
+    // 3 ranks with ZeRO-1 stopped right after the checkpoint of step 3 (rank 0 dies, the
+    // launcher takes the others down), then 2 ranks continue it, their optimizer state cut
+    // again from the 3 parts: the curve of the uninterrupted single process.
+    let out = train(
+        3,
+        &cfg,
+        "moved",
+        &zero1,
+        &[("SYNCODER_FAULT", "kill-after-save:3"), ("SYNCODER_FAULT_RANK", "0")],
+    );
+    assert!(!out.status.success(), "the killed run succeeded");
+    let dir = tmp.path().join("moved");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
+        "step-00000003"
+    );
+    ok(&train(
+        2,
+        &cfg,
+        "moved",
+        &["--resume", "latest", zero1[0], zero1[1]],
+        &[],
+    ));
+    same_curve("3 ranks, then 2 after a resume", &metrics(&dir), &one);
+    // One process reads the 3 parts of that ZeRO-1 checkpoint whole.
+    let step3 = dir.join("step-00000003");
+    let step3 = step3.to_str().unwrap();
+    ok(&train(1, &cfg, "alone", &["--resume", step3], &[]));
+    same_curve(
+        "3 ranks, then 1 process",
+        &metrics(&tmp.path().join("alone")),
+        &one[3..],
+    );
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn a_rank_killed_mid_step_ends_the_job_and_the_last_checkpoint_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let t0 = std::time::Instant::now();
+    // Rank 1 dies before its first micro-batch of step 5, while rank 0 waits in the reduction.
+    let out = train(
+        2,
+        &cfg,
+        "killed",
+        &[],
+        &[("SYNCODER_FAULT", "kill-at-micro:5:0"), ("SYNCODER_FAULT_RANK", "1")],
+    );
+    let took = t0.elapsed();
+    assert!(!out.status.success(), "a run with a dead rank succeeded");
+    assert!(took.as_secs() < 60, "the job took {took:?} to end after a rank died");
+    let dir = tmp.path().join("killed");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
+        "step-00000003"
+    );
+    assert!(!dir.join("step-00000006").exists());
+    // The checkpoint it left continues in one process.
+    ok(&train(1, &cfg, "killed", &["--resume", "latest"], &[]));
+    assert_eq!(metrics(&dir).last().map(|m| m.0), Some(6));
+}
+
+#[test]
+fn a_world_size_the_launcher_does_not_match_and_zero2_are_refused_with_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let out = train(1, &cfg, "mismatch", &["--set", "run.world_size=3"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run.world_size") && err.contains("mpirun -np 3"), "{err}");
+    assert!(!tmp.path().join("mismatch").exists());
+    let out = train(1, &cfg, "zero2", &["--set", "train.optimizer_sharding=zero2"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("train.optimizer_sharding") && err.contains("not built yet"),
+        "{err}"
+    );
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn ranks_of_a_build_without_mpi_are_refused_plainly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    // What `mpirun -np 2` sets for rank 1.
+    let out = train(
+        1,
+        &cfg,
+        "nompi",
+        &[],
+        &[
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--features mpi"), "{err}");
+    assert!(!tmp.path().join("nompi").exists());
+}
