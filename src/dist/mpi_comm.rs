@@ -2,7 +2,8 @@
 //! `mpirun` / `srun` (Open MPI, MPICH). Each collective runs in place on the tensor's own host
 //! memory through a candle in-place op, so nothing is copied out of the tensor and back.
 //! MPI itself has no timeouts: a rank that dies makes the launcher (`mpirun`, `srun`) take the
-//! job down.
+//! job down, and the trainer's watchdog (`train::data_parallel`, `run.comm_timeout_s`) ends a
+//! rank whose collective waits on one that hangs.
 
 use super::comm::Comm;
 use anyhow::{bail, Context, Result};

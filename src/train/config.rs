@@ -68,6 +68,9 @@ pub struct RunSettings {
     pub dtype: Precision,
     /// Data-parallel processes (1: single process).
     pub world_size: usize,
+    /// Seconds a rank waits in one collective for the other ranks before it ends itself with
+    /// an error (a rank that hangs or died unseen); the launcher then ends the job.
+    pub comm_timeout_s: u64,
 }
 
 impl Default for RunSettings {
@@ -79,6 +82,7 @@ impl Default for RunSettings {
             device: DeviceSpec::Cpu,
             dtype: Precision::F32,
             world_size: 1,
+            comm_timeout_s: 1800,
         }
     }
 }
@@ -180,6 +184,9 @@ impl RunConfig {
     /// Rejects impossible values, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.model.validate()?;
+        ensure(self.run.comm_timeout_s > 0, "run.comm_timeout_s", || {
+            "must be at least 1 second".into()
+        })?;
         ensure(self.run.world_size > 0, "run.world_size", || {
             "must be at least 1".into()
         })?;
@@ -277,7 +284,7 @@ impl RunConfig {
             obj.remove(key);
         }
         if let Some(run) = obj.get_mut("run").and_then(|r| r.as_object_mut()) {
-            for key in ["name", "output_dir", "device", "world_size"] {
+            for key in ["name", "output_dir", "device", "world_size", "comm_timeout_s"] {
                 run.remove(key);
             }
         }

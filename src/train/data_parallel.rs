@@ -23,12 +23,84 @@ use crate::dist::comm::SingleProcess;
 use crate::dist::{Comm, LaunchEnv, Launcher};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// This process's place in the run and its communicator.
 pub struct DataParallel {
     comm: Box<dyn Comm>,
     pub rank: usize,
     pub world: usize,
+    /// Watches the collectives for a wait past `run.comm_timeout_s` (several ranks only).
+    watchdog: Option<Watchdog>,
+}
+
+/// A thread that ends this rank when one collective has waited too long: MPI has no timeouts,
+/// and a rank that hangs without dying (a stuck filesystem, a deadlocked loader) would otherwise
+/// hang every rank for ever. The rank exits with an error naming the collective and the key;
+/// its launcher then ends the others.
+struct Watchdog {
+    /// Milliseconds since the epoch when the current collective began (0: none in progress).
+    since_ms: Arc<AtomicU64>,
+    what: Arc<Mutex<String>>,
+}
+
+impl Watchdog {
+    fn spawn(rank: usize, world: usize, timeout: Duration) -> Self {
+        let since_ms = Arc::new(AtomicU64::new(0));
+        let what = Arc::new(Mutex::new(String::new()));
+        let (since, name) = (since_ms.clone(), what.clone());
+        let tick = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        std::thread::spawn(move || loop {
+            std::thread::sleep(tick);
+            let start = since.load(Ordering::SeqCst);
+            if start == 0 || now_ms().saturating_sub(start) < timeout.as_millis() as u64 {
+                continue;
+            }
+            let what = name.lock().map(|w| w.clone()).unwrap_or_default();
+            eprintln!(
+                "error: rank {rank} of {world}: {what} has waited {}s for the other ranks (run.comm_timeout_s = \
+                 {}): a rank died or hangs; ending this rank so that the launcher ends the job. The last complete \
+                 checkpoint is the one `latest` names",
+                timeout.as_secs(),
+                timeout.as_secs()
+            );
+            // _exit: no exit handlers, which could wait on the very MPI call that hangs.
+            // SAFETY: _exit has no preconditions and does not return.
+            unsafe { libc::_exit(1) }
+        });
+        Self { since_ms, what }
+    }
+
+    fn begin(&self, what: &str) {
+        if let Ok(mut w) = self.what.lock() {
+            w.clear();
+            w.push_str(what);
+        }
+        self.since_ms.store(now_ms().max(1), Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.since_ms.store(0, Ordering::SeqCst);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A collective in progress, watched until dropped.
+pub struct Watched<'a>(Option<&'a Watchdog>);
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.0 {
+            w.end();
+        }
+    }
 }
 
 impl DataParallel {
@@ -38,11 +110,21 @@ impl DataParallel {
             comm: Box::new(SingleProcess),
             rank: 0,
             world: 1,
+            watchdog: None,
         }
     }
 
-    /// The communicator of the launcher that started this process (none: one process).
-    pub fn from_launch(launch: &LaunchEnv, device: &Device) -> Result<Self> {
+    /// The communicator of the launcher that started this process (none: one process), its
+    /// collectives watched against `timeout`.
+    pub fn from_launch(launch: &LaunchEnv, device: &Device, timeout: Duration) -> Result<Self> {
+        let mut dp = Self::launched(launch, device)?;
+        if dp.world > 1 {
+            dp.watchdog = Some(Watchdog::spawn(dp.rank, dp.world, timeout));
+        }
+        Ok(dp)
+    }
+
+    fn launched(launch: &LaunchEnv, device: &Device) -> Result<Self> {
         if launch.world_size <= 1 {
             return Ok(Self::single());
         }
@@ -79,6 +161,7 @@ impl DataParallel {
             comm: Box::new(comm),
             rank,
             world,
+            watchdog: None,
         })
     }
 
@@ -91,9 +174,18 @@ impl DataParallel {
         )
     }
 
-    /// The communicator (ZeRO-1's all-gather of the parameters).
+    /// The communicator (ZeRO-1's all-gather of the parameters; watch it with `watch`).
     pub fn comm(&self) -> &dyn Comm {
         self.comm.as_ref()
+    }
+
+    /// Marks collectives in progress (`what` names them in the timeout's error) until the
+    /// returned guard is dropped.
+    pub fn watch(&self, what: &str) -> Watched<'_> {
+        if let Some(w) = &self.watchdog {
+            w.begin(what);
+        }
+        Watched(self.watchdog.as_ref())
     }
 
     /// Rank 0 writes the run directory, metrics and checkpoints.
@@ -111,6 +203,7 @@ impl DataParallel {
         if self.world == 1 {
             return Ok(());
         }
+        let _w = self.watch("summing the gradients");
         for (i, g) in grads.iter().enumerate() {
             self.comm
                 .all_reduce_sum(g)
@@ -124,6 +217,7 @@ impl DataParallel {
         if self.world == 1 {
             return Ok(());
         }
+        let _w = self.watch("summing the step's loss");
         self.comm.all_reduce_f64(v)
     }
 
@@ -132,6 +226,7 @@ impl DataParallel {
         if self.world == 1 {
             return Ok(());
         }
+        let _w = self.watch("waiting for rank 0's checkpoint (a barrier)");
         self.comm.barrier()
     }
 }
@@ -146,6 +241,7 @@ mod tests {
             comm: Box::new(SingleProcess),
             rank,
             world,
+            watchdog: None,
         };
         let owned = |d: &DataParallel| (0..7).filter(|&i| d.owns(i)).collect::<Vec<_>>();
         assert_eq!(owned(&dp(0, 1)), vec![0, 1, 2, 3, 4, 5, 6]);
@@ -164,7 +260,7 @@ mod tests {
             local_world_size: 2,
             master: Some(("localhost".into(), 29500)),
         };
-        let e = DataParallel::from_launch(&env, &Device::Cpu)
+        let e = DataParallel::from_launch(&env, &Device::Cpu, Duration::from_secs(1))
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("mpirun -np N")));

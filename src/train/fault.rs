@@ -6,6 +6,8 @@
 //! - `kill-in-save:STEP` while the checkpoint of STEP is half written
 //! - `kill-after-save:STEP` right after the checkpoint of STEP is complete
 //! - `nan-loss:STEP` makes the loss (and so every gradient) of STEP NaN
+//! - `hang-at-micro:STEP:MICRO` sleeps for ever before micro-batch MICRO of STEP (a rank that
+//!   hangs without dying)
 //!
 //! Steps are 1-based, as in `metrics.jsonl`. Unset, every check is a no-op. In a data-parallel
 //! run, `SYNCODER_FAULT_RANK=R` arms the points on rank R only (the launcher's rank variable);
@@ -54,6 +56,12 @@ fn kill_self() {
 pub fn at_micro(step: u64, micro: usize) {
     if armed(&format!("kill-at-micro:{step}:{micro}")) {
         kill_self();
+    }
+    if armed(&format!("hang-at-micro:{step}:{micro}")) {
+        eprintln!("syncoder: SYNCODER_FAULT: hanging");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 

@@ -327,7 +327,8 @@ fn data_parallel(cfg: &mut RunConfig, device: &Device) -> Result<DataParallel> {
         )
         .into());
     }
-    let dp = DataParallel::from_launch(&launch, device)?;
+    let timeout = std::time::Duration::from_secs(cfg.run.comm_timeout_s);
+    let dp = DataParallel::from_launch(&launch, device, timeout)?;
     cfg.run.world_size = dp.world;
     cfg.accumulation_steps()?;
     Ok(dp)

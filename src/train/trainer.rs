@@ -146,6 +146,7 @@ impl Trainer {
         if applied {
             let scale = self.cfg.optim.clip_scale(grad_norm);
             if self.opt.is_sharded() {
+                let _w = self.dp.watch("gathering the updated parameters");
                 self.opt.update_sharded(&g.grads, lr, scale, self.dp.comm())?;
             } else {
                 self.opt.update(&g.grads, lr, scale)?;

@@ -1,10 +1,10 @@
 //! Data-parallel training over MPI on the CPU (`--features mpi`, Open MPI from
 //! `scripts/install_mpi.sh`): W ranks with accumulation A compute the steps of one process with
 //! accumulation W·A (the same global batch), so does ZeRO-1 (the optimizer state cut over the
-//! ranks), a run continues at another world size from its
-//! checkpoint, and a rank that dies mid-step ends the job instead of hanging it, leaving the
-//! previous checkpoint loadable. Without the feature, a process started by `mpirun` is refused
-//! with a message that says how to build one that is not.
+//! ranks), a run continues at another world size from its checkpoint, and a rank that dies or
+//! hangs mid-step ends the job instead of hanging it (the launcher, or the collective timeout),
+//! leaving the previous checkpoint loadable. Without the feature, a process started by `mpirun`
+//! is refused with a message that says how to build one that is not.
 
 #[cfg(feature = "mpi")]
 use crate::common::ok;
@@ -62,14 +62,19 @@ steps = 6
     path
 }
 
+/// Seconds any multi-rank job of these tests may take (`timeout` exits 124 past it).
+const LIMIT_S: u64 = 120;
+
 /// `syncoder train` over `ranks` processes under `mpirun` (1: a plain process).
 fn train(ranks: usize, cfg: &Path, run: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let bin = env!("CARGO_BIN_EXE_syncoder");
     let mut cmd = if ranks == 1 {
         Command::new(bin)
     } else {
-        let mut c = Command::new("mpirun");
-        c.args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()])
+        // Bounded by `timeout`, so a job that hangs fails its test instead of hanging CI.
+        let mut c = Command::new("timeout");
+        c.args(["-k", "10", &LIMIT_S.to_string(), "mpirun"])
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()])
             .env("OMPI_MCA_btl", "self,tcp")
             .arg(bin);
         c
@@ -228,6 +233,38 @@ fn a_rank_killed_mid_step_ends_the_job_and_the_last_checkpoint_loads() {
     // The checkpoint it left continues in one process.
     ok(&train(1, &cfg, "killed", &["--resume", "latest"], &[]));
     assert_eq!(metrics(&dir).last().map(|m| m.0), Some(6));
+}
+
+/// A rank that hangs without dying (nothing tells the launcher): the other rank's collective
+/// times out after `run.comm_timeout_s`, it ends itself naming the key, and the launcher ends
+/// the job.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_rank_that_hangs_ends_the_job_after_the_collective_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let t0 = std::time::Instant::now();
+    let out = train(
+        2,
+        &cfg,
+        "hung",
+        &["--set", "run.comm_timeout_s=3"],
+        &[("SYNCODER_FAULT", "hang-at-micro:5:0"), ("SYNCODER_FAULT_RANK", "1")],
+    );
+    let took = t0.elapsed();
+    assert_ne!(out.status.code(), Some(124), "the job hung until the test's limit");
+    assert!(!out.status.success(), "a run with a hung rank succeeded");
+    assert!(took.as_secs() < 60, "the job took {took:?} to end after a rank hung");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rank 0 of 2") && err.contains("run.comm_timeout_s = 3"),
+        "{err}"
+    );
+    let dir = tmp.path().join("hung");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
+        "step-00000003"
+    );
 }
 
 #[test]
