@@ -6,7 +6,8 @@
 #
 # 1. the bundle's run.sh (selftest of every kernel against its CPU twin, attention and training
 #    benches beside PyTorch, and PyTorch + Liger-Kernel where the wheel in .whl/ installs);
-# 2. the smoke fine-tune (configs/smoke.toml) on the GPU in bf16, its metrics beside the CPU run's;
+# 2. the smoke fine-tune (configs/smoke.toml) on the GPU in bf16, then the same run SIGKILLed after
+#    its step-100 checkpoint and resumed, its losses compared with the uninterrupted run's;
 # 3. the selftest under compute-sanitizer's memcheck, in the time left (SANITIZE=0 skips it).
 # BUDGET (seconds, default 420) bounds the whole script, STEP_TIMEOUT each bench; the bundle's
 # own switches pass through (SKIP_8192=1 for a shorter run).
@@ -50,6 +51,26 @@ echo "smoke rc=$?" | tee -a "$o/smoke_train.log"
 tail -c 1500 "$o/smoke_train.log"
 cp /tmp/gpu-smoke/smoke/metrics.jsonl "$o/smoke_metrics.jsonl" 2>/dev/null
 ls -R /tmp/gpu-smoke > "$o/smoke_files.txt" 2>&1
+
+echo "== the same fine-tune killed (SIGKILL) after its step-100 checkpoint, then resumed"
+SYNCODER_FAULT=kill-after-save:100 timeout -k 5 60 /tmp/syncoder train --config configs/smoke.toml \
+  --set run.device=cuda --set run.dtype=bf16 --set run.output_dir=/tmp/gpu-smoke --run-name resumed \
+  > "$o/resume_train.log" 2>&1
+echo "killed run rc=$? (137 expected)" | tee -a "$o/resume_train.log"
+timeout -k 5 60 /tmp/syncoder train --config /tmp/gpu-smoke/resumed/run.toml --resume latest \
+  >> "$o/resume_train.log" 2>&1
+echo "resumed run rc=$?" | tee -a "$o/resume_train.log"
+cp /tmp/gpu-smoke/resumed/metrics.jsonl "$o/resumed_metrics.jsonl" 2>/dev/null
+python3 - "$o/smoke_metrics.jsonl" "$o/resumed_metrics.jsonl" <<'PY' | tee "$o/resume_compare.txt"
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+la = {m["step"]: m["loss"] for m in a}
+lb = {m["step"]: m["loss"] for m in b}
+same = [s for s in lb if s in la and la[s] == lb[s]]
+diff = [(s, la[s], lb[s]) for s in lb if s in la and la[s] != lb[s]]
+print(f"resume on the GPU: {len(same)} of {len(lb)} steps with the uninterrupted run's loss to the bit; "
+      f"steps {min(lb)}..{max(lb)}; first differences: {diff[:3]}")
+PY
 
 t=$(( $(left) - 10 ))
 if [[ "${SANITIZE:-1}" == 1 ]] && (( t > 20 )) && command -v compute-sanitizer >/dev/null; then
