@@ -258,6 +258,11 @@ impl RunConfig {
         Ok(rows / per_pass)
     }
 
+    /// Micro-batches per optimizer step over all processes (the same at any world size).
+    pub fn global_micro_batches(&self) -> Result<usize, ConfigError> {
+        Ok(self.global_rows()? / self.batch.micro_batch_rows.max(1))
+    }
+
     /// Rows per optimizer step over all processes.
     pub fn global_rows(&self) -> Result<usize, ConfigError> {
         Ok(self.accumulation_steps()? * self.batch.micro_batch_rows * self.run.world_size)

@@ -32,15 +32,17 @@ pub(super) fn describe(plan: &Plan) -> String {
         format!("{:?}", plan.model.dtype()).to_lowercase(),
         cfg.run.device,
     );
-    let accum = cfg.accumulation_steps().unwrap_or(0);
     let rows = cfg.global_rows().unwrap_or(0);
+    // The launcher's world decides the micro-batches each process runs.
+    let world = plan.dp.world;
+    let accum = cfg.global_micro_batches().unwrap_or(0) / world.max(1);
     let step_tokens = (rows * cfg.data.seq_len) as u64;
     let _ = writeln!(
         out,
         "batch       {rows} rows per step = {} rows × {accum} micro-batches × {} process(es); {} tokens per row \
          → {} tokens per step (padding included)",
         cfg.batch.micro_batch_rows,
-        cfg.run.world_size,
+        world,
         cfg.data.seq_len,
         group(step_tokens),
     );

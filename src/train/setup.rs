@@ -82,7 +82,7 @@ impl Plan {
     pub fn make(opts: &TrainOptions) -> Result<Self> {
         let mut cfg = resolve_config(opts)?;
         let (device, dtype) = open_device(&cfg)?;
-        let dp = data_parallel(&mut cfg, &device)?;
+        let dp = data_parallel(&cfg, &device)?;
         let resumed = resumed_checkpoint(&mut cfg, opts)?;
         let dir = cfg.run_dir();
         let dirs = model_dirs(&cfg.model)?;
@@ -309,10 +309,11 @@ fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
     Ok(cfg)
 }
 
-/// The ranks of the run: the launcher's (torchrun, Slurm, MPI variables), which set
-/// `run.world_size`; the config may name the same number, or leave it at 1. The global batch
-/// must split into whole micro-batches on every rank.
-fn data_parallel(cfg: &mut RunConfig, device: &Device) -> Result<DataParallel> {
+/// The ranks of the run: the launcher's (torchrun, Slurm, MPI variables); the config may name
+/// the same number in `run.world_size`, or leave it at 1 (what `run.toml` keeps, so a resume
+/// may take another world size). The global batch must split into whole micro-batches on
+/// every rank.
+fn data_parallel(cfg: &RunConfig, device: &Device) -> Result<DataParallel> {
     let launch = crate::dist::LaunchEnv::from_process().context("reading the launcher's environment")?;
     let configured = cfg.run.world_size;
     if configured > 1 && configured != launch.world_size {
@@ -329,8 +330,9 @@ fn data_parallel(cfg: &mut RunConfig, device: &Device) -> Result<DataParallel> {
     }
     let timeout = std::time::Duration::from_secs(cfg.run.comm_timeout_s);
     let dp = DataParallel::from_launch(&launch, device, timeout)?;
-    cfg.run.world_size = dp.world;
-    cfg.accumulation_steps()?;
+    let mut at_this_world = cfg.clone();
+    at_this_world.run.world_size = dp.world;
+    at_this_world.accumulation_steps()?;
     Ok(dp)
 }
 

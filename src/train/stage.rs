@@ -91,7 +91,7 @@ impl Trainer {
     pub(super) fn fetch(&self, batches: &mut Prefetcher) -> Result<Option<(StepBatches, Vec<StateDelta>)>> {
         // The step's micro-batches over all ranks; this rank keeps its share on the device and
         // only the counts of the others'.
-        let all = self.cfg.accumulation_steps()? * self.dp.world;
+        let all = self.cfg.global_micro_batches()?;
         let mut step = StepBatches {
             mine: Vec::new(),
             counts: Vec::with_capacity(all),

@@ -188,13 +188,10 @@ fn ranks_compute_the_steps_of_one_process_and_continue_at_another_world_size() {
         std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
         "step-00000003"
     );
-    ok(&train(
-        2,
-        &cfg,
-        "moved",
-        &["--resume", "latest", zero1[0], zero1[1]],
-        &[],
-    ));
+    // Through the run's own run.toml, as the stop message says to resume (it keeps
+    // `run.world_size` at 1: the launcher decides).
+    let own = dir.join("run.toml");
+    ok(&train(2, &own, "moved", &["--resume", "latest"], &[]));
     same_curve("3 ranks, then 2 after a resume", &metrics(&dir), &one);
     // One process reads the 3 parts of that ZeRO-1 checkpoint whole.
     let step3 = dir.join("step-00000003");
