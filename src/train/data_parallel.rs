@@ -221,6 +221,15 @@ impl DataParallel {
         self.comm.all_reduce_f64(v)
     }
 
+    /// The other ranks wait here for rank 0's work of unbounded length (a validation pass, a
+    /// CodeArena evaluation), outside the collective timeout.
+    pub fn wait_for_writer(&self) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        self.comm.barrier()
+    }
+
     /// Every rank waits here until all have arrived.
     pub fn barrier(&self) -> Result<()> {
         if self.world == 1 {

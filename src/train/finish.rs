@@ -32,8 +32,9 @@ pub struct Summary {
 impl Trainer {
     pub(super) fn finish(&mut self) -> Result<Summary> {
         if !self.dp.is_writer() {
-            // Rank 0 writes the final checkpoint; this rank waits for it, then reports the
-            // counters it shares.
+            // Rank 0 validates and writes the final checkpoint; this rank waits for it, then
+            // reports the counters it shares.
+            self.dp.wait_for_writer()?;
             self.state.elapsed_s = self.elapsed();
             let ckpt = self.mark_complete()?;
             return Ok(self.summary(ckpt, &[]));
@@ -43,6 +44,7 @@ impl Trainer {
                 self.state.last_val_loss = v.loss(&self.model, &self.builder).context("validation loss")?;
             }
         }
+        self.dp.wait_for_writer()?;
         self.state.complete = true;
         self.state.elapsed_s = self.elapsed();
         let ckpt = self.mark_complete()?;

@@ -236,16 +236,20 @@ impl Trainer {
 
     /// The validation loss of `[eval]` on the steps it is due (rank 0 computes it alone).
     fn validate_if_due(&mut self, step: u64) -> Result<Option<f64>> {
-        if !self.dp.is_writer() {
+        let every = self.cfg.eval.as_ref().map_or(u64::MAX, |e| e.every_steps);
+        if !step.is_multiple_of(every) {
             return Ok(None);
         }
-        let every = self.cfg.eval.as_ref().map_or(u64::MAX, |e| e.every_steps);
-        let Some(v) = self.validation.as_ref().filter(|_| step.is_multiple_of(every)) else {
-            return Ok(None);
+        let l = match &self.validation {
+            Some(v) => v.loss(&self.model, &self.builder).context("validation loss")?,
+            None => None,
         };
-        let l = v.loss(&self.model, &self.builder).context("validation loss")?;
-        self.state.last_val_loss = l;
-        self.last_val_step = Some(step);
+        // The other ranks (no validation set) wait for rank 0's pass, however long.
+        self.dp.wait_for_writer()?;
+        if self.dp.is_writer() {
+            self.state.last_val_loss = l;
+            self.last_val_step = Some(step);
+        }
         Ok(l)
     }
 
@@ -274,6 +278,10 @@ impl Trainer {
             if let Some(mut arena) = self.arena.take() {
                 arena.on_checkpoint(step, &dir, self);
                 self.arena = Some(arena);
+            }
+            if self.cfg.arena.is_some() {
+                // Rank 0 evaluated the checkpoint alone; the others waited here.
+                self.dp.wait_for_writer()?;
             }
         }
         if let Some(signal) = stop {

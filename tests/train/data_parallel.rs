@@ -45,6 +45,11 @@ global_rows = 12
 every_steps = 3
 keep_last = 2
 
+[eval]
+data = ["{r}/data/sample/syncode-sample.jsonl"]
+every_steps = 2
+max_rows = 8
+
 [log]
 progress = "lines"
 
@@ -89,9 +94,9 @@ fn train(ranks: usize, cfg: &Path, run: &str, extra: &[&str], env: &[(&str, &str
     cmd.output().expect("mpirun (scripts/install_mpi.sh installs Open MPI)")
 }
 
-/// (step, loss, grad norm, tokens) of each line of a run's metrics.
+/// (step, loss, grad norm, tokens, validation loss) of each line of a run's metrics.
 #[cfg(feature = "mpi")]
-fn metrics(run_dir: &Path) -> Vec<(u64, f64, f64, u64)> {
+fn metrics(run_dir: &Path) -> Vec<(u64, f64, f64, u64, Option<f64>)> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -102,14 +107,16 @@ fn metrics(run_dir: &Path) -> Vec<(u64, f64, f64, u64)> {
                 v["loss"].as_f64().unwrap(),
                 v["grad_norm"].as_f64().unwrap(),
                 v["tokens"].as_u64().unwrap(),
+                v["val_loss"].as_f64(),
             )
         })
         .collect()
 }
 
-/// Every step's loss and gradient norm within 1e-6 relative of the reference's, the same tokens.
+/// Every step's loss, gradient norm and validation loss within 1e-6 relative of the
+/// reference's, the same tokens.
 #[cfg(feature = "mpi")]
-fn same_curve(what: &str, got: &[(u64, f64, f64, u64)], want: &[(u64, f64, f64, u64)]) {
+fn same_curve(what: &str, got: &[(u64, f64, f64, u64, Option<f64>)], want: &[(u64, f64, f64, u64, Option<f64>)]) {
     assert_eq!(
         got.iter().map(|m| m.0).collect::<Vec<_>>(),
         want.iter().map(|m| m.0).collect::<Vec<_>>(),
@@ -126,6 +133,11 @@ fn same_curve(what: &str, got: &[(u64, f64, f64, u64)], want: &[(u64, f64, f64, 
             w.2
         );
         assert_eq!(g.3, w.3, "{what}: step {} tokens", g.0);
+        // Rank 0 computes the validation loss on the steps it is due (every 2nd).
+        assert_eq!(g.4.is_some(), g.0 % 2 == 0, "{what}: step {} validation", g.0);
+        if let (Some(a), Some(b)) = (g.4, w.4) {
+            assert!(rel(a, b) <= 1e-6, "{what}: step {} validation loss {a} vs {b}", g.0);
+        }
     }
 }
 
