@@ -115,6 +115,19 @@ struct ParamState {
     shard: Option<Shard>,
 }
 
+/// The hyperparameters of update number `step` of one parameter (its weight decay by `decay`).
+fn step_of(hp: &OptimConfig, step: u64, decay: bool, lr: f64, grad_scale: f64) -> AdamWStep {
+    AdamWStep {
+        lr,
+        beta1: hp.beta1,
+        beta2: hp.beta2,
+        eps: hp.eps,
+        weight_decay: if decay { hp.weight_decay } else { 0.0 },
+        step,
+        grad_scale,
+    }
+}
+
 pub struct AdamW {
     params: Vec<ParamState>,
     hp: OptimConfig,
@@ -185,15 +198,7 @@ impl AdamW {
             let Some(s) = p.shard else {
                 bail!("AdamW: {} is not sharded while others are", p.name);
             };
-            let h = AdamWStep {
-                lr,
-                beta1: self.hp.beta1,
-                beta2: self.hp.beta2,
-                eps: self.hp.eps,
-                weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
-                step: self.steps,
-                grad_scale,
-            };
+            let h = step_of(&self.hp, self.steps, p.decay, lr, grad_scale);
             // An f32 parameter is its own master: its block is read from it.
             let master = match &p.master {
                 Some(m) => m.clone(),
@@ -239,15 +244,7 @@ impl AdamW {
             return self.update_fused(grads, lr, grad_scale);
         }
         for (p, g) in self.params.iter_mut().zip(grads) {
-            let h = AdamWStep {
-                lr,
-                beta1: self.hp.beta1,
-                beta2: self.hp.beta2,
-                eps: self.hp.eps,
-                weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
-                step: self.steps,
-                grad_scale,
-            };
+            let h = step_of(&self.hp, self.steps, p.decay, lr, grad_scale);
             let master = match &p.master {
                 Some(m) => m.clone(),
                 None => p.param.clone(),
@@ -283,15 +280,8 @@ impl AdamW {
                 weight_decay: if p.decay { self.hp.weight_decay } else { 0.0 },
             })
             .collect();
-        let h = AdamWStep {
-            lr,
-            beta1: self.hp.beta1,
-            beta2: self.hp.beta2,
-            eps: self.hp.eps,
-            weight_decay: 0.0,
-            step: self.steps,
-            grad_scale,
-        };
+        // Weight decay per parameter is in the slots.
+        let h = step_of(&self.hp, self.steps, false, lr, grad_scale);
         crate::ops::adamw::adamw_multi_cuda(&slots, &h).context("fused AdamW update")?;
         Ok(())
     }

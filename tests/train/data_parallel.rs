@@ -8,63 +8,16 @@
 
 #[cfg(feature = "mpi")]
 use crate::common::ok;
-use crate::common::repo;
+use crate::tiny_run::write_config;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// 6 steps of a 12-row global batch (micro-batches of 2 rows × 64 tokens: 6 per step over all
-/// ranks, so 1, 2 and 3 ranks split it evenly), checkpoints every 3 steps.
+/// ranks, so 1, 2 and 3 ranks split it evenly), checkpoints every 3 steps, the validation loss
+/// every 2.
 fn config(out: &Path) -> PathBuf {
-    let r = repo();
-    let text = format!(
-        r#"
-[run]
-name = "dp"
-output_dir = "{out}"
-seed = 7
-
-[model]
-init_config = "{r}/configs/models/smoke-tiny.json"
-tokenizer = "{r}/data/sample/tokenizer"
-
-[data]
-seq_len = 64
-shuffle_buffer = 32
-pack_window = 8
-
-[optim]
-lr = 3e-3
-warmup_steps = 2
-weight_decay = 0.01
-
-[batch]
-micro_batch_rows = 2
-global_rows = 12
-
-[checkpoint]
-every_steps = 3
-keep_last = 2
-
-[eval]
-data = ["{r}/data/sample/syncode-sample.jsonl"]
-every_steps = 2
-max_rows = 8
-
-[log]
-progress = "lines"
-
-[[stage]]
-name = "sft"
-data = ["{r}/data/sample/syncode-sample.jsonl"]
-steps = 6
-"#,
-        out = out.display(),
-        r = r.display()
-    );
-    let path = out.join("run.toml");
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(&path, text).unwrap();
-    path
+    let eval = "[eval]\ndata = [\"{sample}\"]\nevery_steps = 2\nmax_rows = 8\n";
+    write_config(out, "dp", 12, 6, eval)
 }
 
 /// Seconds any multi-rank job of these tests may take (`timeout` exits 124 past it).

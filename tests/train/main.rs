@@ -11,3 +11,4 @@ mod data_parallel;
 mod memory_plan;
 mod resume;
 mod run;
+mod tiny_run;

@@ -4,7 +4,7 @@
 //! and final weights of the uninterrupted run bit for bit. Also: the non-finite guards, refused
 //! resumes with a changed recipe, and `ckpt inspect`.
 
-use crate::common::{ok, repo};
+use crate::common::ok;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -14,51 +14,7 @@ const STEPS: u64 = 12;
 
 /// A tiny run: 12 steps of 2 micro-batches of 2 rows × 64 tokens, checkpoints every 3 steps.
 fn config(out: &Path) -> PathBuf {
-    let r = repo();
-    let text = format!(
-        r#"
-[run]
-name = "base"
-output_dir = "{out}"
-seed = 7
-
-[model]
-init_config = "{r}/configs/models/smoke-tiny.json"
-tokenizer = "{r}/data/sample/tokenizer"
-
-[data]
-seq_len = 64
-shuffle_buffer = 32
-pack_window = 8
-
-[optim]
-lr = 3e-3
-warmup_steps = 2
-weight_decay = 0.01
-
-[batch]
-micro_batch_rows = 2
-global_rows = 4
-
-[checkpoint]
-every_steps = 3
-keep_last = 2
-
-[log]
-progress = "lines"
-
-[[stage]]
-name = "sft"
-data = ["{r}/data/sample/syncode-sample.jsonl"]
-steps = {STEPS}
-"#,
-        out = out.display(),
-        r = r.display()
-    );
-    let path = out.join("run.toml");
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(&path, text).unwrap();
-    path
+    crate::tiny_run::write_config(out, "base", 4, STEPS, "")
 }
 
 fn train(cfg: &Path, run: &str, extra: &[&str], fault: Option<&str>) -> Output {
