@@ -50,11 +50,9 @@ fn train(ranks: usize, cfg: &Path, run: &str, extra: &[&str], env: &[(&str, &str
 /// (step, loss, grad norm, tokens, validation loss) of each line of a run's metrics.
 #[cfg(feature = "mpi")]
 fn metrics(run_dir: &Path) -> Vec<(u64, f64, f64, u64, Option<f64>)> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    crate::tiny_run::metric_lines(run_dir)
+        .into_iter()
+        .map(|v| {
             (
                 v["step"].as_u64().unwrap(),
                 v["loss"].as_f64().unwrap(),

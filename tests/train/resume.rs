@@ -54,11 +54,9 @@ fn killed(out: &Output) {
 
 /// (step, loss, grad_norm, lr) per line of a run's metrics, exact as written.
 fn losses(run_dir: &Path) -> Vec<(u64, String, String, String)> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    crate::tiny_run::metric_lines(run_dir)
+        .into_iter()
+        .map(|v| {
             (
                 v["step"].as_u64().unwrap(),
                 v["loss"].to_string(),

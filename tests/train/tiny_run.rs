@@ -1,6 +1,6 @@
 //! The config of the tiny CPU runs that the resume and data-parallel tests train: the smoke
 //! model and tokenizer on the sample shard, micro-batches of 2 rows × 64 tokens, checkpoints
-//! every 3 steps (the last 2 kept), one stage.
+//! every 3 steps (the last 2 kept), one stage; and reading back what a run logged.
 
 use crate::common::repo;
 use std::path::{Path, PathBuf};
@@ -56,4 +56,13 @@ steps = {steps}
     std::fs::create_dir_all(out).unwrap();
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Every line of a run's `metrics.jsonl`, parsed.
+pub fn metric_lines(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
