@@ -13,7 +13,9 @@
 //! that no rank leaves while a checkpoint is half-written.
 //!
 //! With `train.optimizer_sharding = "zero1"` the AdamW state is cut over the ranks instead of
-//! replicated (`train::zero`), and each rank writes its part of every checkpoint.
+//! replicated (`train::zero`), and each rank writes its part of every checkpoint. A watchdog
+//! thread ends a rank whose collective waited longer than `run.comm_timeout_s` (MPI has no
+//! timeouts), so a rank that hangs ends the job instead of hanging it.
 //!
 //! Backends: one process (`SingleProcess`), or MPI for CPU runs (`--features mpi`, started by
 //! `mpirun` / `srun` with MPI). Not built yet: NCCL for CUDA runs, ZeRO-2 (sharded gradients),
