@@ -230,6 +230,9 @@ impl AdamW {
     /// One update with learning rate `lr`, the gradients (in `names` order) multiplied by
     /// `grad_scale` first.
     pub fn update(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
+        if self.is_sharded() {
+            bail!("AdamW: the state is sharded over ranks; update it with `update_sharded`");
+        }
         if grads.len() != self.params.len() {
             bail!("{} gradients for {} parameters", grads.len(), self.params.len());
         }

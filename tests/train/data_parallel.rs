@@ -8,6 +8,8 @@
 
 #[cfg(feature = "mpi")]
 use crate::common::ok;
+#[cfg(feature = "mpi")]
+use crate::tiny_run::latest;
 use crate::tiny_run::write_config;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -147,10 +149,7 @@ fn ranks_compute_the_steps_of_one_process_and_continue_at_another_world_size() {
     );
     assert!(!out.status.success(), "the killed run succeeded");
     let dir = tmp.path().join("moved");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
-        "step-00000003"
-    );
+    assert_eq!(latest(&dir), "step-00000003");
     // Through the run's own run.toml, as the stop message says to resume (it keeps
     // `run.world_size` at 1: the launcher decides).
     let own = dir.join("run.toml");
@@ -185,10 +184,7 @@ fn a_rank_killed_mid_step_ends_the_job_and_the_last_checkpoint_loads() {
     assert!(!out.status.success(), "a run with a dead rank succeeded");
     assert!(took.as_secs() < 60, "the job took {took:?} to end after a rank died");
     let dir = tmp.path().join("killed");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
-        "step-00000003"
-    );
+    assert_eq!(latest(&dir), "step-00000003");
     assert!(!dir.join("step-00000006").exists());
     // The checkpoint it left continues in one process.
     ok(&train(1, &cfg, "killed", &["--resume", "latest"], &[]));
@@ -221,10 +217,7 @@ fn a_rank_that_hangs_ends_the_job_after_the_collective_timeout() {
         "{err}"
     );
     let dir = tmp.path().join("hung");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("latest")).unwrap().trim(),
-        "step-00000003"
-    );
+    assert_eq!(latest(&dir), "step-00000003");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! resumes with a changed recipe, and `ckpt inspect`.
 
 use crate::common::ok;
+use crate::tiny_run::latest;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -65,13 +66,6 @@ fn losses(run_dir: &Path) -> Vec<(u64, String, String, String)> {
             )
         })
         .collect()
-}
-
-fn latest(run_dir: &Path) -> String {
-    std::fs::read_to_string(run_dir.join("latest"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 fn final_weights(run_dir: &Path) -> Vec<u8> {

@@ -66,3 +66,11 @@ pub fn metric_lines(run_dir: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The step directory a run's `latest` names.
+pub fn latest(run_dir: &Path) -> String {
+    std::fs::read_to_string(run_dir.join("latest"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
