@@ -260,7 +260,8 @@ fn data_parallel_table(out: &mut String, cfg: &RunConfig, model: &Qwen2Config, g
     let world = cfg.run.world_size as u64;
     let _ = writeln!(
         out,
-        "data parallel over {world} ranks, per rank (multi-GPU training is not built yet; this is what it will need):"
+        "data parallel over {world} ranks, per rank (the ZeRO-2 rows shard the gradient buffers, which the trainer's \
+         \"zero2\" does not do yet: it needs ZeRO-1's memory):"
     );
     let _ = writeln!(out);
     let fits_head = match memory_gib {

@@ -187,14 +187,43 @@ impl AdamW {
         self.params.iter().any(|p| p.shard.is_some())
     }
 
-    /// One update of this rank's blocks (ZeRO-1), then every parameter all-gathered from the
-    /// ranks' blocks. `grads` are the whole summed gradients (every rank has them).
-    pub fn update_sharded(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64, comm: &dyn Comm) -> Result<()> {
+    /// This rank's block of every whole gradient (ZeRO-1: every rank holds the summed
+    /// gradients), in update order.
+    pub fn grad_blocks(&self, grads: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.each_shard(grads, |s, g| s.take(g))
+    }
+
+    /// This rank's block of the sum over the ranks of every gradient, reduce-scattered (ZeRO-2:
+    /// `grads` are this rank's own share of the step), in update order.
+    pub fn scatter_grads(&self, grads: &[Tensor], comm: &dyn Comm) -> Result<Vec<Tensor>> {
+        self.each_shard(grads, |s, g| s.scatter_sum(g, comm))
+    }
+
+    fn each_shard(&self, grads: &[Tensor], f: impl Fn(&Shard, &Tensor) -> Result<Tensor>) -> Result<Vec<Tensor>> {
         if grads.len() != self.params.len() {
             bail!("{} gradients for {} parameters", grads.len(), self.params.len());
         }
+        self.params
+            .iter()
+            .zip(grads)
+            .map(|(p, g)| {
+                let s = p
+                    .shard
+                    .with_context(|| format!("AdamW: {} is not sharded while others are", p.name))?;
+                f(&s, g).with_context(|| format!("the gradient block of {}", p.name))
+            })
+            .collect()
+    }
+
+    /// One update of this rank's blocks (ZeRO-1/2) from `blocks`, this rank's block of every
+    /// summed gradient (`grad_blocks`, `scatter_grads`), then every parameter all-gathered from
+    /// the ranks' blocks.
+    pub fn update_sharded(&mut self, blocks: &[Tensor], lr: f64, grad_scale: f64, comm: &dyn Comm) -> Result<()> {
+        if blocks.len() != self.params.len() {
+            bail!("{} gradient blocks for {} parameters", blocks.len(), self.params.len());
+        }
         self.steps += 1;
-        for (p, g) in self.params.iter_mut().zip(grads) {
+        for (p, g) in self.params.iter_mut().zip(blocks) {
             let Some(s) = p.shard else {
                 bail!("AdamW: {} is not sharded while others are", p.name);
             };
@@ -204,8 +233,8 @@ impl AdamW {
                 Some(m) => m.clone(),
                 None => s.take(&p.param)?,
             };
-            let (master, m, v) = adamw_update(&master, &p.m, &p.v, &s.take(g)?, &h)
-                .with_context(|| format!("AdamW update of {}", p.name))?;
+            let (master, m, v) =
+                adamw_update(&master, &p.m, &p.v, g, &h).with_context(|| format!("AdamW update of {}", p.name))?;
             s.gather_into(&master, &p.param, comm)
                 .with_context(|| format!("gathering {} from the ranks", p.name))?;
             if p.master.is_some() {

@@ -336,18 +336,13 @@ fn data_parallel(cfg: &RunConfig, device: &Device) -> Result<DataParallel> {
     Ok(dp)
 }
 
-/// `train.optimizer_sharding`: ZeRO-1 cuts the (whole, fresh or loaded) AdamW state over the
-/// ranks; one process keeps it whole.
+/// `train.optimizer_sharding`: ZeRO-1 and ZeRO-2 cut the (whole, fresh or loaded) AdamW
+/// state over the ranks; one process keeps it whole.
 fn shard_optimizer(cfg: &RunConfig, dp: &DataParallel, opt: &mut AdamW) -> Result<()> {
     match cfg.train.optimizer_sharding {
         OptimizerSharding::None => Ok(()),
-        OptimizerSharding::Zero2 => Err(ConfigError::new(
-            "train.optimizer_sharding",
-            "\"zero2\" (sharded gradients) is not built yet; \"zero1\" shards the optimizer state",
-        )
-        .into()),
-        OptimizerSharding::Zero1 if dp.world > 1 => opt.shard(dp.rank, dp.world),
-        OptimizerSharding::Zero1 => Ok(()),
+        OptimizerSharding::Zero1 | OptimizerSharding::Zero2 if dp.world > 1 => opt.shard(dp.rank, dp.world),
+        OptimizerSharding::Zero1 | OptimizerSharding::Zero2 => Ok(()),
     }
 }
 

@@ -129,25 +129,49 @@ impl Trainer {
         )
         .map_err(|e| memory::oom_hint(e, &self.cfg))
         .with_context(|| format!("step {step}"))?;
-        self.dp
-            .sum_gradients(&g.grads)
-            .with_context(|| format!("step {step}"))?;
-        // The loss sums, and whether any rank was asked to stop, in one reduction.
+        // ZeRO-2: each rank receives only its block of the summed gradients; otherwise every
+        // rank sums them whole.
+        let blocks = if self.zero2() {
+            let _w = self.dp.watch("reduce-scattering the gradients");
+            Some(
+                self.opt
+                    .scatter_grads(&g.grads, self.dp.comm())
+                    .with_context(|| format!("step {step}"))?,
+            )
+        } else {
+            self.dp
+                .sum_gradients(&g.grads)
+                .with_context(|| format!("step {step}"))?;
+            None
+        };
+        let block_sq = match &blocks {
+            Some(b) => global_norm(b)?.powi(2),
+            None => 0.0,
+        };
+        // The loss sums, whether any rank was asked to stop, and (ZeRO-2) the squared norms of
+        // the gradient blocks, in one reduction.
         let asked = self.stop.requested();
-        let mut values = [g.loss_sum, asked.map_or(0.0, |_| 1.0)];
+        let mut values = [g.loss_sum, asked.map_or(0.0, |_| 1.0), block_sq];
         self.dp
             .sum_values(&mut values)
             .with_context(|| format!("step {step}"))?;
         let stop = (values[1] > 0.0).then_some(asked.unwrap_or("SIGTERM (on another rank)"));
         let loss = values[0] / g.supervised.max(1) as f64;
-        let grad_norm = global_norm(&g.grads)?;
+        let grad_norm = match blocks {
+            Some(_) => values[2].sqrt(),
+            None => global_norm(&g.grads)?,
+        };
         let lr = lr_at(&stage.schedule, self.state.stage_step, stage.total);
         let applied = loss.is_finite() && grad_norm.is_finite() && g.supervised > 0;
         if applied {
             let scale = self.cfg.optim.clip_scale(grad_norm);
             if self.opt.is_sharded() {
+                let blocks = match blocks {
+                    Some(b) => b,
+                    None => self.opt.grad_blocks(&g.grads)?,
+                };
                 let _w = self.dp.watch("gathering the updated parameters");
-                self.opt.update_sharded(&g.grads, lr, scale, self.dp.comm())?;
+                self.opt.update_sharded(&blocks, lr, scale, self.dp.comm())?;
             } else {
                 self.opt.update(&g.grads, lr, scale)?;
             }
@@ -164,6 +188,12 @@ impl Trainer {
             applied,
             stop,
         })
+    }
+
+    /// Whether the gradients are reduce-scattered (`train.optimizer_sharding = "zero2"` over
+    /// several ranks) rather than all-reduced.
+    fn zero2(&self) -> bool {
+        self.cfg.train.optimizer_sharding == super::zero::OptimizerSharding::Zero2 && self.opt.is_sharded()
     }
 
     /// Advances the counters, computes the validation loss when due, and writes and shows the

@@ -1,8 +1,14 @@
-//! ZeRO-1 (`train.optimizer_sharding = "zero1"`): in a data-parallel run each rank keeps the
-//! AdamW moments (and fp32 masters) of only its share of every parameter — 1/W of the 12 bytes
-//! per parameter that are most of a full fine-tune's memory — updates that share after the
-//! gradient sum, and the ranks all-gather the updated parameters. The numbers are those of
-//! plain data parallelism (AdamW is element-wise).
+//! Sharded training state in a data-parallel run (`train.optimizer_sharding`):
+//!
+//! - **ZeRO-1** (`"zero1"`): each rank keeps the AdamW moments (and fp32 masters) of only its
+//!   share of every parameter — 1/W of the 12 bytes per parameter that are most of a full
+//!   fine-tune's memory — updates that share after the gradient sum, and the ranks all-gather
+//!   the updated parameters.
+//! - **ZeRO-2** (`"zero2"`): the same, and the gradients are reduce-scattered instead of
+//!   all-reduced, so each rank receives only its block of the summed gradient (half the bytes
+//!   an all-reduce moves); the global gradient norm is the sum of the ranks' block norms.
+//!
+//! The numbers are those of plain data parallelism (AdamW is element-wise).
 //!
 //! A parameter of N elements, flattened, is cut into W blocks of ⌈N/W⌉ (the last ones short or
 //! empty); rank r owns block r. Checkpoints keep the cut: every rank writes its blocks to
@@ -10,9 +16,11 @@
 //! whole tensors, so a run resumes at any world size and with or without sharding (each rank
 //! cuts its own share again).
 //!
-//! Not built: ZeRO-2 (gradients sharded too: it needs the gradient buffers freed bucket by
-//! bucket during the backward), and loading only the blocks a rank needs (each rank reads the
-//! whole state once at resume).
+//! Not built: freeing the whole f32 gradient buffers bucket by bucket during the backward (the
+//! memory half of ZeRO-2: each rank still accumulates its own micro-batches' gradients in
+//! whole buffers, so "zero2" needs ZeRO-1's memory today), overlapping the reduction with the
+//! backward, and loading only the blocks a rank needs (each rank reads the whole state once at
+//! resume).
 
 use crate::dist::Comm;
 use anyhow::{bail, Context, Result};
@@ -30,7 +38,7 @@ pub enum OptimizerSharding {
     None,
     /// Each rank holds the AdamW state of its share of every parameter.
     Zero1,
-    /// Gradients sharded too: not built yet (refused with the key).
+    /// Also the gradients: reduce-scattered, each rank receives its block of the sum.
     Zero2,
 }
 
@@ -61,6 +69,22 @@ impl Shard {
     /// This rank's block of `t` (flattened, a contiguous copy).
     pub fn take(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.flatten_all()?.narrow(0, self.start, self.len)?.contiguous()?)
+    }
+
+    /// This rank's block of the sum over the ranks of `whole` (a gradient, flattened and padded
+    /// to W blocks for the reduce-scatter), f32.
+    pub fn scatter_sum(&self, whole: &Tensor, comm: &dyn Comm) -> Result<Tensor> {
+        let flat = whole.flatten_all()?.to_dtype(DType::F32)?;
+        let padded = self.block * self.world;
+        let src = if flat.elem_count() == padded {
+            flat.contiguous()?
+        } else {
+            let pad = Tensor::zeros(padded - flat.elem_count(), DType::F32, flat.device())?;
+            Tensor::cat(&[&flat, &pad], 0)?
+        };
+        let mine = Tensor::zeros(self.block, DType::F32, flat.device())?;
+        comm.reduce_scatter_sum(&src, &mine)?;
+        Ok(mine.narrow(0, 0, self.len)?)
     }
 
     /// `param` ← every rank's block of the updated values, all-gathered (`mine`: this rank's
