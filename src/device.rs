@@ -14,7 +14,7 @@ use std::str::FromStr;
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     Cpu,
-    /// `cuda` (`None`: GPU 0) or `cuda:N`.
+    /// `cuda` (`None`: GPU 0, or the local rank's GPU in a multi-process launch) or `cuda:N`.
     Cuda(Option<usize>),
 }
 
@@ -57,6 +57,20 @@ impl From<DeviceSpec> for String {
 }
 
 impl DeviceSpec {
+    /// The device of local rank `local_rank` of the `local_world` processes on this node: one
+    /// GPU each, so `cuda` means `cuda:LOCAL_RANK`; a fixed `cuda:N` would put them all on one
+    /// GPU and is refused (the CPU is shared).
+    pub fn for_local_rank(self, local_rank: usize, local_world: usize) -> Result<Self, String> {
+        match self {
+            Self::Cuda(None) if local_world > 1 => Ok(Self::Cuda(Some(local_rank))),
+            Self::Cuda(Some(n)) if local_world > 1 => Err(format!(
+                "\"cuda:{n}\" would put all {local_world} processes of this node on one GPU; write \"cuda\" and each \
+                 process takes the GPU of its local rank"
+            )),
+            other => Ok(other),
+        }
+    }
+
     /// Opens the device (a CUDA device needs a build with the `cuda` feature).
     pub fn open(&self) -> Result<Device> {
         let ordinal = match self {
@@ -240,6 +254,23 @@ mod tests {
         );
         assert!(Precision::Bf16.trainable_on(&Device::Cpu).is_err());
         assert_eq!(Precision::F32.trainable_on(&Device::Cpu), Ok(DType::F32));
+    }
+
+    #[test]
+    fn each_local_rank_takes_its_own_gpu() {
+        assert_eq!(
+            DeviceSpec::Cuda(None).for_local_rank(3, 8),
+            Ok(DeviceSpec::Cuda(Some(3)))
+        );
+        assert_eq!(DeviceSpec::Cuda(None).for_local_rank(0, 1), Ok(DeviceSpec::Cuda(None)));
+        assert_eq!(
+            DeviceSpec::Cuda(Some(2)).for_local_rank(0, 1),
+            Ok(DeviceSpec::Cuda(Some(2)))
+        );
+        assert!(DeviceSpec::Cuda(Some(0))
+            .for_local_rank(1, 2)
+            .is_err_and(|e| e.contains("all 2 processes")));
+        assert_eq!(DeviceSpec::Cpu.for_local_rank(1, 2), Ok(DeviceSpec::Cpu));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod compare;
 mod data;
 mod generate;
 mod init;
+mod launch;
 mod loss;
 mod plan;
 mod selftest;
@@ -55,6 +56,8 @@ pub enum Command {
     Loss(loss::LossArgs),
     /// Fine-tune a model from a TOML run config (or resume a run).
     Train(train::TrainArgs),
+    /// Start this node's ranks of a multi-GPU job (one per GPU, like torchrun) and supervise them.
+    Launch(launch::LaunchArgs),
     /// Print the memory a run config needs (weights, gradients, AdamW, activations, peak) and
     /// whether it fits; reads no weights, downloads nothing.
     Plan(plan::PlanArgs),
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Loss(args) => loss::run(args),
         Command::Train(args) => train::run_cmd(args),
+        Command::Launch(args) => launch::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Ckpt(cmd) => ckpt::run(cmd),
         Command::Generate(args) => generate::run(args),

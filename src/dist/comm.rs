@@ -6,7 +6,7 @@
 //! what the tests run over 2 and 3 processes.
 //!
 //! Backends: `SingleProcess` (a world of one), MPI for CPU runs (`dist::mpi_comm`, `--features
-//! mpi`). NCCL for CUDA is not built yet.
+//! mpi`), NCCL for GPU runs (`dist::nccl_comm`, `--features cuda`).
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -49,20 +49,20 @@ fn expect_eq(what: &str, got: &Tensor, want: &[f32]) -> Result<()> {
 }
 
 /// Runs every collective of `comm` on `len` elements per rank (an odd length, so nothing
-/// divides evenly by accident) and checks the results exactly; returns a line per check.
-pub fn check_collectives(comm: &dyn Comm, len: usize) -> Result<Vec<String>> {
+/// divides evenly by accident) in tensors on `dev` and checks the results exactly; returns a
+/// line per check.
+pub fn check_collectives(comm: &dyn Comm, len: usize, dev: &Device) -> Result<Vec<String>> {
     let (rank, size) = (comm.rank(), comm.size());
-    let dev = Device::Cpu;
     let mut done = Vec::new();
 
-    let t = Tensor::from_vec(values(rank, len), len, &dev)?;
+    let t = Tensor::from_vec(values(rank, len), len, dev)?;
     comm.all_reduce_sum(&t)?;
     let sum: Vec<f32> = (0..len).map(|i| (0..size).map(|r| values(r, len)[i]).sum()).collect();
     expect_eq("all-reduce (sum)", &t, &sum)?;
     done.push(format!("all-reduce sum of {len} f32"));
 
-    let src = Tensor::from_vec(values(rank, len * size), len * size, &dev)?;
-    let dst = Tensor::zeros(len, candle_core::DType::F32, &dev)?;
+    let src = Tensor::from_vec(values(rank, len * size), len * size, dev)?;
+    let dst = Tensor::zeros(len, candle_core::DType::F32, dev)?;
     comm.reduce_scatter_sum(&src, &dst)?;
     let full: Vec<f32> = (0..len * size)
         .map(|i| (0..size).map(|r| values(r, len * size)[i]).sum())
@@ -70,8 +70,8 @@ pub fn check_collectives(comm: &dyn Comm, len: usize) -> Result<Vec<String>> {
     expect_eq("reduce-scatter (sum)", &dst, &full[rank * len..(rank + 1) * len])?;
     done.push(format!("reduce-scatter sum, {len} f32 per rank"));
 
-    let src = Tensor::from_vec(values(rank, len), len, &dev)?;
-    let dst = Tensor::zeros(len * size, candle_core::DType::F32, &dev)?;
+    let src = Tensor::from_vec(values(rank, len), len, dev)?;
+    let dst = Tensor::zeros(len * size, candle_core::DType::F32, dev)?;
     comm.all_gather(&src, &dst)?;
     let all: Vec<f32> = (0..size).flat_map(|r| values(r, len)).collect();
     expect_eq("all-gather", &dst, &all)?;
@@ -79,7 +79,7 @@ pub fn check_collectives(comm: &dyn Comm, len: usize) -> Result<Vec<String>> {
 
     // From the last rank, so a broadcast that ignores its root is caught.
     let root = size - 1;
-    let t = Tensor::from_vec(values(rank, len), len, &dev)?;
+    let t = Tensor::from_vec(values(rank, len), len, dev)?;
     comm.broadcast(&t, root)?;
     expect_eq("broadcast", &t, &values(root, len))?;
     done.push(format!("broadcast of {len} f32 from rank {root}"));
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_world_of_one_passes_the_collective_checks() {
-        let done = check_collectives(&SingleProcess, 1001).unwrap();
+        let done = check_collectives(&SingleProcess, 1001, &Device::Cpu).unwrap();
         assert_eq!(done.len(), 6);
     }
 
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_collective_that_does_nothing_is_caught() {
-        let e = check_collectives(&Forgetful, 7).unwrap_err().to_string();
+        let e = check_collectives(&Forgetful, 7, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("all-gather: element 0"), "{e}");
     }
 }

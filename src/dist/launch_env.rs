@@ -134,7 +134,8 @@ impl LaunchEnv {
                 _ => num(local_world_k)?.unwrap_or(world_size),
             };
             let master = match launcher {
-                Launcher::Torchrun => match (var("MASTER_ADDR"), port()?) {
+                // Under MPI the ranks meet through MPI unless both are set.
+                Launcher::Torchrun | Launcher::OpenMpi | Launcher::Pmi => match (var("MASTER_ADDR"), port()?) {
                     (Some(a), Some(p)) => Some((a, p)),
                     _ => None,
                 },
@@ -149,7 +150,7 @@ impl LaunchEnv {
                     let port = port()?.unwrap_or(DEFAULT_PORT);
                     host.map(|h| (h, port))
                 }
-                _ => None,
+                Launcher::Single => None,
             };
             let env = Self {
                 launcher,

@@ -103,6 +103,13 @@ impl MpiComm {
     }
 }
 
+impl MpiComm {
+    /// `b` ← rank `root`'s `b` (a few bytes: the NCCL id of a GPU job MPI started).
+    pub fn broadcast_bytes(&self, b: &mut [u8], root: usize) {
+        self.world.process_at_rank(root as i32).broadcast_into(b);
+    }
+}
+
 impl Comm for MpiComm {
     fn rank(&self) -> usize {
         self.world.rank() as usize

@@ -17,13 +17,14 @@
 //! thread ends a rank whose collective waited longer than `run.comm_timeout_s` (MPI has no
 //! timeouts), so a rank that hangs ends the job instead of hanging it.
 //!
-//! Backends: one process (`SingleProcess`), or MPI for CPU runs (`--features mpi`, started by
-//! `mpirun` / `srun` with MPI). Not built yet: NCCL for CUDA runs, ZeRO-2 (sharded gradients),
-//! bucketed reduction overlapped with the backward.
+//! Backends (`dist::connect`): one process (`SingleProcess`), NCCL for GPU runs (one process
+//! per GPU, started by torchrun, `syncoder launch`, `srun` or `mpirun`), MPI for CPU runs
+//! (`--features mpi`, started by `mpirun` / `srun` with MPI). Not built yet: bucketed reduction
+//! overlapped with the backward (the gradients are reduced after the step's last micro-batch).
 
 use crate::dist::comm::SingleProcess;
-use crate::dist::{Comm, LaunchEnv, Launcher};
-use anyhow::{bail, Context, Result};
+use crate::dist::{Comm, LaunchEnv};
+use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,63 +118,22 @@ impl DataParallel {
     }
 
     /// The communicator of the launcher that started this process (none: one process), its
-    /// collectives watched against `timeout`.
+    /// collectives — the rendezvous itself first — watched against `timeout`.
     pub fn from_launch(launch: &LaunchEnv, device: &Device, timeout: Duration) -> Result<Self> {
-        let mut dp = Self::launched(launch, device)?;
-        if dp.world > 1 {
-            dp.watchdog = Some(Watchdog::spawn(dp.rank, dp.world, timeout));
-        }
-        Ok(dp)
-    }
-
-    fn launched(launch: &LaunchEnv, device: &Device) -> Result<Self> {
         if launch.world_size <= 1 {
             return Ok(Self::single());
         }
-        if !device.is_cpu() {
-            bail!(
-                "this process was started as {}: data parallelism on GPUs needs the NCCL backend, which is not \
-                 built yet (multi-process CPU runs over MPI are). Start one process per run for now",
-                launch.describe()
-            );
-        }
-        match launch.launcher {
-            Launcher::OpenMpi | Launcher::Pmi | Launcher::Slurm => Self::mpi(launch),
-            _ => bail!(
-                "this process was started as {}: CPU data parallelism runs over MPI; start the ranks with \
-                 `mpirun -np N syncoder train ...` or `srun --mpi=pmix ...` (docs/multi-gpu.md)",
-                launch.describe()
-            ),
-        }
-    }
-
-    #[cfg(feature = "mpi")]
-    fn mpi(launch: &LaunchEnv) -> Result<Self> {
-        let comm = crate::dist::mpi_comm::MpiComm::init().context("starting MPI")?;
-        let (rank, world) = (comm.rank(), comm.size());
-        if (rank, world) != (launch.rank, launch.world_size) {
-            bail!(
-                "MPI says rank {rank} of {world}, the launcher's variables {}: start the ranks with the MPI that \
-                 syncoder was built against (under Slurm, `srun --mpi=pmix ...`: without an MPI plugin every task \
-                 starts a world of its own)",
-                launch.describe()
-            );
-        }
+        let watchdog = Watchdog::spawn(launch.rank, launch.world_size, timeout);
+        watchdog.begin("meeting the other ranks (the communicator's rendezvous)");
+        let comm = crate::dist::connect::connect(launch, device, timeout);
+        watchdog.end();
+        let comm = comm?;
         Ok(Self {
-            comm: Box::new(comm),
-            rank,
-            world,
-            watchdog: None,
+            rank: comm.rank(),
+            world: comm.size(),
+            comm,
+            watchdog: Some(watchdog),
         })
-    }
-
-    #[cfg(not(feature = "mpi"))]
-    fn mpi(launch: &LaunchEnv) -> Result<Self> {
-        bail!(
-            "this process was started as {}, but this syncoder was built without MPI: rebuild with \
-             `--features mpi` (scripts/install_mpi.sh installs Open MPI)",
-            launch.describe()
-        )
     }
 
     /// The communicator (ZeRO-1's all-gather of the parameters; watch it with `watch`).
@@ -263,6 +223,7 @@ mod tests {
 
     #[test]
     fn torchrun_on_the_cpu_is_refused_plainly() {
+        use crate::dist::Launcher;
         let env = LaunchEnv {
             launcher: Launcher::Torchrun,
             rank: 1,

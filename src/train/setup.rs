@@ -81,8 +81,9 @@ impl Plan {
     /// sources of every stage: read and checked, nothing written.
     pub fn make(opts: &TrainOptions) -> Result<Self> {
         let mut cfg = resolve_config(opts)?;
-        let (device, dtype) = open_device(&cfg)?;
-        let dp = data_parallel(&cfg, &device)?;
+        let launch = crate::dist::LaunchEnv::from_process().context("reading the launcher's environment")?;
+        let (device, dtype) = open_device(&cfg, &launch)?;
+        let dp = data_parallel(&cfg, &launch, &device)?;
         let resumed = resumed_checkpoint(&mut cfg, opts)?;
         let dir = cfg.run_dir();
         let dirs = model_dirs(&cfg.model)?;
@@ -313,8 +314,7 @@ fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
 /// the same number in `run.world_size`, or leave it at 1 (what `run.toml` keeps, so a resume
 /// may take another world size). The global batch must split into whole micro-batches on
 /// every rank.
-fn data_parallel(cfg: &RunConfig, device: &Device) -> Result<DataParallel> {
-    let launch = crate::dist::LaunchEnv::from_process().context("reading the launcher's environment")?;
+fn data_parallel(cfg: &RunConfig, launch: &crate::dist::LaunchEnv, device: &Device) -> Result<DataParallel> {
     let configured = cfg.run.world_size;
     if configured > 1 && configured != launch.world_size {
         return Err(ConfigError::new(
@@ -329,7 +329,7 @@ fn data_parallel(cfg: &RunConfig, device: &Device) -> Result<DataParallel> {
         .into());
     }
     let timeout = std::time::Duration::from_secs(cfg.run.comm_timeout_s);
-    let dp = DataParallel::from_launch(&launch, device, timeout)?;
+    let dp = DataParallel::from_launch(launch, device, timeout)?;
     let mut at_this_world = cfg.clone();
     at_this_world.run.world_size = dp.world;
     at_this_world.accumulation_steps()?;
@@ -346,9 +346,15 @@ fn shard_optimizer(cfg: &RunConfig, dp: &DataParallel, opt: &mut AdamW) -> Resul
     }
 }
 
-/// The device of `run.device` and the parameter dtype of `run.dtype`, if its kernels train in it.
-fn open_device(cfg: &RunConfig) -> Result<(Device, DType)> {
-    let device = cfg.run.device.open().key_context("run.device")?;
+/// The device of `run.device` (`cuda` on a node of several ranks: the GPU of this process's
+/// local rank) and the parameter dtype of `run.dtype`, if its kernels train in it.
+fn open_device(cfg: &RunConfig, launch: &crate::dist::LaunchEnv) -> Result<(Device, DType)> {
+    let spec = cfg
+        .run
+        .device
+        .for_local_rank(launch.local_rank, launch.local_world_size)
+        .map_err(|why| ConfigError::new("run.device", why))?;
+    let device = spec.open().key_context("run.device")?;
     let dtype = cfg.run.dtype.trainable_on(&device).map_err(|why| {
         let fix = if device.is_cpu() { "f32" } else { "bf16" };
         ConfigError::new("run.dtype", format!("{why}; set run.dtype = \"{fix}\""))

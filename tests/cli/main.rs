@@ -8,5 +8,6 @@ mod data_commands;
 mod hygiene;
 mod inference_models;
 mod init;
+mod launch;
 mod loss;
 mod selftest;

@@ -193,10 +193,24 @@ fn cpu_train_bench_prints_throughput_and_op_families() {
     assert!((mfu - achieved).abs() < 1e-12 && mfu > 0.0);
 }
 
+#[test]
+fn comm_check_outside_a_launch_says_how_to_launch() {
+    let out = syncoder(&["selftest", "--comm"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mpirun -np N syncoder selftest --comm"), "{err}");
+}
+
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn comm_check_without_the_mpi_feature_is_refused_plainly() {
-    let out = syncoder(&["selftest", "--comm"]);
+    // What `mpirun -np 2` sets for rank 0.
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["selftest", "--comm"])
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--features mpi"), "{err}");
