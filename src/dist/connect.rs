@@ -5,7 +5,7 @@
 
 use super::comm::SingleProcess;
 use super::{bootstrap, Comm, LaunchEnv, Launcher};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ pub fn connect(launch: &LaunchEnv, device: &Device, timeout: Duration) -> Result
 #[cfg(feature = "cuda")]
 fn nccl(launch: &LaunchEnv, device: &Device, timeout: Duration) -> Result<Box<dyn Comm>> {
     use super::nccl_lib::{Nccl, UniqueId};
+    use anyhow::Context;
     let lib = Nccl::get()?;
     let id = share_id(launch, || Ok(lib.unique_id()?.to_bytes()), timeout)?;
     let comm = super::nccl_comm::NcclComm::join(lib, UniqueId::from_bytes(&id), launch.rank, launch.world_size, device)
@@ -54,6 +55,7 @@ fn nccl(launch: &LaunchEnv, _device: &Device, _timeout: Duration) -> Result<Box<
 
 #[cfg(feature = "mpi")]
 fn mpi(launch: &LaunchEnv) -> Result<Box<dyn Comm>> {
+    use anyhow::Context;
     let comm = super::mpi_comm::MpiComm::init().context("starting MPI")?;
     let (rank, world) = (comm.rank(), comm.size());
     if (rank, world) != (launch.rank, launch.world_size) {
@@ -108,6 +110,7 @@ pub fn share_id(
 
 #[cfg(feature = "mpi")]
 fn share_id_mpi(launch: &LaunchEnv, make: impl FnOnce() -> Result<[u8; ID_BYTES]>) -> Result<[u8; ID_BYTES]> {
+    use anyhow::Context;
     let comm = super::mpi_comm::MpiComm::init().context("starting MPI to share the NCCL id")?;
     let mut id = if launch.rank == 0 { make()? } else { [0u8; ID_BYTES] };
     comm.broadcast_bytes(&mut id, 0);

@@ -23,7 +23,7 @@
 //! overlapped with the backward (the gradients are reduced after the step's last micro-batch).
 
 use crate::dist::comm::SingleProcess;
-use crate::dist::{Comm, LaunchEnv};
+use crate::dist::{Comm, LaunchEnv, Launcher};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +37,8 @@ pub struct DataParallel {
     pub world: usize,
     /// Watches the collectives for a wait past `run.comm_timeout_s` (several ranks only).
     watchdog: Option<Watchdog>,
+    /// Started by a launcher (even as a world of one).
+    launched: bool,
 }
 
 /// A thread that ends this rank when one collective has waited too long: MPI has no timeouts,
@@ -114,26 +116,39 @@ impl DataParallel {
             rank: 0,
             world: 1,
             watchdog: None,
+            launched: false,
         }
     }
 
     /// The communicator of the launcher that started this process (none: one process), its
-    /// collectives — the rendezvous itself first — watched against `timeout`.
+    /// collectives — the rendezvous itself first — watched against `timeout`. A launch of one
+    /// rank has its communicator too (ZeRO then runs through it: what a one-GPU check of the
+    /// multi-GPU path exercises).
     pub fn from_launch(launch: &LaunchEnv, device: &Device, timeout: Duration) -> Result<Self> {
-        if launch.world_size <= 1 {
+        if launch.launcher == Launcher::Single {
             return Ok(Self::single());
         }
-        let watchdog = Watchdog::spawn(launch.rank, launch.world_size, timeout);
-        watchdog.begin("meeting the other ranks (the communicator's rendezvous)");
+        let watchdog = (launch.world_size > 1).then(|| Watchdog::spawn(launch.rank, launch.world_size, timeout));
+        if let Some(w) = &watchdog {
+            w.begin("meeting the other ranks (the communicator's rendezvous)");
+        }
         let comm = crate::dist::connect::connect(launch, device, timeout);
-        watchdog.end();
+        if let Some(w) = &watchdog {
+            w.end();
+        }
         let comm = comm?;
         Ok(Self {
             rank: comm.rank(),
             world: comm.size(),
             comm,
-            watchdog: Some(watchdog),
+            watchdog,
+            launched: true,
         })
+    }
+
+    /// Whether a launcher started this process (a world of one included).
+    pub fn is_launched(&self) -> bool {
+        self.launched
     }
 
     /// The communicator (ZeRO-1's all-gather of the parameters; watch it with `watch`).
@@ -213,6 +228,7 @@ mod tests {
             rank,
             world,
             watchdog: None,
+            launched: world > 1,
         };
         let owned = |d: &DataParallel| (0..7).filter(|&i| d.owns(i)).collect::<Vec<_>>();
         assert_eq!(owned(&dp(0, 1)), vec![0, 1, 2, 3, 4, 5, 6]);
@@ -223,7 +239,6 @@ mod tests {
 
     #[test]
     fn torchrun_on_the_cpu_is_refused_plainly() {
-        use crate::dist::Launcher;
         let env = LaunchEnv {
             launcher: Launcher::Torchrun,
             rank: 1,

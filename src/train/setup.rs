@@ -337,11 +337,12 @@ fn data_parallel(cfg: &RunConfig, launch: &crate::dist::LaunchEnv, device: &Devi
 }
 
 /// `train.optimizer_sharding`: ZeRO-1 and ZeRO-2 cut the (whole, fresh or loaded) AdamW
-/// state over the ranks; one process keeps it whole.
+/// state over the ranks of a launch (one block each in a launch of one); a process no launcher
+/// started keeps it whole.
 fn shard_optimizer(cfg: &RunConfig, dp: &DataParallel, opt: &mut AdamW) -> Result<()> {
     match cfg.train.optimizer_sharding {
         OptimizerSharding::None => Ok(()),
-        OptimizerSharding::Zero1 | OptimizerSharding::Zero2 if dp.world > 1 => opt.shard(dp.rank, dp.world),
+        OptimizerSharding::Zero1 | OptimizerSharding::Zero2 if dp.is_launched() => opt.shard(dp.rank, dp.world),
         OptimizerSharding::Zero1 | OptimizerSharding::Zero2 => Ok(()),
     }
 }

@@ -27,8 +27,13 @@ const LIMIT_S: u64 = 120;
 
 /// `syncoder train` over `ranks` processes under `mpirun` (1: a plain process).
 fn train(ranks: usize, cfg: &Path, run: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    launched(ranks, ranks > 1, cfg, run, extra, env)
+}
+
+/// `syncoder train` over `ranks` processes, under `mpirun` if `mpi` (even one).
+fn launched(ranks: usize, mpi: bool, cfg: &Path, run: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let bin = env!("CARGO_BIN_EXE_syncoder");
-    let mut cmd = if ranks == 1 {
+    let mut cmd = if !mpi {
         Command::new(bin)
     } else {
         // Bounded by `timeout`, so a job that hangs fails its test instead of hanging CI.
@@ -104,6 +109,13 @@ fn ranks_compute_the_steps_of_one_process_and_continue_at_another_world_size() {
     let one = metrics(&tmp.path().join("one"));
     assert_eq!(one.len(), 6);
     let zero1 = ["--set", "train.optimizer_sharding=zero1"];
+    // A launch of one rank runs ZeRO through its communicator (one block, one part file): the
+    // one-GPU check of the multi-GPU path does this over NCCL.
+    ok(&launched(1, true, &cfg, "zero1-1", &zero1, &[]));
+    let dir = tmp.path().join("zero1-1");
+    same_curve("ZeRO-1 over 1 launched rank", &metrics(&dir), &one);
+    let part = dir.join("step-00000006/training_state/optimizer-rank-00000-of-00001.safetensors");
+    assert!(part.is_file(), "{} missing", part.display());
     for ranks in [2, 3] {
         let run = format!("ranks{ranks}");
         let out = train(ranks, &cfg, &run, &[], &[]);
