@@ -8,7 +8,10 @@
 #    benches beside PyTorch, and PyTorch + Liger-Kernel where the wheel in .whl/ installs);
 # 2. the smoke fine-tune (configs/smoke.toml) on the GPU in bf16, then the same run SIGKILLed after
 #    its step-100 checkpoint and resumed, its losses compared with the uninterrupted run's;
-# 3. the selftest under compute-sanitizer's memcheck, in the time left (SANITIZE=0 skips it).
+# 3. NCCL on one GPU: `syncoder launch --nproc-per-node 1` runs every collective of a world-size-1
+#    NCCL communicator (selftest --comm), then the smoke fine-tune as one launched rank with ZeRO-1
+#    and with ZeRO-2 (the sharded update and gather through NCCL), compared with step 2's run;
+# 4. the selftest under compute-sanitizer's memcheck, in the time left (SANITIZE=0 skips it).
 # BUDGET (seconds, default 420) bounds the whole script, STEP_TIMEOUT each bench; the bundle's
 # own switches pass through (SKIP_8192=1 for a shorter run).
 # Every step has a time limit; everything lands in OUT_DIR/gpu-check.tgz, plus results.md and the
@@ -70,6 +73,38 @@ same = [s for s in lb if s in la and la[s] == lb[s]]
 diff = [(s, la[s], lb[s]) for s in lb if s in la and la[s] != lb[s]]
 print(f"resume on the GPU: {len(same)} of {len(lb)} steps with the uninterrupted run's loss to the bit; "
       f"steps {min(lb)}..{max(lb)}; first differences: {diff[:3]}")
+PY
+
+echo "== NCCL: a launched world-size-1 communicator, then 1-rank ZeRO-1 and ZeRO-2 fine-tunes"
+timeout -k 5 60 /tmp/syncoder launch --nproc-per-node 1 -- selftest --comm --device cuda > "$o/nccl_comm.txt" 2>&1
+echo "nccl selftest --comm rc=$?" | tee -a "$o/nccl_comm.txt"
+cat "$o/nccl_comm.txt"
+for z in zero1 zero2; do
+  timeout -k 5 60 /tmp/syncoder launch --nproc-per-node 1 -- train --config configs/smoke.toml --set run.device=cuda \
+    --set run.dtype=bf16 --set run.output_dir=/tmp/gpu-smoke --run-name "$z" --set "train.optimizer_sharding=$z" \
+    > "$o/${z}_train.log" 2>&1
+  echo "$z launched run rc=$?" | tee -a "$o/${z}_train.log"
+  tail -c 600 "$o/${z}_train.log"
+  cp "/tmp/gpu-smoke/$z/metrics.jsonl" "$o/${z}_metrics.jsonl" 2>/dev/null
+  ls "/tmp/gpu-smoke/$z/step-00000200/training_state" >> "$o/${z}_train.log" 2>&1
+done
+python3 - "$o/smoke_metrics.jsonl" "$o/zero1_metrics.jsonl" "$o/zero2_metrics.jsonl" <<'PY' | tee "$o/zero_compare.txt"
+import json, sys
+def losses(p):
+    try:
+        return {m["step"]: m["loss"] for m in map(json.loads, open(p))}
+    except OSError:
+        return {}
+base = losses(sys.argv[1])
+for name, p in (("ZeRO-1", sys.argv[2]), ("ZeRO-2", sys.argv[3])):
+    z = losses(p)
+    common = sorted(set(base) & set(z))
+    if not common:
+        print(f"{name} over one launched rank: no metrics to compare")
+        continue
+    rel = [abs(z[s] - base[s]) / max(abs(base[s]), 1e-12) for s in common]
+    print(f"{name} over one launched rank (NCCL) vs the plain run: {len(common)} steps, max relative loss "
+          f"difference {max(rel):.2e} (first 10 steps {max(rel[:10]):.2e}); final {z[common[-1]]:.4f} vs {base[common[-1]]:.4f}")
 PY
 
 t=$(( $(left) - 10 ))

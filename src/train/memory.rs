@@ -8,8 +8,8 @@
 //!
 //! `sharded` gives the same run's memory per rank when it is data-parallel over W ranks: plain
 //! (replicated) data parallelism, ZeRO-1 (AdamW state sharded) and ZeRO-2 (gradients too), for
-//! `syncoder plan --world-size W`. Multi-GPU training itself is not built yet; the numbers are
-//! what it will need, from the same estimate.
+//! `syncoder plan --world-size W`, from the same estimate. The trainer's `"zero2"` does not
+//! shard the gradient buffers yet (it needs ZeRO-1's memory); the ZeRO-2 figures are the design's.
 
 use super::config::RunConfig;
 use crate::model::training::Checkpointing;
