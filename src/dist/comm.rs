@@ -29,6 +29,24 @@ pub trait Comm {
     /// `v` ← Σ over ranks of `v`, in place: a few host values (a step's loss sum, flags), in
     /// f64 so that the loss of a step is the same to the last digit at any world size.
     fn all_reduce_f64(&self, v: &mut [f64]) -> Result<()>;
+
+    /// `all_reduce_sum`, which may return before the sum is done: NCCL runs it on a stream of
+    /// its own, overlapping what the device does next (the rest of the backward). `t` is kept
+    /// alive and must not be used until `wait_async`. Blocking where the backend has no such
+    /// stream (MPI, one process).
+    fn all_reduce_sum_async(&self, t: &Tensor) -> Result<()> {
+        self.all_reduce_sum(t)
+    }
+
+    /// `reduce_scatter_sum` as `all_reduce_sum_async` is to `all_reduce_sum`.
+    fn reduce_scatter_sum_async(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        self.reduce_scatter_sum(src, dst)
+    }
+
+    /// Every `_async` collective is done, and its results are visible to what runs after.
+    fn wait_async(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Rank `r`'s test values: `len` elements that differ per rank and per position, small
@@ -83,6 +101,23 @@ pub fn check_collectives(comm: &dyn Comm, len: usize, dev: &Device) -> Result<Ve
     comm.broadcast(&t, root)?;
     expect_eq("broadcast", &t, &values(root, len))?;
     done.push(format!("broadcast of {len} f32 from rank {root}"));
+
+    // The overlapped forms: two sums and a reduce-scatter in flight together, then one wait.
+    let a = Tensor::from_vec(values(rank, len), len, dev)?;
+    let b = Tensor::from_vec(values(rank, len + 2), len + 2, dev)?;
+    let src = Tensor::from_vec(values(rank, len * size), len * size, dev)?;
+    let dst = Tensor::zeros(len, candle_core::DType::F32, dev)?;
+    comm.all_reduce_sum_async(&a)?;
+    comm.reduce_scatter_sum_async(&src, &dst)?;
+    comm.all_reduce_sum_async(&b)?;
+    comm.wait_async()?;
+    expect_eq("all-reduce (overlapped)", &a, &sum)?;
+    let sum2: Vec<f32> = (0..len + 2)
+        .map(|i| (0..size).map(|r| values(r, len + 2)[i]).sum())
+        .collect();
+    expect_eq("all-reduce (overlapped, second)", &b, &sum2)?;
+    expect_eq("reduce-scatter (overlapped)", &dst, &full[rank * len..(rank + 1) * len])?;
+    done.push("overlapped all-reduces and reduce-scatter, one wait".into());
 
     comm.barrier()?;
     done.push("barrier".into());
@@ -158,7 +193,7 @@ mod tests {
     #[test]
     fn a_world_of_one_passes_the_collective_checks() {
         let done = check_collectives(&SingleProcess, 1001, &Device::Cpu).unwrap();
-        assert_eq!(done.len(), 6);
+        assert_eq!(done.len(), 7);
     }
 
     /// A world of one whose all-gather forgets to copy: the check must catch it.

@@ -5,6 +5,13 @@
 //! synchronisation of its own. The host waits only where a value comes back to it (the step's
 //! loss, a barrier), and that wait is what the trainer's watchdog watches.
 //!
+//! The `_async` forms run on a second stream of the communicator's own, so that a layer's
+//! gradient reduction overlaps the backward of the layers before it: the second stream first
+//! waits for everything the compute stream has enqueued so far (an event), the collective
+//! runs there, and `wait_async` makes the compute stream wait for the second stream before
+//! anything reads the results. The tensors involved are kept alive until then (a temporary
+//! freed earlier could be reused by the compute stream while the collective still reads it).
+//!
 //! The communicator is made from a unique id rank 0 draws and hands the others: through MPI when
 //! MPI started the job, else through `dist::bootstrap` at `MASTER_ADDR` (torchrun, `syncoder
 //! launch`, Slurm).
@@ -13,9 +20,11 @@ use super::comm::Comm;
 use super::nccl_lib::{DataType, Nccl, RawComm, RawStream, UniqueId};
 use anyhow::{bail, Context, Result};
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice};
 use candle_core::{CudaStorage, DType, Device, InplaceOp1, InplaceOp2, Layout, Tensor};
+use std::cell::RefCell;
+use std::sync::Arc;
 
 /// This rank's NCCL communicator on its GPU.
 pub struct NcclComm {
@@ -24,6 +33,10 @@ pub struct NcclComm {
     rank: usize,
     world: usize,
     device: CudaDevice,
+    /// The stream of the overlapped (`_async`) collectives.
+    side: Arc<CudaStream>,
+    /// Operands of overlapped collectives not yet waited for.
+    pending: RefCell<Vec<Tensor>>,
 }
 
 impl NcclComm {
@@ -33,11 +46,15 @@ impl NcclComm {
         let Device::Cuda(dev) = device else {
             bail!("NCCL runs on CUDA devices, not {:?}", device.location());
         };
+        let compute = dev.cuda_stream();
         // NCCL takes the calling thread's current device.
-        dev.cuda_stream()
+        compute
             .context()
             .bind_to_thread()
             .map_err(|e| anyhow::anyhow!("making the GPU current for NCCL: {e:?}"))?;
+        let side = compute
+            .fork()
+            .map_err(|e| anyhow::anyhow!("creating the stream of overlapped collectives: {e:?}"))?;
         let comm = nccl.comm_init_rank(world, id, rank)?;
         Ok(Self {
             nccl,
@@ -45,15 +62,28 @@ impl NcclComm {
             rank,
             world,
             device: dev.clone(),
+            side,
+            pending: RefCell::new(Vec::new()),
         })
     }
 
-    fn stream(&self) -> RawStream {
-        self.device.cuda_stream().cu_stream() as RawStream
+    fn op(&self, kind: Kind, overlapped: bool) -> Collective<'_> {
+        Collective {
+            c: self,
+            kind,
+            stream: if overlapped {
+                self.side.clone()
+            } else {
+                self.device.cuda_stream()
+            },
+        }
     }
 
-    fn op(&self, kind: Kind) -> Collective<'_> {
-        Collective { c: self, kind }
+    /// The side stream waits for all the compute stream has enqueued so far.
+    fn side_after_compute(&self) -> Result<()> {
+        self.side
+            .join(&self.device.cuda_stream())
+            .map_err(|e| anyhow::anyhow!("ordering the collective after the backward: {e:?}"))
     }
 
     /// Waits for the device and reports an error NCCL met on the way (a peer that died).
@@ -94,34 +124,63 @@ enum Kind {
     AllGather,
 }
 
+/// One collective as a candle in-place op, enqueued on `stream`.
 struct Collective<'a> {
     c: &'a NcclComm,
     kind: Kind,
+    stream: Arc<CudaStream>,
 }
 
-/// The device address of a contiguous storage's first element, its element count and NCCL type.
-fn operand(s: &CudaStorage, l: &Layout, dev: &CudaDevice) -> candle_core::Result<(u64, usize, DataType)> {
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("NCCL collective: expected a contiguous tensor");
-    };
-    let stream = dev.cuda_stream();
-    Ok(match &s.slice {
-        CudaStorageSlice::F32(d) => (d.device_ptr(&stream).0 + (a * 4) as u64, b - a, DataType::F32),
-        CudaStorageSlice::F64(d) => (d.device_ptr(&stream).0 + (a * 8) as u64, b - a, DataType::F64),
-        _ => candle_core::bail!("NCCL collective: expected an f32 or f64 tensor, got {:?}", s.dtype()),
-    })
+fn range(l: &Layout) -> candle_core::Result<(usize, usize)> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok((a, b - a)),
+        None => candle_core::bail!("NCCL collective: expected a contiguous tensor"),
+    }
 }
 
-fn operand_mut(s: &mut CudaStorage, l: &Layout, dev: &CudaDevice) -> candle_core::Result<(u64, usize, DataType)> {
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("NCCL collective: expected a contiguous tensor");
-    };
-    let stream = dev.cuda_stream();
-    Ok(match &mut s.slice {
-        CudaStorageSlice::F32(d) => (d.device_ptr_mut(&stream).0 + (a * 4) as u64, b - a, DataType::F32),
-        CudaStorageSlice::F64(d) => (d.device_ptr_mut(&stream).0 + (a * 8) as u64, b - a, DataType::F64),
+/// `f(address of the first element, elements, type)` for a storage NCCL reads, on `stream`:
+/// the access guard (cudarc's record of the use, for its cross-stream ordering) is dropped
+/// only after `f` has enqueued the collective.
+fn with_operand(
+    s: &CudaStorage,
+    l: &Layout,
+    stream: &Arc<CudaStream>,
+    f: impl FnOnce(u64, usize, DataType) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    let (a, n) = range(l)?;
+    match &s.slice {
+        CudaStorageSlice::F32(d) => {
+            let (p, _guard) = d.device_ptr(stream);
+            f(p + (a * 4) as u64, n, DataType::F32)
+        }
+        CudaStorageSlice::F64(d) => {
+            let (p, _guard) = d.device_ptr(stream);
+            f(p + (a * 8) as u64, n, DataType::F64)
+        }
         _ => candle_core::bail!("NCCL collective: expected an f32 or f64 tensor, got {:?}", s.dtype()),
-    })
+    }
+}
+
+/// `with_operand` for a storage NCCL writes.
+fn with_operand_mut(
+    s: &mut CudaStorage,
+    l: &Layout,
+    stream: &Arc<CudaStream>,
+    f: impl FnOnce(u64, usize, DataType) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    let (a, n) = range(l)?;
+    let dtype = s.dtype();
+    match &mut s.slice {
+        CudaStorageSlice::F32(d) => {
+            let (p, _guard) = d.device_ptr_mut(stream);
+            f(p + (a * 4) as u64, n, DataType::F32)
+        }
+        CudaStorageSlice::F64(d) => {
+            let (p, _guard) = d.device_ptr_mut(stream);
+            f(p + (a * 8) as u64, n, DataType::F64)
+        }
+        _ => candle_core::bail!("NCCL collective: expected an f32 or f64 tensor, got {dtype:?}"),
+    }
 }
 
 fn w(r: Result<()>) -> candle_core::Result<()> {
@@ -138,16 +197,17 @@ impl InplaceOp1 for Collective<'_> {
     }
 
     fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> candle_core::Result<()> {
-        let c = self.c;
-        let (ptr, n, dtype) = operand_mut(s, l, &c.device)?;
-        // SAFETY: `ptr` is `n` elements of `dtype` in this device's memory, alive while the
-        // tensor is (the stream runs the operation before any later use of it).
-        w(unsafe {
-            match self.kind {
-                Kind::AllReduce => c.nccl.all_reduce(ptr, ptr, n, dtype, c.comm, c.stream()),
-                Kind::Broadcast(root) => c.nccl.broadcast(ptr, n, dtype, root, c.comm, c.stream()),
-                _ => Err(anyhow::anyhow!("not a one-tensor collective")),
-            }
+        let (c, raw) = (self.c, self.stream.cu_stream() as RawStream);
+        with_operand_mut(s, l, &self.stream, |ptr, n, dtype| {
+            // SAFETY: `ptr` is `n` elements of `dtype` in this device's memory, alive while the
+            // tensor is (kept until the stream has run the operation).
+            w(unsafe {
+                match self.kind {
+                    Kind::AllReduce => c.nccl.all_reduce(ptr, ptr, n, dtype, c.comm, raw),
+                    Kind::Broadcast(root) => c.nccl.broadcast(ptr, n, dtype, root, c.comm, raw),
+                    _ => Err(anyhow::anyhow!("not a one-tensor collective")),
+                }
+            })
         })
     }
 }
@@ -168,16 +228,18 @@ impl InplaceOp2 for Collective<'_> {
     }
 
     fn cuda_fwd(&self, dst: &mut CudaStorage, ld: &Layout, src: &CudaStorage, ls: &Layout) -> candle_core::Result<()> {
-        let c = self.c;
-        let (d, dn, dtype) = operand_mut(dst, ld, &c.device)?;
-        let (s, sn, _) = operand(src, ls, &c.device)?;
-        // SAFETY: as above; the sizes were checked against the world by the caller.
-        w(unsafe {
-            match self.kind {
-                Kind::ReduceScatter => c.nccl.reduce_scatter(s, d, dn, dtype, c.comm, c.stream()),
-                Kind::AllGather => c.nccl.all_gather(s, d, sn, dtype, c.comm, c.stream()),
-                _ => Err(anyhow::anyhow!("not a two-tensor collective")),
-            }
+        let (c, raw) = (self.c, self.stream.cu_stream() as RawStream);
+        with_operand_mut(dst, ld, &self.stream, |d, dn, dtype| {
+            with_operand(src, ls, &self.stream, |s, sn, _| {
+                // SAFETY: as above; the sizes were checked against the world by the caller.
+                w(unsafe {
+                    match self.kind {
+                        Kind::ReduceScatter => c.nccl.reduce_scatter(s, d, dn, dtype, c.comm, raw),
+                        Kind::AllGather => c.nccl.all_gather(s, d, sn, dtype, c.comm, raw),
+                        _ => Err(anyhow::anyhow!("not a two-tensor collective")),
+                    }
+                })
+            })
         })
     }
 }
@@ -220,17 +282,17 @@ impl Comm for NcclComm {
 
     fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
         check("all-reduce", t, &self.device)?;
-        Ok(t.inplace_op1(&self.op(Kind::AllReduce))?)
+        Ok(t.inplace_op1(&self.op(Kind::AllReduce, false))?)
     }
 
     fn reduce_scatter_sum(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
         check_blocks("reduce-scatter", src, dst, self.world, &self.device)?;
-        Ok(dst.inplace_op2(src, &self.op(Kind::ReduceScatter))?)
+        Ok(dst.inplace_op2(src, &self.op(Kind::ReduceScatter, false))?)
     }
 
     fn all_gather(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
         check_blocks("all-gather", dst, src, self.world, &self.device)?;
-        Ok(dst.inplace_op2(src, &self.op(Kind::AllGather))?)
+        Ok(dst.inplace_op2(src, &self.op(Kind::AllGather, false))?)
     }
 
     fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
@@ -238,12 +300,12 @@ impl Comm for NcclComm {
         if root >= self.world {
             bail!("broadcast: root {root} is not a rank of {}", self.world);
         }
-        Ok(t.inplace_op1(&self.op(Kind::Broadcast(root)))?)
+        Ok(t.inplace_op1(&self.op(Kind::Broadcast(root), false))?)
     }
 
     fn barrier(&self) -> Result<()> {
         let t = Tensor::zeros(1, DType::F32, &Device::Cuda(self.device.clone()))?;
-        t.inplace_op1(&self.op(Kind::AllReduce))?;
+        t.inplace_op1(&self.op(Kind::AllReduce, false))?;
         self.sync().context("barrier")
     }
 
@@ -252,9 +314,37 @@ impl Comm for NcclComm {
             return Ok(());
         }
         let t = Tensor::from_slice(v, v.len(), &Device::Cuda(self.device.clone()))?;
-        t.inplace_op1(&self.op(Kind::AllReduce))?;
+        t.inplace_op1(&self.op(Kind::AllReduce, false))?;
         self.sync().context("summing host values")?;
         v.copy_from_slice(&t.to_vec1::<f64>()?);
+        Ok(())
+    }
+
+    fn all_reduce_sum_async(&self, t: &Tensor) -> Result<()> {
+        check("all-reduce", t, &self.device)?;
+        self.side_after_compute()?;
+        t.inplace_op1(&self.op(Kind::AllReduce, true))?;
+        self.pending.borrow_mut().push(t.clone());
+        Ok(())
+    }
+
+    fn reduce_scatter_sum_async(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        check_blocks("reduce-scatter", src, dst, self.world, &self.device)?;
+        self.side_after_compute()?;
+        dst.inplace_op2(src, &self.op(Kind::ReduceScatter, true))?;
+        let mut p = self.pending.borrow_mut();
+        p.push(src.clone());
+        p.push(dst.clone());
+        Ok(())
+    }
+
+    fn wait_async(&self) -> Result<()> {
+        self.device
+            .cuda_stream()
+            .join(&self.side)
+            .map_err(|e| anyhow::anyhow!("waiting for the overlapped collectives: {e:?}"))?;
+        // Freed (stream-ordered) after the compute stream's wait.
+        self.pending.borrow_mut().clear();
         Ok(())
     }
 }

@@ -139,6 +139,21 @@ impl Qwen2 {
         grads: &GradBuffers,
         checkpointing: Checkpointing,
     ) -> Result<MicroLoss> {
+        self.forward_backward_hooked(batch, targets, scale, grads, checkpointing, &mut |_| Ok(()))
+    }
+
+    /// `forward_backward`, calling `layer_done(l)` as soon as layer `l`'s backward has added
+    /// its gradients (last layer first): where a data-parallel step starts reducing that
+    /// layer's gradients while the backward goes on.
+    pub fn forward_backward_hooked(
+        &self,
+        batch: &PackedBatch,
+        targets: &Tensor,
+        scale: f64,
+        grads: &GradBuffers,
+        checkpointing: Checkpointing,
+        layer_done: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<MicroLoss> {
         let cfg = &self.config;
         let m = self.plain_modules();
         let g = &grads.modules;
@@ -211,6 +226,7 @@ impl Qwen2 {
                 ds = m.layers[l]
                     .backward(s, &table, &ds, &g.layers[l])
                     .with_context(|| format!("backward of layer {l}"))?;
+                layer_done(l)?;
             }
         }
         add_embedding_grad(&g.embed_tokens, &ds, &batch.tokens).context("embedding gradient")?;

@@ -5,8 +5,9 @@
 //! step, and its state is then the same on every rank, so a checkpoint continues at any world
 //! size); rank r computes micro-batches r, r + W, r + 2W, … of each step. Each micro-batch's loss
 //! is divided by the step's supervised tokens over all ranks (counted on the host before the
-//! step, no communication), so after the sum of every rank's f32 gradient buffers each rank
-//! holds the gradient of the whole step, and the step's loss is Σ loss / Σ supervised tokens
+//! step, no communication), so after the sum of every rank's f32 gradient buffers (layer by
+//! layer as the backward finishes each: `train::grad_reduce`) each rank holds the gradient of
+//! the whole step, and the step's loss is Σ loss / Σ supervised tokens
 //! over all ranks and micro-batches. Every rank then clips and updates identically (plain data
 //! parallelism: the replicated optimizer state makes a checkpoint of rank 0 a checkpoint of the
 //! run). Rank 0 alone writes the run directory; the others wait at a barrier after each save so
@@ -19,13 +20,12 @@
 //!
 //! Backends (`dist::connect`): one process (`SingleProcess`), NCCL for GPU runs (one process
 //! per GPU, started by torchrun, `syncoder launch`, `srun` or `mpirun`), MPI for CPU runs
-//! (`--features mpi`, started by `mpirun` / `srun` with MPI). Not built yet: bucketed reduction
-//! overlapped with the backward (the gradients are reduced after the step's last micro-batch).
+//! (`--features mpi`, started by `mpirun` / `srun` with MPI).
 
 use crate::dist::comm::SingleProcess;
 use crate::dist::{Comm, LaunchEnv, Launcher};
-use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use anyhow::Result;
+use candle_core::Device;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,20 +173,6 @@ impl DataParallel {
     /// Whether micro-batch `i` of a step is computed here.
     pub fn owns(&self, i: usize) -> bool {
         i % self.world == self.rank
-    }
-
-    /// Each gradient buffer ← its sum over the ranks (in place).
-    pub fn sum_gradients(&self, grads: &[Tensor]) -> Result<()> {
-        if self.world == 1 {
-            return Ok(());
-        }
-        let _w = self.watch("summing the gradients");
-        for (i, g) in grads.iter().enumerate() {
-            self.comm
-                .all_reduce_sum(g)
-                .with_context(|| format!("summing gradient {i} over {} ranks", self.world))?;
-        }
-        Ok(())
     }
 
     /// Host values ← their sums over the ranks.

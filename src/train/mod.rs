@@ -12,6 +12,7 @@ pub mod config;
 pub mod data_parallel;
 pub mod fault;
 pub mod finish;
+pub mod grad_reduce;
 pub mod loss_curve;
 pub mod loss_eval;
 pub mod memory;

@@ -193,10 +193,9 @@ impl AdamW {
         self.each_shard(grads, |s, g| s.take(g))
     }
 
-    /// This rank's block of the sum over the ranks of every gradient, reduce-scattered (ZeRO-2:
-    /// `grads` are this rank's own share of the step), in update order.
-    pub fn scatter_grads(&self, grads: &[Tensor], comm: &dyn Comm) -> Result<Vec<Tensor>> {
-        self.each_shard(grads, |s, g| s.scatter_sum(g, comm))
+    /// This rank's block of every parameter (`None`: the state is whole).
+    pub fn shards(&self) -> Option<Vec<Shard>> {
+        self.params.iter().map(|p| p.shard).collect()
     }
 
     fn each_shard(&self, grads: &[Tensor], f: impl Fn(&Shard, &Tensor) -> Result<Tensor>) -> Result<Vec<Tensor>> {
@@ -216,7 +215,7 @@ impl AdamW {
     }
 
     /// One update of this rank's blocks (ZeRO-1/2) from `blocks`, this rank's block of every
-    /// summed gradient (`grad_blocks`, `scatter_grads`), then every parameter all-gathered from
+    /// summed gradient (`grad_blocks`, or ZeRO-2's reduce-scatter), then every parameter all-gathered from
     /// the ranks' blocks.
     pub fn update_sharded(&mut self, blocks: &[Tensor], lr: f64, grad_scale: f64, comm: &dyn Comm) -> Result<()> {
         if blocks.len() != self.params.len() {

@@ -101,13 +101,24 @@ pub fn step_gradients_into(
     before_micro: &mut dyn FnMut(usize),
 ) -> Result<StepGradients> {
     let total: usize = micros.iter().map(|m| m.supervised).sum();
-    share_gradients_into(model, grads, micros, total, loss_factor, checkpointing, before_micro)
+    share_gradients_into(
+        model,
+        grads,
+        micros,
+        total,
+        loss_factor,
+        checkpointing,
+        before_micro,
+        &mut |_| Ok(()),
+    )
 }
 
 /// One rank's share of a data-parallel step: like `step_gradients_into` over this rank's
 /// micro-batches, each loss divided by `total`, the step's supervised tokens over all ranks, so
 /// that the sum of every rank's buffers is the step's gradient. `loss_sum` is this rank's part
-/// and `supervised` is `total`.
+/// and `supervised` is `total`. `last_layer_done(l)` runs when the last micro-batch's backward
+/// has finished layer `l` (its gradients are then final on this rank).
+#[allow(clippy::too_many_arguments)]
 pub fn share_gradients_into(
     model: &Qwen2,
     grads: &GradBuffers,
@@ -116,6 +127,7 @@ pub fn share_gradients_into(
     loss_factor: f64,
     checkpointing: Checkpointing,
     before_micro: &mut dyn FnMut(usize),
+    last_layer_done: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<StepGradients> {
     grads.zero()?;
     // The loss and the out-of-vocabulary counts stay on the device until the step's end.
@@ -124,9 +136,13 @@ pub fn share_gradients_into(
     for (i, mb) in micros.iter().enumerate() {
         before_micro(i);
         let scale = loss_factor / total.max(1) as f64;
-        let out = model
-            .forward_backward(&mb.batch, &mb.targets, scale, grads, checkpointing)
-            .with_context(|| format!("micro-batch {i}"))?;
+        let last = i + 1 == micros.len();
+        let out = if last {
+            model.forward_backward_hooked(&mb.batch, &mb.targets, scale, grads, checkpointing, last_layer_done)
+        } else {
+            model.forward_backward(&mb.batch, &mb.targets, scale, grads, checkpointing)
+        }
+        .with_context(|| format!("micro-batch {i}"))?;
         let l = (out.loss_sum.to_dtype(DType::F64)? * loss_factor)?;
         loss_acc = Some(match loss_acc {
             None => l,

@@ -11,6 +11,7 @@ use super::checkpoint::{self, CheckpointFiles, TrainerState};
 use super::config::RunConfig;
 use super::data_parallel::DataParallel;
 use super::finish::Summary;
+use super::grad_reduce::GradReduce;
 use super::loss_eval::Validation;
 use super::metrics::{finite, MetricsLog, StepMetrics};
 use super::optimizer::AdamW;
@@ -114,10 +115,15 @@ impl Trainer {
             .map_or(self.state.elapsed_s, |(t, base)| base + t.elapsed().as_secs_f64())
     }
 
-    /// Gradients of the step (this rank's micro-batches, summed over the ranks), then the
-    /// clipped AdamW update unless they are not finite.
+    /// Gradients of the step (this rank's micro-batches, summed over the ranks layer by layer
+    /// as the backward finishes each: `grad_reduce`), then the clipped AdamW update unless they
+    /// are not finite.
     fn step(&mut self, batches: &StepBatches, stage: &StageRun) -> Result<StepOutcome> {
         let step = self.state.step + 1;
+        // ZeRO-2: each rank receives only its block of the summed gradients; otherwise every
+        // rank sums them whole.
+        let shards = if self.zero2() { self.opt.shards() } else { None };
+        let mut reduce = GradReduce::new(&self.dp, &self.grads.named, self.model.config.num_hidden_layers, shards);
         let g = share_gradients_into(
             &self.model,
             &self.grads,
@@ -126,24 +132,11 @@ impl Trainer {
             fault::loss_factor(step),
             self.cfg.train.activation_checkpointing,
             &mut |m| fault::at_micro(step, m),
+            &mut |l| reduce.layer_done(l),
         )
         .map_err(|e| memory::oom_hint(e, &self.cfg))
         .with_context(|| format!("step {step}"))?;
-        // ZeRO-2: each rank receives only its block of the summed gradients; otherwise every
-        // rank sums them whole.
-        let blocks = if self.zero2() {
-            let _w = self.dp.watch("reduce-scattering the gradients");
-            Some(
-                self.opt
-                    .scatter_grads(&g.grads, self.dp.comm())
-                    .with_context(|| format!("step {step}"))?,
-            )
-        } else {
-            self.dp
-                .sum_gradients(&g.grads)
-                .with_context(|| format!("step {step}"))?;
-            None
-        };
+        let blocks = reduce.finish().with_context(|| format!("step {step}"))?;
         let block_sq = match &blocks {
             Some(b) => global_norm(b)?.powi(2),
             None => 0.0,

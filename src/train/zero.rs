@@ -18,9 +18,8 @@
 //!
 //! Not built: freeing the whole f32 gradient buffers bucket by bucket during the backward (the
 //! memory half of ZeRO-2: each rank still accumulates its own micro-batches' gradients in
-//! whole buffers, so "zero2" needs ZeRO-1's memory today), overlapping the reduction with the
-//! backward, and loading only the blocks a rank needs (each rank reads the whole state once at
-//! resume).
+//! whole buffers, so "zero2" needs ZeRO-1's memory today), and loading only the blocks a rank
+//! needs (each rank reads the whole state once at resume).
 
 use crate::dist::Comm;
 use anyhow::{bail, Context, Result};
@@ -72,7 +71,8 @@ impl Shard {
     }
 
     /// This rank's block of the sum over the ranks of `whole` (a gradient, flattened and padded
-    /// to W blocks for the reduce-scatter), f32.
+    /// to W blocks for the reduce-scatter), f32. An overlapped collective: the block holds the
+    /// sum after `comm.wait_async()`.
     pub fn scatter_sum(&self, whole: &Tensor, comm: &dyn Comm) -> Result<Tensor> {
         let flat = whole.flatten_all()?.to_dtype(DType::F32)?;
         let padded = self.block * self.world;
@@ -83,7 +83,7 @@ impl Shard {
             Tensor::cat(&[&flat, &pad], 0)?
         };
         let mine = Tensor::zeros(self.block, DType::F32, flat.device())?;
-        comm.reduce_scatter_sum(&src, &mine)?;
+        comm.reduce_scatter_sum_async(&src, &mine)?;
         Ok(mine.narrow(0, 0, self.len)?)
     }
 
