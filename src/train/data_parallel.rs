@@ -125,7 +125,11 @@ impl DataParallel {
     /// rank has its communicator too (ZeRO then runs through it: what a one-GPU check of the
     /// multi-GPU path exercises).
     pub fn from_launch(launch: &LaunchEnv, device: &Device, timeout: Duration) -> Result<Self> {
-        if launch.launcher == Launcher::Single {
+        // One CPU rank needs a communicator only where MPI provides it (ZeRO through it);
+        // torchrun's single-process job, or a build without MPI, is just a process.
+        let mpi_launch = matches!(launch.launcher, Launcher::OpenMpi | Launcher::Pmi | Launcher::Slurm);
+        let lone_cpu = launch.world_size == 1 && device.is_cpu() && !(cfg!(feature = "mpi") && mpi_launch);
+        if launch.launcher == Launcher::Single || lone_cpu {
             return Ok(Self::single());
         }
         let watchdog = (launch.world_size > 1).then(|| Watchdog::spawn(launch.rank, launch.world_size, timeout));
