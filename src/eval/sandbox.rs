@@ -9,17 +9,21 @@
 //! | CPU time | `RLIMIT_CPU` (`SIGXCPU`, then `SIGKILL` from the kernel) |
 //! | memory | `RLIMIT_AS` (allocations fail) |
 //! | file size | `RLIMIT_FSIZE` (`SIGXFSZ`) |
-//! | processes | `RLIMIT_NPROC` (per user; not enforced for root) |
+//! | processes | `RLIMIT_NPROC`, per user: enforced because a sandbox started by root runs its program as a user of its own (below) |
 //! | core dumps | `RLIMIT_CORE = 0` |
 //! | output | the first `output_bytes` of stdout and stderr kept, the rest read and dropped |
 //! | network | a new user + network namespace (`unshare`), where the kernel allows it; where it does not, `Outcome::network_isolated` is false and the caller says so |
 //!
-//! The group is killed after the program exits as well, so nothing it started outlives it.
+//! | user | run by root (CI, containers): a uid of its own per program (100000 and up, no login), its directory chowned to it; so it cannot write outside that directory (world-writable `/tmp` and `/dev/shm` aside), signal the evaluator or another program, or exceed its process count. Run by another user: that user, in a user namespace |
+//!
+//! The group is killed after the program exits as well, so nothing it started outlives it;
+//! under root, so is every process its uid still has (one that left the group included).
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,13 +95,22 @@ pub fn run(program: &str, args: &[&str], files: &[(&str, &[u8])], stdin: &[u8], 
         }
         std::fs::write(dir.path().join(name), bytes).with_context(|| format!("writing sandbox file {name}"))?;
     }
+    let user = own_user();
+    if let Some(uid) = user {
+        for entry in std::iter::once(dir.path().to_path_buf()).chain(files.iter().map(|(n, _)| dir.path().join(n))) {
+            std::os::unix::fs::chown(&entry, Some(uid), Some(uid))
+                .with_context(|| format!("giving {} to the sandbox's user {uid}", entry.display()))?;
+        }
+    }
     let start = Instant::now();
-    let (mut child, network_isolated) = match start_child(program, args, dir.path(), limits, limits.isolate_network)? {
-        Some(c) => c,
+    let started = start_child(program, args, dir.path(), limits, limits.isolate_network, user);
+    let (mut child, network_isolated) = match started {
+        Ok(Some(c)) => c,
         // The namespace was granted but the uid could not be mapped in it (the program would
         // run as nobody, without its own directory): run it without, and say so.
-        None => start_child(program, args, dir.path(), limits, false)?
+        Ok(None) => start_child(program, args, dir.path(), limits, false, user)?
             .context("starting the sandboxed program without a network namespace")?,
+        Err(e) => return Err(e),
     };
     let pgid = child.id() as libc::pid_t;
 
@@ -124,8 +137,11 @@ pub fn run(program: &str, args: &[&str], files: &[(&str, &[u8])], stdin: &[u8], 
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    // Whatever it left running in its group goes too.
+    // Whatever it left running in its group goes too, and under root whatever its uid runs.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    if let Some(uid) = user {
+        kill_every_process_of(uid);
+    }
     let wall = start.elapsed();
     let (stdout, t1) = out.finish(Duration::from_secs(1));
     let (stderr, t2) = err.finish(Duration::from_secs(1));
@@ -139,15 +155,45 @@ pub fn run(program: &str, args: &[&str], files: &[(&str, &[u8])], stdin: &[u8], 
     })
 }
 
-/// Starts the program (in its session, under the limits; in a user + network namespace of its
-/// own when `isolate` and the kernel allows it). `(child, isolated)`, or `None` when a namespace
-/// was granted but the uid and gid could not be mapped into it.
+/// The uid a program runs as when root starts it: one of its own per program (distinct among
+/// this process's concurrent programs, and by the pid among concurrent evaluators), so that
+/// limits per user hold and one program cannot touch another. `None` when not root.
+fn own_user() -> Option<u32> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 256;
+    Some(100_000 + (std::process::id() % 4000) * 256 + slot)
+}
+
+/// SIGKILL to every process `uid` has (what a program left behind outside its group).
+fn kill_every_process_of(uid: u32) {
+    use std::os::unix::process::CommandExt as _;
+    // kill(-1) as that uid reaches exactly its processes (not the caller itself).
+    let _ = Command::new("/bin/sh")
+        .args(["-c", "kill -9 -1 2>/dev/null; exit 0"])
+        .uid(uid)
+        .gid(uid)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Starts the program (in its session, under the limits; without a network when `isolate` and
+/// the kernel allows it: a network namespace of its own, under root before dropping to `user`,
+/// otherwise inside a user namespace). `(child, isolated)`, or `None` when a user namespace was
+/// granted but the uid and gid could not be mapped into it.
 fn start_child(
     program: &str,
     args: &[&str],
     dir: &std::path::Path,
     limits: &Limits,
     isolate: bool,
+    user: Option<u32>,
 ) -> Result<Option<(std::process::Child, bool)>> {
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -196,6 +242,18 @@ fn start_child(
             set(libc::RLIMIT_FSIZE, l.file_bytes);
             set(libc::RLIMIT_NPROC, l.processes);
             set(libc::RLIMIT_CORE, 0);
+            if let Some(uid) = user {
+                // Root: a network namespace needs no user namespace; then this uid for good.
+                let isolated = isolate && libc::unshare(libc::CLONE_NEWNET) == 0;
+                report(u8::from(isolated));
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid as libc::gid_t) != 0
+                    || libc::setuid(uid as libc::uid_t) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                return Ok(());
+            }
             if !(isolate && libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0) {
                 report(0);
                 return Ok(());
@@ -350,10 +408,29 @@ mod tests {
         assert!(!alive || zombie, "the background child {pid} survived");
         // A child that leaves the group (its own session) is not waited for either.
         let t = Instant::now();
-        let script = "setsid sh -c 'echo escaped; exec sleep 3' & sleep 0.3; echo done";
+        let script = "setsid sh -c 'echo escaped $$; exec sleep 3' & sleep 0.3; echo done";
         let o = run("sh", &["-c", script], &[], b"", &limits).unwrap();
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-        assert!(o.stdout.contains("escaped") && o.truncated, "{o:?}");
+        assert!(o.stdout.contains("escaped"), "{o:?}");
+        if own_user().is_some() {
+            // Under root the escapee runs as the program's own uid, and goes with it.
+            assert!(!o.truncated, "{o:?}");
+            let pid: i32 = o
+                .stdout
+                .lines()
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .unwrap()
+                .parse()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: signal 0 only asks whether the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+            assert!(!alive || zombie, "the escaped process {pid} survived");
+        } else {
+            assert!(o.truncated, "{o:?}");
+        }
     }
 
     #[test]
