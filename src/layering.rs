@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dist", &[]),
     ("infer", &["io", "ops", "device", "model", "data"]),
     ("arena", &["io", "config", "device", "model", "data", "infer"]),
-    ("eval", &["io", "config", "device", "model", "data", "infer"]),
+    ("eval", &["io", "config", "device", "model", "data", "infer", "arena"]),
     (
         "train",
         &[

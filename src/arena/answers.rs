@@ -267,6 +267,16 @@ pub fn answer_questions(
 
 use AnswerSource as Source;
 
+/// The sampling seed of a question: the run's seed mixed with the question's id (FNV-1a), so a
+/// question's answer does not depend on which others were answered with it, or on a resume —
+/// and several samples of one problem (`#0`, `#1`, ...) differ.
+pub fn question_seed(seed: u64, id: &str) -> u64 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    seed ^ h
+}
+
 /// Makes the answer record of a question from its text, token count and finish reason.
 type Record<'a> = dyn FnMut(&Question, String, usize, FinishReason) -> Answer + 'a;
 
@@ -322,7 +332,7 @@ fn answer_locally(
             .map(|(i, ((_, ids), st))| Job {
                 prompt: ids,
                 settings: st,
-                seed: s.sampling.seed.wrapping_add(i as u64),
+                seed: question_seed(s.sampling.seed, &batch[i].0.id),
             })
             .collect();
         let out = generate_jobs(&loaded.model, &jobs, &mut |_, _| Next::Continue)?;
@@ -376,7 +386,7 @@ fn answer_through(
                 let sampling = RequestSampling {
                     temperature: s.sampling.temperature.max(0.0),
                     top_p: s.sampling.top_p,
-                    seed: (!s.sampling.is_greedy()).then_some(s.sampling.seed.wrapping_add(i as u64)),
+                    seed: (!s.sampling.is_greedy()).then_some(question_seed(s.sampling.seed, &todo[i].id)),
                     max_tokens,
                 };
                 if tx.send((i, client.complete_with(&messages, sampling))).is_err() {

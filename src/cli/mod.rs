@@ -6,6 +6,7 @@ mod bench;
 mod ckpt;
 mod compare;
 mod data;
+mod exec_eval;
 mod generate;
 mod init;
 mod launch;
@@ -68,6 +69,8 @@ pub enum Command {
     /// CodeArena evaluation: answer, judge, report.
     #[command(subcommand)]
     Arena(arena::ArenaCommand),
+    /// Execution benchmarks (HumanEval(+), MBPP(+), MultiPL-E): generate, run in a sandbox, pass@k.
+    ExecEval(exec_eval::ExecEvalArgs),
     /// Did the fine-tune beat its base? Answers with both, judges tuned vs base, reports.
     Compare(compare::CompareArgs),
     /// Commands over checkpoints.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Arena(cmd) => arena::run(cmd),
+        Command::ExecEval(args) => exec_eval::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Bench(cmd) => bench::run(cmd),

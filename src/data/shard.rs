@@ -57,7 +57,18 @@ pub struct ShardLines {
 }
 
 impl ShardLines {
+    /// A shard of training records (a Parquet file must have their columns).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// A file of records of any shape (benchmark problems, samples): every Parquet column
+    /// becomes a JSON field.
+    pub fn open_any(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, training: bool) -> Result<Self> {
         let format = ShardFormat::of(path).with_context(|| {
             format!(
                 "{}: unsupported shard format (expected .jsonl, .jsonl.zst, .jsonl.gz or .parquet)",
@@ -76,7 +87,7 @@ impl ShardLines {
                 return Ok(Self {
                     path: path.to_path_buf(),
                     reader: Box::new(std::io::empty()),
-                    rows: Some(parquet_rows(path, file)?),
+                    rows: Some(parquet_rows(path, file, training)?),
                     line: 0,
                     seen_any: false,
                     done: false,
@@ -191,8 +202,9 @@ impl Iterator for ShardLines {
     }
 }
 
-/// Opens a Parquet file's row iterator after checking it has the record columns.
-fn parquet_rows(path: &Path, file: File) -> Result<parquet::record::reader::RowIter<'static>> {
+/// Opens a Parquet file's row iterator, after checking it has the training record's columns
+/// when `training`.
+fn parquet_rows(path: &Path, file: File, training: bool) -> Result<parquet::record::reader::RowIter<'static>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let reader =
         SerializedFileReader::new(file).with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
@@ -204,7 +216,7 @@ fn parquet_rows(path: &Path, file: File) -> Result<parquet::record::reader::RowI
         .map(|f| f.name().to_string())
         .collect();
     let has = |c: &str| columns.iter().any(|x| x == c);
-    if !(has("messages") || has("instruction") && has("response")) {
+    if training && !(has("messages") || has("instruction") && has("response")) {
         bail!(
             "{}: a Parquet shard needs a `messages` column or `instruction` and `response` columns; it has: {}",
             path.display(),

@@ -1,10 +1,11 @@
-//! Commands tested through the binary: `data inspect / decontam`, `init`, `loss`, `selftest`,
+//! Commands tested through the binary: `data inspect / decontam`, `exec-eval`, `init`, `launch`, `loss`, `selftest`,
 //! `bench train`, and how inference commands find their model.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod data_commands;
+mod exec_eval;
 mod hygiene;
 mod inference_models;
 mod init;
