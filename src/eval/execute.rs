@@ -149,8 +149,9 @@ pub fn classify(out: &Outcome) -> Execution {
         Ending::Exited(0) => Verdict::Passed,
         _ if err.contains(COMPILE_MARKER) => Verdict::CompileError,
         Ending::TimedOut => Verdict::Timeout,
-        // SIGXCPU, or the kernel's SIGKILL past the hard CPU limit.
-        Ending::Signaled(24) => Verdict::Timeout,
+        // SIGXCPU, or the kernel's SIGKILL past the hard CPU limit (a program that ignored
+        // SIGXCPU; the OOM killer's SIGKILL would land here too).
+        Ending::Signaled(libc::SIGXCPU | libc::SIGKILL) => Verdict::Timeout,
         _ if memory => Verdict::Memory,
         _ if assertion => Verdict::WrongAnswer,
         Ending::Signaled(_) => Verdict::Crash,

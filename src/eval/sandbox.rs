@@ -6,7 +6,7 @@
 //! | limit | how |
 //! |---|---|
 //! | wall time | polled; on expiry `SIGKILL` to the process group |
-//! | CPU time | `RLIMIT_CPU` (`SIGXCPU`, then `SIGKILL` from the kernel) |
+//! | CPU time | `RLIMIT_CPU`: `SIGXCPU` at the limit, `SIGKILL` from the kernel a second later if it is ignored |
 //! | memory | `RLIMIT_AS` (allocations fail) |
 //! | file size | `RLIMIT_FSIZE` (`SIGXFSZ`) |
 //! | processes | `RLIMIT_NPROC`, per user: enforced because a sandbox started by root runs its program as a user of its own (below) |
@@ -237,7 +237,16 @@ fn start_child(
                 };
                 libc::setrlimit(res, &r)
             };
-            set(libc::RLIMIT_CPU, l.cpu_seconds.max(1));
+            // SIGXCPU at the limit; SIGKILL a second later only for a program that ignores it
+            // (equal limits would race the two).
+            let cpu = l.cpu_seconds.max(1);
+            libc::setrlimit(
+                libc::RLIMIT_CPU,
+                &libc::rlimit {
+                    rlim_cur: cpu as libc::rlim_t,
+                    rlim_max: (cpu + 1) as libc::rlim_t,
+                },
+            );
             set(libc::RLIMIT_AS, l.memory_bytes);
             set(libc::RLIMIT_FSIZE, l.file_bytes);
             set(libc::RLIMIT_NPROC, l.processes);
