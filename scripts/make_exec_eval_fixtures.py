@@ -243,6 +243,56 @@ def multipl_e():
             ],
             1,
         ),
+        "php": (
+            [
+                {
+                    "name": "Fixture_0_add",
+                    "prompt": "<?php\n// Add two integers.\nfunction add($a, $b) {\n",
+                    "tests": "function candidate(...$args) {\n    return add(...$args);\n}\n\nfunction test(): void {\n    if (candidate(2, 3) !== 5) { throw new Exception(\"Test failed!\"); }\n    if (candidate(-1, 1) !== 0) { throw new Exception(\"Test failed!\"); }\n}\n\ntest();",
+                    "stop_tokens": ["\nfunction", "\n?>", "\n//", "\n#"],
+                },
+                {
+                    "name": "Fixture_1_twice",
+                    "prompt": "<?php\n// Twice a number.\nfunction twice($x) {\n",
+                    "tests": "function candidate(...$args) {\n    return twice(...$args);\n}\n\nfunction test(): void {\n    if (candidate(4) !== 8) { throw new Exception(\"Test failed!\"); }\n}\n\ntest();",
+                    "stop_tokens": ["\nfunction", "\n?>", "\n//", "\n#"],
+                },
+            ],
+            [
+                {"task_id": "Fixture_0_add", "completion": "    return $a + $b;\n}\n\nfunction extra() { exit(1); }\n"},
+                {"task_id": "Fixture_1_twice", "completion": "    return $x + 2;\n}\n"},
+            ],
+            1,
+        ),
+        "ts": (
+            [
+                {
+                    "name": "Fixture_0_add",
+                    "prompt": "//Add two numbers.\nfunction add(a: number, b: number): number {\n",
+                    "tests": "declare var require: any;\nconst assert = require('node:assert');\n\n\nfunction test() {\n  let candidate = add;\n  assert.deepEqual(candidate(2, 3),5);\n}\n\ntest();",
+                    "stop_tokens": ["\nfunction ", "\n/*", "\n//", "\nclass"],
+                },
+                {
+                    "name": "Fixture_1_len",
+                    "prompt": "//The length of a string.\nfunction len(s: string): number {\n",
+                    "tests": "declare var require: any;\nconst assert = require('node:assert');\n\n\nfunction test() {\n  let candidate = len;\n  assert.deepEqual(candidate(\"abc\"),3);\n}\n\ntest();",
+                    "stop_tokens": ["\nfunction ", "\n/*", "\n//", "\nclass"],
+                },
+                {
+                    "name": "Fixture_2_neg",
+                    "prompt": "//Negate a number.\nfunction neg(x: number): number {\n",
+                    "tests": "declare var require: any;\nconst assert = require('node:assert');\n\n\nfunction test() {\n  let candidate = neg;\n  assert.deepEqual(candidate(3),-3);\n}\n\ntest();",
+                    "stop_tokens": ["\nfunction ", "\n/*", "\n//", "\nclass"],
+                },
+            ],
+            [
+                {"task_id": "Fixture_0_add", "completion": "  return a + b;\n}\n"},
+                # a type error: tsc refuses it (a compile error)
+                {"task_id": "Fixture_1_len", "completion": "  const n: string = s.length;\n  return n;\n}\n"},
+                {"task_id": "Fixture_2_neg", "completion": "  return x;\n}\n"},
+            ],
+            1,
+        ),
     }
     counts = {}
     for lang, (probs, samples, passing) in langs.items():

@@ -151,7 +151,7 @@ impl Language {
             },
             Language::TypeScript => Toolchain {
                 file: "prog.ts",
-                compile: Some("tsc --target es2019 --lib es2019,dom --types node prog.ts"),
+                compile: Some("tsc --target es2019 prog.ts"),
                 run: "exec node --max-old-space-size=1024 prog.js",
                 needs: &["tsc", "node"],
                 address_space: 64 * GIB,

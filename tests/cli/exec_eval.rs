@@ -135,6 +135,24 @@ const CASES: &[Case] = &[
         &["javac", "java"],
         &[("wrong answer", 1)],
     ),
+    (
+        "multipl-e-php",
+        "multipl-e-php.jsonl",
+        "multipl-e-php_samples.jsonl",
+        1,
+        2,
+        &["php"],
+        &[("wrong answer", 1)],
+    ),
+    (
+        "multipl-e-ts",
+        "multipl-e-ts.jsonl",
+        "multipl-e-ts_samples.jsonl",
+        1,
+        3,
+        &["tsc", "node"],
+        &[("compile error", 1), ("wrong answer", 1)],
+    ),
 ];
 
 #[test]
@@ -452,4 +470,28 @@ fn a_model_answers_each_problem_and_a_rerun_reuses_everything() {
     let s = summary(&out);
     assert_eq!(s["samples_per_problem"], 2);
     assert_eq!(s["pass_at_k"].as_array().unwrap().len(), 2);
+    // A base model continues the code prompt instead (no chat template), resumably.
+    let completion = run(&["--mode", "completion", "--name", "base"]);
+    let err = String::from_utf8_lossy(&completion.stderr);
+    assert!(
+        completion.status.success() && err.contains("base: 4 new completions"),
+        "{err}"
+    );
+    let lines = std::fs::read_to_string(out.join("completions/base.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+    let again = run(&["--mode", "completion", "--name", "base"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && err.contains("base: 0 new completions, 4 present before"),
+        "{err}"
+    );
+    assert_eq!(
+        summary(&out)["verdicts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        4
+    );
 }
