@@ -1,12 +1,18 @@
 //! `syncoder compare`: did the fine-tune beat its base model? Answers with both models (cached),
 //! judges tuned against base in two games per question, optionally both against a stored
-//! baseline, and reports.
+//! baseline, and reports; with `--exec`, also runs execution benchmarks with both models and
+//! writes the paper's table of pass@1 beside CodeArena (`comparison.md`).
 
 use super::arena::{run_judge, GenerationArgs, QuestionArgs};
-use crate::arena::answers::{answer_questions, AnswerModel, AnswerSource};
+use crate::arena::answers::{answer_questions, AnswerModel, AnswerSettings, AnswerSource};
 use crate::arena::evaluate::{reports, write_questions_meta, write_reports, Opponent};
 use crate::arena::JudgeSettings;
-use crate::infer::{locate_model, InferDevice};
+use crate::eval::benchmark::Benchmark;
+use crate::eval::exec_eval::{self, ExecEvalOptions, SampleSource};
+use crate::eval::execute::RunLimits;
+use crate::eval::paper_table::{Comparison, ModelRow};
+use crate::eval::samples::DEFAULT_TEMPLATE;
+use crate::infer::{locate_model, InferDevice, Sampling};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -55,6 +61,44 @@ pub struct CompareArgs {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub report_seed: u64,
+    /// Also run these execution benchmarks with both models (greedy pass@1), comma-separated:
+    /// humaneval, humaneval+, mbpp, mbpp+, multipl-e-LANG.
+    #[arg(long, value_delimiter = ',')]
+    pub exec: Vec<String>,
+    /// Where an execution benchmark's problems are, as BENCH=SOURCE (repeatable; default: its
+    /// dataset on the Hub).
+    #[arg(long)]
+    pub exec_problems: Vec<String>,
+    /// Tokens an execution-benchmark answer may have.
+    #[arg(long, default_value_t = 1024)]
+    pub exec_max_new_tokens: usize,
+    /// Seconds each execution-benchmark program may run.
+    #[arg(long, default_value_t = 10)]
+    pub exec_timeout_s: u64,
+}
+
+/// The execution benchmarks of `--exec`, each with its `--exec-problems` source; refused before
+/// any generation when a name, a source or a toolchain is wrong.
+fn exec_benchmarks(a: &CompareArgs) -> Result<Vec<(Benchmark, Option<String>)>> {
+    let mut sources = std::collections::HashMap::new();
+    for spec in &a.exec_problems {
+        let Some((b, src)) = spec.split_once('=') else {
+            bail!("--exec-problems {spec:?}: expected BENCH=SOURCE");
+        };
+        sources.insert(Benchmark::parse(b)?.name(), src.to_string());
+    }
+    let mut out = Vec::new();
+    for name in &a.exec {
+        let b = Benchmark::parse(name)?;
+        if let Some(tool) = b.language().missing_tool() {
+            bail!("--exec {name}: `{tool}` is not installed here, so its programs cannot run");
+        }
+        out.push((b, sources.remove(&b.name())));
+    }
+    if let Some(b) = sources.keys().next() {
+        bail!("--exec-problems names {b}, which --exec does not run");
+    }
+    Ok(out)
 }
 
 /// The model `spec` names, for `flag`.
@@ -74,6 +118,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     let tuned = model(&a.tuned, "--tuned", &a)?;
     let base = model(&a.base, "--base", &a)?;
+    let benches = exec_benchmarks(&a)?;
     let qs = a.questions.load_into(&a.out)?;
     let settings = a.generation.settings()?;
     // The judge answers before hours of generation, not after.
@@ -105,5 +150,59 @@ pub fn run(a: CompareArgs) -> Result<()> {
     // The head-to-head first.
     rs.sort_by_key(|r| !(r.model == a.tuned_name && r.opponent == a.base_name));
     println!("{}", write_reports(&a.out, &rs)?);
+    if benches.is_empty() {
+        return Ok(());
+    }
+    let head_to_head = rs
+        .iter()
+        .find(|r| r.model == a.tuned_name && r.opponent == a.base_name)
+        .map(|r| r.overall.wt.clone());
+    let exec_settings = AnswerSettings {
+        max_new_tokens: a.exec_max_new_tokens,
+        sampling: Sampling::greedy(),
+        batch_size: a.generation.batch_size,
+        overwrite: a.generation.overwrite,
+    };
+    let mut rows = Vec::new();
+    for (name, source) in [(&a.tuned_name, &tuned), (&a.base_name, &base)] {
+        let mut pass = Vec::new();
+        for (bench, problems) in &benches {
+            let o = ExecEvalOptions {
+                benchmark: *bench,
+                problems: problems.clone(),
+                out: a.out.join("exec").join(name).join(bench.name()),
+                name: name.clone(),
+                samples: SampleSource::Model {
+                    source: Box::new(source.clone()),
+                    n: 1,
+                    settings: exec_settings.clone(),
+                    template: DEFAULT_TEMPLATE.to_string(),
+                },
+                ks: vec![1],
+                limits: RunLimits {
+                    run_seconds: a.exec_timeout_s,
+                    ..RunLimits::default()
+                },
+                jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            };
+            let s = exec_eval::run(&o).with_context(|| format!("{} on {}", name, bench.name()))?;
+            pass.push((bench.name(), s.pass_at_1));
+        }
+        rows.push(ModelRow {
+            model: name.clone(),
+            pass_at_1: pass,
+            codearena: if *name == a.tuned_name {
+                head_to_head.clone()
+            } else {
+                None
+            },
+        });
+    }
+    let table = Comparison {
+        codearena_column: format!("win/tie % vs {}", a.base_name),
+        rows,
+    };
+    table.write(&a.out)?;
+    println!("{}", table.markdown());
     Ok(())
 }

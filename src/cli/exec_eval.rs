@@ -53,6 +53,11 @@ pub struct ExecEvalArgs {
     /// / the samples file's stem).
     #[arg(long)]
     pub name: Option<String>,
+    /// `chat`: the model answers an instruction through its chat template (instruct models);
+    /// `completion`: it continues the problem's code prompt, cut at the stop tokens (base
+    /// models; --model only).
+    #[arg(long, default_value = "chat", value_parser = ["chat", "completion"])]
+    pub mode: String,
     /// Samples per problem (1: greedy pass@1, the paper's protocol; more needs --temperature).
     #[arg(long, default_value_t = 1)]
     pub n: usize,
@@ -130,6 +135,26 @@ pub fn run(a: ExecEvalArgs) -> Result<()> {
             .unwrap_or_else(|| "model".into())
     };
     let (samples, default_name) = match (&a.model, &a.endpoint, &a.samples) {
+        (Some(model), None, None) if a.mode == "completion" => {
+            let dir = locate_model(model)?;
+            let name = stem(&dir);
+            let model = AnswerModel {
+                dir,
+                tokenizer: a.tokenizer.clone(),
+                device: a.device.clone(),
+            };
+            (
+                SampleSource::Completion {
+                    model,
+                    n: a.n,
+                    settings,
+                },
+                name,
+            )
+        }
+        (None, Some(_), None) if a.mode == "completion" => {
+            bail!("--mode completion needs --model: completions through an endpoint are not built yet")
+        }
         (Some(model), None, None) => {
             let dir = locate_model(model)?;
             let name = stem(&dir);

@@ -9,7 +9,7 @@ use super::execute::{execute, Execution, RunLimits};
 use super::program::program;
 use super::report::{self, Summary};
 use super::samples::{self, Sample};
-use crate::arena::answers::{AnswerSettings, AnswerSource};
+use crate::arena::answers::{AnswerModel, AnswerSettings, AnswerSource};
 use crate::io::jsonl::AppendLog;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,12 @@ pub enum SampleSource {
         n: usize,
         settings: AnswerSettings,
         template: String,
+    },
+    /// A base model loaded here, continuing each prompt `n` times (`completions`).
+    Completion {
+        model: AnswerModel,
+        n: usize,
+        settings: AnswerSettings,
     },
 }
 
@@ -88,6 +94,10 @@ pub fn run(o: &ExecEvalOptions) -> Result<Summary> {
             template,
         } => (
             samples::generate(source, &o.name, &problems, *n, &o.out, settings, template)?,
+            *n,
+        ),
+        SampleSource::Completion { model, n, settings } => (
+            super::completions::generate(model, &o.name, &problems, *n, &o.out, settings)?,
             *n,
         ),
     };

@@ -838,6 +838,19 @@ fn compare_judges_tuned_against_base_in_both_orders() {
             .args(["--baseline", BASELINE, "--judge-url", &url, "--judge-model", "a-lover"])
             .arg("--judge-config")
             .arg(fixtures().join("codearena/judge_config.yaml"))
+            // Execution benchmarks beside CodeArena, on the project's fixture.
+            .args([
+                "--exec",
+                "humaneval",
+                "--exec-max-new-tokens",
+                "8",
+                "--exec-timeout-s",
+                "3",
+            ])
+            .arg(format!(
+                "--exec-problems=humaneval={}",
+                fixtures().join("exec_eval/humaneval.jsonl").display()
+            ))
             // At most 4 connections: tiny_http (the scripted judge) stalls on more.
             .args([
                 "--max-new-tokens",
@@ -879,6 +892,19 @@ fn compare_judges_tuned_against_base_in_both_orders() {
     }
     assert!(String::from_utf8_lossy(&out.stdout).contains("tuned"));
     assert_eq!(*count.lock().unwrap(), 3 * 12);
+    // The paper's table: each model's pass@1 beside the head-to-head CodeArena cell.
+    let table = std::fs::read_to_string(eval.join("comparison.md")).unwrap();
+    let cell = report.as_array().unwrap()[0]["overall"]["wt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        table.contains("| model | humaneval | CodeArena (win/tie % vs base) |"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("| tuned | 0.0 | {cell} |")), "{table}");
+    assert!(table.contains("| base | 0.0 | – |"), "{table}");
+    assert!(eval.join("exec/base/humaneval/summary.json").is_file());
     // Everything is cached: a second run generates and asks nothing.
     let answers = std::fs::read_to_string(eval.join("model_answer/base.jsonl")).unwrap();
     ok(&run());
