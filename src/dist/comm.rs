@@ -49,6 +49,19 @@ pub trait Comm {
     }
 }
 
+/// `whole` is exactly `size` blocks of `block`'s length (a reduce-scatter's input, an
+/// all-gather's output).
+pub fn check_block_sizes(what: &str, whole: &Tensor, block: &Tensor, size: usize) -> Result<()> {
+    if whole.elem_count() != block.elem_count() * size {
+        bail!(
+            "{what}: {} elements are not {size} blocks of {}",
+            whole.elem_count(),
+            block.elem_count()
+        );
+    }
+    Ok(())
+}
+
 /// Rank `r`'s test values: `len` elements that differ per rank and per position, small
 /// integers so every sum is exact in f32.
 fn values(rank: usize, len: usize) -> Vec<f32> {

@@ -171,12 +171,5 @@ fn check_tensor(what: &str, t: &Tensor) -> Result<()> {
 fn check_blocks(what: &str, whole: &Tensor, block: &Tensor, size: usize) -> Result<()> {
     check_tensor(what, whole)?;
     check_tensor(what, block)?;
-    if whole.elem_count() != block.elem_count() * size {
-        bail!(
-            "{what}: {} elements are not {size} blocks of {}",
-            whole.elem_count(),
-            block.elem_count()
-        );
-    }
-    Ok(())
+    super::comm::check_block_sizes(what, whole, block, size)
 }

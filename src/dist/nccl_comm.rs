@@ -261,14 +261,7 @@ fn check(what: &str, t: &Tensor, dev: &CudaDevice) -> Result<()> {
 fn check_blocks(what: &str, whole: &Tensor, block: &Tensor, size: usize, dev: &CudaDevice) -> Result<()> {
     check(what, whole, dev)?;
     check(what, block, dev)?;
-    if whole.elem_count() != block.elem_count() * size {
-        bail!(
-            "{what}: {} elements are not {size} blocks of {}",
-            whole.elem_count(),
-            block.elem_count()
-        );
-    }
-    Ok(())
+    super::comm::check_block_sizes(what, whole, block, size)
 }
 
 impl Comm for NcclComm {

@@ -63,7 +63,6 @@ type CommAsyncError = unsafe extern "C" fn(RawComm, *mut c_int) -> c_int;
 type ErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 type LastError = unsafe extern "C" fn(RawComm) -> *const c_char;
 type AllReduce = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, RawComm, RawStream) -> c_int;
-type ReduceScatter = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, RawComm, RawStream) -> c_int;
 type AllGather = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, RawComm, RawStream) -> c_int;
 type Broadcast = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, RawComm, RawStream) -> c_int;
 
@@ -79,7 +78,8 @@ pub struct Nccl {
     get_error_string: ErrorString,
     get_last_error: Option<LastError>,
     all_reduce: AllReduce,
-    reduce_scatter: ReduceScatter,
+    /// `ncclReduceScatter`: the same shape as `ncclAllReduce`.
+    reduce_scatter: AllReduce,
     all_gather: AllGather,
     broadcast: Broadcast,
     _lib: libloading::Library,
@@ -266,18 +266,18 @@ impl Nccl {
         comm: RawComm,
         stream: RawStream,
     ) -> Result<()> {
-        let rc = unsafe {
-            (self.all_reduce)(
-                send as *const c_void,
-                recv as *mut c_void,
+        // SAFETY: the caller's promise.
+        unsafe {
+            self.sum(
+                self.all_reduce,
+                "ncclAllReduce",
+                [send, recv],
                 count,
-                dtype as c_int,
-                SUM,
+                dtype,
                 comm,
                 stream,
             )
-        };
-        self.check(rc, "ncclAllReduce", comm)
+        }
     }
 
     /// `recv` (`count` elements) ← this rank's block of Σ over ranks of `send` (`count` × W).
@@ -293,8 +293,38 @@ impl Nccl {
         comm: RawComm,
         stream: RawStream,
     ) -> Result<()> {
+        // SAFETY: the caller's promise.
+        unsafe {
+            self.sum(
+                self.reduce_scatter,
+                "ncclReduceScatter",
+                [send, recv],
+                count,
+                dtype,
+                comm,
+                stream,
+            )
+        }
+    }
+
+    /// A sum reduction of NCCL's shape (`ncclAllReduce`, `ncclReduceScatter`).
+    ///
+    /// # Safety
+    /// As `all_reduce`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sum(
+        &self,
+        f: AllReduce,
+        what: &str,
+        [send, recv]: [u64; 2],
+        count: usize,
+        dtype: DataType,
+        comm: RawComm,
+        stream: RawStream,
+    ) -> Result<()> {
+        // SAFETY: as the caller promises.
         let rc = unsafe {
-            (self.reduce_scatter)(
+            f(
                 send as *const c_void,
                 recv as *mut c_void,
                 count,
@@ -304,7 +334,7 @@ impl Nccl {
                 stream,
             )
         };
-        self.check(rc, "ncclReduceScatter", comm)
+        self.check(rc, what, comm)
     }
 
     /// `recv` (`count` × W) ← every rank's `send` (`count` elements), in rank order.
