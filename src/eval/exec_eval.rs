@@ -104,7 +104,7 @@ pub fn run(o: &ExecEvalOptions) -> Result<Summary> {
     let by_id: HashMap<&str, &Problem> = problems.iter().map(|p| (p.id.as_str(), p)).collect();
     let results = run_samples(o, &by_id, &samples, per_problem)?;
     let summary = report::summarize(o, &problems, &results, per_problem, &src);
-    report::write(&o.out, &o.name, &summary)?;
+    report::write(&o.out, &summary)?;
     Ok(summary)
 }
 

@@ -117,7 +117,7 @@ pub fn markdown(s: &Summary) -> String {
 }
 
 /// Writes `OUT/summary.json` and `OUT/summary.md` (atomically).
-pub fn write(out: &Path, _name: &str, s: &Summary) -> Result<()> {
+pub fn write(out: &Path, s: &Summary) -> Result<()> {
     std::fs::create_dir_all(out)?;
     crate::io::write_atomic(
         &out.join("summary.json"),

@@ -19,8 +19,8 @@ use candle_core::Tensor;
 /// One step's reduction in progress.
 pub struct GradReduce<'a> {
     dp: &'a DataParallel,
-    /// The f32 gradient buffers, in update order.
-    grads: Vec<Tensor>,
+    /// The f32 gradient buffers by name, in update order.
+    grads: &'a [(String, Tensor)],
     /// Indices into `grads` of each decoder layer's parameters, and of the others.
     layers: Vec<Vec<usize>>,
     rest: Vec<usize>,
@@ -42,23 +42,24 @@ impl<'a> GradReduce<'a> {
     /// `shards`: ZeRO-2's blocks (else every gradient is summed whole).
     pub fn new(
         dp: &'a DataParallel,
-        grads: &[(String, Tensor)],
+        grads: &'a [(String, Tensor)],
         num_layers: usize,
         shards: Option<Vec<Shard>>,
     ) -> Self {
+        let active = dp.world > 1 || shards.is_some();
         let mut layers = vec![Vec::new(); num_layers];
         let mut rest = Vec::new();
-        for (i, (name, _)) in grads.iter().enumerate() {
+        // One process: nothing to reduce, nothing to sort into buckets.
+        for (i, (name, _)) in grads.iter().enumerate().filter(|_| active) {
             match layer_of(name).filter(|&l| l < num_layers) {
                 Some(l) => layers[l].push(i),
                 None => rest.push(i),
             }
         }
-        let active = dp.world > 1 || shards.is_some();
         Self {
             dp,
-            grads: grads.iter().map(|(_, t)| t.clone()).collect(),
-            blocks: vec![None; grads.len()],
+            grads,
+            blocks: vec![None; if shards.is_some() { grads.len() } else { 0 }],
             reduced: vec![false; num_layers],
             layers,
             rest,
@@ -70,7 +71,7 @@ impl<'a> GradReduce<'a> {
     fn reduce(&mut self, idx: &[usize]) -> Result<()> {
         let comm = self.dp.comm();
         for &i in idx {
-            let g = &self.grads[i];
+            let g = &self.grads[i].1;
             match &self.shards {
                 Some(s) => self.blocks[i] = Some(s[i].scatter_sum(g, comm)?),
                 None => comm.all_reduce_sum_async(g)?,
