@@ -1,6 +1,7 @@
 //! `syncoder data ...`: commands over instruction shards.
 
 use crate::data::loader::OnBadRecord;
+use crate::data::mask_policy::MaskPolicy;
 use crate::data::validate::validate_sources;
 use crate::data::Overflow;
 use anyhow::{bail, Result};
@@ -37,11 +38,17 @@ pub struct TokenizerArgs {
     /// truncate: keep the first --max-seq-len tokens; drop: skip the sample.
     #[arg(long, value_enum, default_value_t = Overflow::Truncate)]
     pub overflow: Overflow,
+    /// Which text is trained on (a run's data.mask; see docs/data-format.md).
+    #[arg(long, value_enum, default_value_t = MaskPolicy::Auto)]
+    pub mask: MaskPolicy,
 }
 
 impl TokenizerArgs {
     pub fn builder(&self) -> Result<crate::data::SampleBuilder> {
-        crate::data::sample::SampleBuilder::from_dir(&self.tokenizer, self.max_seq_len, self.overflow)
+        Ok(
+            crate::data::sample::SampleBuilder::from_dir(&self.tokenizer, self.max_seq_len, self.overflow)?
+                .with_mask(self.mask),
+        )
     }
 }
 
@@ -67,7 +74,7 @@ pub struct PrepareArgs {
     pub sources: Vec<PathBuf>,
     /// A run config: take the tokenizer, the length (data.max_seq_len or data.seq_len), the
     /// overflow rule and the bad-record rule from it, so the shards suit that run.
-    #[arg(long, conflicts_with_all = ["tokenizer", "max_seq_len", "overflow"])]
+    #[arg(long, conflicts_with_all = ["tokenizer", "max_seq_len", "overflow", "mask"])]
     pub config: Option<PathBuf>,
     /// A model or tokenizer directory holding tokenizer.json (and tokenizer_config.json with
     /// its chat template).
@@ -79,6 +86,9 @@ pub struct PrepareArgs {
     /// truncate: keep the first --max-seq-len tokens; drop: skip the sample [default: truncate].
     #[arg(long, value_enum)]
     pub overflow: Option<Overflow>,
+    /// Which text is trained on (a run's data.mask) [default: auto].
+    #[arg(long, value_enum)]
+    pub mask: Option<MaskPolicy>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -98,7 +108,8 @@ impl PrepareArgs {
             let cfg = crate::train::RunConfig::load(path, &[])?;
             let dirs = crate::train::model_source::model_dirs(&cfg.model)?;
             let b =
-                crate::data::SampleBuilder::from_dir(&dirs.tokenizer, cfg.data.max_sample_len(), cfg.data.overflow)?;
+                crate::data::SampleBuilder::from_dir(&dirs.tokenizer, cfg.data.max_sample_len(), cfg.data.overflow)?
+                    .with_mask(cfg.data.mask);
             return Ok((b, self.on_bad_record.unwrap_or(cfg.data.on_bad_record)));
         }
         let tokenizer = self
@@ -109,7 +120,8 @@ impl PrepareArgs {
             tokenizer,
             self.max_seq_len.unwrap_or(32768),
             self.overflow.unwrap_or(Overflow::Truncate),
-        )?;
+        )?
+        .with_mask(self.mask.unwrap_or_default());
         Ok((b, self.on_bad_record.unwrap_or(OnBadRecord::Fail)))
     }
 }

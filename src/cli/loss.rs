@@ -1,5 +1,6 @@
 //! `syncoder loss`: mean loss of a model over data, with the training path's template and mask.
 
+use crate::data::mask_policy::MaskPolicy;
 use crate::data::sample::Overflow;
 use crate::data::SampleBuilder;
 use crate::infer::model_ref::tokenizer_dir;
@@ -27,6 +28,9 @@ pub struct LossArgs {
     /// Samples longer than this are truncated.
     #[arg(long, default_value_t = 4096)]
     pub max_seq_len: usize,
+    /// Which text the loss is taken over (a run's data.mask; see docs/data-format.md).
+    #[arg(long, value_enum, default_value_t = MaskPolicy::Auto)]
+    pub mask: MaskPolicy,
 }
 
 pub fn run(args: LossArgs) -> Result<()> {
@@ -34,7 +38,7 @@ pub fn run(args: LossArgs) -> Result<()> {
     let tok = tokenizer_dir(&dir, args.tokenizer.as_deref())?;
     let (device, dtype) = args.device.open()?;
     let model = Qwen2::load(&dir, dtype, &device, false).with_context(|| format!("loading {}", dir.display()))?;
-    let builder = SampleBuilder::from_dir(&tok, args.max_seq_len, Overflow::Truncate)?;
+    let builder = SampleBuilder::from_dir(&tok, args.max_seq_len, Overflow::Truncate)?.with_mask(args.mask);
     let report = mean_loss(&model, &builder, &args.data)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

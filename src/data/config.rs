@@ -3,6 +3,7 @@
 //! stage; `train::RunConfig` only composes it.
 
 use super::loader::{LoaderConfig, OnBadRecord};
+use super::mask_policy::MaskPolicy;
 use super::pack::PackStrategy;
 use super::sample::Overflow;
 use crate::config::{ensure, ConfigError};
@@ -27,6 +28,9 @@ pub struct DataConfig {
     pub max_seq_len: Option<usize>,
     /// `truncate` or `drop` samples longer than `max_seq_len`.
     pub overflow: Overflow,
+    /// Which text is trained on: `auto`, `generation`, `prefix`, `last_assistant_turn` or
+    /// `per_turn` (`mask_policy`).
+    pub mask: MaskPolicy,
     /// `best_fit` or `greedy`.
     pub pack: PackKind,
     /// Samples considered together by `best_fit`.
@@ -45,6 +49,7 @@ impl Default for DataConfig {
             seq_len: 2048,
             max_seq_len: None,
             overflow: Overflow::Truncate,
+            mask: MaskPolicy::Auto,
             pack: PackKind::BestFit,
             pack_window: 64,
             shuffle_buffer: 10_000,

@@ -5,7 +5,7 @@
 use super::record::Record;
 use super::sample::{Dropped, SampleBuilder};
 use super::shard::{resolve_sources, ShardLines};
-use anyhow::{anyhow, Result};
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -62,7 +62,12 @@ pub fn inspect(sources: &[PathBuf], builder: &SampleBuilder, mut on_bad: impl Fn
                 .par_iter()
                 .map(|l| match Record::parse(&l.text) {
                     Err(e) => Err(format!("{}:{}: {e}", file.display(), l.line)),
-                    Ok(rec) => Ok((rec.language.clone(), builder.build(&rec))),
+                    Ok(rec) => Ok((
+                        rec.language.clone(),
+                        builder
+                            .build_all(&rec)
+                            .with_context(|| format!("{}:{}", file.display(), l.line)),
+                    )),
                 })
                 .collect();
             for res in results {
@@ -74,15 +79,17 @@ pub fn inspect(sources: &[PathBuf], builder: &SampleBuilder, mut on_bad: impl Fn
                     }
                     Ok((lang, built)) => {
                         *r.languages.entry(lang.unwrap_or_else(|| "(none)".into())).or_default() += 1;
-                        match built.map_err(|e| anyhow!("{}: {e:#}", file.display()))? {
-                            Ok(s) => {
-                                r.samples += 1;
-                                r.tokens += s.ids.len() as u64;
-                                r.supervised_tokens += s.supervised_tokens() as u64;
-                                lengths.push(s.ids.len() as u32);
+                        for sample in built? {
+                            match sample {
+                                Ok(s) => {
+                                    r.samples += 1;
+                                    r.tokens += s.ids.len() as u64;
+                                    r.supervised_tokens += s.supervised_tokens() as u64;
+                                    lengths.push(s.ids.len() as u32);
+                                }
+                                Err(Dropped::TooLong) => r.dropped_too_long += 1,
+                                Err(Dropped::NoSupervisedTokens) => r.dropped_no_supervised += 1,
                             }
-                            Err(Dropped::TooLong) => r.dropped_too_long += 1,
-                            Err(Dropped::NoSupervisedTokens) => r.dropped_no_supervised += 1,
                         }
                     }
                 }

@@ -91,6 +91,9 @@ struct Cursor {
     shard_pos: usize,
     /// Lines (or prepared documents) read from the current shard.
     line: usize,
+    /// Samples already taken from the record after `line`, when it gives several
+    /// (`data.mask = "per_turn"`); it is read again on resume.
+    part: usize,
     exhausted: bool,
     records: u64,
     bad_records: u64,
@@ -118,6 +121,8 @@ pub struct Loader {
     reader: Option<Reader>,
     /// Read and tokenised, not yet in the buffer (not part of the state: re-read on resume).
     ahead: VecDeque<Ahead>,
+    /// The record whose samples are being taken one by one, when it gives several.
+    partial: Option<Partial>,
     /// The position after the last sample that entered the buffer: the state's.
     at: Cursor,
     buffer: Vec<Held>,
@@ -156,10 +161,18 @@ impl Reader {
     }
 }
 
-/// What a reader yields, and where: `(file, item)` as a `SampleRef` names it.
+/// What a reader yields, and where: `(file, item)` as a `SampleRef` names it, and for a record
+/// which of its samples.
 enum Item {
-    Record(Record, (usize, u64)),
+    Record(Record, (usize, u64), usize),
     Sample(SampleState, (usize, u64)),
+}
+
+/// A record that gives several samples, some not yet taken (`Cursor::part` says how many are).
+struct Partial {
+    record: Record,
+    at: (usize, u64),
+    parts: usize,
 }
 
 /// The shard order of an epoch: a function of the seed and the epoch alone.
@@ -197,6 +210,7 @@ impl Loader {
             read: Cursor::default(),
             reader: None,
             ahead: VecDeque::new(),
+            partial: None,
             at: Cursor::default(),
             buffer: vec![],
             journal: None,
@@ -236,6 +250,7 @@ impl Loader {
             epoch: pos.epoch,
             shard_pos: pos.shard_pos,
             line: pos.line,
+            part: pos.part,
             exhausted: pos.exhausted,
             records: pos.stats.records,
             bad_records: pos.stats.bad_records,
@@ -284,6 +299,7 @@ impl Loader {
             epoch: self.at.epoch,
             shard_pos: self.at.shard_pos,
             line: self.at.line,
+            part: self.at.part,
             rng_word_pos: self.rng.get_word_pos().to_string(),
             pending: RefList::of(self.packer.pending()),
             ready: self.ready.iter().map(|p| RefList(p.sources.clone())).collect(),
@@ -321,6 +337,17 @@ impl Loader {
     /// The next valid record or prepared sample, moving across shards and epochs; `None` when
     /// the data is done.
     fn next_item(&mut self) -> Result<Option<Item>> {
+        if let Some(p) = self.partial.as_ref() {
+            let part = self.read.part;
+            if part + 1 < p.parts {
+                self.read.part += 1;
+                return Ok(Some(Item::Record(p.record.clone(), p.at, part)));
+            }
+            let p = self.partial.take().context("checked above")?;
+            self.read.line = p.at.1 as usize;
+            self.read.part = 0;
+            return Ok(Some(Item::Record(p.record, p.at, part)));
+        }
         loop {
             if self.read.exhausted {
                 return Ok(None);
@@ -346,10 +373,16 @@ impl Loader {
             let next = match reader {
                 Reader::Lines(lines) => match lines.next() {
                     Some(Ok(l)) => {
+                        let before = self.read.line;
                         self.read.line = l.line;
-                        self.read.records += 1;
+                        if self.read.part == 0 {
+                            self.read.records += 1;
+                        }
                         match Record::parse(&l.text) {
-                            Ok(r) => return Ok(Some(Item::Record(r, (file, l.line as u64)))),
+                            Ok(r) => {
+                                let at = (file, l.line as u64);
+                                return self.first_part(r, at, before).map(Some);
+                            }
                             Err(_) if self.cfg.on_bad_record == OnBadRecord::Skip => {
                                 self.read.bad_records += 1;
                                 continue;
@@ -380,6 +413,34 @@ impl Loader {
         }
     }
 
+    /// The first sample not yet taken of record `r`, read at `at` after line `before`: sample 0,
+    /// or after a resume in the middle of the record, the sample the cursor names. A record with
+    /// more samples to come stays unread in the cursor (a resume reads it again).
+    fn first_part(&mut self, r: Record, at: (usize, u64), before: usize) -> Result<Item> {
+        let parts = self.builder.parts(&r);
+        let part = self.read.part;
+        if part >= parts {
+            bail!(
+                "{}:{}: the saved loader state resumes at sample {part} of this record, which gives {parts} (the \
+                 shard or data.mask changed since the checkpoint?)",
+                self.files[at.0].display(),
+                at.1
+            );
+        }
+        if part + 1 < parts {
+            self.read.line = before;
+            self.read.part = part + 1;
+            self.partial = Some(Partial {
+                record: r.clone(),
+                at,
+                parts,
+            });
+        } else {
+            self.read.part = 0;
+        }
+        Ok(Item::Record(r, at, part))
+    }
+
     /// Reads up to `n` more records ahead and tokenises them in parallel; false at the end
     /// of the data. Each keeps the position after it, so the order and the state do not
     /// depend on how far ahead the loader has read or on the thread count.
@@ -400,14 +461,20 @@ impl Loader {
             return Ok(false);
         }
         let builder = &self.builder;
+        let files = &self.files;
         let built: Vec<Ahead> = items
             .into_par_iter()
             .map(|(item, after)| {
                 let sample = match item {
-                    Item::Sample(s, at) => Ok(Ok((s, at))),
-                    Item::Record(r, at) => builder.build(&r).map(|b| b.map(|s| (SampleState::from_sample(s), at))),
+                    Item::Sample(s, at) => Ok(Ok((s, at, 0))),
+                    Item::Record(r, at, part) => builder
+                        .build_part(&r, part)
+                        .with_context(|| format!("{}:{}", files[at.0].display(), at.1))
+                        .map(|b| b.map(|s| (SampleState::from_sample(s), at, part))),
                 };
-                let sample = sample.map(|b| b.map(|(s, (file, item))| Held::new(SampleRef::new(file, item, &s), s)));
+                let sample = sample.map(|b| {
+                    b.map(|(s, (file, item), part)| Held::new(SampleRef::new(file, item, part as u32, &s), s))
+                });
                 Ahead { sample, after }
             })
             .collect();

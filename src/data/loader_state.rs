@@ -38,6 +38,9 @@ pub struct Position {
     pub shard_pos: usize,
     /// Lines (or prepared documents) already read from the current shard.
     pub line: usize,
+    /// Samples already taken from the record after `line` (`data.mask = "per_turn"`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: usize,
     /// Position of the shuffle-buffer RNG stream (a u128, as a decimal string).
     pub rng_word_pos: String,
     /// Samples in the packer, not yet in a row.
@@ -93,4 +96,8 @@ impl LoaderState {
             .chain(&self.position.pending.0)
             .chain(self.position.ready.iter().flat_map(|r| &r.0))
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -39,6 +39,9 @@ pub struct Manifest {
     pub template_sha256: String,
     pub max_seq_len: usize,
     pub overflow: super::sample::Overflow,
+    /// `data.mask` the samples were masked with (manifests older than it: `auto`).
+    #[serde(default)]
+    pub mask: super::mask_policy::MaskPolicy,
     pub sources: Vec<String>,
     pub records: u64,
     pub bad_records: u64,
@@ -134,6 +137,7 @@ pub fn prepare(
         template_sha256,
         max_seq_len: builder.max_seq_len,
         overflow: builder.overflow,
+        mask: builder.mask,
         sources: files.iter().map(|f| f.display().to_string()).collect(),
         records: 0,
         bad_records: 0,
@@ -153,18 +157,24 @@ pub fn prepare(
                 .par_iter()
                 .map(|l| match Record::parse(&l.text) {
                     Err(e) => Err(format!("{}:{}: {e}", file.display(), l.line)),
-                    Ok(r) => Ok(builder.build(&r)),
+                    Ok(r) => Ok(builder
+                        .build_all(&r)
+                        .with_context(|| format!("{}:{}", file.display(), l.line))),
                 })
                 .collect();
             for b in built {
                 m.records += 1;
-                match b {
+                let samples = match b {
                     Err(msg) if skip_bad => {
                         let _ = msg;
                         m.bad_records += 1;
+                        continue;
                     }
                     Err(msg) => bail!("{msg}"),
-                    Ok(res) => match res? {
+                    Ok(res) => res?,
+                };
+                for sample in samples {
+                    match sample {
                         Ok(s) => {
                             w.push(&s.ids, &s.mask);
                             if w.docs() >= docs_per_shard {
@@ -174,7 +184,7 @@ pub fn prepare(
                         }
                         Err(Dropped::TooLong) => m.dropped_too_long += 1,
                         Err(Dropped::NoSupervisedTokens) => m.dropped_no_supervised += 1,
-                    },
+                    }
                 }
             }
         }
@@ -301,6 +311,15 @@ pub fn resolve_training_sources(sources: &[PathBuf], builder: &SampleBuilder) ->
                 bail!(
                     "{}: prepared with another tokenizer or chat template than this run uses; run `syncoder data prepare` again",
                     src.display()
+                );
+            }
+            if m.mask != builder.mask {
+                bail!(
+                    "{}: prepared with data.mask = \"{}\", but this run masks with \"{}\"; run `syncoder data \
+                     prepare` again",
+                    src.display(),
+                    m.mask.as_str(),
+                    builder.mask.as_str()
                 );
             }
             if m.max_seq_len > builder.max_seq_len {

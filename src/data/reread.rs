@@ -15,14 +15,15 @@ use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-/// The samples of `refs`, by `(file, item)`.
+/// The samples of `refs`, by `(file, item, part)`.
 pub fn reread<'a>(
     files: &[PathBuf],
     refs: impl Iterator<Item = &'a SampleRef>,
     builder: &SampleBuilder,
-) -> Result<HashMap<(u32, u64), SampleState>> {
+) -> Result<HashMap<(u32, u64, u32), SampleState>> {
     let mut wanted: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
-    let mut checks: HashMap<(u32, u64), u32> = HashMap::new();
+    let mut parts: BTreeMap<(u32, u64), BTreeSet<u32>> = BTreeMap::new();
+    let mut checks: HashMap<(u32, u64, u32), u32> = HashMap::new();
     for r in refs {
         let Some(path) = files.get(r.file as usize) else {
             bail!(
@@ -31,7 +32,7 @@ pub fn reread<'a>(
                 files.len()
             );
         };
-        if let Some(&c) = checks.get(&(r.file, r.item)) {
+        if let Some(&c) = checks.get(&r.key()) {
             if c != r.check {
                 bail!(
                     "{}:{}: the saved loader state gives this sample two checksums (corrupt state?)",
@@ -40,11 +41,12 @@ pub fn reread<'a>(
                 );
             }
         }
-        checks.insert((r.file, r.item), r.check);
+        checks.insert(r.key(), r.check);
         wanted.entry(r.file).or_default().insert(r.item);
+        parts.entry((r.file, r.item)).or_default().insert(r.part);
     }
     let mut samples = HashMap::with_capacity(checks.len());
-    let mut records: Vec<((u32, u64), Record)> = Vec::new();
+    let mut records: Vec<((u32, u64, u32), Record)> = Vec::new();
     for (&file, items) in &wanted {
         let path = &files[file as usize];
         if is_prepared(path) {
@@ -57,7 +59,7 @@ pub fn reread<'a>(
                         shard.len()
                     );
                 }
-                samples.insert((file, i), shard.get(i as usize)?);
+                samples.insert((file, i, 0), shard.get(i as usize)?);
             }
         } else {
             let mut lines = ShardLines::open(path)?;
@@ -79,14 +81,16 @@ pub fn reread<'a>(
                 };
                 let record = Record::parse(&line.text)
                     .map_err(|e| anyhow::anyhow!("{}: {e} (the shard changed since the checkpoint?)", at()))?;
-                records.push(((file, i), record));
+                for &p in &parts[&(file, i)] {
+                    records.push(((file, i, p), record.clone()));
+                }
             }
         }
     }
-    let built: Vec<((u32, u64), Result<SampleState>)> = records
+    let built: Vec<((u32, u64, u32), Result<SampleState>)> = records
         .into_par_iter()
         .map(|(key, r)| {
-            let s = builder.build(&r).and_then(|s| match s {
+            let s = builder.build_part(&r, key.2 as usize).and_then(|s| match s {
                 Ok(s) => Ok(SampleState::from_sample(s)),
                 Err(d) => bail!("the record is now dropped ({d:?})"),
             });
@@ -95,11 +99,18 @@ pub fn reread<'a>(
         .collect();
     for (key, s) in built {
         let path = files[key.0 as usize].display();
-        let s = s.with_context(|| format!("{path}:{}: re-reading a buffered sample", key.1))?;
+        let s = s.with_context(|| format!("{path}:{}: re-reading buffered sample {} of this record", key.1, key.2))?;
         samples.insert(key, s);
     }
     for (key, check) in checks {
-        let s = &samples[&key];
+        let Some(s) = samples.get(&key) else {
+            bail!(
+                "{}: the saved loader state names sample {} of prepared document {} (corrupt state?)",
+                files[key.0 as usize].display(),
+                key.2,
+                key.1
+            );
+        };
         if fingerprint(s) != check {
             bail!(
                 "{}:{}: this sample is not the one the saved loader state names (the shard, tokenizer or chat \
@@ -118,9 +129,6 @@ pub fn is_prepared(path: &Path) -> bool {
 }
 
 /// The sample `r` names, out of what `reread` returned.
-pub fn take(samples: &HashMap<(u32, u64), SampleState>, r: &SampleRef) -> Result<SampleState> {
-    samples
-        .get(&(r.file, r.item))
-        .cloned()
-        .context("a named sample was not re-read")
+pub fn take(samples: &HashMap<(u32, u64, u32), SampleState>, r: &SampleRef) -> Result<SampleState> {
+    samples.get(&r.key()).cloned().context("a named sample was not re-read")
 }

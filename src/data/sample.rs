@@ -1,11 +1,13 @@
 //! Turning a validated record into a training sample: token ids plus, per token, whether it is
-//! trained on (it overlaps the supervised text of an assistant turn).
+//! trained on (it overlaps the supervised text of an assistant turn). Which text that is, and
+//! how many samples a conversation gives, is the builder's `MaskPolicy` (`data.mask`).
 //!
 //! The ids are those of encoding the rendered text without added special tokens, exactly what
 //! transformers' `apply_chat_template(..., tokenize=True)` returns for the same template and
 //! tokenizer.
 
 use super::encoder::Encoder;
+use super::mask_policy::MaskPolicy;
 use super::record::Record;
 use super::template::ChatTemplate;
 use anyhow::{anyhow, bail, Result};
@@ -51,6 +53,17 @@ pub struct SampleBuilder {
     pub template: ChatTemplate,
     pub max_seq_len: usize,
     pub overflow: Overflow,
+    pub mask: MaskPolicy,
+}
+
+/// A conversation rendered and tokenised, before the length rules: its text, token ids, each
+/// token's byte range in the text, and whether it is trained on.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+    pub mask: Vec<bool>,
 }
 
 impl SampleBuilder {
@@ -60,7 +73,14 @@ impl SampleBuilder {
             template,
             max_seq_len,
             overflow,
+            mask: MaskPolicy::Auto,
         }
+    }
+
+    /// The same builder with mask policy `mask`.
+    pub fn with_mask(mut self, mask: MaskPolicy) -> Self {
+        self.mask = mask;
+        self
     }
 
     /// The tokenizer (fixed for the builder's life: its per-thread copies encode).
@@ -87,20 +107,41 @@ impl SampleBuilder {
         Ok(Self::new(tokenizer, template, max_seq_len, overflow))
     }
 
-    /// Renders, tokenises and masks `record`; `Err(Dropped)` inside `Ok` says why it was skipped.
-    pub fn build(&self, record: &Record) -> Result<std::result::Result<Sample, Dropped>> {
-        let (text, spans) = self.template.render_supervised(&record.messages)?;
+    /// How many samples `record` gives (more than one only under `per_turn`).
+    pub fn parts(&self, record: &Record) -> usize {
+        self.mask.parts(&record.messages)
+    }
+
+    /// Sample `part` of `record` rendered and tokenised, before the length rules.
+    pub fn render(&self, record: &Record, part: usize) -> Result<Rendered> {
+        let (text, spans) = self.mask.supervised(&self.template, &record.messages, part)?;
         let enc = self.encoder.encode(&text)?;
         let ids = enc.get_ids().to_vec();
-        let offsets = enc.get_offsets();
+        let offsets = enc.get_offsets().to_vec();
         if offsets.len() != ids.len() {
             bail!("tokenizer returned {} offsets for {} tokens", offsets.len(), ids.len());
         }
-        let mut mask: Vec<bool> = offsets
+        let mask = offsets
             .iter()
             .map(|&(a, b)| spans.iter().any(|s| a < s.end && b > s.start))
             .collect();
-        let mut ids = ids;
+        Ok(Rendered {
+            text,
+            ids,
+            offsets,
+            mask,
+        })
+    }
+
+    /// Every sample of `record`, in order; `Err(Dropped)` inside says why one was skipped.
+    pub fn build_all(&self, record: &Record) -> Result<Vec<std::result::Result<Sample, Dropped>>> {
+        (0..self.parts(record)).map(|p| self.build_part(record, p)).collect()
+    }
+
+    /// Sample `part` of `record` rendered, tokenised and masked, with the length rules applied;
+    /// `Err(Dropped)` inside `Ok` says why it was skipped.
+    pub fn build_part(&self, record: &Record, part: usize) -> Result<std::result::Result<Sample, Dropped>> {
+        let Rendered { mut ids, mut mask, .. } = self.render(record, part)?;
         if ids.len() > self.max_seq_len {
             match self.overflow {
                 Overflow::Drop => return Ok(Err(Dropped::TooLong)),

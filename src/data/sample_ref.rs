@@ -4,6 +4,9 @@
 //! this way instead of holding their token ids, and re-reads them to resume; the checksum proves
 //! the re-read sample is the one that was buffered.
 //!
+//! A record that gives several samples (`data.mask = "per_turn"`) names each by its part: item
+//! `LINE/PART` (part 0 is written as the line alone).
+//!
 //! A list of references serialises as one compact string, `"FILE:ITEM:CHECK FILE:ITEM:CHECK …"`
 //! (the checksum in hex), so even a pretty-printed `trainer_state.json` stays small: about 20
 //! bytes per buffered sample.
@@ -18,17 +21,25 @@ use std::fmt::Write;
 pub struct SampleRef {
     pub file: u32,
     pub item: u64,
+    /// Which sample of the record (0 unless the record gives several).
+    pub part: u32,
     pub check: u32,
 }
 
 impl SampleRef {
-    /// The reference of `sample`, read at `item` of file `file`.
-    pub fn new(file: usize, item: u64, sample: &SampleState) -> Self {
+    /// The reference of `sample`, sample `part` of `item` of file `file`.
+    pub fn new(file: usize, item: u64, part: u32, sample: &SampleState) -> Self {
         Self {
             file: file as u32,
             item,
+            part,
             check: fingerprint(sample),
         }
+    }
+
+    /// `(file, item, part)`: what names the sample, without its checksum.
+    pub fn key(&self) -> (u32, u64, u32) {
+        (self.file, self.item, self.part)
     }
 }
 
@@ -75,7 +86,10 @@ impl RefList {
             if i > 0 {
                 s.push(' ');
             }
-            let _ = write!(s, "{}:{}:{:08x}", r.file, r.item, r.check);
+            let _ = match r.part {
+                0 => write!(s, "{}:{}:{:08x}", r.file, r.item, r.check),
+                p => write!(s, "{}:{}/{p}:{:08x}", r.file, r.item, r.check),
+            };
         }
         s
     }
@@ -89,9 +103,14 @@ impl RefList {
                 let (Some(f), Some(n), Some(c), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
                     bail!("expected FILE:ITEM:CHECK");
                 };
+                let (n, part) = match n.split_once('/') {
+                    Some((n, p)) => (n, p.parse().context("part")?),
+                    None => (n, 0),
+                };
                 Ok(SampleRef {
                     file: f.parse().context("file index")?,
                     item: n.parse().context("item")?,
+                    part,
                     check: u32::from_str_radix(c, 16).context("checksum")?,
                 })
             };
@@ -121,9 +140,17 @@ mod tests {
     #[test]
     fn ref_lists_round_trip_through_their_text() {
         let s = SampleState::from_parts(vec![5, 6, 7], &[false, true, true]);
-        let list = RefList(vec![SampleRef::new(2, 17, &s), SampleRef::new(0, 1 << 40, &s)]);
+        let list = RefList(vec![
+            SampleRef::new(2, 17, 0, &s),
+            SampleRef::new(0, 1 << 40, 0, &s),
+            SampleRef::new(1, 9, 3, &s),
+        ]);
         let text = list.to_text();
         assert_eq!(text.split(' ').next().unwrap(), format!("2:17:{:08x}", fingerprint(&s)));
+        assert_eq!(
+            text.split(' ').nth(2).unwrap(),
+            format!("1:9/3:{:08x}", fingerprint(&s))
+        );
         assert_eq!(RefList::parse(&text).unwrap(), list);
         let json = serde_json::to_string(&list).unwrap();
         assert_eq!(serde_json::from_str::<RefList>(&json).unwrap(), list);
@@ -131,6 +158,7 @@ mod tests {
         let err = format!("{:#}", RefList::parse("1:2:3 1:x:3").unwrap_err());
         assert!(err.contains("reference 2") && err.contains("item"), "{err}");
         assert!(RefList::parse("1:2").is_err());
+        assert!(RefList::parse("1:2/x:3").is_err());
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //! conversation: it starts where the rendering of the turns before it with the generation
 //! prompt ends, and ends after the last end-of-turn token of the rendering that includes it.
 //! No marker of any particular template is hard-coded.
+//!
+//! Templates may mark the trained text themselves with `{% generation %}…{% endgeneration %}`
+//! blocks (as transformers allows): `render_marked` returns the byte ranges they enclose, and
+//! every other rendering ignores them (`generation_blocks`).
 
+use super::generation_blocks;
 use super::record::Message;
 use anyhow::{bail, Context, Result};
 use minijinja::{context, Environment, ErrorKind};
@@ -24,6 +29,8 @@ const CHATML_BODY: &str = include_str!("qwen25_chatml.jinja");
 pub struct ChatTemplate {
     source: String,
     env: Environment<'static>,
+    /// The source has `{% generation %}` blocks.
+    generation_blocks: bool,
     /// Text that closes a turn (`<|im_end|>` for ChatML); part of the supervised text.
     pub end_of_turn: String,
     bos_token: String,
@@ -59,11 +66,13 @@ impl ChatTemplate {
                 .build()
                 .context("configuring the template syntax")?,
         );
-        env.add_template_owned("chat", source.to_string())
+        let (rewritten, generation_blocks) = generation_blocks::rewrite(source);
+        env.add_template_owned("chat", rewritten)
             .context("parsing the chat template")?;
         Ok(Self {
             source: source.to_string(),
             env,
+            generation_blocks,
             end_of_turn: end_of_turn.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
@@ -112,8 +121,44 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// Whether the template marks its trained text with `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        self.generation_blocks
+    }
+
     /// Renders `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let raw = self.render_raw(messages, add_generation_prompt)?;
+        Ok(if self.generation_blocks {
+            generation_blocks::strip(&raw)
+        } else {
+            raw
+        })
+    }
+
+    /// The rendering and the byte ranges of it the template's `{% generation %}` blocks
+    /// enclose (none when it has no blocks), as transformers'
+    /// `return_assistant_tokens_mask=True` locates them.
+    pub fn render_marked(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        let raw = self.render_raw(messages, add_generation_prompt)?;
+        if self.generation_blocks {
+            generation_blocks::extract(&raw)
+        } else {
+            Ok((raw, vec![]))
+        }
+    }
+
+    /// The template's output, generation markers included.
+    fn render_raw(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        if self.generation_blocks {
+            for (k, m) in messages.iter().enumerate() {
+                generation_blocks::check_input(&m.content, &format!("message {k}"))?;
+            }
+        }
         let tmpl = self.env.get_template("chat")?;
         tmpl.render(context! {
             messages => messages_value(messages),
@@ -151,6 +196,37 @@ impl ChatTemplate {
             spans.push(prompt.len()..prompt.len() + close + self.end_of_turn.len());
         }
         Ok((full, spans))
+    }
+
+    /// The full text of a conversation that ends with an assistant turn, and the byte range of
+    /// that last turn (its content and closing end-of-turn token): it starts where the rendering
+    /// of the turns before it with the generation prompt ends. Only the last turn needs to be
+    /// rendered as a growing prefix, so templates that rewrite earlier turns (dropping their
+    /// `<think>` part, say) are fine.
+    pub fn render_last_turn(&self, messages: &[Message]) -> Result<(String, Range<usize>)> {
+        let Some((last, before)) = messages.split_last() else {
+            bail!("an empty conversation has no last turn");
+        };
+        if last.role != super::record::Role::Assistant {
+            bail!("the conversation does not end with an assistant turn");
+        }
+        let k = before.len();
+        let prompt = self.render(before, true)?;
+        let full = self.render(messages, false)?;
+        if !full.starts_with(&prompt) {
+            bail!(
+                "the chat template's rendering of the turns before assistant turn {k} with the generation prompt is \
+                 not the start of its rendering with that turn, so the turn's text cannot be located"
+            );
+        }
+        let Some(close) = full[prompt.len()..].rfind(&self.end_of_turn) else {
+            bail!(
+                "the chat template does not close assistant turn {k} with {:?}",
+                self.end_of_turn
+            );
+        };
+        let end = prompt.len() + close + self.end_of_turn.len();
+        Ok((full, prompt.len()..end))
     }
 }
 

@@ -10,7 +10,7 @@ use crate::data::record::Record;
 use crate::data::shard::{resolve_sources, ShardLines};
 use crate::data::SampleBuilder;
 use crate::model::{PackedBatch, Qwen2};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -99,11 +99,15 @@ pub fn mean_loss(model: &Qwen2, builder: &SampleBuilder, sources: &[PathBuf]) ->
         for line in ShardLines::open(&file)? {
             let line = line?;
             let record = Record::parse(&line.text).map_err(|e| anyhow!("{}:{}: {e}", file.display(), line.line))?;
-            let Ok(sample) = builder.build(&record)? else { continue };
-            let batch = PackedBatch::single(&sample.ids, model.device())?;
-            let targets = batch.next_token_targets(Some(&sample.mask))?;
-            total.add(model, &batch, &targets)?;
-            samples += 1;
+            let built = builder
+                .build_all(&record)
+                .with_context(|| format!("{}:{}", file.display(), line.line))?;
+            for sample in built.into_iter().flatten() {
+                let batch = PackedBatch::single(&sample.ids, model.device())?;
+                let targets = batch.next_token_targets(Some(&sample.mask))?;
+                total.add(model, &batch, &targets)?;
+                samples += 1;
+            }
         }
     }
     let Some(loss) = total.mean() else {

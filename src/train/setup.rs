@@ -87,11 +87,10 @@ impl Plan {
         let resumed = resumed_checkpoint(&mut cfg, opts)?;
         let dir = cfg.run_dir();
         let dirs = model_dirs(&cfg.model)?;
-        let builder = Arc::new(SampleBuilder::from_dir(
-            &dirs.tokenizer,
-            cfg.data.max_sample_len(),
-            cfg.data.overflow,
-        )?);
+        let builder = Arc::new(
+            SampleBuilder::from_dir(&dirs.tokenizer, cfg.data.max_sample_len(), cfg.data.overflow)?
+                .with_mask(cfg.data.mask),
+        );
         let model_cfg = Qwen2Config::from_file(&dirs.config_path(&cfg.model)?)?;
         if device.is_cpu() {
             super::memory::check_host_memory(&cfg, &model_cfg)?;
