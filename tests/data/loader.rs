@@ -356,3 +356,65 @@ fn a_bad_record_stops_after_the_same_batch_when_resumed() {
         assert_eq!(k + until_error(&mut resumed), straight, "resumed after batch {k}");
     }
 }
+
+/// A conversation of `1 + i % 4` user/assistant exchanges.
+fn multi_turn(i: usize) -> String {
+    let messages: Vec<serde_json::Value> = (0..1 + i % 4)
+        .flat_map(|t| {
+            [
+                serde_json::json!({"role": "user", "content": format!("question {i}.{t}")}),
+                serde_json::json!({"role": "assistant", "content": format!("answer {i}.{t} {}", "fn ".repeat((i + t) % 9))}),
+            ]
+        })
+        .collect();
+    serde_json::json!({ "id": format!("m{i}"), "messages": messages }).to_string()
+}
+
+#[test]
+fn per_turn_samples_resume_exactly_inside_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: String = (0..13).map(|i| multi_turn(i) + "\n").collect();
+    std::fs::write(dir.path().join("a.jsonl"), a).unwrap();
+    let b: String = (13..21).map(|i| multi_turn(i) + "\n\n").collect();
+    std::fs::write(dir.path().join("b.jsonl"), b).unwrap();
+    let files = syncoder::data::shard::resolve_sources(&[dir.path().to_path_buf()]).unwrap();
+    let path = crate::common::qwen_tokenizer_path().unwrap_or_else(|e| panic!("{e}"));
+    let b = Arc::new(
+        SampleBuilder::new(
+            tokenizers::Tokenizer::from_file(path).unwrap(),
+            ChatTemplate::qwen25_chatml(Some(QWEN25_DEFAULT_SYSTEM)).unwrap(),
+            128,
+            Overflow::Truncate,
+        )
+        .with_mask(syncoder::data::mask_policy::MaskPolicy::PerTurn),
+    );
+    let cfg = || LoaderConfig {
+        shuffle_buffer: 3,
+        ..config(PackStrategy::BestFit { window: 4 })
+    };
+    let mut full_loader = Loader::new(cfg(), files.clone(), b.clone()).unwrap();
+    let full = drain(&mut full_loader);
+    let stats = full_loader.stats().clone();
+    let turns: usize = (0..21).map(|i| 1 + i % 4).sum();
+    assert_eq!(stats.records, 2 * 21);
+    assert_eq!(
+        stats.samples as usize,
+        2 * turns,
+        "one sample per assistant turn, two epochs"
+    );
+    let mut inside = 0;
+    for k in 0..=full.len() {
+        let mut first = Loader::new(cfg(), files.clone(), b.clone()).unwrap();
+        for batch in full.iter().take(k) {
+            assert_eq!(&first.next_batch().unwrap().unwrap(), batch);
+        }
+        let json = serde_json::to_string(&first.state()).unwrap();
+        inside += json.contains("\"part\":") as usize;
+        drop(first);
+        let state: LoaderState = serde_json::from_str(&json).unwrap();
+        let mut resumed = Loader::restore(cfg(), files.clone(), b.clone(), state).unwrap();
+        assert_eq!(drain(&mut resumed), full[k..], "resume after batch {k}");
+        assert_eq!(resumed.stats(), &stats);
+    }
+    assert!(inside >= 3, "only {inside} cuts fell inside a record");
+}
