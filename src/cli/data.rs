@@ -62,6 +62,10 @@ pub struct InspectArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print the first N samples instead of the report: the rendered text with the trained
+    /// text marked, and each token's position, id, trained flag and text.
+    #[arg(long, value_name = "N", conflicts_with = "json")]
+    pub show: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +176,21 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Inspect(a) => {
             let builder = a.tokenizer.builder()?;
+            if let Some(n) = a.show {
+                use std::io::IsTerminal;
+                let stdout = std::io::stdout();
+                let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                let marks = if color {
+                    &crate::data::show::COLOR
+                } else {
+                    &crate::data::show::BRACKETS
+                };
+                let shown = crate::data::show::show(&a.sources, &builder, n, marks, &mut stdout.lock())?;
+                if shown < n {
+                    eprintln!("the data holds {shown} samples");
+                }
+                return Ok(());
+            }
             let mut shown = 0;
             let r = crate::data::inspect::inspect(&a.sources, &builder, |msg| {
                 if shown < 20 {

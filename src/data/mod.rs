@@ -21,6 +21,7 @@ pub mod reread;
 pub mod sample;
 pub mod sample_ref;
 pub mod shard;
+pub mod show;
 pub mod template;
 pub mod tokenizer_train;
 pub mod validate;

@@ -522,3 +522,60 @@ fn answers_may_run_to_the_end_of_the_models_context_and_are_counted_when_cut() {
         .count();
     assert_eq!(report[0]["truncated_answers"], want);
 }
+
+#[test]
+fn templates_with_generation_blocks_are_served_and_generated() {
+    // The R1-like template with {% generation %} blocks (fixtures of
+    // scripts/make_template_fixtures.py), over the loss model's tokenizer.
+    let tok = tempfile::tempdir().unwrap();
+    let model = fixtures().join("loss_model");
+    std::fs::copy(model.join("tokenizer.json"), tok.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        model.join("templates/r1_generation.tokenizer_config.json"),
+        tok.path().join("tokenizer_config.json"),
+    )
+    .unwrap();
+    let gen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("chat_template/generation.json")).unwrap())
+            .unwrap();
+    let case = gen["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["template"] == "r1_generation" && c["record"]["id"] == "think-2")
+        .unwrap();
+    let mut messages = case["record"]["messages"].as_array().unwrap().clone();
+    messages.pop();
+    // transformers' rendering of the prompt, in this tokenizer's ids.
+    let tokenizer = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let prompt_ids = tokenizer
+        .encode(case["prompt_text"].as_str().unwrap(), false)
+        .unwrap()
+        .get_ids()
+        .len();
+
+    let file = tok.path().join("messages.json");
+    std::fs::write(&file, serde_json::Value::Array(messages.clone()).to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["generate", "--model"])
+        .arg(&model)
+        .arg("--tokenizer")
+        .arg(tok.path())
+        .arg("--messages")
+        .arg(&file)
+        .args(["--max-new-tokens", "6", "--greedy", "--json"])
+        .output()
+        .unwrap();
+    crate::common::ok(&out);
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let s = serve_with(&["--tokenizer", tok.path().to_str().unwrap()], &[]);
+    let r: serde_json::Value = post(
+        &s,
+        serde_json::json!({"model": "tiny", "messages": messages, "max_tokens": 6, "temperature": 0}),
+    )
+    .json()
+    .unwrap();
+    assert_eq!(r["usage"]["prompt_tokens"], prompt_ids, "{r}");
+    assert_eq!(r["choices"][0]["message"]["content"], generated["text"], "{r}");
+}

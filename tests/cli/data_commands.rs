@@ -211,3 +211,83 @@ fn prepare_takes_its_lengths_from_a_run_config_and_a_mismatch_says_how_to_fix_it
         "{err}"
     );
 }
+
+/// A tokenizer directory: the loss model's tokenizer and the R1-like template without
+/// generation blocks (`chat_template/generation.json`), which rewrites earlier turns.
+fn r1_plain_tokenizer() -> tempfile::TempDir {
+    let fx = crate::common::fixtures();
+    let gen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("chat_template/generation.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fx.join("loss_model/tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("loss_model/tokenizer_config.json")).unwrap()).unwrap();
+    cfg["chat_template"] = gen["templates"]["r1_plain"].clone();
+    std::fs::write(dir.path().join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn inspect_show_prints_samples_with_the_trained_text_marked() {
+    let tok = r1_plain_tokenizer();
+    let think = crate::common::fixtures().join("loss_model/templates/think.jsonl");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "data",
+            "inspect",
+            think.to_str().unwrap(),
+            "--tokenizer",
+            tok.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        syncoder(&args)
+    };
+    let out = run(&["--show", "3", "--mask", "per_turn"]);
+    crate::common::ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let samples: Vec<&str> = text.split("\n── sample ").skip(1).collect();
+    assert_eq!(samples.len(), 3, "{text}");
+    assert!(samples[1].contains("think.jsonl:2 · part 1/2"), "{}", samples[1]);
+    // Sample 3 is conversation 2 up to its second answer: the first answer without its
+    // <think> part and not trained, the second trained (after the prompt's "<think>\n").
+    let third = samples[2];
+    assert!(
+        third.contains("part 2/2") && !third.contains("list.reverse() mutates"),
+        "{third}"
+    );
+    assert!(third.contains("`xs.reverse()`<|im_end|>"), "{third}");
+    assert!(third.contains("⟦Slicing with a negative step."), "{third}");
+    assert!(!third.contains("⟦`xs.reverse()`"), "{third}");
+    // The table: one row per token, trained rows flagged.
+    let header = third.lines().position(|l| l.trim_start().starts_with("pos")).unwrap();
+    let rows: Vec<&str> = third.lines().skip(header + 1).filter(|l| !l.is_empty()).collect();
+    let tokens: usize = third
+        .split(" tokens,")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(rows.len(), tokens);
+    assert!(rows.iter().any(|r| r.contains(" T  ")));
+
+    // auto cannot mask the multi-turn conversations of this template: --show says why in
+    // place, and the report stops naming the file, the line and the policies that can.
+    let out = run(&["--show", "2"]);
+    crate::common::ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("error: ") && text.contains("per_turn"), "{text}");
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("think.jsonl:2") && err.contains("last_assistant_turn"),
+        "{err}"
+    );
+    let out = run(&["--mask", "last_assistant_turn", "--json"]);
+    crate::common::ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["samples"], 4);
+}
