@@ -121,4 +121,14 @@ fn corrupt_or_mismatched_prepared_data_is_refused() {
         resolve_training_sources(&[tmp.path().to_path_buf()], &builder(100)).unwrap_err()
     );
     assert!(err.contains("max_seq_len"), "{err}");
+    // Nor a run that masks another way.
+    let per_turn = builder(200).with_mask(syncoder::data::mask_policy::MaskPolicy::PerTurn);
+    let err = format!(
+        "{:#}",
+        resolve_training_sources(&[tmp.path().to_path_buf()], &per_turn).unwrap_err()
+    );
+    assert!(
+        err.contains("data.mask = \"auto\"") && err.contains("\"per_turn\""),
+        "{err}"
+    );
 }
