@@ -22,7 +22,7 @@ this project). For each it records transformers' ids and `assistant_masks`
 (`return_assistant_tokens_mask=True`) where blocks exist, the generation-prompt rendering, and
 the samples and masks of each `data.mask` policy (docs/data-format.md), computed here from
 transformers' renderings. The loss fixture gains the mean loss transformers computes over
-`assistant_masks` for both generation-block templates (tests/fixtures/loss_model/templates/).
+`assistant_masks` for both generation-block templates (tests/fixtures/template_loss/).
 """
 
 import importlib.util
@@ -346,7 +346,7 @@ def make_generation_loss_fixture():
 
     model_dir = os.path.join(ROOT, "tests", "fixtures", "loss_model")
     model = Qwen2ForCausalLM.from_pretrained(model_dir, attn_implementation="eager").float().eval()
-    out = os.path.join(model_dir, "templates")
+    out = os.path.join(ROOT, "tests", "fixtures", "template_loss")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "think.jsonl"), "w", encoding="utf-8") as f:
         for rec in THINK_RECORDS:

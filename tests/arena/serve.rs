@@ -531,7 +531,7 @@ fn templates_with_generation_blocks_are_served_and_generated() {
     let model = fixtures().join("loss_model");
     std::fs::copy(model.join("tokenizer.json"), tok.path().join("tokenizer.json")).unwrap();
     std::fs::copy(
-        model.join("templates/r1_generation.tokenizer_config.json"),
+        fixtures().join("template_loss/r1_generation.tokenizer_config.json"),
         tok.path().join("tokenizer_config.json"),
     )
     .unwrap();

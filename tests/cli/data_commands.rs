@@ -230,7 +230,7 @@ fn r1_plain_tokenizer() -> tempfile::TempDir {
 #[test]
 fn inspect_show_prints_samples_with_the_trained_text_marked() {
     let tok = r1_plain_tokenizer();
-    let think = crate::common::fixtures().join("loss_model/templates/think.jsonl");
+    let think = crate::common::fixtures().join("template_loss/think.jsonl");
     let run = |extra: &[&str]| {
         let mut args = vec![
             "data",

@@ -25,10 +25,10 @@ fn loss_command_matches_transformers() {
 }
 
 /// `syncoder loss` with a tokenizer directory whose template is `name` (a fixture of
-/// `loss_model/templates/`), over the multi-turn thinking conversations there.
+/// `template_loss/`), over the multi-turn thinking conversations there.
 fn loss_with_template(name: &str, extra: &[&str]) -> std::process::Output {
     let model = crate::common::fixtures().join("loss_model");
-    let templates = model.join("templates");
+    let templates = crate::common::fixtures().join("template_loss");
     let tok = tempfile::tempdir().unwrap();
     std::fs::copy(model.join("tokenizer.json"), tok.path().join("tokenizer.json")).unwrap();
     std::fs::copy(
@@ -50,7 +50,7 @@ fn loss_with_template(name: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn loss_over_generation_blocks_matches_transformers_assistant_masks() {
-    let dir = crate::common::fixtures().join("loss_model/templates");
+    let dir = crate::common::fixtures().join("template_loss");
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     for name in ["chatml_generation", "r1_generation"] {
