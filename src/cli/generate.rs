@@ -101,6 +101,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, None) => bail!("give --prompt or --messages"),
     };
     let model = &loaded.model;
+    let context = model.config.max_position_embeddings;
+    if ids.len().saturating_add(args.max_new_tokens) > context {
+        bail!(
+            "the prompt ({} tokens) plus --max-new-tokens ({}) exceed the model's context of {context} tokens; \
+             use --max-new-tokens {} or less",
+            ids.len(),
+            args.max_new_tokens,
+            context.saturating_sub(ids.len())
+        );
+    }
     let settings = GenerationSettings {
         max_new_tokens: args.max_new_tokens,
         sampling,

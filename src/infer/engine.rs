@@ -1,14 +1,14 @@
 //! Batched generation: one prefill forward over every prompt of the batch (prompts of any
 //! lengths, each with its own KV cache and positions), then one decode forward per step over
-//! the sequences still running, each stopping at a stop token, after its `max_new_tokens`, or
-//! when the caller's per-token callback says so (stop strings, a client gone). Each sequence has
-//! its own settings and sampling stream, so requests of a server batch together.
+//! the sequences still running, each stopping at a stop token, after its `max_new_tokens` (cut
+//! to the model's context), or when the caller's per-token callback says so (stop strings, a
+//! client gone). Each sequence has its own settings and sampling stream. The steps are
+//! `running::RunningBatch`'s, which the server drives with sequences joining and leaving.
 
-use super::sampling::{argmax, sample, Sampling};
-use crate::model::{KvCache, KvPlacement, Qwen2};
-use anyhow::{bail, Result};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use super::running::RunningBatch;
+use super::sampling::Sampling;
+use crate::model::{KvPlacement, Qwen2};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Why a sequence ended.
@@ -100,77 +100,19 @@ fn generate_on_pool(
     placement: KvPlacement,
     on_token: &mut (dyn FnMut(usize, &[u32]) -> Next + Send),
 ) -> Result<Vec<Generated>> {
-    if jobs.iter().any(|j| j.prompt.is_empty()) {
-        bail!("a prompt has no tokens");
+    let mut batch = RunningBatch::new(placement, model.config.max_position_embeddings);
+    for (i, j) in jobs.iter().enumerate() {
+        batch
+            .join(model, i, j.prompt.to_vec(), j.settings.clone(), j.seed)
+            .map_err(|(_, e)| e.context(format!("prompt {i} of {}", jobs.len())))?;
     }
-    let cfg = &model.config;
-    let row = cfg.num_kv_heads() * cfg.head_dim();
-    let mut caches: Vec<KvCache> = jobs
-        .iter()
-        .map(|j| {
-            KvCache::placed(
-                placement,
-                cfg.num_hidden_layers,
-                row,
-                j.prompt.len() + j.settings.max_new_tokens,
-            )
-        })
-        .collect();
-    let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.seed)).collect();
-    let mut out: Vec<Generated> = jobs
-        .iter()
-        .map(|_| Generated {
-            token_ids: vec![],
-            finish_reason: FinishReason::Length,
-        })
-        .collect();
-    // Jobs with no tokens to generate are finished before they start.
-    let mut active: Vec<usize> = (0..jobs.len())
-        .filter(|&i| jobs[i].settings.max_new_tokens > 0)
-        .collect();
-    if active.is_empty() {
-        return Ok(out);
-    }
-    let inputs: Vec<&[u32]> = active.iter().map(|&i| jobs[i].prompt).collect();
-    let mut taken: Vec<KvCache> = active.iter().map(|&i| std::mem::take(&mut caches[i])).collect();
-    let result = model.forward_cached(&inputs, &mut taken);
-    for (&i, c) in active.iter().zip(taken) {
-        caches[i] = c;
-    }
-    let mut logits = result?;
-    loop {
-        let rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-        let mut still = Vec::with_capacity(active.len());
-        for (r, &i) in active.iter().enumerate() {
-            let s = jobs[i].settings;
-            let tok = if s.sampling.is_greedy() {
-                argmax(&rows[r])
-            } else {
-                sample(&rows[r], s.sampling.temperature, s.sampling.top_p, &mut rngs[i])
-            };
-            out[i].token_ids.push(tok);
-            let next = on_token(i, &out[i].token_ids);
-            if s.stop_ids.contains(&tok) || next == Next::Stop {
-                out[i].finish_reason = FinishReason::Stop;
-            } else if out[i].token_ids.len() < s.max_new_tokens {
-                still.push(i);
-            }
+    let mut out: Vec<Option<Generated>> = vec![None; jobs.len()];
+    while !batch.is_empty() {
+        for (i, g) in batch.step(model, &mut |i, tokens| on_token(*i, tokens))? {
+            out[i] = Some(g);
         }
-        active = still;
-        if active.is_empty() {
-            return Ok(out);
-        }
-        let next: Vec<[u32; 1]> = active
-            .iter()
-            .map(|&i| [*out[i].token_ids.last().expect("one token per step")])
-            .collect();
-        let inputs: Vec<&[u32]> = next.iter().map(|t| t.as_slice()).collect();
-        // Run only the active sequences' caches, in order.
-        let mut taken: Vec<KvCache> = active.iter().map(|&i| std::mem::take(&mut caches[i])).collect();
-        let result = model.forward_cached(&inputs, &mut taken);
-        for (&i, c) in active.iter().zip(taken) {
-            caches[i] = c;
-        }
-        logits = result?;
     }
+    out.into_iter()
+        .map(|g| g.context("a sequence left the batch unfinished"))
+        .collect()
 }

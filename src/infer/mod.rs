@@ -4,7 +4,9 @@
 pub mod chat;
 pub mod engine;
 pub mod model_ref;
+pub mod running;
 pub mod sampling;
+pub mod serve_scheduler;
 pub mod server;
 
 pub use chat::ChatFormat;
