@@ -1,10 +1,12 @@
 //! `syncoder serve`: an OpenAI-compatible chat-completions endpoint over a model directory.
 
+use crate::infer::serve_scheduler::ServeLimits;
 use crate::infer::server::{serve, ChatService};
 use crate::infer::{InferDevice, LoadedModel};
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -40,6 +42,22 @@ pub struct ServeArgs {
     /// required when binding an address other than loopback.
     #[arg(long)]
     pub api_key_env: Option<String>,
+    /// Requests generating together (continuous batching: they join and leave token by token).
+    #[arg(long, default_value_t = 16)]
+    pub max_num_seqs: usize,
+    /// Requests waiting for a place; more are answered 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Seconds from a request's arrival to its last token; past it the request gets 503.
+    #[arg(long, default_value_t = 600)]
+    pub request_timeout_s: u64,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT, seconds in-flight requests may take to finish before they are
+    /// cancelled (503); then the server exits 0.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_s: u64,
 }
 
 /// `RUN/step-N` for a checkpoint of a run, else the directory's name.
@@ -74,6 +92,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
+    if args.max_num_seqs == 0 || args.max_queue == 0 || args.request_timeout_s == 0 {
+        anyhow::bail!("--max-num-seqs, --max-queue and --request-timeout-s must be at least 1");
+    }
+    let limits = ServeLimits {
+        max_num_seqs: args.max_num_seqs,
+        max_queue: args.max_queue,
+        request_timeout: Duration::from_secs(args.request_timeout_s),
+        max_body_bytes: args.max_body_bytes,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
+    };
     let loaded = LoadedModel::load(&args.model, args.tokenizer.as_deref(), &args.device)?;
     let name = args.name.clone().unwrap_or_else(|| default_name(&loaded.dir));
     let context = args
@@ -86,6 +114,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         name,
         default_max_tokens: args.max_tokens,
         api_key,
+        limits,
     };
     serve(service, &format!("{}:{}", args.host, args.port), |addr, name| {
         eprintln!("serving {name} on http://{addr}/v1 (POST /v1/chat/completions, GET /v1/models)");

@@ -3,14 +3,19 @@
 //! format with a final usage chunk), `GET /v1/models` and `/health` — so a local checkpoint can
 //! be the CodeArena judge or be used by the OpenAI SDK, Open WebUI or Continue.
 //!
-//! One generation thread owns the model: requests that arrive together (up to `MAX_BATCH`)
-//! are generated in one batch, each with its own settings. `stop` strings are honoured, fields
-//! the server cannot honour (`n > 1`, `logprobs`, tools) are refused with a 400 naming them, an
-//! unknown `model` is a 404, prompt + `max_tokens` beyond the model's context is a 400 naming
-//! the numbers, and with a key (`--api-key-env`) every `/v1` request must carry it. Each request
-//! is logged as one line on standard error.
+//! One generation thread owns the model and batches continuously (`serve_scheduler`): requests
+//! join and leave the running batch token by token, up to `max_num_seqs` together, the rest
+//! waiting in a bounded queue (full: 429 with `Retry-After`); each has a deadline, and a client
+//! that disconnects ends its sequence. `stop` strings are honoured, fields the server cannot
+//! honour (`n > 1`, `logprobs`, tools) are refused with a 400 naming them, an unknown `model` is
+//! a 404, prompt + `max_tokens` beyond the model's context is a 400 naming the numbers, bodies
+//! beyond `max_body_bytes` get 413, and with a key (`--api-key-env`) every `/v1` request must
+//! carry it. SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish for
+//! the grace period (then cancels them with 503) and returns. Each request is logged as one
+//! line on standard error.
 
-use super::engine::{generate_jobs, FinishReason, GenerationSettings, Job, Next};
+use super::engine::GenerationSettings;
+use super::serve_scheduler::{generation_loop, Chunk, ServeLimits, Sink, Work};
 use super::{ChatFormat, Sampling};
 use crate::data::{Message, Role};
 use crate::model::Qwen2;
@@ -23,12 +28,10 @@ use axum::Router;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 use tokio::sync::{mpsc as tmpsc, oneshot};
-
-/// Requests generated together at most.
-pub const MAX_BATCH: usize = 16;
 
 /// A loaded model ready to answer.
 pub struct ChatService {
@@ -41,6 +44,7 @@ pub struct ChatService {
     /// Prompt + new tokens allowed per request (the model's `max_position_embeddings` unless
     /// told otherwise).
     pub context: usize,
+    pub limits: ServeLimits,
 }
 
 /// Why a request failed, as the client is told.
@@ -55,9 +59,15 @@ pub enum ApiError {
     /// 404: no such model.
     #[error("{0}")]
     NotFound(String),
+    /// 429: the waiting queue is full (the reply carries `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
     /// 500: generation itself failed.
     #[error("{0}")]
     Internal(String),
+    /// 503: timed out, or the server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -67,7 +77,9 @@ impl ApiError {
             Self::BadRequest(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::NotFound(_) => 404,
+            Self::Busy(_) => 429,
             Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
         }
     }
 }
@@ -178,82 +190,16 @@ impl ChatService {
                     top_p,
                     seed: body.get("seed").and_then(|s| s.as_u64()).unwrap_or(0),
                 },
-                stop_ids: self.format.stop_ids().to_vec(),
+                // vLLM's extension, for benchmarks that need replies of a fixed length.
+                stop_ids: if body.get("ignore_eos").and_then(Value::as_bool) == Some(true) {
+                    vec![]
+                } else {
+                    self.format.stop_ids().to_vec()
+                },
             },
             stop,
             stream: body.get("stream").and_then(Value::as_bool) == Some(true),
         })
-    }
-
-    /// Generates a batch of requests together, streaming deltas to the sinks that want them;
-    /// returns each request's outcome.
-    fn generate_batch(&self, batch: Vec<Work>) -> Vec<std::result::Result<Outcome, ApiError>> {
-        let jobs: Vec<Job> = batch
-            .iter()
-            .map(|w| Job {
-                prompt: &w.req.ids,
-                settings: &w.req.settings,
-                seed: w.req.settings.sampling.seed,
-            })
-            .collect();
-        let mut texts: Vec<TextState> = batch
-            .iter()
-            .map(|w| TextState {
-                stop: w.req.stop.clone(),
-                stream: match &w.sink {
-                    Sink::Stream(tx) => Some(tx.clone()),
-                    _ => None,
-                },
-                sent: 0,
-                cut: None,
-            })
-            .collect();
-        let format = &self.format;
-        let result = generate_jobs(&self.model, &jobs, &mut |i, tokens| texts[i].on_token(format, tokens));
-        let generated = match result {
-            Ok(g) => g,
-            Err(e) => {
-                let msg = format!("generation failed: {e:#}");
-                for t in &texts {
-                    if let Some(tx) = &t.stream {
-                        let _ = tx.send(Chunk::Failed(msg.clone()));
-                    }
-                }
-                return batch.iter().map(|_| Err(ApiError::Internal(msg.clone()))).collect();
-            }
-        };
-        generated
-            .into_iter()
-            .zip(texts.iter_mut())
-            .zip(&batch)
-            .map(|((g, t), w)| {
-                let mut text = format
-                    .decode(&g.token_ids)
-                    .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-                if let Some(cut) = t.cut.or_else(|| first_stop(&text, &t.stop)) {
-                    text.truncate(cut);
-                }
-                let finish_reason = match (g.finish_reason, t.cut.is_some()) {
-                    (FinishReason::Stop, _) | (_, true) => "stop",
-                    (FinishReason::Length, false) => "length",
-                };
-                if let Some(tx) = &t.stream {
-                    if text.len() > t.sent {
-                        let _ = tx.send(Chunk::Delta(text[t.sent..].to_string()));
-                    }
-                }
-                let outcome = Outcome {
-                    text,
-                    finish_reason,
-                    prompt_tokens: w.req.ids.len(),
-                    completion_tokens: g.token_ids.len(),
-                };
-                if let Some(tx) = &t.stream {
-                    let _ = tx.send(Chunk::Done(outcome.clone()));
-                }
-                Ok(outcome)
-            })
-            .collect()
     }
 
     fn completion_body(&self, o: &Outcome) -> Value {
@@ -307,77 +253,6 @@ fn parse_messages(body: &Value) -> std::result::Result<Vec<Message>, ApiError> {
     Ok(messages)
 }
 
-/// The byte offset of the earliest stop string in `text`.
-fn first_stop(text: &str, stop: &[String]) -> Option<usize> {
-    stop.iter().filter_map(|s| text.find(s.as_str())).min()
-}
-
-/// One sequence's text as it grows: how much was streamed, and where a stop string cut it.
-struct TextState {
-    stop: Vec<String>,
-    stream: Option<tmpsc::UnboundedSender<Chunk>>,
-    /// Bytes of the decoded text already sent.
-    sent: usize,
-    /// The stop string's offset, once found.
-    cut: Option<usize>,
-}
-
-impl TextState {
-    /// After a new token: ends the sequence at a stop string (or when the client left), and
-    /// streams what can no longer change — holding back an incomplete character and any tail
-    /// that could still become a stop string.
-    fn on_token(&mut self, format: &ChatFormat, tokens: &[u32]) -> Next {
-        if self.stop.is_empty() && self.stream.is_none() {
-            return Next::Continue;
-        }
-        let Ok(text) = format.decode(tokens) else {
-            return Next::Continue;
-        };
-        if let Some(cut) = first_stop(&text, &self.stop) {
-            self.cut = Some(cut);
-            return Next::Stop;
-        }
-        let Some(tx) = &self.stream else {
-            return Next::Continue;
-        };
-        let hold = self.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
-        let mut safe = text.len().saturating_sub(hold);
-        while safe > 0 && !text.is_char_boundary(safe) {
-            safe -= 1;
-        }
-        let ready = text[..safe].trim_end_matches('\u{FFFD}').len();
-        if ready > self.sent {
-            if tx.send(Chunk::Delta(text[self.sent..ready].to_string())).is_err() {
-                return Next::Stop; // the client is gone
-            }
-            self.sent = ready;
-        }
-        Next::Continue
-    }
-}
-
-/// A piece of a streamed reply.
-#[derive(Debug)]
-enum Chunk {
-    Delta(String),
-    Done(Outcome),
-    Failed(String),
-}
-
-/// Where a request's result goes.
-enum Sink {
-    /// Only returned by `generate_batch` (the generation thread delivers it to `Reply`).
-    Collect,
-    Reply(oneshot::Sender<std::result::Result<Outcome, ApiError>>),
-    Stream(tmpsc::UnboundedSender<Chunk>),
-}
-
-/// One request for the generation thread.
-struct Work {
-    req: ChatRequest,
-    sink: Sink,
-}
-
 fn usage(o: &Outcome) -> Value {
     json!({
         "prompt_tokens": o.prompt_tokens,
@@ -390,37 +265,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The generation thread: takes every request waiting (up to `MAX_BATCH`), generates them
-/// together, delivers the results, and repeats until the server ends.
-fn generation_loop(service: Arc<ChatService>, queue: mpsc::Receiver<Work>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let mut replies = vec![];
-        let batch: Vec<Work> = batch
-            .into_iter()
-            .map(|mut w| {
-                replies.push(std::mem::replace(&mut w.sink, Sink::Collect));
-                if let Sink::Stream(tx) = &replies[replies.len() - 1] {
-                    w.sink = Sink::Stream(tx.clone());
-                }
-                w
-            })
-            .collect();
-        let outcomes = service.generate_batch(batch);
-        for (sink, outcome) in replies.into_iter().zip(outcomes) {
-            if let Sink::Reply(tx) = sink {
-                let _ = tx.send(outcome);
-            }
-        }
-    }
 }
 
 fn error_body(status: u16, message: &str) -> Value {
@@ -439,21 +283,37 @@ fn reply(status: u16, body: Value) -> Response {
 }
 
 fn error_reply(e: &ApiError) -> Response {
-    reply(e.status(), error_body(e.status(), &e.to_string()))
+    let mut r = reply(e.status(), error_body(e.status(), &e.to_string()));
+    if matches!(e, ApiError::Busy(_)) {
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    r
 }
 
 /// What the handlers share.
 struct Shared {
     service: Arc<ChatService>,
-    queue: std::sync::Mutex<mpsc::Sender<Work>>,
+    queue: mpsc::SyncSender<Work>,
 }
 
 impl Shared {
-    fn submit(&self, work: Work) -> std::result::Result<(), ApiError> {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue
-            .send(work)
-            .map_err(|_| ApiError::Internal("the generation thread has stopped".into()))
+    /// Queues a request for the generation thread; a full queue is a 429.
+    fn submit(&self, req: ChatRequest, sink: Sink) -> std::result::Result<(), ApiError> {
+        let work = Work {
+            req,
+            sink,
+            arrived: Instant::now(),
+        };
+        self.queue.try_send(work).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => ApiError::Busy(format!(
+                "{} requests are already waiting (serve --max-queue); retry later",
+                self.service.limits.max_queue
+            )),
+            mpsc::TrySendError::Disconnected(_) => ApiError::Unavailable("the generation thread has stopped".into()),
+        })
     }
 }
 
@@ -472,19 +332,13 @@ async fn chat(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Res
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let (tx, rx) = tmpsc::unbounded_channel();
-        if let Err(e) = shared.submit(Work {
-            req,
-            sink: Sink::Stream(tx),
-        }) {
+        if let Err(e) = shared.submit(req, Sink::Stream(tx)) {
             return error_reply(&e);
         }
         return stream_reply(shared.service.name.clone(), rx, include_usage);
     }
     let (tx, rx) = oneshot::channel();
-    if let Err(e) = shared.submit(Work {
-        req,
-        sink: Sink::Reply(tx),
-    }) {
+    if let Err(e) = shared.submit(req, Sink::Reply(tx)) {
         return error_reply(&e);
     }
     match rx.await {
@@ -534,8 +388,8 @@ fn stream_reply(model: String, rx: tmpsc::UnboundedReceiver<Chunk>, include_usag
                     pending.push_back(Event::default().data("[DONE]"));
                     ended = true;
                 }
-                Some(Chunk::Failed(msg)) => {
-                    pending.push_back(Event::default().data(error_body(500, &msg).to_string()));
+                Some(Chunk::Failed(e)) => {
+                    pending.push_back(Event::default().data(error_body(e.status(), &e.to_string()).to_string()));
                     ended = true;
                 }
                 None => return None,
@@ -586,7 +440,9 @@ async fn guard_and_log(
     response
 }
 
-/// Serves on `addr` until the process ends; `on_ready` gets the bound address.
+/// Serves on `addr` until SIGTERM or SIGINT; `on_ready` gets the bound address. On a signal it
+/// stops accepting connections, lets in-flight requests finish for `limits.shutdown_grace`
+/// (then cancels them with 503), and returns `Ok`.
 pub fn serve(service: ChatService, addr: &str, on_ready: impl FnOnce(std::net::SocketAddr, &str)) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -594,31 +450,69 @@ pub fn serve(service: ChatService, addr: &str, on_ready: impl FnOnce(std::net::S
         .build()
         .context("starting the HTTP runtime")?;
     let service = Arc::new(service);
-    let (queue, work) = mpsc::channel();
-    {
-        let service = service.clone();
+    let (queue, work) = mpsc::sync_channel(service.limits.max_queue.max(1));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let generation = {
+        let (service, cancel) = (service.clone(), cancel.clone());
         std::thread::Builder::new()
             .name("generation".into())
-            .spawn(move || generation_loop(service, work))
-            .context("starting the generation thread")?;
-    }
-    runtime.block_on(async move {
+            .spawn(move || generation_loop(service, work, cancel))
+            .context("starting the generation thread")?
+    };
+    let grace = service.limits.shutdown_grace;
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         on_ready(listener.local_addr()?, &service.name);
-        let shared = Arc::new(Shared {
-            service,
-            queue: std::sync::Mutex::new(queue),
-        });
+        let body_limit = service.limits.max_body_bytes;
+        let shared = Arc::new(Shared { service, queue });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
             .fallback(not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(body_limit))
             .layer(axum::middleware::from_fn_with_state(shared.clone(), guard_and_log))
             .with_state(shared);
-        axum::serve(listener, app).await.context("serving")?;
-        bail!("the server stopped")
-    })
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal(cancel, grace))
+            .await
+            .context("serving")
+    });
+    // Every handler is gone, and with them the queue's senders: the generation thread ends.
+    drop(runtime);
+    if generation.join().is_err() {
+        bail!("the generation thread panicked");
+    }
+    served
+}
+
+/// Resolves on SIGTERM or SIGINT (axum then stops accepting connections and waits for the
+/// in-flight ones); after `grace`, sets `cancel` so the generation thread ends what still runs.
+async fn shutdown_signal(cancel: Arc<AtomicBool>, grace: std::time::Duration) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    eprintln!(
+        "shutting down: no new connections; in-flight requests may finish for {} s",
+        grace.as_secs()
+    );
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }
