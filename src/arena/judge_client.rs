@@ -403,7 +403,16 @@ impl JudgeClient {
                 Err(AttemptError::Fatal(message))
             };
         }
-        let body = response.text().map_err(|e| self.transport_error(e))?;
+        let body = read_bounded(response, MAX_REPLY_BYTES).map_err(|e| match e {
+            BodyError::Transport(e) => AttemptError::Retry {
+                message: format!("reading the reply: {e}"),
+                retry_after: None,
+            },
+            BodyError::TooLarge => AttemptError::Fatal(format!(
+                "the reply is larger than {} MiB; not read further",
+                MAX_REPLY_BYTES >> 20
+            )),
+        })?;
         let json: Value = serde_json::from_str(&body).map_err(|e| AttemptError::Retry {
             message: format!("reply is not valid JSON ({e}): {}", self.excerpt(&body)),
             retry_after: None,
@@ -483,8 +492,37 @@ fn render_reqwest_error(e: reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// Largest successful reply read from an endpoint: a chat completion is text plus a little
+/// JSON; anything bigger is a misbehaving server, and reading it whole could exhaust memory.
+pub const MAX_REPLY_BYTES: u64 = 32 << 20;
+
+/// Why a body was not read.
+enum BodyError {
+    Transport(std::io::Error),
+    TooLarge,
+}
+
+/// The body as text, read up to `limit` bytes.
+fn read_bounded(response: Response, limit: u64) -> Result<String, BodyError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    response
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(BodyError::Transport)?;
+    if bytes.len() as u64 > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// An error reply's body for the message (its first 64 KiB).
 fn read_body_lossy(response: Response) -> String {
-    response.text().unwrap_or_else(|_| "(body unreadable)".to_string())
+    match read_bounded(response, 64 << 10) {
+        Ok(text) => text,
+        Err(BodyError::TooLarge) => "(a body larger than 64 KiB)".to_string(),
+        Err(BodyError::Transport(_)) => "(body unreadable)".to_string(),
+    }
 }
 
 /// `choices[0].message.content` as text (a list of text parts is joined), or what is missing.
@@ -618,6 +656,15 @@ mod tests {
         );
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["content"], "question SCRIPT(plain L:A>B)");
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_limit_is_refused_without_reading_it_whole() {
+        let server = ScriptServer::start();
+        let client = JudgeClient::new(cfg(&server.base_url())).unwrap();
+        let err = ask(&client, "SCRIPT(big huge)").unwrap_err().to_string();
+        assert!(err.contains("larger than 32 MiB"), "{err}");
+        assert_eq!(server.count("big"), 1, "not retried");
     }
 
     #[test]

@@ -184,6 +184,8 @@ fn handle(mut request: tiny_http::Request, seen: &Mutex<HashMap<String, Seen>>) 
             (200, chat_reply("Slowly: [[A=B]]"), None)
         }
         "badjson" => (200, "this is {not json".into(), None),
+        // A body past the client's limit (`MAX_REPLY_BYTES`).
+        "huge" => (200, " ".repeat(40 << 20), None),
         "nochoices" => (200, "{\"error\":\"no choices for you\"}".into(), None),
         label => {
             let label = label.strip_prefix("L:").unwrap_or("A=B");
