@@ -6,3 +6,4 @@ mod common;
 
 mod commands;
 mod serve;
+mod serve_load;
