@@ -286,6 +286,26 @@ fn deadlines_and_clients_that_leave_free_the_batch() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     let log = s.log();
     assert!(log.iter().any(|l| l.contains("the client is gone")), "{log:?}");
+
+    // The same for a client waiting for a whole (non-streamed) reply.
+    let mut conn = std::net::TcpStream::connect(s.addr()).unwrap();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000,
+                      "ignore_eos": true})
+    .to_string();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+    let t = Instant::now();
+    let (status, r) = chat(&s.url, &request("after", 4));
+    assert_eq!(status, 200, "{r}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let log = s.log();
+    assert!(log.iter().any(|l| l.contains("the client is gone")), "{log:?}");
 }
 
 #[test]

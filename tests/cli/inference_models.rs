@@ -1,6 +1,7 @@
 //! The model of an inference command, found wherever a user points: a run directory (its
 //! `latest` checkpoint), a step directory, a model without a tokenizer plus `--tokenizer`; a
-//! path that does not exist says so. And output piped into `head` ends quietly.
+//! path that does not exist says so. Output piped into `head` ends quietly, and `generate` never
+//! runs past the model's context.
 
 use crate::common::fixtures;
 use std::path::Path;
@@ -132,4 +133,39 @@ fn output_piped_into_head_ends_quietly() {
     );
     // Ended by SIGPIPE (128 + 13) like any Unix tool, not a panic (101).
     assert!(stdout.contains("status=141"), "{stdout}{stderr}");
+}
+
+#[test]
+fn generate_refuses_more_new_tokens_than_the_context_leaves() {
+    let model = fixtures().join("loss_model");
+    // A number that would once have sized a 128 TB cache: refused, naming what fits.
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["generate", "--model"])
+        .arg(&model)
+        .args(["--prompt", "hi", "--max-new-tokens", "1000000000000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("context of 1024 tokens") && err.contains("--max-new-tokens"),
+        "{err}"
+    );
+    // What the context leaves is accepted.
+    let fits: usize = err
+        .split("use --max-new-tokens ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoder"))
+        .args(["generate", "--model"])
+        .arg(&model)
+        .args(["--prompt", "hi", "--max-new-tokens", &fits.to_string(), "--json"])
+        .output()
+        .unwrap();
+    crate::common::ok(&out);
 }

@@ -431,3 +431,46 @@ fn a_run_that_cannot_fit_in_memory_stops_before_loading() {
     );
     assert!(!tmp.path().join("run/metrics.jsonl").exists());
 }
+
+#[test]
+fn a_template_that_rewrites_history_trains_under_per_turn_and_is_refused_under_prefix() {
+    // The loss model with the R1-like template without generation blocks
+    // (tests/fixtures/chat_template/generation.json), on multi-turn thinking conversations.
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = repo().join("tests/fixtures");
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for e in std::fs::read_dir(fx.join("loss_model")).unwrap().flatten() {
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let gen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("chat_template/generation.json")).unwrap()).unwrap();
+    let mut tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer_config.json")).unwrap()).unwrap();
+    tc["chat_template"] = gen["templates"]["r1_plain"].clone();
+    std::fs::write(model.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    let stages = format!(
+        "[[stage]]\nname = \"s\"\ndata = [\"{}\"]\nsteps = 2\n",
+        fx.join("template_loss/think.jsonl").display()
+    );
+    let run = |mask: &str| {
+        let out = tmp.path().join(mask);
+        let cfg = config(&out, &format!("[model]\npath = \"{}\"", model.display()), "", &stages);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[data]\nseq_len = 64\n",
+            &format!("[data]\nseq_len = 256\nmask = \"{mask}\"\n"),
+        );
+        assert!(text.contains("mask = "));
+        std::fs::write(&cfg, text).unwrap();
+        train(&cfg, &[], &[])
+    };
+    let refused = run("prefix");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("think.jsonl:2") && err.contains("per_turn"), "{err}");
+    for mask in ["per_turn", "last_assistant_turn"] {
+        ok(&run(mask));
+        let m = metrics(&tmp.path().join(mask).join("run"));
+        assert!(m.iter().any(|r| r["step"] == 2), "{mask}: {m:?}");
+    }
+}
