@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("infer", &["io", "ops", "device", "model", "data"]),
     ("arena", &["io", "config", "device", "model", "data", "infer"]),
     ("eval", &["io", "config", "device", "model", "data", "infer", "arena"]),
+    ("synth", &["io", "config", "data", "arena", "eval"]),
     (
         "train",
         &[
@@ -27,7 +28,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "io", "config", "ops", "device", "model", "data", "dist", "infer", "arena", "eval", "train", "tools",
+            "io", "config", "ops", "device", "model", "data", "dist", "infer", "arena", "eval", "synth", "train",
+            "tools",
         ],
     ),
 ];

@@ -13,6 +13,7 @@
 //! - `infer`: generation (KV cache, batching, sampling) and the OpenAI-compatible server.
 //! - `arena`: the CodeArena evaluator (answers, judge, scores, reports).
 //! - `eval`: execution benchmarks (so far: the sandbox for untrusted programs).
+//! - `synth`: making instruction data from web text with an OpenAI-compatible model.
 //! - `train`: the trainer and the components it wires together.
 //! - `tools`: `selftest` and `bench`.
 //! - `cli`: the command line that `src/main.rs` parses and dispatches.
@@ -36,6 +37,8 @@ pub mod infer;
 pub mod arena;
 
 pub mod eval;
+
+pub mod synth;
 
 pub mod train;
 

@@ -14,6 +14,7 @@ mod loss;
 mod plan;
 mod selftest;
 mod serve;
+mod synth;
 mod train;
 
 use anyhow::Result;
@@ -71,6 +72,9 @@ pub enum Command {
     Arena(arena::ArenaCommand),
     /// Execution benchmarks (HumanEval(+), MBPP(+), MultiPL-E): generate, run in a sandbox, pass@k.
     ExecEval(exec_eval::ExecEvalArgs),
+    /// Make instruction data from code-related web text with an OpenAI-compatible model
+    /// (recall, instruct, respond, validate, dedup, decontaminate); resumable.
+    Synth(synth::SynthArgs),
     /// Did the fine-tune beat its base? Answers with both, judges tuned vs base, reports.
     Compare(compare::CompareArgs),
     /// Commands over checkpoints.
@@ -98,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Arena(cmd) => arena::run(cmd),
         Command::ExecEval(args) => exec_eval::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Synth(args) => synth::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

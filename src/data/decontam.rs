@@ -117,7 +117,7 @@ impl Benchmark {
     }
 
     /// The question and the words of the first n-gram `text` shares with the benchmark.
-    fn find(&self, text: &str) -> Option<(usize, String)> {
+    pub fn find(&self, text: &str) -> Option<(usize, String)> {
         let w = words(text);
         let mut found = None;
         ngrams(&w, self.n, |h, gram| match self.grams.get(&h) {
