@@ -24,6 +24,11 @@ fn spec(name: &str) -> (&'static str, &'static str, &'static str) {
             "def mul(a, b):\n    return a * b",
             "assert mul(2, 3) == 6\nassert mul(-2, 4) == -8",
         ),
+        "reask" => (
+            "Write clamp(x, lo, hi) in Python: return x limited to the closed range from lo to hi.",
+            "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))",
+            "assert clamp(5, 0, 3) == 3\nassert clamp(-1, 0, 3) == 0",
+        ),
         "ratelimited" => (
             "Create a Python function sub(a, b) giving the difference a minus b for any two numbers.",
             "def sub(a, b):\n    return a - b",
@@ -148,6 +153,8 @@ fn answer(body: &Value, raw: &str, seen: &Mutex<HashSet<String>>) -> (u16, Strin
     } else if first.contains("Rate the answer") {
         match name.as_str() {
             "badscore" => "This answer looks great to me!".to_string(),
+            // Parsable only when asked again (the conversation then holds the re-ask).
+            "reask" if messages.len() == 1 => "Great answer, 9 out of 10.".to_string(),
             "lowscore" => "SCORE: 4\nREASON: it ignores the edge cases.".to_string(),
             _ => "SCORE: 9\nREASON: correct and clear.".to_string(),
         }
@@ -268,8 +275,8 @@ fn a_scripted_run_keeps_drops_resumes_and_trains() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     assert_eq!(dropped, expected, "{s:#}");
-    assert_eq!(s["kept"], 6);
-    assert_eq!(s["documents"], 15);
+    assert_eq!(s["kept"], 7);
+    assert_eq!(s["documents"], 16);
     assert!(s["usage"]["generator"]["requests"].as_u64().unwrap() > 20, "{s:#}");
     assert!(s["cost_usd"].as_f64().unwrap() > 0.0);
 
@@ -290,6 +297,7 @@ fn a_scripted_run_keeps_drops_resumes_and_trains() {
             "p-garbage",
             "p-dup-a",
             "p-haskell",
+            "p-reask",
             "p-keep-2"
         ]
     );
