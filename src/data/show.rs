@@ -1,7 +1,8 @@
 //! `syncoder data inspect --show N`: the first N samples as training sees them — the rendered
 //! text with the trained text marked, then every token's position, id, whether it is trained
 //! on, and the text it covers, side by side. The first thing to look at when a chat template or
-//! `data.mask` misbehaves.
+//! `data.mask` misbehaves. (Offsets that are not character boundaries, which no byte-level
+//! tokenizer gives, show as nothing rather than panic.)
 
 use super::record::Record;
 use super::sample::{Dropped, Rendered, SampleBuilder};
@@ -98,7 +99,7 @@ fn write_text(out: &mut dyn Write, r: &Rendered, marks: &Marks) -> Result<()> {
     let (mut at, mut inside) = (0usize, false);
     for (&(a, b), &m) in r.offsets.iter().zip(&r.mask) {
         if a > at {
-            s.push_str(&r.text[at..a]);
+            s.push_str(r.text.get(at..a).unwrap_or_default());
             at = a;
         }
         if m != inside {
@@ -107,14 +108,14 @@ fn write_text(out: &mut dyn Write, r: &Rendered, marks: &Marks) -> Result<()> {
         }
         // Tokens that split one character share its offsets: the character is written once.
         if b > at {
-            s.push_str(&r.text[at..b]);
+            s.push_str(r.text.get(at..b).unwrap_or_default());
             at = b;
         }
     }
     if inside {
         s.push_str(marks.close);
     }
-    s.push_str(&r.text[at..]);
+    s.push_str(r.text.get(at..).unwrap_or_default());
     writeln!(out, "{s}")?;
     Ok(())
 }

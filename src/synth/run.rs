@@ -48,15 +48,22 @@ pub fn run(cfg: &SynthConfig, progress: bool) -> Result<Summary> {
     let mut pages = Pages::open(&cfg.input)?;
     let workers = cfg.generator.concurrency;
     let window = workers * 8;
-    let bar = if progress {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::hidden()
+    // With a known total (`input.max_docs`), a bar with an ETA; otherwise a counter (the input
+    // is streamed, its length unknown until its end).
+    let (bar, template) = match (progress, cfg.input.max_docs) {
+        (false, _) => (indicatif::ProgressBar::hidden(), ""),
+        (true, 0) => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {pos} documents · {per_sec} · {elapsed} · {msg}",
+        ),
+        (true, n) => (
+            indicatif::ProgressBar::new(n),
+            "{bar:30} {pos}/{len} documents · {per_sec} · ETA {eta} · {msg}",
+        ),
     };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} documents · {per_sec} · {elapsed} · {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
     bar.set_position(done.len());
     let (failed, kept) = (AtomicU64::new(0), AtomicU64::new(0));
     let first_error: Mutex<Option<String>> = Mutex::new(None);

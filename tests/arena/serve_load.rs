@@ -93,6 +93,18 @@ fn chat(url: &str, body: &Value) -> (u16, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+/// Sends a chat request over a raw connection (to close it mid-reply) and returns the connection.
+fn raw_post(addr: &str, body: &Value) -> std::io::Result<std::net::TcpStream> {
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    let body = body.to_string();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(conn)
+}
+
 fn request(prompt: &str, max_tokens: u64) -> Value {
     json!({"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0})
 }
@@ -264,16 +276,9 @@ fn deadlines_and_clients_that_leave_free_the_batch() {
     // A streaming client that disconnects mid-reply ends its sequence: the one place in the
     // batch is free again for the next request at once.
     let s = Server::start(&model, &["--max-num-seqs", "1"]);
-    let mut conn = std::net::TcpStream::connect(s.addr()).unwrap();
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000,
-                      "ignore_eos": true, "stream": true})
-    .to_string();
-    write!(
-        conn,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+                      "ignore_eos": true, "stream": true});
+    let mut conn = raw_post(&s.addr(), &body).unwrap();
     let mut buf = [0u8; 4096];
     let mut got = 0;
     while got < 2000 {
@@ -288,16 +293,9 @@ fn deadlines_and_clients_that_leave_free_the_batch() {
     assert!(log.iter().any(|l| l.contains("the client is gone")), "{log:?}");
 
     // The same for a client waiting for a whole (non-streamed) reply.
-    let mut conn = std::net::TcpStream::connect(s.addr()).unwrap();
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000,
-                      "ignore_eos": true})
-    .to_string();
-    write!(
-        conn,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+                      "ignore_eos": true});
+    let conn = raw_post(&s.addr(), &body).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(conn);
     let t = Instant::now();
@@ -394,13 +392,8 @@ fn sixty_four_clients_and_hostile_requests_under_a_memory_bound() {
                             }
                         }
                         Hostile::Disconnect => {
-                            let mut conn = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-                            let body = request("leave early", 500).to_string();
-                            let _ = write!(
-                                conn,
-                                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                                body.len()
-                            );
+                            // Sent, then the connection is dropped unread.
+                            raw_post(&addr, &request("leave early", 500)).map_err(|e| e.to_string())?;
                         }
                     }
                     return Ok(None);

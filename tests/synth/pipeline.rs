@@ -40,7 +40,11 @@ fn spec(name: &str) -> (&'static str, &'static str, &'static str) {
             "assert neg(4) == -4",
         ),
         "dupa" | "dupb" => (
-            "Write square(n) in Python returning n times n; it must accept negative numbers and zero as well.",
+            // Long, so the one differing word (the DOC marker) leaves them near duplicates.
+            "Write square(n) in Python returning n times n; it must accept negative numbers and zero as well, \
+             work for floats as for integers, never modify global state, return the same type it is given, \
+             and come with a docstring that explains what it computes and shows one example call with its \
+             result, so that a reader new to Python understands it at once.",
             "def square(n):\n    return n * n",
             "assert square(-3) == 9",
         ),
