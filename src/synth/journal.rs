@@ -42,6 +42,9 @@ impl Journal {
     /// journal and the documents it already names.
     pub fn open(path: &Path) -> Result<(Self, DoneSet)> {
         let mut done = DoneSet::default();
+        if path.exists() && !path.is_file() {
+            bail!("{}: the journal must be a regular file", path.display());
+        }
         if path.exists() {
             let good = scan(path, |_, e| {
                 done.insert(e.doc);

@@ -103,22 +103,28 @@ pub fn run(cfg: &SynthConfig, progress: bool) -> Result<Summary> {
                     if i >= batch.len() || stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let result = pipeline.process(&batch[i]).and_then(|e| {
-                        let is_kept = e.record.is_some();
-                        journal.append(&e).map(|_| is_kept)
-                    });
-                    match result {
-                        Ok(is_kept) => {
-                            kept.fetch_add(is_kept as u64, Ordering::Relaxed);
+                    let note = |msg: String| {
+                        let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(msg);
+                    };
+                    match pipeline.process(&batch[i]) {
+                        Ok(entry) => {
+                            let is_kept = entry.record.is_some();
+                            match journal.append(&entry) {
+                                Ok(()) => {
+                                    kept.fetch_add(is_kept as u64, Ordering::Relaxed);
+                                }
+                                // A journal that cannot be written stops the run: finished
+                                // work would otherwise be lost.
+                                Err(e) => {
+                                    *first_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                            }
                         }
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                            first.get_or_insert_with(|| format!("{}: {e:#}", batch[i].id));
-                            // A journal that cannot be written stops the run.
-                            if format!("{e:#}").contains("appending to") {
-                                stop.store(true, Ordering::Relaxed);
-                            }
+                            note(format!("{}: {e:#}", batch[i].id));
                         }
                     }
                     bar.inc(1);
