@@ -117,16 +117,8 @@ pub struct AnswerArgs {
     /// or a Hugging Face Hub id (from the HF cache; HF_HUB_OFFLINE honoured).
     #[arg(long, required_unless_present = "endpoint", conflicts_with = "endpoint")]
     pub model: Option<String>,
-    /// Answer through an OpenAI-compatible server instead (vLLM, `syncoder serve`, ...), e.g.
-    /// http://127.0.0.1:8000/v1; it applies the model's chat template.
-    #[arg(long, requires = "endpoint_model")]
-    pub endpoint: Option<String>,
-    /// The model name the server serves (with --endpoint).
-    #[arg(long)]
-    pub endpoint_model: Option<String>,
-    /// Environment variable holding the server's API key (with --endpoint; unset: no key).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub endpoint_key_env: String,
+    #[command(flatten)]
+    pub endpoint: super::endpoint::EndpointArgs,
     /// A directory with tokenizer.json and tokenizer_config.json (default: the model's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -254,19 +246,13 @@ pub fn run(cmd: ArenaCommand) -> Result<()> {
         ArenaCommand::Answer(a) => {
             let qs = a.questions.load_into(&a.out)?;
             let settings = a.generation.settings()?;
-            let source = match (&a.model, &a.endpoint) {
+            let source = match (&a.model, a.endpoint.settings(settings.batch_size)) {
                 (Some(model), None) => AnswerSource::Local(AnswerModel {
                     dir: locate_model(model)?,
                     tokenizer: a.tokenizer,
                     device: a.device,
                 }),
-                (None, Some(url)) => {
-                    let model = a.endpoint_model.clone().unwrap_or_default();
-                    let mut cfg = JudgeSettings::new(url.clone(), model);
-                    cfg.key_env = a.endpoint_key_env.clone();
-                    cfg.concurrency = settings.batch_size.max(1);
-                    AnswerSource::Endpoint(cfg)
-                }
+                (None, Some(cfg)) => AnswerSource::Endpoint(cfg),
                 _ => bail!("give one of --model and --endpoint"),
             };
             answer_questions(&source, &a.name, &qs, &a.out, &settings)?;

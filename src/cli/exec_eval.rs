@@ -3,7 +3,6 @@
 //! (`eval::exec_eval`).
 
 use crate::arena::answers::{AnswerModel, AnswerSettings, AnswerSource};
-use crate::arena::JudgeSettings;
 use crate::eval::benchmark::Benchmark;
 use crate::eval::exec_eval::{self, ExecEvalOptions, SampleSource};
 use crate::eval::execute::RunLimits;
@@ -29,17 +28,10 @@ pub struct ExecEvalArgs {
     /// The model that answers: a model or checkpoint directory, a run directory, or a Hub id.
     #[arg(long, conflicts_with_all = ["endpoint", "samples"])]
     pub model: Option<String>,
-    /// Answer through an OpenAI-compatible server instead (it applies the chat template).
-    #[arg(long, requires = "endpoint_model", conflicts_with = "samples")]
-    pub endpoint: Option<String>,
-    /// The model name the server serves (with --endpoint).
-    #[arg(long)]
-    pub endpoint_model: Option<String>,
-    /// Environment variable holding the server's API key (with --endpoint; unset: no key).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub endpoint_key_env: String,
+    #[command(flatten)]
+    pub endpoint: super::endpoint::EndpointArgs,
     /// Test these samples instead (JSONL: task_id and one of solution, completion, reply).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "endpoint")]
     pub samples: Option<PathBuf>,
     /// A directory with tokenizer.json and tokenizer_config.json (default: the model's).
     #[arg(long)]
@@ -134,7 +126,7 @@ pub fn run(a: ExecEvalArgs) -> Result<()> {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "model".into())
     };
-    let (samples, default_name) = match (&a.model, &a.endpoint, &a.samples) {
+    let (samples, default_name) = match (&a.model, a.endpoint.settings(a.batch_size), &a.samples) {
         (Some(model), None, None) if a.mode == "completion" => {
             let dir = locate_model(model)?;
             let name = stem(&dir);
@@ -173,11 +165,8 @@ pub fn run(a: ExecEvalArgs) -> Result<()> {
                 name,
             )
         }
-        (None, Some(url), None) => {
-            let model = a.endpoint_model.clone().unwrap_or_default();
-            let mut cfg = JudgeSettings::new(url.clone(), model.clone());
-            cfg.key_env = a.endpoint_key_env.clone();
-            cfg.concurrency = a.batch_size.max(1);
+        (None, Some(cfg), None) => {
+            let model = cfg.model.clone();
             let source = AnswerSource::Endpoint(cfg);
             (
                 SampleSource::Model {

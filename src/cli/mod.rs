@@ -6,6 +6,7 @@ mod bench;
 mod ckpt;
 mod compare;
 mod data;
+mod endpoint;
 mod exec_eval;
 mod generate;
 mod init;
