@@ -178,22 +178,15 @@ impl ChatTemplate {
             if m.role != super::record::Role::Assistant {
                 continue;
             }
-            let prompt = self.render(&messages[..k], true)?;
-            let upto = self.render(&messages[..=k], false)?;
-            if !upto.starts_with(&prompt) || !full.starts_with(&upto) {
+            // Each turn located as the last of its prefix, and that prefix the start of the whole.
+            let (upto, span) = self.render_last_turn(&messages[..=k])?;
+            if !full.starts_with(&upto) {
                 bail!(
                     "the chat template does not render this conversation as growing prefixes, so the text of \
                      assistant turn {k} cannot be located"
                 );
             }
-            let turn = &upto[prompt.len()..];
-            let Some(close) = turn.rfind(&self.end_of_turn) else {
-                bail!(
-                    "the chat template does not close assistant turn {k} with {:?}",
-                    self.end_of_turn
-                );
-            };
-            spans.push(prompt.len()..prompt.len() + close + self.end_of_turn.len());
+            spans.push(span);
         }
         Ok((full, spans))
     }

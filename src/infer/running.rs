@@ -34,11 +34,6 @@ impl<T> Sequence<T> {
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
     }
-
-    /// Prompt tokens.
-    pub fn prompt_len(&self) -> usize {
-        self.prompt.len()
-    }
 }
 
 /// The sequences generating together.
@@ -66,11 +61,6 @@ impl<T> RunningBatch<T> {
 
     pub fn is_empty(&self) -> bool {
         self.seqs.is_empty()
-    }
-
-    /// The running sequences, in the order they joined.
-    pub fn sequences(&self) -> &[Sequence<T>] {
-        &self.seqs
     }
 
     /// Adds a sequence; its first step prefills `prompt`. A prompt that leaves no room in the
