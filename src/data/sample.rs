@@ -141,10 +141,15 @@ impl SampleBuilder {
     /// Sample `part` of `record` rendered, tokenised and masked, with the length rules applied;
     /// `Err(Dropped)` inside `Ok` says why it was skipped.
     pub fn build_part(&self, record: &Record, part: usize) -> Result<std::result::Result<Sample, Dropped>> {
-        let Rendered { mut ids, mut mask, .. } = self.render(record, part)?;
+        let Rendered { ids, mask, .. } = self.render(record, part)?;
+        Ok(self.fit(record, ids, mask))
+    }
+
+    /// The length rules applied to a rendered sample of `record`.
+    pub fn fit(&self, record: &Record, mut ids: Vec<u32>, mut mask: Vec<bool>) -> std::result::Result<Sample, Dropped> {
         if ids.len() > self.max_seq_len {
             match self.overflow {
-                Overflow::Drop => return Ok(Err(Dropped::TooLong)),
+                Overflow::Drop => return Err(Dropped::TooLong),
                 Overflow::Truncate => {
                     ids.truncate(self.max_seq_len);
                     mask.truncate(self.max_seq_len);
@@ -152,12 +157,12 @@ impl SampleBuilder {
             }
         }
         if !mask.iter().any(|&m| m) {
-            return Ok(Err(Dropped::NoSupervisedTokens));
+            return Err(Dropped::NoSupervisedTokens);
         }
-        Ok(Ok(Sample {
+        Ok(Sample {
             id: record.id.clone(),
             ids,
             mask,
-        }))
+        })
     }
 }

@@ -72,7 +72,7 @@ pub fn show(
                         continue;
                     }
                 };
-                let fate = match builder.build_part(&record, part)? {
+                let fate = match builder.fit(&record, rendered.ids.clone(), rendered.mask.clone()) {
                     Ok(s) if s.ids.len() < rendered.ids.len() => format!("truncated to {}", s.ids.len()),
                     Ok(_) => "kept".to_string(),
                     Err(Dropped::TooLong) => format!("dropped: longer than {}", builder.max_seq_len),
